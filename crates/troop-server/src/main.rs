@@ -1,0 +1,125 @@
+//! `troop-server`: one Troop 0.10.3 compatible session on one TCP port.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tracing::{info, warn};
+use troop_server::server::{self, Config, Exit};
+use troop_server::session::{Limits, PEER_CHARS};
+
+/// A Troop session server, wire-compatible with Troop 0.10.3 clients.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TCP port to listen on.
+    #[arg(short, long, default_value_t = 57890)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Session password (standalone use; prefer TROOP_PASSWORD_MD5, which keeps it off
+    /// command lines). Empty means no password, as upstream.
+    #[arg(short = 'P', long, env = "TROOP_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// md5 hex of the password, as Troop clients send it (what the hub passes).
+    #[arg(
+        long = "password-md5",
+        env = "TROOP_PASSWORD_MD5",
+        hide_env_values = true,
+        hide = true
+    )]
+    password_md5: Option<String>,
+    /// Ping clients every second and drop joined clients silent for 30 s.
+    #[arg(short, long)]
+    keepalive: bool,
+    /// Exit with status 0 once no client has been logged in for this long (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_exit: Option<Duration>,
+    /// Client ids handed out over the session's life (at most 62, one per peer colour).
+    #[arg(long, default_value_t = 62)]
+    max_clients: usize,
+    /// Largest single message in bytes; a client sending more is dropped.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message: usize,
+    /// Largest document in bytes; an operation that would exceed it is refused.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_document: usize,
+    /// Messages queued to one client before it is dropped as too slow.
+    #[arg(long, default_value_t = 4096)]
+    queue: usize,
+    /// Operations kept for transforming late operations.
+    #[arg(long, default_value_t = 8192)]
+    history: usize,
+}
+
+fn password_md5(args: &Args) -> anyhow::Result<String> {
+    match (&args.password, &args.password_md5) {
+        (Some(p), _) => Ok(troop_server::md5_hex(p)),
+        (None, Some(h)) if troop_server::is_md5_hex(h) => Ok(h.clone()),
+        (None, Some(_)) => {
+            bail!("TROOP_PASSWORD_MD5 must be 32 lowercase hex digits (an md5 digest)")
+        }
+        (None, None) => Ok(troop_server::md5_hex("")),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stdout)
+        .init();
+    let args = Args::parse();
+    if args.max_clients == 0 || args.max_clients > PEER_CHARS.len() {
+        bail!("--max-clients must be between 1 and {}", PEER_CHARS.len());
+    }
+    let password_md5 = password_md5(&args)?;
+    if password_md5 == troop_server::md5_hex("") {
+        warn!("no password set: anyone who can reach this port can join");
+    }
+    let config = Config {
+        password_md5,
+        limits: Limits {
+            max_clients: args.max_clients,
+            max_document: args.max_document,
+            history: args.history.max(1),
+            keepalive_timeout: args.keepalive.then_some(Duration::from_secs(30)),
+            ..Limits::default()
+        },
+        keepalive: args.keepalive,
+        idle_exit: args.idle_exit,
+        max_message: args.max_message,
+        queue: args.queue,
+        ..Config::default()
+    };
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(%addr, version = troop_server::session::VERSION, "Troop server listening");
+    let exit = server::run(listener, config, shutdown_signal()).await?;
+    match exit {
+        Exit::Shutdown => info!("stopped by signal; clients were sent MSG_KILL"),
+        Exit::Idle => info!("no client for the idle-exit time; exiting"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (exit) still applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
