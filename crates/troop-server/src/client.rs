@@ -10,9 +10,12 @@ use crate::ot::{Operation, OtError};
 use crate::session::{ClientId, VERSION};
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
 /// What went wrong talking to a Troop server.
@@ -85,16 +88,93 @@ pub async fn login_with_version(
     Ok((stream, code))
 }
 
-/// A joined Troop client.
+/// The sending side, shared with the reader task (which answers barrier requests itself).
+struct Writer {
+    half: OwnedWriteHalf,
+    id: ClientId,
+    next_msg_id: i64,
+}
+
+impl Writer {
+    async fn send(&mut self, body: Body) -> Result<(), ClientError> {
+        let msg = Message {
+            msg_id: self.next_msg_id,
+            src_id: self.id,
+            body,
+        };
+        self.next_msg_id += 1;
+        self.half.write_all(msg.encode().as_bytes()).await?;
+        Ok(())
+    }
+}
+
+/// A joined Troop client. A background task reads the socket all the time, as Troop's own
+/// client thread does, and acknowledges join barriers at once; everything it reads is handed
+/// to [`TroopClient::recv`], which applies it to the document.
 pub struct TroopClient {
     pub id: ClientId,
     pub name: String,
-    stream: TcpStream,
-    decoder: Decoder,
-    next_msg_id: i64,
+    writer: Arc<Mutex<Writer>>,
+    inbox: mpsc::UnboundedReceiver<Result<Message, ClientError>>,
+    reader: tokio::task::JoinHandle<()>,
     document: String,
     revision: i64,
     state: OtState,
+}
+
+impl Drop for TroopClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Reads and decodes the socket; answers REQUEST_ACK 1 and KEEP_ALIVE; forwards everything.
+async fn read_task(
+    mut half: OwnedReadHalf,
+    writer: Arc<Mutex<Writer>>,
+    inbox: mpsc::UnboundedSender<Result<Message, ClientError>>,
+) {
+    let mut decoder = Decoder::new(64 << 20);
+    loop {
+        loop {
+            match decoder.next_message() {
+                Ok(Some(msg)) => {
+                    let answer = match msg.body {
+                        Body::RequestAck { flag: 1, .. } => {
+                            Some(Body::ConnectAck { reply: json!(0) })
+                        }
+                        Body::KeepAlive => Some(Body::KeepAlive),
+                        _ => None,
+                    };
+                    if let Some(body) = answer {
+                        if let Err(e) = writer.lock().await.send(body).await {
+                            let _ = inbox.send(Err(e));
+                            return;
+                        }
+                    }
+                    if inbox.send(Ok(msg)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = inbox.send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+        match half.read_buf(decoder.buffer()).await {
+            Ok(0) => {
+                let _ = inbox.send(Err(ClientError::Closed));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = inbox.send(Err(e.into()));
+                return;
+            }
+        }
+    }
 }
 
 impl TroopClient {
@@ -109,12 +189,20 @@ impl TroopClient {
         let (stream, id) = tokio::time::timeout_at(deadline, login(addr, name, password))
             .await
             .map_err(|_| ClientError::Timeout("login"))??;
+        let (read_half, write_half) = stream.into_split();
+        let writer = Arc::new(Mutex::new(Writer {
+            half: write_half,
+            id,
+            next_msg_id: 0,
+        }));
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_task(read_half, writer.clone(), tx));
         let mut client = TroopClient {
             id,
             name: name.into(),
-            stream,
-            decoder: Decoder::new(64 << 20),
-            next_msg_id: 0,
+            writer,
+            inbox,
+            reader,
             document: String::new(),
             revision: 0,
             state: OtState::Synchronized,
@@ -152,26 +240,17 @@ impl TroopClient {
         matches!(self.state, OtState::Synchronized)
     }
 
-    /// The msg_id the next message will carry.
-    pub fn next_msg_id(&self) -> i64 {
-        self.next_msg_id
-    }
-
-    /// Sends one message with this client's id and the next msg_id.
-    pub async fn send(&mut self, body: Body) -> Result<(), ClientError> {
-        let msg = Message {
-            msg_id: self.next_msg_id,
-            src_id: self.id,
-            body,
-        };
-        self.next_msg_id += 1;
-        self.stream.write_all(msg.encode().as_bytes()).await?;
-        Ok(())
+    /// Sends one message with this client's id and the next msg_id; returns that msg_id.
+    pub async fn send(&mut self, body: Body) -> Result<i64, ClientError> {
+        let mut w = self.writer.lock().await;
+        let msg_id = w.next_msg_id;
+        w.send(body).await?;
+        Ok(msg_id)
     }
 
     /// Writes raw bytes (for tests of bad input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await?;
+        self.writer.lock().await.half.write_all(bytes).await?;
         Ok(())
     }
 
@@ -211,7 +290,7 @@ impl TroopClient {
         self.edit(op).await
     }
 
-    async fn send_operation(&mut self, op: Operation) -> Result<(), ClientError> {
+    async fn send_operation(&mut self, op: Operation) -> Result<i64, ClientError> {
         let revision = self.revision;
         self.send(Body::Operation {
             operation: op,
@@ -227,27 +306,29 @@ impl TroopClient {
     }
 
     async fn recv_until(&mut self, deadline: Instant) -> Result<Message, ClientError> {
-        let msg = loop {
-            if let Some(m) = self.decoder.next_message()? {
-                break m;
-            }
-            let read =
-                tokio::time::timeout_at(deadline, self.stream.read_buf(self.decoder.buffer()))
-                    .await
-                    .map_err(|_| ClientError::Timeout("a message"))??;
-            if read == 0 {
-                return Err(ClientError::Closed);
-            }
-        };
+        let msg = tokio::time::timeout_at(deadline, self.inbox.recv())
+            .await
+            .map_err(|_| ClientError::Timeout("a message"))?
+            .unwrap_or(Err(ClientError::Closed))?;
         self.handle(&msg).await?;
         Ok(msg)
     }
 
+    /// A message that has already arrived, if any (never waits).
+    pub async fn try_recv(&mut self) -> Result<Option<Message>, ClientError> {
+        match self.inbox.try_recv() {
+            Ok(msg) => {
+                let msg = msg?;
+                self.handle(&msg).await?;
+                Ok(Some(msg))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
     async fn handle(&mut self, msg: &Message) -> Result<(), ClientError> {
         match &msg.body {
-            Body::RequestAck { flag: 1, .. } => {
-                self.send(Body::ConnectAck { reply: json!(0) }).await?
-            }
             Body::Reset { document, .. } => {
                 self.document = document.clone();
                 self.revision = 0;
@@ -281,7 +362,6 @@ impl TroopClient {
                 self.state = state;
                 self.document = apply.apply(&self.document)?;
             }
-            Body::KeepAlive => self.send(Body::KeepAlive).await?,
             _ => {}
         }
         Ok(())
@@ -319,7 +399,8 @@ impl TroopClient {
     }
 
     /// Closes the connection.
-    pub async fn close(mut self) {
-        let _ = self.stream.shutdown().await;
+    pub async fn close(self) {
+        let _ = self.writer.lock().await.half.shutdown().await;
+        self.reader.abort();
     }
 }
