@@ -255,11 +255,14 @@ impl TroopClient {
     }
 
     /// A local edit: applied to the document at once, sent when the OT state allows.
-    pub async fn edit(&mut self, op: Operation) -> Result<(), ClientError> {
+    /// Returns the msg_id it went out with, or `None` if it was buffered behind an
+    /// unacknowledged operation.
+    pub async fn edit(&mut self, op: Operation) -> Result<Option<i64>, ClientError> {
         self.document = op.apply(&self.document)?;
+        let mut sent = None;
         self.state = match std::mem::replace(&mut self.state, OtState::Synchronized) {
             OtState::Synchronized => {
-                self.send_operation(op.clone()).await?;
+                sent = Some(self.send_operation(op.clone()).await?);
                 OtState::AwaitingConfirm(op)
             }
             OtState::AwaitingConfirm(outstanding) => OtState::AwaitingWithBuffer(outstanding, op),
@@ -267,11 +270,11 @@ impl TroopClient {
                 OtState::AwaitingWithBuffer(outstanding, Operation::compose(&buffer, &op)?)
             }
         };
-        Ok(())
+        Ok(sent)
     }
 
     /// Inserts `text` at character `pos`.
-    pub async fn insert(&mut self, pos: u64, text: &str) -> Result<(), ClientError> {
+    pub async fn insert(&mut self, pos: u64, text: &str) -> Result<Option<i64>, ClientError> {
         let len = self.document.chars().count() as u64;
         let mut op = Operation::new();
         op.retain(pos.min(len))
@@ -281,7 +284,7 @@ impl TroopClient {
     }
 
     /// Deletes `n` characters at character `pos`.
-    pub async fn delete(&mut self, pos: u64, n: u64) -> Result<(), ClientError> {
+    pub async fn delete(&mut self, pos: u64, n: u64) -> Result<Option<i64>, ClientError> {
         let len = self.document.chars().count() as u64;
         let pos = pos.min(len);
         let n = n.min(len - pos);
