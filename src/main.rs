@@ -1,1 +1,136 @@
-fn main() {}
+//! `troop-hub`: runs the hub (default), validates hub.yaml (`check`), or talks to a running
+//! hub as an operator (`list`, `kill NAME`).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+use troop_hub::config::Config;
+use troop_hub::hub::Hub;
+use troop_hub::runtime::{DockerRuntime, Runtime, RuntimeError};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Hosts Troop live-coding sessions, one container per session"
+)]
+struct Args {
+    /// The hub's configuration file.
+    #[arg(short, long, default_value = "hub.yaml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the hub (the default).
+    Run,
+    /// Validate the configuration file and exit.
+    Check,
+    /// List the running sessions of a hub on this host.
+    List {
+        /// The hub's protocol address (default: 127.0.0.1 and the configured listen port).
+        #[arg(long)]
+        hub: Option<SocketAddr>,
+    },
+    /// End a session.
+    Kill {
+        name: String,
+        #[arg(long)]
+        hub: Option<SocketAddr>,
+    },
+}
+
+fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
+    hub.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], config.listen.port())))
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    if let Err(e) = real_main().await {
+        eprintln!("troop-hub: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::load(&args.config)?;
+    match args.command.unwrap_or(Cmd::Run) {
+        Cmd::Check => {
+            println!("{}: valid", args.config.display());
+            Ok(())
+        }
+        Cmd::List { hub } => {
+            print!("{}", troop_hub::admin::list(local_hub(&config, hub)).await?);
+            Ok(())
+        }
+        Cmd::Kill { name, hub } => {
+            troop_hub::admin::kill(local_hub(&config, hub), &name).await?;
+            println!("killed {name}");
+            Ok(())
+        }
+        Cmd::Run => run(config).await,
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = Arc::new(DockerRuntime::new(config.clone()));
+    match runtime.prepare().await {
+        Ok(()) => {}
+        Err(e @ RuntimeError::ImageMissing(_)) => {
+            warn!(error = %e, "sessions cannot start until the image exists")
+        }
+        Err(e) => {
+            warn!(error = %e, "the Docker engine is not ready; sessions cannot start until it is")
+        }
+    }
+    let hub = Hub::new(config.clone(), runtime.clone() as Arc<dyn Runtime>);
+    if let Err(e) = hub.recover().await {
+        warn!(error = %e, "could not look for sessions left from before");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;
+    info!(
+        listen = %config.listen,
+        public_host = %hub.public_host(),
+        ports = %format!("{}-{}", config.ports.0, config.ports.1),
+        hub_id = %config.hub_id,
+        "Troop hub listening"
+    );
+    tokio::spawn(hub.clone().watch_engine());
+    tokio::spawn(hub.clone().enforce_max_age());
+    let server = tokio::spawn(troop_hub::tcp::serve(listener, hub.clone()));
+    shutdown_signal().await;
+    info!("stopping: ending every session");
+    hub.shutdown().await;
+    if let Err(e) = server.await {
+        error!(error = %e, "the protocol server task failed");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,574 @@
+//! The hub's shared state and every session lifecycle path: start (and wait until the server
+//! really listens), query, end for any reason (owner left, killed, container died, too old,
+//! hub stopping), adoption or removal of containers left by an earlier hub process.
+//!
+//! One [`Hub`] is shared by the TCP and HTTP front doors, so both always agree. The registry
+//! sits behind a plain mutex held only for bookkeeping, never across an engine call.
+
+use crate::config::{Config, Orphans};
+use crate::registry::{NewSession, Registry, RegistryError, Session, State};
+use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, info_span, warn, Instrument};
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    OwnerLeft,
+    OwnerKilled,
+    AdminKilled,
+    ContainerExited(String),
+    MaxAge,
+    HubShutdown,
+}
+
+impl EndReason {
+    /// The sentence the owner gets in an `error` frame, if it should get one.
+    fn owner_message(&self) -> Option<String> {
+        match self {
+            EndReason::OwnerLeft | EndReason::OwnerKilled => None,
+            EndReason::AdminKilled => Some("Session manually killed by admin.".into()),
+            EndReason::ContainerExited(why) => Some(format!("The session has ended: {why}.")),
+            EndReason::MaxAge => {
+                Some("The session reached the hub's maximum session age and was ended.".into())
+            }
+            EndReason::HubShutdown => Some("Troop Hub Service has been manually terminated".into()),
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::OwnerLeft => "owner_left",
+            EndReason::OwnerKilled => "owner_killed",
+            EndReason::AdminKilled => "deleted",
+            EndReason::ContainerExited(_) => "container_exited",
+            EndReason::MaxAge => "max_age",
+            EndReason::HubShutdown => "hub_shutdown",
+        }
+    }
+}
+
+/// A request the hub refuses; `Display` is the one sentence the client gets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("The session image {0} is missing on the hub's Docker engine; the operator must build it (images/troop-server/build-local.sh)")]
+    ImageMissing(String),
+    #[error("The hub cannot reach its Docker engine right now; try again in a moment")]
+    EngineDown,
+    #[error("The session failed to start: {0}")]
+    StartFailed(String),
+    #[error("Daemon sessions can only be started from a trusted address")]
+    DaemonNotTrusted,
+}
+
+impl From<RuntimeError> for HubError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::ImageMissing(image) => HubError::ImageMissing(image),
+            RuntimeError::Unreachable(_) => HubError::EngineDown,
+            other => HubError::StartFailed(other.to_string()),
+        }
+    }
+}
+
+/// A session the caller owns: its address, and a channel that yields the sentence to pass
+/// on when the session ends for a reason other than the owner.
+pub struct Owned {
+    pub name: String,
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub ended: mpsc::UnboundedReceiver<String>,
+}
+
+/// What the list requests show of a session (never its password).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub name: String,
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub state: &'static str,
+    pub created: u64,
+    pub age_seconds: u64,
+    pub owner_connected: bool,
+    pub daemon: bool,
+    pub container: Option<String>,
+}
+
+/// The hub.
+pub struct Hub {
+    config: RwLock<Config>,
+    registry: Mutex<Registry>,
+    runtime: Arc<dyn Runtime>,
+    owners: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+    public_host: String,
+    stopping: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The address clients are given: `public_host`, else this machine's outbound address (found
+/// the way upstream did, by routing a UDP socket; nothing is sent), else 127.0.0.1.
+pub fn detect_public_host(config: &Config) -> String {
+    if let Some(h) = &config.public_host {
+        return h.clone();
+    }
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("8.8.8.8:80").map(|_| s))
+        .and_then(|s| s.local_addr());
+    match routed {
+        Ok(a) if !a.ip().is_unspecified() => a.ip().to_string(),
+        _ => "127.0.0.1".into(),
+    }
+}
+
+impl Hub {
+    pub fn new(config: Config, runtime: Arc<dyn Runtime>) -> Arc<Hub> {
+        let public_host = detect_public_host(&config);
+        let registry = Registry::new(
+            config.ports,
+            config.max_sessions,
+            config.max_sessions_per_address,
+        );
+        let (stopping, _) = watch::channel(false);
+        Arc::new(Hub {
+            config: RwLock::new(config),
+            registry: Mutex::new(registry),
+            runtime,
+            owners: Mutex::new(HashMap::new()),
+            public_host,
+            stopping,
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn public_host(&self) -> &str {
+        &self.public_host
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// Resolves once the hub has begun shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Starts a session and returns once its server accepts connections. An adopted session
+    /// without an owner is handed back to whoever repeats its name with the same password.
+    pub async fn start_session(
+        &self,
+        name: &str,
+        password: &str,
+        daemon: bool,
+        peer: IpAddr,
+    ) -> Result<Owned, HubError> {
+        let config = self.config();
+        let trusted = config.is_trusted(peer);
+        if daemon && !trusted {
+            return Err(HubError::DaemonNotTrusted);
+        }
+        let password_md5 = troop_server::md5_hex(password);
+        if let Some(owned) = self.reclaim(name, &password_md5) {
+            return Ok(owned);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = Instant::now();
+        let port = {
+            let new = NewSession {
+                id: id.clone(),
+                name: name.into(),
+                password_md5: password_md5.clone(),
+                owner_ip: Some(peer),
+                trusted,
+                daemon,
+            };
+            lock(&self.registry).reserve(new, now)?.port
+        };
+        let span = info_span!("session", session = %name, id = %id);
+        let result = self
+            .launch(name, &id, port, password_md5, &config)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(port) => {
+                let (tx, ended) = mpsc::unbounded_channel();
+                lock(&self.owners).insert(id.clone(), tx);
+                span.in_scope(|| {
+                    info!(
+                        port,
+                        elapsed_ms = now.elapsed().as_millis() as u64,
+                        daemon,
+                        "session ready"
+                    )
+                });
+                Ok(Owned {
+                    name: name.into(),
+                    id,
+                    host: self.public_host.clone(),
+                    port,
+                    ended,
+                })
+            }
+            Err(e) => {
+                span.in_scope(|| warn!(error = %e, "session start failed"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the container (moving to another port if the host port is taken), then waits
+    /// for the server; on any failure the container is removed and the reservation freed.
+    async fn launch(
+        &self,
+        name: &str,
+        id: &str,
+        mut port: u16,
+        password_md5: String,
+        config: &Config,
+    ) -> Result<u16, HubError> {
+        let deadline = Instant::now() + config.start_timeout;
+        let started = loop {
+            let spec = SessionSpec {
+                id: id.into(),
+                name: name.into(),
+                port,
+                password_md5: password_md5.clone(),
+            };
+            match self.runtime.start(spec).await {
+                Ok(s) => break s,
+                Err(RuntimeError::PortTaken(_)) if Instant::now() < deadline => {
+                    warn!(
+                        port,
+                        "host port taken by something else; trying the next one"
+                    );
+                    port = lock(&self.registry).move_port(name, Instant::now())?;
+                }
+                Err(e) => {
+                    lock(&self.registry).release(name, id);
+                    return Err(e.into());
+                }
+            }
+        };
+        let container = started.container_id.clone();
+        lock(&self.registry).set_container(name, &container);
+        info!(container = %short(&container), port, "container started; waiting for its server");
+        if let Err(why) = self.wait_ready(name, id, started.probe, deadline).await {
+            let removed = lock(&self.registry).release(name, id);
+            if let Err(e) = self.runtime.remove(container.clone()).await {
+                warn!(container = %short(&container), error = %e, "could not remove a failed session's container");
+            }
+            drop(removed);
+            return Err(HubError::StartFailed(why));
+        }
+        lock(&self.registry).set_running(name);
+        Ok(port)
+    }
+
+    /// Connects to the server's own address (not the published port, which Docker's proxy
+    /// accepts before the server listens) until it answers or the deadline passes.
+    async fn wait_ready(
+        &self,
+        name: &str,
+        id: &str,
+        probe: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        loop {
+            if lock(&self.registry).get(name).is_none_or(|s| s.id != id) {
+                return Err("its container stopped before its server was ready".into());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "its server did not listen within {}",
+                    humantime::format_duration(self.config().start_timeout)
+                ));
+            }
+            let attempt = tokio::time::timeout(
+                left.min(Duration::from_millis(500)),
+                tokio::net::TcpStream::connect(probe),
+            )
+            .await;
+            if let Ok(Ok(_stream)) = attempt {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(15).min(left)).await;
+        }
+    }
+
+    fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
+        let mut registry = lock(&self.registry);
+        let s = registry.running(name)?;
+        if s.owner_connected
+            || s.daemon
+            || !crate::constant_time_eq(s.password_md5.as_bytes(), password_md5.as_bytes())
+        {
+            return None;
+        }
+        let (id, port) = (s.id.clone(), s.port);
+        registry.set_owner_connected(name, true);
+        drop(registry);
+        let (tx, ended) = mpsc::unbounded_channel();
+        lock(&self.owners).insert(id.clone(), tx);
+        info!(session = %name, id = %id, "owner reclaimed an adopted session");
+        Some(Owned {
+            name: name.into(),
+            id,
+            host: self.public_host.clone(),
+            port,
+            ended,
+        })
+    }
+
+    /// The public address of a running session.
+    pub fn query(&self, name: &str) -> Option<(String, u16)> {
+        lock(&self.registry)
+            .running(name)
+            .map(|s| (self.public_host.clone(), s.port))
+    }
+
+    /// Ends a session (if it is still the one with this id): the owner is told why, the
+    /// container removed, the name and port freed.
+    pub async fn end_session(&self, name: &str, id: &str, reason: EndReason) -> bool {
+        let Some(session) = lock(&self.registry).release(name, id) else {
+            return false;
+        };
+        self.finish(session, reason).await;
+        true
+    }
+
+    async fn finish(&self, session: Session, reason: EndReason) {
+        let owner = lock(&self.owners).remove(&session.id);
+        if let (Some(owner), Some(msg)) = (owner, reason.owner_message()) {
+            let _ = owner.send(msg);
+        }
+        let container = session.container_id.clone().unwrap_or_default();
+        info!(session = %session.name, id = %session.id, container = %short(&container), reason = reason.label(), "session ended");
+        if let Some(container) = session.container_id {
+            if let Err(e) = self.runtime.remove(container.clone()).await {
+                warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");
+            }
+        }
+    }
+
+    /// Admin kill by name.
+    pub async fn kill(&self, name: &str) -> bool {
+        let id = lock(&self.registry).get(name).map(|s| s.id.clone());
+        match id {
+            Some(id) => self.end_session(name, &id, EndReason::AdminKilled).await,
+            None => false,
+        }
+    }
+
+    /// Every session, by name.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let registry = lock(&self.registry);
+        let now = SystemTime::now();
+        registry
+            .list()
+            .map(|s| SessionInfo {
+                name: s.name.clone(),
+                id: s.id.clone(),
+                host: self.public_host.clone(),
+                port: s.port,
+                state: match s.state {
+                    State::Starting => "starting",
+                    State::Running => "running",
+                },
+                created: s
+                    .created
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                age_seconds: now
+                    .duration_since(s.created)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                owner_connected: s.owner_connected,
+                daemon: s.daemon,
+                container: s.container_id.as_deref().map(|c| short(c).to_string()),
+            })
+            .collect()
+    }
+
+    /// Ports the registry holds (for tests and consistency checks).
+    pub fn ports_in_use(&self) -> Vec<u16> {
+        lock(&self.registry).ports_in_use()
+    }
+
+    /// At start: find this hub's containers from before and adopt or remove them.
+    pub async fn recover(&self) -> Result<(), RuntimeError> {
+        let config = self.config();
+        let found = self.runtime.list().await?;
+        for c in found {
+            let adoptable = config.orphans == Orphans::Adopt && c.running;
+            let session = match (adoptable, &c.session_id, &c.name, c.port, &c.password_md5) {
+                (true, Some(id), Some(name), Some(port), Some(md5)) => Some(Session {
+                    id: id.clone(),
+                    name: name.clone(),
+                    port,
+                    password_md5: md5.clone(),
+                    owner_ip: None,
+                    counts_for_address: false,
+                    daemon: false,
+                    owner_connected: false,
+                    container_id: Some(c.container_id.clone()),
+                    state: State::Running,
+                    created: c.created.unwrap_or_else(SystemTime::now),
+                    started: Instant::now(),
+                }),
+                _ => None,
+            };
+            let adopted = match session {
+                Some(s) => {
+                    let name = s.name.clone();
+                    match lock(&self.registry).adopt(s) {
+                        Ok(()) => {
+                            info!(session = %name, container = %short(&c.container_id), "adopted a session from before the restart");
+                            true
+                        }
+                        Err(e) => {
+                            warn!(session = %name, error = %e, "cannot adopt; removing");
+                            false
+                        }
+                    }
+                }
+                None => false,
+            };
+            if !adopted {
+                info!(container = %short(&c.container_id), "removing a session container left from before");
+                self.runtime.remove(c.container_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends sessions whose container exited, as the engine reports it; reconnects to the
+    /// engine's event stream when it breaks and then reconciles with what is running.
+    pub async fn watch_engine(self: Arc<Self>) {
+        let mut stopping = self.stopping();
+        loop {
+            if let Ok(mut events) = self.runtime.events().await {
+                loop {
+                    tokio::select! {
+                        _ = stopping.changed() => return,
+                        ev = events.next() => match ev {
+                            Some(Ok(RuntimeEvent::Exited { container_id, reason })) => {
+                                let found = lock(&self.registry).by_container(&container_id).map(|s| (s.name.clone(), s.id.clone()));
+                                if let Some((name, id)) = found {
+                                    self.end_session(&name, &id, EndReason::ContainerExited(reason)).await;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                warn!(error = %e, "lost the Docker event stream; reconnecting");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stopping.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            self.reconcile().await;
+        }
+    }
+
+    /// Ends sessions whose containers are gone (events missed while the engine was away).
+    async fn reconcile(&self) {
+        let Ok(found) = self.runtime.list().await else {
+            return;
+        };
+        let alive: Vec<String> = found
+            .iter()
+            .filter(|c| c.running)
+            .map(|c| c.container_id.clone())
+            .collect();
+        let gone: Vec<(String, String)> = lock(&self.registry)
+            .list()
+            .filter(|s| s.state == State::Running)
+            .filter(|s| s.container_id.as_ref().is_some_and(|c| !alive.contains(c)))
+            .map(|s| (s.name.clone(), s.id.clone()))
+            .collect();
+        for (name, id) in gone {
+            self.end_session(
+                &name,
+                &id,
+                EndReason::ContainerExited("the session container is gone".into()),
+            )
+            .await;
+        }
+    }
+
+    /// Ends sessions older than `max_session_age`, checked every second.
+    pub async fn enforce_max_age(self: Arc<Self>) {
+        let mut stopping = self.stopping();
+        loop {
+            tokio::select! {
+                _ = stopping.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let Some(max) = self.config().max_session_age else {
+                continue;
+            };
+            let now = SystemTime::now();
+            let old: Vec<(String, String)> = lock(&self.registry)
+                .list()
+                .filter(|s| now.duration_since(s.created).is_ok_and(|age| age >= max))
+                .map(|s| (s.name.clone(), s.id.clone()))
+                .collect();
+            for (name, id) in old {
+                self.end_session(&name, &id, EndReason::MaxAge).await;
+            }
+        }
+    }
+
+    /// Ends every session (owners told, containers removed) and tears down the network.
+    pub async fn shutdown(&self) {
+        let _ = self.stopping.send(true);
+        let all: Vec<(String, String)> = lock(&self.registry)
+            .list()
+            .map(|s| (s.name.clone(), s.id.clone()))
+            .collect();
+        let ends = all
+            .iter()
+            .map(|(name, id)| self.end_session(name, id, EndReason::HubShutdown));
+        futures_util::future::join_all(ends).await;
+        self.runtime.teardown().await;
+    }
+
+    /// The owner's connection closed or it sent `kill`.
+    pub async fn owner_gone(&self, name: &str, id: &str, killed: bool) {
+        let reason = if killed {
+            EndReason::OwnerKilled
+        } else {
+            EndReason::OwnerLeft
+        };
+        self.end_session(name, id, reason).await;
+    }
+}
+
+/// The 12-character form of a container id.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -1,0 +1,19 @@
+//! troop-hub: hosts Troop live-coding sessions, one hardened container per session.
+//!
+//! - [`config`]: hub.yaml, validated, with environment overrides.
+//! - [`wire`]: the hub protocol's framing and requests.
+//! - [`registry`]: names, ports, owners and limits (pure logic).
+//! - [`runtime`]: the container engine behind one trait; Docker through bollard.
+//! - [`hub`]: shared state and every session lifecycle path.
+//! - [`tcp`]: the Troop hub protocol front door.
+//! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
+
+pub mod admin;
+pub mod config;
+pub mod hub;
+pub mod registry;
+pub mod runtime;
+pub mod tcp;
+pub mod wire;
+
+pub use troop_server::session::constant_time_eq;

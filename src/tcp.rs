@@ -1,0 +1,207 @@
+//! The Troop hub protocol's front door: what `run-server.py --hub` and `run-client.py --hub`
+//! talk to. One request per connection; a `server` request's connection then belongs to the
+//! session's owner until it closes, sends `{"kill": ...}`, or the hub ends the session and
+//! tells it why in an `error` frame. Connections are capped in all and per address, and one
+//! that sends nothing in time is closed.
+
+use crate::hub::Hub;
+use crate::wire::{self, Request, WireError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Releases a connection's slot when it ends.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves until the hub starts shutting down, then waits (a little) for open connections to
+/// pass on the shutdown message.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut tasks = JoinSet::new();
+    let mut stopping = hub.stopping();
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let config = hub.config();
+                let slot = {
+                    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+                    let from_ip = c.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+                    if c.total >= config.max_connections || from_ip >= config.max_connections_per_address {
+                        None
+                    } else {
+                        c.total += 1;
+                        *c.per_ip.entry(peer.ip()).or_default() += 1;
+                        Some(Slot { counts: counts.clone(), ip: peer.ip() })
+                    }
+                };
+                match slot {
+                    Some(slot) => {
+                        let hub = hub.clone();
+                        tasks.spawn(async move {
+                            handle(stream, peer, hub).await;
+                            drop(slot);
+                        });
+                    }
+                    None => {
+                        debug!(%peer, "too many connections; refusing");
+                        tasks.spawn(async move {
+                            let mut stream = stream;
+                            let _ = stream.write_all(&wire::error_frame("Too many connections to the hub; try again later")).await;
+                        });
+                    }
+                }
+            }
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn reply(stream: &mut TcpStream, v: Value) {
+    match wire::encode(&v) {
+        Ok(frame) => {
+            let _ = stream.write_all(&frame).await;
+        }
+        Err(_) => {
+            let _ = stream
+                .write_all(&wire::error_frame(
+                    "The reply is too large for the hub protocol",
+                ))
+                .await;
+        }
+    }
+}
+
+async fn error(stream: &mut TcpStream, message: &str) {
+    let _ = stream.write_all(&wire::error_frame(message)).await;
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
+    let config = hub.config();
+    let first = tokio::time::timeout(config.request_timeout, wire::read_frame(&mut stream)).await;
+    let request = match first {
+        Err(_) => return error(&mut stream, "No request received in time").await,
+        Ok(Err(WireError::Closed)) => return,
+        Ok(Err(e)) => return error(&mut stream, &e.to_string()).await,
+        Ok(Ok(v)) => match wire::parse_request(&v) {
+            Ok(r) => r,
+            Err(e) => return error(&mut stream, &e.to_string()).await,
+        },
+    };
+    let trusted = config.is_trusted(peer.ip());
+    debug!(%peer, kind = request.kind(), "request");
+    match request {
+        Request::Query { name } => {
+            let result = hub.query(&name).map(|(host, port)| json!([host, port]));
+            reply(&mut stream, json!({ "result": result })).await;
+        }
+        Request::List if trusted => {
+            let data: Vec<Value> = hub
+                .list()
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name, "id": s.id, "port": s.port, "state": s.state,
+                        "created": s.created, "owner_connected": s.owner_connected, "daemon": s.daemon,
+                    })
+                })
+                .collect();
+            reply(&mut stream, json!({ "data": data })).await;
+        }
+        Request::List => {
+            error(
+                &mut stream,
+                &format!("Status request made from invalid address {}", peer.ip()),
+            )
+            .await
+        }
+        Request::Kill { name } if trusted => {
+            if hub.kill(&name).await {
+                info!(session = %name, %peer, "killed by admin request");
+                reply(&mut stream, json!({ "data": "success" })).await;
+            } else {
+                error(
+                    &mut stream,
+                    &format!("No session named '{name}' is running"),
+                )
+                .await;
+            }
+        }
+        Request::Kill { .. } => error(&mut stream, "External kill request denied").await,
+        Request::Server {
+            name,
+            password,
+            daemon,
+        } => {
+            let mut owned = match hub.start_session(&name, &password, daemon, peer.ip()).await {
+                Ok(o) => o,
+                Err(e) => return error(&mut stream, &e.to_string()).await,
+            };
+            reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
+            if daemon {
+                return;
+            }
+            // The connection is the session's owner from here on.
+            let (mut source, mut sink) = stream.into_split();
+            let killed = loop {
+                tokio::select! {
+                    frame = wire::read_frame(&mut source) => match frame {
+                        Ok(v) if v.get("kill").is_some() => break true,
+                        Ok(_) => continue,
+                        Err(_) => break false,
+                    },
+                    msg = owned.ended.recv() => {
+                        if let Some(msg) = msg {
+                            let _ = sink.write_all(&wire::error_frame(&msg)).await;
+                        }
+                        let _ = sink.shutdown().await;
+                        return;
+                    }
+                }
+            };
+            hub.owner_gone(&owned.name, &owned.id, killed).await;
+        }
+    }
+}

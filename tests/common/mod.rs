@@ -1,0 +1,257 @@
+//! Shared by the hub's integration tests: the session image, a hub process with its own id,
+//! ports and network, and cleanup of everything it made in Docker, also when a test fails.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub const T: Duration = Duration::from_secs(20);
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI is needed by the hub tests (install Docker and start the engine)")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+static IMAGE: Once = Once::new();
+
+/// Builds troop-hub/troop-server:latest once per test binary; fails clearly without Docker.
+pub fn session_image() {
+    IMAGE.call_once(|| {
+        let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            info.status.success(),
+            "the Docker engine is not reachable ({}); the hub tests need it",
+            String::from_utf8_lossy(&info.stderr).trim()
+        );
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/images/troop-server/build-local.sh"
+        );
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run build-local.sh");
+        assert!(
+            out.status.success(),
+            "session image build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+/// A free TCP port on loopback (for the hub's own listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A hub under test: its own id, listen port, session port range and network.
+pub struct TestHub {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub ports: (u16, u16),
+    pub dir: tempfile::TempDir,
+    pub proc: Option<Child>,
+    pub extra_yaml: String,
+    pub envs: Vec<(String, String)>,
+    pub listen_ip: String,
+}
+
+impl TestHub {
+    /// A hub config with `extra` appended to hub.yaml (not started yet).
+    pub fn new(extra: &str) -> TestHub {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let base = 20000 + ((pid % 150) as u16) * 80 + n * 6;
+        TestHub {
+            id: format!("test-{pid}-{n}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ports: (base, base + 4),
+            dir: tempfile::tempdir().expect("temp dir"),
+            proc: None,
+            extra_yaml: extra.to_string(),
+            envs: Vec::new(),
+            listen_ip: "127.0.0.1".into(),
+        }
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("hub.yaml")
+    }
+
+    pub fn write_config(&self) {
+        let yaml = format!(
+            "hub_id: {id}\nlisten: {ip}:{port}\nports: {a}-{b}\nbind_address: 127.0.0.1\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            id = self.id,
+            ip = self.listen_ip,
+            port = self.addr.port(),
+            a = self.ports.0,
+            b = self.ports.1,
+            extra = self.extra_yaml
+        );
+        std::fs::write(self.config_path(), yaml).expect("write hub.yaml");
+    }
+
+    /// Starts the hub binary and waits until it accepts connections.
+    pub async fn start(mut self) -> TestHub {
+        session_image();
+        self.spawn().await;
+        self
+    }
+
+    pub async fn spawn(&mut self) {
+        self.write_config();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("hub.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_troop-hub"));
+        cmd.arg("--config").arg(self.config_path());
+        cmd.env("RUST_LOG", "info,troop_hub=debug");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn troop-hub");
+        self.proc = Some(child);
+        let deadline = Instant::now() + T;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if let Some(status) = self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
+                panic!("troop-hub exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "troop-hub did not listen: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(p) = &self.proc {
+            let ok = Command::new("kill")
+                .args([&format!("-{sig}"), &p.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(ok.success());
+        }
+    }
+
+    /// Waits for the hub process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let p = self.proc.as_mut().expect("started");
+        loop {
+            if let Some(status) = p.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "troop-hub still running after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Containers labelled with this hub's id (running or not).
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=io.troop-hub.hub={}", self.id);
+        let out = docker_ok(&["ps", "-aq", "--filter", &filter]);
+        out.lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Waits until this hub has exactly `n` containers.
+    pub async fn wait_containers(&self, n: usize) {
+        let deadline = Instant::now() + T;
+        loop {
+            let now = self.containers();
+            if now.len() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} containers, have {now:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn network_exists(&self) -> bool {
+        let filter = format!("label=io.troop-hub.hub={}", self.id);
+        !docker_ok(&["network", "ls", "-q", "--filter", &filter]).is_empty()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.proc {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let filter = format!("label=io.troop-hub.hub={}", self.id);
+        let out = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = docker(&["rm", "-f", "-v", id]);
+        }
+        let out = docker(&["network", "ls", "-q", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = docker(&["network", "rm", id]);
+        }
+    }
+}
+
+/// This machine's address on the default Docker bridge (docker0): a non-loopback source
+/// address that the tests may use.
+pub fn bridge_address() -> std::net::IpAddr {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("the ip command");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv4 address on docker0: {text}"))
+}
