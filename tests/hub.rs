@@ -199,10 +199,10 @@ async fn limits_cap_duplicate_names_and_port_exhaustion() {
     let small = TestHub::new("max_sessions: 5").start().await;
     let mut small = small;
     // Shrink the range to one port by restarting with a narrower config.
-    drop(small.proc.take().map(|mut p| {
+    if let Some(mut p) = small.proc.take() {
         let _ = p.kill();
         let _ = p.wait();
-    }));
+    }
     small.ports = (small.ports.0, small.ports.0);
     small.spawn().await;
     let _x = owner(&small, "x", "pw").await;
