@@ -416,3 +416,72 @@ async fn a_missing_image_is_named_in_the_error() {
     assert!(hub.containers().is_empty());
     assert_eq!(query(hub.addr, "x").await, Value::Null);
 }
+
+#[tokio::test]
+async fn a_port_taken_by_another_program_is_skipped() {
+    let hub = TestHub::new("");
+    // Something else holds the first port of the range on the session bind address.
+    let squatter =
+        std::net::TcpListener::bind(("127.0.0.1", hub.ports.0)).expect("hold the first port");
+    let hub = hub.start().await;
+    let o = owner(&hub, "skipper", "pw").await;
+    assert_eq!(o.port, hub.ports.0 + 1, "moved past the taken port");
+    let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
+    TroopClient::join(session, "alice", "pw", T)
+        .await
+        .expect("the session works on its new port");
+    assert_eq!(
+        hub.containers().len(),
+        1,
+        "the failed attempt left no container"
+    );
+    drop(squatter);
+}
+
+#[tokio::test]
+async fn sessions_older_than_max_session_age_are_ended() {
+    let hub = TestHub::new("max_session_age: 2s").start().await;
+    let mut o = owner(&hub, "brief", "pw").await;
+    let msg = o
+        .ended(Duration::from_secs(10))
+        .await
+        .expect("told when it ends");
+    assert!(msg.contains("maximum session age"), "{msg}");
+    hub.wait_containers(0).await;
+}
+
+#[tokio::test]
+async fn connection_floods_are_capped_per_address() {
+    let hub = TestHub::new("max_connections_per_address: 3\nrequest_timeout: 5s")
+        .start()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(hub.addr).await.unwrap());
+    }
+    // Let the hub count them before the next one arrives.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let reply = raw(hub.addr, b"").await;
+        if let Some(v) = reply {
+            if v["error"] == "Too many connections to the hub; try again later" {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the cap never held");
+    }
+    drop(held);
+    // Once they are gone, requests are answered again.
+    let deadline = std::time::Instant::now() + T;
+    while admin::request(hub.addr, &json!({"type": "query", "name": "x"}), T)
+        .await
+        .map(|v| v.get("result").is_none())
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not answered after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
