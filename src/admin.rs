@@ -26,25 +26,13 @@ pub async fn list(hub: SocketAddr) -> anyhow::Result<String> {
         anyhow::bail!("{e}");
     }
     let mut out = String::new();
-    for s in v
-        .get("data")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for s in v.get("data").and_then(Value::as_array).into_iter().flatten() {
         out.push_str(&format!(
             "{:<24} port {:<5} {:<8} owner {}\n",
             s.get("name").and_then(Value::as_str).unwrap_or("?"),
             s.get("port").and_then(Value::as_u64).unwrap_or(0),
             s.get("state").and_then(Value::as_str).unwrap_or("?"),
-            if s.get("owner_connected")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-            {
-                "connected"
-            } else {
-                "away"
-            },
+            if s.get("owner_connected").and_then(Value::as_bool).unwrap_or(false) { "connected" } else { "away" },
         ));
     }
     if out.is_empty() {
@@ -55,12 +43,7 @@ pub async fn list(hub: SocketAddr) -> anyhow::Result<String> {
 
 /// `troop-hub kill NAME`.
 pub async fn kill(hub: SocketAddr, name: &str) -> anyhow::Result<()> {
-    let v = request(
-        hub,
-        &json!({"type": "kill", "name": name}),
-        Duration::from_secs(30),
-    )
-    .await?;
+    let v = request(hub, &json!({"type": "kill", "name": name}), Duration::from_secs(30)).await?;
     match v.get("error").and_then(Value::as_str) {
         Some(e) => anyhow::bail!("{e}"),
         None => Ok(()),
@@ -89,20 +72,9 @@ pub async fn start_session(
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             return Ok(Err(e.to_string()));
         }
-        let addr = v
-            .get("address")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let host = addr
-            .first()
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let port = addr
-            .get(1)
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok());
+        let addr = v.get("address").and_then(Value::as_array).cloned().unwrap_or_default();
+        let host = addr.first().and_then(Value::as_str).unwrap_or_default().to_string();
+        let port = addr.get(1).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok());
         match port {
             Some(port) => Ok(Ok(Owner { stream, host, port })),
             None => anyhow::bail!("unexpected reply {v}"),

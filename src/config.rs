@@ -10,10 +10,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{0}")]
     Yaml(String),
     #[error("hub.yaml key `{key}`: {message}")]
@@ -21,10 +18,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
+    ConfigError::Invalid { key, message: message.into() }
 }
 
 /// What a restarted hub does with session containers it finds from before.
@@ -55,10 +49,7 @@ pub struct Cidr {
 impl Cidr {
     pub fn parse(s: &str) -> Option<Cidr> {
         let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (
-                a.trim().parse::<IpAddr>().ok()?,
-                p.trim().parse::<u8>().ok()?,
-            ),
+            Some((a, p)) => (a.trim().parse::<IpAddr>().ok()?, p.trim().parse::<u8>().ok()?),
             None => {
                 let a = s.trim().parse::<IpAddr>().ok()?;
                 (a, if a.is_ipv4() { 32 } else { 128 })
@@ -75,19 +66,11 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -129,6 +112,13 @@ pub struct Config {
     pub max_connections_per_address: usize,
     /// Time a connection has to send its request.
     pub request_timeout: Duration,
+    /// Whether `GET /api/v1/sessions` answers without the admin token.
+    pub public_listing: bool,
+    /// A file holding the admin token (env `TROOP_HUB_ADMIN_TOKEN` wins).
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Default and largest ttl of sessions started through the HTTP API.
+    pub api_session_ttl: Duration,
+    pub api_session_max_ttl: Duration,
 }
 
 /// The file as written: every key optional.
@@ -156,6 +146,10 @@ struct Raw {
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     request_timeout: Option<String>,
+    public_listing: Option<bool>,
+    admin_token_file: Option<String>,
+    api_session_ttl: Option<String>,
+    api_session_max_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,15 +171,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("hub.yaml") => {
-                String::new()
-            }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("hub.yaml") => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
         };
         Config::from_yaml_with_env(&text, |k| std::env::var(k).ok())
     }
@@ -196,22 +183,18 @@ impl Config {
     }
 
     /// Parses YAML, lets `env("TROOP_HUB_<KEY>")` override single top-level keys, validates.
-    pub fn from_yaml_with_env(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_yaml_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut value: serde_yaml::Value = if text.trim().is_empty() {
             serde_yaml::Value::Mapping(Default::default())
         } else {
-            serde_yaml::from_str(text)
-                .map_err(|e| ConfigError::Yaml(format!("hub.yaml is not valid YAML: {e}")))?
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(format!("hub.yaml is not valid YAML: {e}")))?
         };
         if value.is_null() {
             value = serde_yaml::Value::Mapping(Default::default());
         }
-        let map = value.as_mapping_mut().ok_or_else(|| {
-            ConfigError::Yaml("hub.yaml must be a mapping of keys to values".into())
-        })?;
+        let map = value
+            .as_mapping_mut()
+            .ok_or_else(|| ConfigError::Yaml("hub.yaml must be a mapping of keys to values".into()))?;
         for key in OVERRIDABLE {
             if let Some(v) = env(&format!("TROOP_HUB_{}", key.to_uppercase())) {
                 let parsed: serde_yaml::Value =
@@ -219,9 +202,55 @@ impl Config {
                 map.insert(serde_yaml::Value::String((*key).into()), parsed);
             }
         }
-        let raw: Raw = serde_yaml::from_value(value)
-            .map_err(|e| ConfigError::Yaml(format!("hub.yaml: {e}")))?;
+        let raw: Raw = serde_yaml::from_value(value).map_err(|e| ConfigError::Yaml(format!("hub.yaml: {e}")))?;
         raw.validate()
+    }
+
+    /// The admin token: env `TROOP_HUB_ADMIN_TOKEN`, else the first line of `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = std::env::var("TROOP_HUB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+        let Some(path) = &self.admin_token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+
+    /// The configuration as JSON for `GET /api/v1/config` (holds no secret: the token file's
+    /// path is shown, never its content).
+    pub fn to_json(&self) -> serde_json::Value {
+        let d = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        serde_json::json!({
+            "hub_id": self.hub_id,
+            "listen": self.listen.to_string(),
+            "http_listen": self.http_listen.to_string(),
+            "public_host": self.public_host,
+            "ports": format!("{}-{}", self.ports.0, self.ports.1),
+            "bind_address": self.bind_address.to_string(),
+            "max_sessions": self.max_sessions,
+            "max_sessions_per_address": self.max_sessions_per_address,
+            "trusted_networks": self.trusted_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "image": self.image,
+            "limits": {
+                "memory_bytes": self.limits.memory_bytes,
+                "cpus": self.limits.nano_cpus as f64 / 1e9,
+                "pids": self.limits.pids,
+            },
+            "network": self.network,
+            "start_timeout": d(Some(self.start_timeout)),
+            "idle_exit": d(self.idle_exit),
+            "max_session_age": d(self.max_session_age),
+            "orphans": match self.orphans { Orphans::Adopt => "adopt", Orphans::Remove => "remove" },
+            "request_timeout": d(Some(self.request_timeout)),
+            "max_connections": self.max_connections,
+            "max_connections_per_address": self.max_connections_per_address,
+            "public_listing": self.public_listing,
+            "admin_token_file": self.admin_token_file.as_ref().map(|p| p.display().to_string()),
+            "admin_token": "***",
+            "api_session_ttl": d(Some(self.api_session_ttl)),
+            "api_session_max_ttl": d(Some(self.api_session_max_ttl)),
+        })
     }
 
     /// Number of ports in the session range.
@@ -256,15 +285,13 @@ const OVERRIDABLE: &[&str] = &[
     "idle_exit",
     "max_session_age",
     "orphans",
+    "public_listing",
+    "admin_token_file",
 ];
 
 fn duration(key: &'static str, s: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        invalid(
-            key,
-            format!("`{s}` is not a duration like 15s or 10m ({e})"),
-        )
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| invalid(key, format!("`{s}` is not a duration like 15s or 10m ({e})")))
 }
 
 /// A duration that may be `null` / absent (meaning off).
@@ -278,10 +305,7 @@ fn optional_duration(
         Some(serde_yaml::Value::Null) => Ok(None),
         Some(serde_yaml::Value::String(s)) if s == "null" || s.is_empty() => Ok(None),
         Some(serde_yaml::Value::String(s)) => duration(key, &s).map(Some),
-        Some(other) => Err(invalid(
-            key,
-            format!("expected a duration like 10m or null, got {other:?}"),
-        )),
+        Some(other) => Err(invalid(key, format!("expected a duration like 10m or null, got {other:?}"))),
     }
 }
 
@@ -299,8 +323,7 @@ fn memory(s: &str) -> Option<i64> {
 }
 
 fn socket(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| invalid(key, format!("`{s}` is not an address like 0.0.0.0:57990")))
+    s.parse().map_err(|_| invalid(key, format!("`{s}` is not an address like 0.0.0.0:57990")))
 }
 
 impl Raw {
@@ -308,116 +331,73 @@ impl Raw {
         let hub_id = self.hub_id.unwrap_or_else(|| "main".into());
         if hub_id.is_empty()
             || hub_id.len() > 48
-            || !hub_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || !hub_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(invalid(
-                "hub_id",
-                "use 1 to 48 characters from A-Z a-z 0-9 . _ -",
-            ));
+            return Err(invalid("hub_id", "use 1 to 48 characters from A-Z a-z 0-9 . _ -"));
         }
         let ports = match self.ports {
             None => (57991, 58000),
             Some(serde_yaml::Value::String(s)) => {
-                let (a, b) = s
-                    .split_once('-')
-                    .ok_or_else(|| invalid("ports", "write a range like 57991-58000"))?;
-                let a: u16 = a
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid("ports", format!("`{a}` is not a port")))?;
-                let b: u16 = b
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid("ports", format!("`{b}` is not a port")))?;
+                let (a, b) = s.split_once('-').ok_or_else(|| invalid("ports", "write a range like 57991-58000"))?;
+                let a: u16 = a.trim().parse().map_err(|_| invalid("ports", format!("`{a}` is not a port")))?;
+                let b: u16 = b.trim().parse().map_err(|_| invalid("ports", format!("`{b}` is not a port")))?;
                 (a, b)
             }
             Some(serde_yaml::Value::Number(n)) => {
-                let p = n
-                    .as_u64()
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| invalid("ports", "not a port"))?;
+                let p = n.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| invalid("ports", "not a port"))?;
                 (p, p)
             }
-            Some(other) => {
-                return Err(invalid(
-                    "ports",
-                    format!("write a range like 57991-58000, not {other:?}"),
-                ))
-            }
+            Some(other) => return Err(invalid("ports", format!("write a range like 57991-58000, not {other:?}"))),
         };
         if ports.0 == 0 || ports.0 > ports.1 {
-            return Err(invalid(
-                "ports",
-                "the range must be FIRST-LAST with 1 <= FIRST <= LAST",
-            ));
+            return Err(invalid("ports", "the range must be FIRST-LAST with 1 <= FIRST <= LAST"));
         }
         let limits = self.limits.unwrap_or_default();
         let memory_bytes = match limits.memory {
             None => 64 << 20,
-            Some(m) => memory(&m).filter(|b| *b >= 6 << 20).ok_or_else(|| {
-                invalid(
-                    "limits.memory",
-                    format!("`{m}` is not a size of at least 6m (like 64m)"),
-                )
-            })?,
+            Some(m) => memory(&m)
+                .filter(|b| *b >= 6 << 20)
+                .ok_or_else(|| invalid("limits.memory", format!("`{m}` is not a size of at least 6m (like 64m)")))?,
         };
         let cpus = limits.cpus.unwrap_or(0.5);
         if !(cpus > 0.0 && cpus <= 64.0) {
-            return Err(invalid(
-                "limits.cpus",
-                "must be a number of CPUs above 0, like 0.5",
-            ));
+            return Err(invalid("limits.cpus", "must be a number of CPUs above 0, like 0.5"));
         }
         let pids = limits.pids.unwrap_or(64);
         if pids < 8 {
             return Err(invalid("limits.pids", "must be at least 8"));
         }
         let mut trusted_networks = Vec::new();
-        for n in self
-            .trusted_networks
-            .unwrap_or_else(|| vec!["127.0.0.0/8".into()])
-        {
-            trusted_networks.push(Cidr::parse(&n).ok_or_else(|| {
-                invalid(
-                    "trusted_networks",
-                    format!("`{n}` is not a CIDR like 10.0.0.0/8"),
-                )
-            })?);
+        for n in self.trusted_networks.unwrap_or_else(|| vec!["127.0.0.0/8".into()]) {
+            trusted_networks.push(
+                Cidr::parse(&n)
+                    .ok_or_else(|| invalid("trusted_networks", format!("`{n}` is not a CIDR like 10.0.0.0/8")))?,
+            );
         }
-        let image = self
-            .image
-            .unwrap_or_else(|| "troop-hub/troop-server:latest".into());
+        let image = self.image.unwrap_or_else(|| "troop-hub/troop-server:latest".into());
         if image.trim().is_empty() {
             return Err(invalid("image", "must name an image"));
         }
         let network = self.network.unwrap_or_else(|| "troop-hub-sessions".into());
-        if network.is_empty()
-            || !network
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if network.is_empty() || !network.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             return Err(invalid("network", "use characters from A-Z a-z 0-9 . _ -"));
         }
-        let public_host = self
-            .public_host
-            .filter(|h| !h.trim().is_empty() && h != "null");
-        let start_timeout = duration(
-            "start_timeout",
-            self.start_timeout.as_deref().unwrap_or("15s"),
-        )?;
+        let public_host = self.public_host.filter(|h| !h.trim().is_empty() && h != "null");
+        let start_timeout = duration("start_timeout", self.start_timeout.as_deref().unwrap_or("15s"))?;
         if start_timeout < Duration::from_millis(100) {
             return Err(invalid("start_timeout", "must be at least 100ms"));
         }
         let max_sessions = self.max_sessions.unwrap_or(10);
+        let api_session_ttl = duration("api_session_ttl", self.api_session_ttl.as_deref().unwrap_or("1h"))?;
+        let api_session_max_ttl =
+            duration("api_session_max_ttl", self.api_session_max_ttl.as_deref().unwrap_or("24h"))?;
+        if api_session_ttl > api_session_max_ttl {
+            return Err(invalid("api_session_ttl", "must not be longer than api_session_max_ttl"));
+        }
         Ok(Config {
             hub_id,
             listen: socket("listen", self.listen.as_deref().unwrap_or("0.0.0.0:57990"))?,
-            http_listen: socket(
-                "http_listen",
-                self.http_listen.as_deref().unwrap_or("0.0.0.0:8080"),
-            )?,
+            http_listen: socket("http_listen", self.http_listen.as_deref().unwrap_or("0.0.0.0:8080"))?,
             public_host,
             ports,
             bind_address: self
@@ -430,28 +410,21 @@ impl Raw {
             max_sessions_per_address: self.max_sessions_per_address.unwrap_or(1),
             trusted_networks,
             image,
-            limits: Limits {
-                memory_bytes,
-                nano_cpus: (cpus * 1e9) as i64,
-                pids,
-            },
+            limits: Limits { memory_bytes, nano_cpus: (cpus * 1e9) as i64, pids },
             network,
             start_timeout,
-            idle_exit: optional_duration(
-                "idle_exit",
-                self.idle_exit,
-                Some(Duration::from_secs(600)),
-            )?,
+            idle_exit: optional_duration("idle_exit", self.idle_exit, Some(Duration::from_secs(600)))?,
             max_session_age: optional_duration("max_session_age", self.max_session_age, None)?,
             orphans: self.orphans.unwrap_or(Orphans::Adopt),
             session_port: self.session_port.unwrap_or(57890),
             user: self.user.unwrap_or_else(|| "65534:65534".into()),
             max_connections: self.max_connections.unwrap_or(1024).max(1),
             max_connections_per_address: self.max_connections_per_address.unwrap_or(32).max(1),
-            request_timeout: duration(
-                "request_timeout",
-                self.request_timeout.as_deref().unwrap_or("10s"),
-            )?,
+            request_timeout: duration("request_timeout", self.request_timeout.as_deref().unwrap_or("10s"))?,
+            public_listing: self.public_listing.unwrap_or(false),
+            admin_token_file: self.admin_token_file.filter(|f| !f.is_empty()).map(Into::into),
+            api_session_ttl,
+            api_session_max_ttl,
         })
     }
 }
@@ -468,17 +441,17 @@ mod tests {
         assert_eq!(c.ports, (57991, 58000));
         assert_eq!(c.max_sessions, 10);
         assert_eq!(c.max_sessions_per_address, 1);
-        assert_eq!(
-            c.limits,
-            Limits {
-                memory_bytes: 64 << 20,
-                nano_cpus: 500_000_000,
-                pids: 64
-            }
-        );
+        assert_eq!(c.limits, Limits { memory_bytes: 64 << 20, nano_cpus: 500_000_000, pids: 64 });
         assert_eq!(c.idle_exit, Some(Duration::from_secs(600)));
         assert_eq!(c.max_session_age, None);
         assert_eq!(c.orphans, Orphans::Adopt);
+    }
+
+    #[test]
+    fn the_shipped_hub_yaml_lists_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/hub.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(Config::from_yaml(&text).unwrap(), Config::default());
     }
 
     #[test]

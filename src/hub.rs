@@ -6,6 +6,7 @@
 //! sits behind a plain mutex held only for bookkeeping, never across an engine call.
 
 use crate::config::{Config, Orphans};
+use crate::metrics::{Gauges, Metrics};
 use crate::registry::{NewSession, Registry, RegistryError, Session, State};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec};
 use futures_util::StreamExt;
@@ -23,7 +24,9 @@ pub enum EndReason {
     OwnerKilled,
     AdminKilled,
     ContainerExited(String),
+    Idle,
     MaxAge,
+    Expired,
     HubShutdown,
 }
 
@@ -34,9 +37,9 @@ impl EndReason {
             EndReason::OwnerLeft | EndReason::OwnerKilled => None,
             EndReason::AdminKilled => Some("Session manually killed by admin.".into()),
             EndReason::ContainerExited(why) => Some(format!("The session has ended: {why}.")),
-            EndReason::MaxAge => {
-                Some("The session reached the hub's maximum session age and was ended.".into())
-            }
+            EndReason::Idle => Some("The session has ended: nobody was connected for the idle time.".into()),
+            EndReason::Expired => Some("The session's time to live ran out.".into()),
+            EndReason::MaxAge => Some("The session reached the hub's maximum session age and was ended.".into()),
             EndReason::HubShutdown => Some("Troop Hub Service has been manually terminated".into()),
         }
     }
@@ -47,7 +50,8 @@ impl EndReason {
             EndReason::OwnerKilled => "owner_killed",
             EndReason::AdminKilled => "deleted",
             EndReason::ContainerExited(_) => "container_exited",
-            EndReason::MaxAge => "max_age",
+            EndReason::Idle => "idle",
+            EndReason::MaxAge | EndReason::Expired => "max_age",
             EndReason::HubShutdown => "hub_shutdown",
         }
     }
@@ -66,6 +70,22 @@ pub enum HubError {
     StartFailed(String),
     #[error("Daemon sessions can only be started from a trusted address")]
     DaemonNotTrusted,
+}
+
+impl HubError {
+    /// The metrics label of a failed start.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HubError::Registry(RegistryError::Full) => "cap",
+            HubError::Registry(RegistryError::AddressLimit) => "address_limit",
+            HubError::Registry(RegistryError::NameTaken) => "name_taken",
+            HubError::Registry(RegistryError::NoPort) => "no_port",
+            HubError::ImageMissing(_) => "image_missing",
+            HubError::EngineDown => "docker_unreachable",
+            HubError::StartFailed(_) => "start_failed",
+            HubError::DaemonNotTrusted => "not_trusted",
+        }
+    }
 }
 
 impl From<RuntimeError> for HubError {
@@ -111,6 +131,21 @@ pub struct Hub {
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     public_host: String,
     stopping: watch::Sender<bool>,
+    pub metrics: Metrics,
+    admin_token: RwLock<Option<String>>,
+}
+
+/// How a session is asked for.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub name: String,
+    pub password: String,
+    /// Not tied to the requesting connection.
+    pub daemon: bool,
+    /// The requester's address; `None` for the admin API (trusted).
+    pub peer: Option<IpAddr>,
+    /// API sessions end when this runs out.
+    pub ttl: Option<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,11 +170,7 @@ pub fn detect_public_host(config: &Config) -> String {
 impl Hub {
     pub fn new(config: Config, runtime: Arc<dyn Runtime>) -> Arc<Hub> {
         let public_host = detect_public_host(&config);
-        let registry = Registry::new(
-            config.ports,
-            config.max_sessions,
-            config.max_sessions_per_address,
-        );
+        let registry = Registry::new(config.ports, config.max_sessions, config.max_sessions_per_address);
         let (stopping, _) = watch::channel(false);
         Arc::new(Hub {
             config: RwLock::new(config),
@@ -148,14 +179,64 @@ impl Hub {
             owners: Mutex::new(HashMap::new()),
             public_host,
             stopping,
+            metrics: Metrics::default(),
+            admin_token: RwLock::new(None),
         })
     }
 
+    /// Sets the admin token (from the environment or `admin_token_file`).
+    pub fn set_admin_token(&self, token: Option<String>) {
+        if let Ok(mut t) = self.admin_token.write() {
+            *t = token.filter(|t| !t.is_empty());
+        }
+    }
+
+    /// Checks a presented admin token in constant time. `None` when no token is configured.
+    pub fn check_admin_token(&self, presented: &str) -> Option<bool> {
+        let t = self.admin_token.read().ok()?;
+        t.as_ref().map(|t| crate::constant_time_eq(t.as_bytes(), presented.as_bytes()))
+    }
+
+    /// Gauges for the metrics page and the status page.
+    pub fn gauges(&self) -> Gauges {
+        let r = lock(&self.registry);
+        Gauges { running: r.len(), free_ports: r.free_ports(Instant::now()), cap: r.max_sessions() }
+    }
+
+    /// Applies a reloaded configuration. Keys that need a restart keep their running value
+    /// (one warning each is returned); the rest applies to new sessions at once. Lowering the
+    /// cap ends nothing.
+    pub fn apply_config(&self, mut new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut warnings = Vec::new();
+        macro_rules! restart_only {
+            ($($key:ident),*) => {$(
+                if new.$key != old.$key {
+                    warnings.push(format!("`{}` changes only with a restart; keeping the running value", stringify!($key)));
+                    new.$key = old.$key.clone();
+                }
+            )*};
+        }
+        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address);
+        {
+            let mut r = lock(&self.registry);
+            if new.ports != old.ports {
+                if let Err(why) = r.set_ports(new.ports) {
+                    warnings.push(format!("`ports` cannot change now ({why}); keeping the running range"));
+                    new.ports = old.ports;
+                }
+            }
+            r.set_limits(new.max_sessions, new.max_sessions_per_address);
+        }
+        self.runtime.reconfigure(new.clone());
+        if let Ok(mut c) = self.config.write() {
+            *c = new;
+        }
+        warnings
+    }
+
     pub fn config(&self) -> Config {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn public_host(&self) -> &str {
@@ -173,15 +254,25 @@ impl Hub {
 
     /// Starts a session and returns once its server accepts connections. An adopted session
     /// without an owner is handed back to whoever repeats its name with the same password.
-    pub async fn start_session(
-        &self,
-        name: &str,
-        password: &str,
-        daemon: bool,
-        peer: IpAddr,
-    ) -> Result<Owned, HubError> {
+    pub async fn start_session(&self, req: StartRequest) -> Result<Owned, HubError> {
+        let result = self.try_start(&req).await;
+        match &result {
+            Ok(_) => self.metrics.request("server", "ok"),
+            Err(e) => {
+                self.metrics.request("server", "error");
+                self.metrics.start_failed(e.label());
+                if matches!(e, HubError::EngineDown | HubError::StartFailed(_)) {
+                    self.metrics.docker_error();
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_start(&self, req: &StartRequest) -> Result<Owned, HubError> {
+        let (name, password, daemon) = (req.name.as_str(), req.password.as_str(), req.daemon);
         let config = self.config();
-        let trusted = config.is_trusted(peer);
+        let trusted = req.peer.is_none_or(|ip| config.is_trusted(ip));
         if daemon && !trusted {
             return Err(HubError::DaemonNotTrusted);
         }
@@ -196,36 +287,22 @@ impl Hub {
                 id: id.clone(),
                 name: name.into(),
                 password_md5: password_md5.clone(),
-                owner_ip: Some(peer),
+                owner_ip: req.peer,
                 trusted,
                 daemon,
+                expires: req.ttl.map(|t| SystemTime::now() + t),
             };
             lock(&self.registry).reserve(new, now)?.port
         };
         let span = info_span!("session", session = %name, id = %id);
-        let result = self
-            .launch(name, &id, port, password_md5, &config)
-            .instrument(span.clone())
-            .await;
+        let result = self.launch(name, &id, port, password_md5, &config).instrument(span.clone()).await;
         match result {
             Ok(port) => {
                 let (tx, ended) = mpsc::unbounded_channel();
                 lock(&self.owners).insert(id.clone(), tx);
-                span.in_scope(|| {
-                    info!(
-                        port,
-                        elapsed_ms = now.elapsed().as_millis() as u64,
-                        daemon,
-                        "session ready"
-                    )
-                });
-                Ok(Owned {
-                    name: name.into(),
-                    id,
-                    host: self.public_host.clone(),
-                    port,
-                    ended,
-                })
+                self.metrics.session_started(now.elapsed());
+                span.in_scope(|| info!(port, elapsed_ms = now.elapsed().as_millis() as u64, daemon, "session ready"));
+                Ok(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
             }
             Err(e) => {
                 span.in_scope(|| warn!(error = %e, "session start failed"));
@@ -246,19 +323,11 @@ impl Hub {
     ) -> Result<u16, HubError> {
         let deadline = Instant::now() + config.start_timeout;
         let started = loop {
-            let spec = SessionSpec {
-                id: id.into(),
-                name: name.into(),
-                port,
-                password_md5: password_md5.clone(),
-            };
+            let spec = SessionSpec { id: id.into(), name: name.into(), port, password_md5: password_md5.clone() };
             match self.runtime.start(spec).await {
                 Ok(s) => break s,
                 Err(RuntimeError::PortTaken(_)) if Instant::now() < deadline => {
-                    warn!(
-                        port,
-                        "host port taken by something else; trying the next one"
-                    );
+                    warn!(port, "host port taken by something else; trying the next one");
                     port = lock(&self.registry).move_port(name, Instant::now())?;
                 }
                 Err(e) => {
@@ -284,13 +353,7 @@ impl Hub {
 
     /// Connects to the server's own address (not the published port, which Docker's proxy
     /// accepts before the server listens) until it answers or the deadline passes.
-    async fn wait_ready(
-        &self,
-        name: &str,
-        id: &str,
-        probe: SocketAddr,
-        deadline: Instant,
-    ) -> Result<(), String> {
+    async fn wait_ready(&self, name: &str, id: &str, probe: SocketAddr, deadline: Instant) -> Result<(), String> {
         loop {
             if lock(&self.registry).get(name).is_none_or(|s| s.id != id) {
                 return Err("its container stopped before its server was ready".into());
@@ -302,11 +365,8 @@ impl Hub {
                     humantime::format_duration(self.config().start_timeout)
                 ));
             }
-            let attempt = tokio::time::timeout(
-                left.min(Duration::from_millis(500)),
-                tokio::net::TcpStream::connect(probe),
-            )
-            .await;
+            let attempt =
+                tokio::time::timeout(left.min(Duration::from_millis(500)), tokio::net::TcpStream::connect(probe)).await;
             if let Ok(Ok(_stream)) = attempt {
                 return Ok(());
             }
@@ -317,9 +377,7 @@ impl Hub {
     fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
         let mut registry = lock(&self.registry);
         let s = registry.running(name)?;
-        if s.owner_connected
-            || s.daemon
-            || !crate::constant_time_eq(s.password_md5.as_bytes(), password_md5.as_bytes())
+        if s.owner_connected || s.daemon || !crate::constant_time_eq(s.password_md5.as_bytes(), password_md5.as_bytes())
         {
             return None;
         }
@@ -329,20 +387,12 @@ impl Hub {
         let (tx, ended) = mpsc::unbounded_channel();
         lock(&self.owners).insert(id.clone(), tx);
         info!(session = %name, id = %id, "owner reclaimed an adopted session");
-        Some(Owned {
-            name: name.into(),
-            id,
-            host: self.public_host.clone(),
-            port,
-            ended,
-        })
+        Some(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
     }
 
     /// The public address of a running session.
     pub fn query(&self, name: &str) -> Option<(String, u16)> {
-        lock(&self.registry)
-            .running(name)
-            .map(|s| (self.public_host.clone(), s.port))
+        lock(&self.registry).running(name).map(|s| (self.public_host.clone(), s.port))
     }
 
     /// Ends a session (if it is still the one with this id): the owner is told why, the
@@ -361,9 +411,13 @@ impl Hub {
             let _ = owner.send(msg);
         }
         let container = session.container_id.clone().unwrap_or_default();
+        if session.state == State::Running {
+            self.metrics.session_ended(reason.label());
+        }
         info!(session = %session.name, id = %session.id, container = %short(&container), reason = reason.label(), "session ended");
         if let Some(container) = session.container_id {
             if let Err(e) = self.runtime.remove(container.clone()).await {
+                self.metrics.docker_error();
                 warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");
             }
         }
@@ -393,15 +447,8 @@ impl Hub {
                     State::Starting => "starting",
                     State::Running => "running",
                 },
-                created: s
-                    .created
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-                age_seconds: now
-                    .duration_since(s.created)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                created: s.created.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                age_seconds: now.duration_since(s.created).map(|d| d.as_secs()).unwrap_or(0),
                 owner_connected: s.owner_connected,
                 daemon: s.daemon,
                 container: s.container_id.as_deref().map(|c| short(c).to_string()),
@@ -434,6 +481,7 @@ impl Hub {
                     state: State::Running,
                     created: c.created.unwrap_or_else(SystemTime::now),
                     started: Instant::now(),
+                    expires: None,
                 }),
                 _ => None,
             };
@@ -471,13 +519,15 @@ impl Hub {
                     tokio::select! {
                         _ = stopping.changed() => return,
                         ev = events.next() => match ev {
-                            Some(Ok(RuntimeEvent::Exited { container_id, reason })) => {
+                            Some(Ok(RuntimeEvent::Exited { container_id, reason, idle })) => {
                                 let found = lock(&self.registry).by_container(&container_id).map(|s| (s.name.clone(), s.id.clone()));
                                 if let Some((name, id)) = found {
-                                    self.end_session(&name, &id, EndReason::ContainerExited(reason)).await;
+                                    let why = if idle { EndReason::Idle } else { EndReason::ContainerExited(reason) };
+                                    self.end_session(&name, &id, why).await;
                                 }
                             }
                             Some(Err(e)) => {
+                                self.metrics.docker_error();
                                 warn!(error = %e, "lost the Docker event stream; reconnecting");
                                 break;
                             }
@@ -499,11 +549,7 @@ impl Hub {
         let Ok(found) = self.runtime.list().await else {
             return;
         };
-        let alive: Vec<String> = found
-            .iter()
-            .filter(|c| c.running)
-            .map(|c| c.container_id.clone())
-            .collect();
+        let alive: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.container_id.clone()).collect();
         let gone: Vec<(String, String)> = lock(&self.registry)
             .list()
             .filter(|s| s.state == State::Running)
@@ -511,34 +557,31 @@ impl Hub {
             .map(|s| (s.name.clone(), s.id.clone()))
             .collect();
         for (name, id) in gone {
-            self.end_session(
-                &name,
-                &id,
-                EndReason::ContainerExited("the session container is gone".into()),
-            )
-            .await;
+            self.end_session(&name, &id, EndReason::ContainerExited("the session container is gone".into())).await;
         }
     }
 
-    /// Ends sessions older than `max_session_age`, checked every second.
-    pub async fn enforce_max_age(self: Arc<Self>) {
+    /// Ends sessions older than `max_session_age` or past their ttl, checked every second.
+    pub async fn enforce_deadlines(self: Arc<Self>) {
         let mut stopping = self.stopping();
         loop {
             tokio::select! {
                 _ = stopping.changed() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            let Some(max) = self.config().max_session_age else {
-                continue;
-            };
+            let max = self.config().max_session_age;
             let now = SystemTime::now();
-            let old: Vec<(String, String)> = lock(&self.registry)
+            let due: Vec<(String, String, EndReason)> = lock(&self.registry)
                 .list()
-                .filter(|s| now.duration_since(s.created).is_ok_and(|age| age >= max))
-                .map(|s| (s.name.clone(), s.id.clone()))
+                .filter_map(|s| {
+                    let too_old = max.is_some_and(|m| now.duration_since(s.created).is_ok_and(|age| age >= m));
+                    let expired = s.expires.is_some_and(|e| now >= e);
+                    let reason = if too_old { EndReason::MaxAge } else { EndReason::Expired };
+                    (too_old || expired).then(|| (s.name.clone(), s.id.clone(), reason))
+                })
                 .collect();
-            for (name, id) in old {
-                self.end_session(&name, &id, EndReason::MaxAge).await;
+            for (name, id, reason) in due {
+                self.end_session(&name, &id, reason).await;
             }
         }
     }
@@ -546,24 +589,15 @@ impl Hub {
     /// Ends every session (owners told, containers removed) and tears down the network.
     pub async fn shutdown(&self) {
         let _ = self.stopping.send(true);
-        let all: Vec<(String, String)> = lock(&self.registry)
-            .list()
-            .map(|s| (s.name.clone(), s.id.clone()))
-            .collect();
-        let ends = all
-            .iter()
-            .map(|(name, id)| self.end_session(name, id, EndReason::HubShutdown));
+        let all: Vec<(String, String)> = lock(&self.registry).list().map(|s| (s.name.clone(), s.id.clone())).collect();
+        let ends = all.iter().map(|(name, id)| self.end_session(name, id, EndReason::HubShutdown));
         futures_util::future::join_all(ends).await;
         self.runtime.teardown().await;
     }
 
     /// The owner's connection closed or it sent `kill`.
     pub async fn owner_gone(&self, name: &str, id: &str, killed: bool) {
-        let reason = if killed {
-            EndReason::OwnerKilled
-        } else {
-            EndReason::OwnerLeft
-        };
+        let reason = if killed { EndReason::OwnerKilled } else { EndReason::OwnerLeft };
         self.end_session(name, id, reason).await;
     }
 }

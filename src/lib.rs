@@ -5,13 +5,19 @@
 //! - [`registry`]: names, ports, owners and limits (pure logic).
 //! - [`runtime`]: the container engine behind one trait; Docker through bollard.
 //! - [`hub`]: shared state and every session lifecycle path.
+//! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
+//! - [`http`]: the HTTP API, metrics and status page.
+//! - [`reload`]: live reload of hub.yaml.
 //! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
 
 pub mod admin;
 pub mod config;
+pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod tcp;
 pub mod wire;

@@ -12,10 +12,7 @@ use troop_hub::hub::Hub;
 use troop_hub::runtime::{DockerRuntime, Runtime, RuntimeError};
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Hosts Troop live-coding sessions, one container per session"
-)]
+#[command(version, about = "Hosts Troop live-coding sessions, one container per session")]
 struct Args {
     /// The hub's configuration file.
     #[arg(short, long, default_value = "hub.yaml", global = true)]
@@ -51,9 +48,7 @@ fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     if let Err(e) = real_main().await {
@@ -79,11 +74,12 @@ async fn real_main() -> anyhow::Result<()> {
             println!("killed {name}");
             Ok(())
         }
-        Cmd::Run => run(config).await,
+        Cmd::Run => run(config, args.config).await,
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let admin_token = config.admin_token()?;
     let runtime = Arc::new(DockerRuntime::new(config.clone()));
     match runtime.prepare().await {
         Ok(()) => {}
@@ -95,6 +91,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let hub = Hub::new(config.clone(), runtime.clone() as Arc<dyn Runtime>);
+    if admin_token.is_none() {
+        warn!("no admin token: the HTTP admin endpoints answer 403 (set TROOP_HUB_ADMIN_TOKEN or admin_token_file)");
+    }
+    hub.set_admin_token(admin_token);
     if let Err(e) = hub.recover().await {
         warn!(error = %e, "could not look for sessions left from before");
     }
@@ -109,7 +109,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "Troop hub listening"
     );
     tokio::spawn(hub.clone().watch_engine());
-    tokio::spawn(hub.clone().enforce_max_age());
+    tokio::spawn(hub.clone().enforce_deadlines());
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;
+    info!(http = %config.http_listen, "HTTP API, metrics and status page listening");
+    let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone()));
+    tokio::spawn(troop_hub::reload::watch(hub.clone(), path));
     let server = tokio::spawn(troop_hub::tcp::serve(listener, hub.clone()));
     shutdown_signal().await;
     info!("stopping: ending every session");
@@ -117,16 +123,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = server.await {
         error!(error = %e, "the protocol server task failed");
     }
+    match tokio::time::timeout(std::time::Duration::from_secs(3), http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "the HTTP server failed"),
+        _ => warn!("the HTTP server did not stop in time"),
+    }
     info!("stopped");
     Ok(())
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -49,6 +49,8 @@ pub struct Session {
     pub state: State,
     pub created: SystemTime,
     pub started: Instant,
+    /// When an API-owned session's ttl runs out.
+    pub expires: Option<SystemTime>,
 }
 
 /// What a new session needs to be registered.
@@ -60,6 +62,7 @@ pub struct NewSession {
     pub owner_ip: Option<IpAddr>,
     pub trusted: bool,
     pub daemon: bool,
+    pub expires: Option<SystemTime>,
 }
 
 /// The session table.
@@ -97,9 +100,7 @@ impl Registry {
     /// Widens (or, when no live session is outside it, narrows) the port range.
     pub fn set_ports(&mut self, ports: (u16, u16)) -> Result<(), String> {
         if let Some(p) = self.in_use.keys().find(|p| **p < ports.0 || **p > ports.1) {
-            return Err(format!(
-                "port {p} is in use by a session outside the new range"
-            ));
+            return Err(format!("port {p} is in use by a session outside the new range"));
         }
         self.ports = ports;
         Ok(())
@@ -119,9 +120,7 @@ impl Registry {
 
     /// Ports of the range neither used nor set aside.
     pub fn free_ports(&self, now: Instant) -> usize {
-        (self.ports.0..=self.ports.1)
-            .filter(|p| self.port_free(*p, now))
-            .count()
+        (self.ports.0..=self.ports.1).filter(|p| self.port_free(*p, now)).count()
     }
 
     fn port_free(&self, p: u16, now: Instant) -> bool {
@@ -142,11 +141,7 @@ impl Registry {
         }
         if !new.trusted {
             if let Some(ip) = new.owner_ip {
-                let from_ip = self
-                    .sessions
-                    .values()
-                    .filter(|s| s.counts_for_address && s.owner_ip == Some(ip))
-                    .count();
+                let from_ip = self.sessions.values().filter(|s| s.counts_for_address && s.owner_ip == Some(ip)).count();
                 if from_ip >= self.max_per_address {
                     return Err(RegistryError::AddressLimit);
                 }
@@ -167,6 +162,7 @@ impl Registry {
             state: State::Starting,
             created: SystemTime::now(),
             started: now,
+            expires: new.expires,
         };
         Ok(self.sessions.entry(new.name).or_insert(session))
     }
@@ -226,15 +222,11 @@ impl Registry {
 
     /// The running session of this name (a starting one is not reachable yet).
     pub fn running(&self, name: &str) -> Option<&Session> {
-        self.sessions
-            .get(name)
-            .filter(|s| s.state == State::Running)
+        self.sessions.get(name).filter(|s| s.state == State::Running)
     }
 
     pub fn by_container(&self, container_id: &str) -> Option<&Session> {
-        self.sessions
-            .values()
-            .find(|s| s.container_id.as_deref() == Some(container_id))
+        self.sessions.values().find(|s| s.container_id.as_deref() == Some(container_id))
     }
 
     /// Removes a session if it is still the one with this id; frees its name and port.
@@ -272,6 +264,7 @@ mod tests {
             owner_ip: Some(ip.parse().unwrap()),
             trusted,
             daemon: false,
+            expires: None,
         }
     }
 
@@ -279,38 +272,15 @@ mod tests {
     fn names_ports_and_limits() {
         let now = Instant::now();
         let mut r = Registry::new((100, 102), 3, 1);
-        assert_eq!(
-            r.reserve(new("a", "1.1.1.1", false), now).unwrap().port,
-            100
-        );
-        assert_eq!(
-            r.reserve(new("a", "2.2.2.2", false), now).unwrap_err(),
-            RegistryError::NameTaken
-        );
-        assert_eq!(
-            r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(),
-            RegistryError::AddressLimit
-        );
-        assert_eq!(
-            r.reserve(new("b", "127.0.0.1", true), now).unwrap().port,
-            101,
-            "trusted is exempt"
-        );
-        assert_eq!(
-            r.reserve(new("c", "3.3.3.3", false), now).unwrap().port,
-            102
-        );
-        assert_eq!(
-            r.reserve(new("d", "4.4.4.4", false), now).unwrap_err(),
-            RegistryError::Full
-        );
+        assert_eq!(r.reserve(new("a", "1.1.1.1", false), now).unwrap().port, 100);
+        assert_eq!(r.reserve(new("a", "2.2.2.2", false), now).unwrap_err(), RegistryError::NameTaken);
+        assert_eq!(r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(), RegistryError::AddressLimit);
+        assert_eq!(r.reserve(new("b", "127.0.0.1", true), now).unwrap().port, 101, "trusted is exempt");
+        assert_eq!(r.reserve(new("c", "3.3.3.3", false), now).unwrap().port, 102);
+        assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap_err(), RegistryError::Full);
         assert!(r.release("b", "id-b").is_some());
         assert!(r.release("b", "id-b").is_none(), "released once");
-        assert_eq!(
-            r.reserve(new("d", "4.4.4.4", false), now).unwrap().port,
-            101,
-            "port reused after release"
-        );
+        assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap().port, 101, "port reused after release");
     }
 
     #[test]
@@ -322,10 +292,7 @@ mod tests {
         }
         r.set_limits(1, 5);
         assert_eq!(r.len(), 3);
-        assert_eq!(
-            r.reserve(new("d", "1.1.1.1", false), now).unwrap_err(),
-            RegistryError::Full
-        );
+        assert_eq!(r.reserve(new("d", "1.1.1.1", false), now).unwrap_err(), RegistryError::Full);
     }
 
     #[test]
@@ -336,16 +303,9 @@ mod tests {
         assert_eq!(r.move_port("a", now), Ok(101));
         assert_eq!(r.ports_in_use(), vec![101]);
         assert_eq!(r.free_ports(now), 0, "100 is set aside");
-        assert_eq!(
-            r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(),
-            RegistryError::NoPort
-        );
+        assert_eq!(r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(), RegistryError::NoPort);
         assert_eq!(r.free_ports(now + SET_ASIDE), 1);
-        assert_eq!(
-            r.move_port("a", now),
-            Err(RegistryError::NoPort),
-            "no port left: the reservation goes"
-        );
+        assert_eq!(r.move_port("a", now), Err(RegistryError::NoPort), "no port left: the reservation goes");
         assert!(r.get("a").is_none());
     }
 
@@ -354,8 +314,7 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::new((100, 199), 100, 100);
         for k in 0..100 {
-            r.reserve(new(&format!("s{k}"), "1.1.1.1", false), now)
-                .unwrap();
+            r.reserve(new(&format!("s{k}"), "1.1.1.1", false), now).unwrap();
         }
         let mut ports: Vec<u16> = r.list().map(|s| s.port).collect();
         ports.sort_unstable();

@@ -6,12 +6,10 @@
 //! own bridge network without inter-container traffic, capped logs.
 
 use crate::config::Config;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
+    ListNetworksOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 use futures_util::future::BoxFuture;
@@ -77,11 +75,9 @@ pub struct Existing {
 /// Something that happened to a session container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeEvent {
-    /// The container stopped (exit, kill, OOM).
-    Exited {
-        container_id: String,
-        reason: String,
-    },
+    /// The container stopped (exit, kill, OOM); `idle` when its server exited by itself
+    /// with status 0 (the idle-exit timer).
+    Exited { container_id: String, reason: String, idle: bool },
 }
 
 /// Container events from the engine.
@@ -102,6 +98,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>>;
     /// Removes what `prepare` created, once no session is left.
     fn teardown(&self) -> BoxFuture<'_, ()>;
+    /// A reloaded configuration, for sessions started from now on.
+    fn reconfigure(&self, config: Config);
 }
 
 /// Sessions as containers on the local Docker engine.
@@ -120,31 +118,21 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 fn classify(e: bollard::errors::Error) -> RuntimeError {
     use bollard::errors::Error as E;
     match e {
-        E::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } => {
+        E::DockerResponseServerError { status_code: 404, message } => {
             if message.contains("image") {
                 RuntimeError::ImageMissing(message)
             } else {
                 RuntimeError::NotFound
             }
         }
-        E::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            if message.contains("port is already allocated")
-                || message.contains("address already in use")
-            {
+        E::DockerResponseServerError { status_code, message } => {
+            if message.contains("port is already allocated") || message.contains("address already in use") {
                 RuntimeError::PortTaken(0)
             } else {
                 RuntimeError::Failed(format!("Docker said {status_code}: {message}"))
             }
         }
-        E::RequestTimeoutError => {
-            RuntimeError::Unreachable("the engine did not answer in time".into())
-        }
+        E::RequestTimeoutError => RuntimeError::Unreachable("the engine did not answer in time".into()),
         other => {
             let text = other.to_string();
             if text.contains("connect")
@@ -160,14 +148,10 @@ fn classify(e: bollard::errors::Error) -> RuntimeError {
     }
 }
 
-async fn timed<T>(
-    f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
-) -> Result<T, RuntimeError> {
+async fn timed<T>(f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>) -> Result<T, RuntimeError> {
     match tokio::time::timeout(API_TIMEOUT, f).await {
         Ok(r) => r.map_err(classify),
-        Err(_) => Err(RuntimeError::Unreachable(
-            "the engine did not answer in time".into(),
-        )),
+        Err(_) => Err(RuntimeError::Unreachable("the engine did not answer in time".into())),
     }
 }
 
@@ -188,54 +172,26 @@ impl DockerRuntime {
         if let Some(d) = cached.as_ref() {
             return Ok(d.clone());
         }
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_defaults().map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
         let docker = timed(docker.negotiate_version()).await?;
         info!(api = %docker.client_version(), "connected to the Docker engine");
         *cached = Some(docker.clone());
         Ok(docker)
     }
 
-    /// Applies a reloaded configuration to sessions started from now on.
-    pub fn set_config(&self, config: Config) {
-        if let Ok(mut c) = self.config.write() {
-            *c = config;
-        }
-    }
-
     fn config(&self) -> Config {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     fn hub_filter(hub_id: &str) -> HashMap<String, Vec<String>> {
-        HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_HUB}={hub_id}"),
-                format!("{LABEL_MANAGED}=true"),
-            ],
-        )])
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_HUB}={hub_id}"), format!("{LABEL_MANAGED}=true")])])
     }
 
     /// Ids of the networks named exactly `name` (Docker matches name filters by substring).
-    async fn networks_named(
-        &self,
-        docker: &Docker,
-        name: &str,
-    ) -> Result<Vec<String>, RuntimeError> {
+    async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<String>, RuntimeError> {
         let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
-        let found = timed(docker.list_networks(Some(ListNetworksOptions {
-            filters: Some(filters),
-        })))
-        .await?;
-        Ok(found
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .filter_map(|n| n.id)
-            .collect())
+        let found = timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await?;
+        Ok(found.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| n.id).collect())
     }
 
     /// The sessions' network id, creating the network if it does not exist.
@@ -245,26 +201,15 @@ impl DockerRuntime {
             return Ok(id.clone());
         }
         let docker = self.client().await?;
-        if let Some(id) = self
-            .networks_named(&docker, &c.network)
-            .await?
-            .into_iter()
-            .next()
-        {
+        if let Some(id) = self.networks_named(&docker, &c.network).await?.into_iter().next() {
             *cached = Some(id.clone());
             return Ok(id);
         }
         let request = NetworkCreateRequest {
             name: c.network.clone(),
             driver: Some("bridge".into()),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".into(),
-                "false".into(),
-            )])),
-            labels: Some(HashMap::from([
-                (LABEL_MANAGED.into(), "true".into()),
-                (LABEL_HUB.into(), c.hub_id.clone()),
-            ])),
+            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
+            labels: Some(HashMap::from([(LABEL_MANAGED.into(), "true".into()), (LABEL_HUB.into(), c.hub_id.clone())])),
             ..Default::default()
         };
         let id = timed(docker.create_network(request)).await?.id;
@@ -273,23 +218,14 @@ impl DockerRuntime {
         Ok(id)
     }
 
-    async fn inspect_existing(
-        &self,
-        container_id: &str,
-        c: &Config,
-    ) -> Option<(Option<String>, Option<SocketAddr>)> {
+    async fn inspect_existing(&self, container_id: &str, c: &Config) -> Option<(Option<String>, Option<SocketAddr>)> {
         let docker = self.client().await.ok()?;
-        let info = timed(docker.inspect_container(container_id, None::<InspectContainerOptions>))
-            .await
-            .ok()?;
+        let info = timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await.ok()?;
         let md5 = info
             .config
             .as_ref()
             .and_then(|cfg| cfg.env.as_ref())
-            .and_then(|env| {
-                env.iter()
-                    .find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(str::to_string))
-            });
+            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(str::to_string)));
         let ip = info
             .network_settings
             .as_ref()
@@ -302,6 +238,12 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
+    fn reconfigure(&self, config: Config) {
+        if let Ok(mut c) = self.config.write() {
+            *c = config;
+        }
+    }
+
     fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
@@ -334,10 +276,7 @@ impl Runtime for DockerRuntime {
                 cmd.push("--idle-exit".into());
                 cmd.push(format!("{}ms", idle.as_millis()));
             }
-            let created = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let labels = HashMap::from([
                 (LABEL_MANAGED.to_string(), "true".to_string()),
                 (LABEL_HUB.to_string(), c.hub_id.clone()),
@@ -364,10 +303,7 @@ impl Runtime for DockerRuntime {
                 network_mode: Some(network),
                 log_config: Some(HostConfigLogConfig {
                     typ: Some("json-file".into()),
-                    config: Some(HashMap::from([
-                        ("max-size".into(), "1m".into()),
-                        ("max-file".into(), "2".into()),
-                    ])),
+                    config: Some(HashMap::from([("max-size".into(), "1m".into()), ("max-file".into(), "2".into())])),
                 }),
                 ..Default::default()
             };
@@ -381,10 +317,7 @@ impl Runtime for DockerRuntime {
                 host_config: Some(host_config),
                 ..Default::default()
             };
-            let options = CreateContainerOptions {
-                name: Some(format!("troop-{}", spec.id)),
-                ..Default::default()
-            };
+            let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
             let docker = self.client().await?;
             let created = match timed(docker.create_container(Some(options), body)).await {
                 Ok(r) => r,
@@ -406,32 +339,17 @@ impl Runtime for DockerRuntime {
                 Some((_, Some(probe))) => probe,
                 _ => {
                     let _ = self.remove(id.clone()).await;
-                    return Err(RuntimeError::Failed(
-                        "the container has no address on the sessions' network".into(),
-                    ));
+                    return Err(RuntimeError::Failed("the container has no address on the sessions' network".into()));
                 }
             };
-            Ok(Started {
-                container_id: id,
-                probe,
-            })
+            Ok(Started { container_id: id, probe })
         })
     }
 
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let options = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match timed(
-                self.client()
-                    .await?
-                    .remove_container(&container_id, Some(options)),
-            )
-            .await
-            {
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            match timed(self.client().await?.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
@@ -442,11 +360,8 @@ impl Runtime for DockerRuntime {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
-            let options = ListContainersOptions {
-                all: true,
-                filters: Some(Self::hub_filter(&c.hub_id)),
-                ..Default::default()
-            };
+            let options =
+                ListContainersOptions { all: true, filters: Some(Self::hub_filter(&c.hub_id)), ..Default::default() };
             let found = timed(self.client().await?.list_containers(Some(options))).await?;
             let mut out = Vec::new();
             for summary in found {
@@ -454,14 +369,9 @@ impl Runtime for DockerRuntime {
                     continue;
                 };
                 let labels = summary.labels.clone().unwrap_or_default();
-                let running = summary
-                    .state
-                    .map(|s| s.to_string() == "running")
-                    .unwrap_or(false);
+                let running = summary.state.map(|s| s.to_string() == "running").unwrap_or(false);
                 let (password_md5, probe) = if running {
-                    self.inspect_existing(&container_id, &c)
-                        .await
-                        .unwrap_or((None, None))
+                    self.inspect_existing(&container_id, &c).await.unwrap_or((None, None))
                 } else {
                     (None, None)
                 };
@@ -490,10 +400,7 @@ impl Runtime for DockerRuntime {
             let mut filters = Self::hub_filter(&c.hub_id);
             filters.insert("type".into(), vec!["container".into()]);
             filters.insert("event".into(), vec!["die".into()]);
-            let options = EventsOptions {
-                filters: Some(filters),
-                ..Default::default()
-            };
+            let options = EventsOptions { filters: Some(filters), ..Default::default() };
             let stream = docker
                 .events(Some(options))
                 .map(|item| match item {
@@ -501,15 +408,13 @@ impl Runtime for DockerRuntime {
                         let actor = ev.actor.unwrap_or_default();
                         let attrs = actor.attributes.unwrap_or_default();
                         let reason = match attrs.get("exitCode").map(String::as_str) {
-                            Some("0") => "the session server exited".to_string(),
+                            Some("0") => "nobody was connected for the idle time".to_string(),
                             Some("137") => "the session container was killed".to_string(),
                             Some(code) => format!("the session server exited with code {code}"),
                             None => "the session container stopped".to_string(),
                         };
-                        Ok(RuntimeEvent::Exited {
-                            container_id: actor.id.unwrap_or_default(),
-                            reason,
-                        })
+                        let idle = attrs.get("exitCode").map(String::as_str) == Some("0");
+                        Ok(RuntimeEvent::Exited { container_id: actor.id.unwrap_or_default(), reason, idle })
                     }
                     Err(e) => Err(classify(e)),
                 })
@@ -528,9 +433,7 @@ impl Runtime for DockerRuntime {
                 return;
             };
             for id in ids {
-                let Ok(net) =
-                    timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await
-                else {
+                let Ok(net) = timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await else {
                     continue;
                 };
                 let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);

@@ -4,7 +4,7 @@
 //! tells it why in an `error` frame. Connections are capped in all and per address, and one
 //! that sends nothing in time is closed.
 
-use crate::hub::Hub;
+use crate::hub::{Hub, StartRequest};
 use crate::wire::{self, Request, WireError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -76,7 +76,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                     Some(slot) => {
                         let hub = hub.clone();
                         tasks.spawn(async move {
-                            handle(stream, peer, hub).await;
+                            hub.metrics.connection_opened();
+                            handle(stream, peer, hub.clone()).await;
+                            hub.metrics.connection_closed();
                             drop(slot);
                         });
                     }
@@ -93,10 +95,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(3), async { while tasks.join_next().await.is_some() {} })
+            .await;
 }
 
 async fn reply(stream: &mut TcpStream, v: Value) {
@@ -105,11 +106,7 @@ async fn reply(stream: &mut TcpStream, v: Value) {
             let _ = stream.write_all(&frame).await;
         }
         Err(_) => {
-            let _ = stream
-                .write_all(&wire::error_frame(
-                    "The reply is too large for the hub protocol",
-                ))
-                .await;
+            let _ = stream.write_all(&wire::error_frame("The reply is too large for the hub protocol")).await;
         }
     }
 }
@@ -124,10 +121,16 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
     let request = match first {
         Err(_) => return error(&mut stream, "No request received in time").await,
         Ok(Err(WireError::Closed)) => return,
-        Ok(Err(e)) => return error(&mut stream, &e.to_string()).await,
+        Ok(Err(e)) => {
+            hub.metrics.request("bad_request", "error");
+            return error(&mut stream, &e.to_string()).await;
+        }
         Ok(Ok(v)) => match wire::parse_request(&v) {
             Ok(r) => r,
-            Err(e) => return error(&mut stream, &e.to_string()).await,
+            Err(e) => {
+                hub.metrics.request("bad_request", "error");
+                return error(&mut stream, &e.to_string()).await;
+            }
         },
     };
     let trusted = config.is_trusted(peer.ip());
@@ -135,9 +138,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
     match request {
         Request::Query { name } => {
             let result = hub.query(&name).map(|(host, port)| json!([host, port]));
+            hub.metrics.request("query", "ok");
             reply(&mut stream, json!({ "result": result })).await;
         }
         Request::List if trusted => {
+            hub.metrics.request("list", "ok");
             let data: Vec<Value> = hub
                 .list()
                 .into_iter()
@@ -150,32 +155,23 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                 .collect();
             reply(&mut stream, json!({ "data": data })).await;
         }
-        Request::List => {
-            error(
-                &mut stream,
-                &format!("Status request made from invalid address {}", peer.ip()),
-            )
-            .await
-        }
+        Request::List => error(&mut stream, &format!("Status request made from invalid address {}", peer.ip())).await,
         Request::Kill { name } if trusted => {
             if hub.kill(&name).await {
+                hub.metrics.request("kill", "ok");
                 info!(session = %name, %peer, "killed by admin request");
                 reply(&mut stream, json!({ "data": "success" })).await;
             } else {
-                error(
-                    &mut stream,
-                    &format!("No session named '{name}' is running"),
-                )
-                .await;
+                error(&mut stream, &format!("No session named '{name}' is running")).await;
             }
         }
-        Request::Kill { .. } => error(&mut stream, "External kill request denied").await,
-        Request::Server {
-            name,
-            password,
-            daemon,
-        } => {
-            let mut owned = match hub.start_session(&name, &password, daemon, peer.ip()).await {
+        Request::Kill { .. } => {
+            hub.metrics.request("kill", "error");
+            error(&mut stream, "External kill request denied").await
+        }
+        Request::Server { name, password, daemon } => {
+            let req = StartRequest { name, password, daemon, peer: Some(peer.ip()), ttl: None };
+            let mut owned = match hub.start_session(req).await {
                 Ok(o) => o,
                 Err(e) => return error(&mut stream, &e.to_string()).await,
             };

@@ -41,11 +41,7 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Start a session; the connection becomes its owner (unless `daemon`).
-    Server {
-        name: String,
-        password: String,
-        daemon: bool,
-    },
+    Server { name: String, password: String, daemon: bool },
     /// Where is this session?
     Query { name: String },
     /// End a session (trusted addresses only).
@@ -72,14 +68,9 @@ pub fn validate_name(name: &str) -> Result<(), WireError> {
         return Err(WireError::InvalidName("it is empty".into()));
     }
     if name.chars().count() > 64 {
-        return Err(WireError::InvalidName(
-            "it is longer than 64 characters".into(),
-        ));
+        return Err(WireError::InvalidName("it is longer than 64 characters".into()));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(WireError::InvalidName(format!(
             "it may only use letters, digits, '.', '_' and '-' (found {bad:?})"
         )));
@@ -117,11 +108,7 @@ pub fn parse_request(v: &Value) -> Result<Request, WireError> {
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(WireError::WrongFieldType("daemon")),
             };
-            Ok(Request::Server {
-                name,
-                password,
-                daemon,
-            })
+            Ok(Request::Server { name, password, daemon })
         }
         "query" => Ok(Request::Query { name: name()? }),
         "kill" => Ok(Request::Kill { name: name()? }),
@@ -176,17 +163,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value, WireEr
             return Err(WireError::BadLength);
         }
     }
-    let n: usize = std::str::from_utf8(&len)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(WireError::BadLength)?;
+    let n: usize = std::str::from_utf8(&len).ok().and_then(|s| s.parse().ok()).ok_or(WireError::BadLength)?;
     if n == 0 || n > MAX_BODY {
         return Err(WireError::LengthOutOfRange);
     }
     let mut body = vec![0u8; n];
-    r.read_exact(&mut body)
-        .await
-        .map_err(|_| WireError::Closed)?;
+    r.read_exact(&mut body).await.map_err(|_| WireError::Closed)?;
     serde_json::from_slice(&body).map_err(|_| WireError::BadJson)
 }
 
@@ -199,46 +181,24 @@ mod tests {
         let v = json!({"type": "server", "name": "mySession", "password": "pw"});
         assert_eq!(
             parse_request(&v),
-            Ok(Request::Server {
-                name: "mySession".into(),
-                password: "pw".into(),
-                daemon: false
-            })
+            Ok(Request::Server { name: "mySession".into(), password: "pw".into(), daemon: false })
         );
         assert_eq!(
             parse_request(&json!({"type": "query", "name": "a.b-c_d"})),
-            Ok(Request::Query {
-                name: "a.b-c_d".into()
-            })
+            Ok(Request::Query { name: "a.b-c_d".into() })
         );
         assert_eq!(parse_request(&json!({"name": "x"})), Err(WireError::NoType));
-        assert_eq!(
-            parse_request(&json!({"type": "dance"})),
-            Err(WireError::UnknownType("dance".into()))
-        );
-        assert_eq!(
-            parse_request(&json!({"type": "server", "name": "x"})),
-            Err(WireError::NoPassword)
-        );
-        assert_eq!(
-            parse_request(&json!({"type": "query"})),
-            Err(WireError::NoName)
-        );
+        assert_eq!(parse_request(&json!({"type": "dance"})), Err(WireError::UnknownType("dance".into())));
+        assert_eq!(parse_request(&json!({"type": "server", "name": "x"})), Err(WireError::NoPassword));
+        assert_eq!(parse_request(&json!({"type": "query"})), Err(WireError::NoName));
         assert_eq!(parse_request(&json!([1])), Err(WireError::NotAnObject));
-        assert_eq!(
-            parse_request(&json!({"type": "query", "name": 5})),
-            Err(WireError::WrongFieldType("name"))
-        );
+        assert_eq!(parse_request(&json!({"type": "query", "name": 5})), Err(WireError::WrongFieldType("name")));
     }
 
     #[test]
     fn names_are_checked_with_a_reason() {
         assert!(validate_name("ok-Name_1.2").is_ok());
-        for (bad, why) in [
-            ("", "empty"),
-            (&"x".repeat(65), "longer than 64"),
-            ("a b", "' '"),
-        ] {
+        for (bad, why) in [("", "empty"), (&"x".repeat(65), "longer than 64"), ("a b", "' '")] {
             let e = validate_name(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }

@@ -13,10 +13,7 @@ use troop_hub::admin::{self, start_session};
 use troop_server::client::{login, ClientError, TroopClient};
 
 async fn query(hub: SocketAddr, name: &str) -> Value {
-    admin::request(hub, &json!({"type": "query", "name": name}), T)
-        .await
-        .expect("query answered")["result"]
-        .clone()
+    admin::request(hub, &json!({"type": "query", "name": name}), T).await.expect("query answered")["result"].clone()
 }
 
 /// Sends raw bytes as a request and returns the reply frame, or None if the hub just closed.
@@ -24,10 +21,7 @@ async fn raw(hub: SocketAddr, bytes: &[u8]) -> Option<Value> {
     let mut s = TcpStream::connect(hub).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut len = [0u8; 4];
-    tokio::time::timeout(T, s.read_exact(&mut len))
-        .await
-        .expect("answered in time")
-        .ok()?;
+    tokio::time::timeout(T, s.read_exact(&mut len)).await.expect("answered in time").ok()?;
     let n: usize = std::str::from_utf8(&len).unwrap().parse().unwrap();
     let mut body = vec![0u8; n];
     s.read_exact(&mut body).await.unwrap();
@@ -36,10 +30,7 @@ async fn raw(hub: SocketAddr, bytes: &[u8]) -> Option<Value> {
 }
 
 async fn owner(hub: &TestHub, name: &str, pw: &str) -> admin::Owner {
-    match start_session(hub.addr, name, pw, T)
-        .await
-        .expect("hub answered")
-    {
+    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
         Ok(o) => o,
         Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
     }
@@ -51,48 +42,26 @@ async fn a_session_starts_answers_queries_admits_its_password_and_ends_with_its_
     let o = owner(&hub, "mySession", "pw").await;
     assert_eq!(o.host, "127.0.0.1");
     assert!((hub.ports.0..=hub.ports.1).contains(&o.port));
-    assert_eq!(
-        query(hub.addr, "mySession").await,
-        json!(["127.0.0.1", o.port])
-    );
+    assert_eq!(query(hub.addr, "mySession").await, json!(["127.0.0.1", o.port]));
     assert_eq!(query(hub.addr, "nobody").await, Value::Null);
 
     // The reply came once the server listens: a Troop client logs in at once.
     let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
-    let mut alice = TroopClient::join(session, "alice", "pw", T)
-        .await
-        .expect("join via the published port");
-    assert!(matches!(
-        login(session, "mallory", "wrong").await,
-        Err(ClientError::Refused(-1))
-    ));
+    let mut alice = TroopClient::join(session, "alice", "pw", T).await.expect("join via the published port");
+    assert!(matches!(login(session, "mallory", "wrong").await, Err(ClientError::Refused(-1))));
     alice.insert(0, "hello").await.unwrap();
-    alice
-        .recv_until_match(T, |c, _| c.is_synchronized())
-        .await
-        .unwrap();
+    alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
 
     // The container: labelled, hardened, and the password only as its md5.
     let containers = hub.containers();
     assert_eq!(containers.len(), 1);
     let fmt = "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.Config.User}} {{.HostConfig.PidsLimit}} {{.HostConfig.Memory}}";
     let hardening = docker_ok(&["inspect", "-f", fmt, &containers[0]]);
-    assert_eq!(
-        hardening,
-        "true [ALL] [no-new-privileges:true] 65534:65534 64 67108864"
-    );
+    assert_eq!(hardening, "true [ALL] [no-new-privileges:true] 65534:65534 64 67108864");
     let everything = docker_ok(&["inspect", &containers[0]]);
-    assert!(
-        !everything.contains("\"pw\"") && !everything.contains("=pw\""),
-        "no plaintext password in the container"
-    );
+    assert!(!everything.contains("\"pw\"") && !everything.contains("=pw\""), "no plaintext password in the container");
     assert!(everything.contains(&troop_server::md5_hex("pw")));
-    let label = docker_ok(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"io.troop-hub.session\"}}",
-        &containers[0],
-    ]);
+    let label = docker_ok(&["inspect", "-f", "{{index .Config.Labels \"io.troop-hub.session\"}}", &containers[0]]);
     assert_eq!(label, "mySession");
 
     // Owner leaves: the container goes, the name and port are free again.
@@ -121,14 +90,8 @@ async fn a_container_killed_from_outside_ends_the_session_and_tells_the_owner() 
     let c = hub.containers();
     docker_ok(&["kill", &c[0]]);
     let started = std::time::Instant::now();
-    let msg = o
-        .ended(Duration::from_secs(5))
-        .await
-        .expect("the owner is told");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "noticed within a second or two"
-    );
+    let msg = o.ended(Duration::from_secs(5)).await.expect("the owner is told");
+    assert!(started.elapsed() < Duration::from_secs(2), "noticed within a second or two");
     assert!(msg.contains("The session has ended"), "{msg}");
     assert_eq!(query(hub.addr, "fragile").await, Value::Null);
     hub.wait_containers(0).await;
@@ -138,44 +101,26 @@ async fn a_container_killed_from_outside_ends_the_session_and_tells_the_owner() 
 async fn admin_kill_and_list_from_trusted_addresses_and_the_cli() {
     let hub = TestHub::new("").start().await;
     let mut o = owner(&hub, "listed", "pw").await;
-    let list = admin::request(hub.addr, &json!({"type": "list"}), T)
-        .await
-        .unwrap();
+    let list = admin::request(hub.addr, &json!({"type": "list"}), T).await.unwrap();
     let data = list["data"].as_array().expect("a list");
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["name"], "listed");
     assert_eq!(data[0]["owner_connected"], true);
-    assert!(
-        !list.to_string().contains("\"pw\""),
-        "no password in the list"
-    );
+    assert!(!list.to_string().contains("\"pw\""), "no password in the list");
 
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_troop-hub"))
         .args(["--config", hub.config_path().to_str().unwrap(), "list"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&cli.stdout).contains("listed"),
-        "{cli:?}"
-    );
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("listed"), "{cli:?}");
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_troop-hub"))
-        .args([
-            "--config",
-            hub.config_path().to_str().unwrap(),
-            "kill",
-            "listed",
-        ])
+        .args(["--config", hub.config_path().to_str().unwrap(), "kill", "listed"])
         .output()
         .unwrap();
     assert!(cli.status.success(), "{cli:?}");
-    assert_eq!(
-        o.ended(T).await.as_deref(),
-        Some("Session manually killed by admin.")
-    );
+    assert_eq!(o.ended(T).await.as_deref(), Some("Session manually killed by admin."));
     hub.wait_containers(0).await;
-    let none = admin::request(hub.addr, &json!({"type": "kill", "name": "listed"}), T)
-        .await
-        .unwrap();
+    let none = admin::request(hub.addr, &json!({"type": "kill", "name": "listed"}), T).await.unwrap();
     assert!(none["error"].as_str().unwrap().contains("No session named"));
 }
 
@@ -184,16 +129,10 @@ async fn limits_cap_duplicate_names_and_port_exhaustion() {
     let hub = TestHub::new("max_sessions: 2").start().await;
     let _a = owner(&hub, "a", "pw").await;
     let dup = start_session(hub.addr, "a", "other", T).await.unwrap();
-    assert_eq!(
-        dup.err().as_deref(),
-        Some("A running Troop server already exists with this name")
-    );
+    assert_eq!(dup.err().as_deref(), Some("A running Troop server already exists with this name"));
     let _b = owner(&hub, "b", "pw").await;
     let full = start_session(hub.addr, "c", "pw", T).await.unwrap();
-    assert_eq!(
-        full.err().as_deref(),
-        Some("Max number of running Troop instances reached")
-    );
+    assert_eq!(full.err().as_deref(), Some("Max number of running Troop instances reached"));
     hub.wait_containers(2).await;
 
     let small = TestHub::new("max_sessions: 5").start().await;
@@ -207,10 +146,7 @@ async fn limits_cap_duplicate_names_and_port_exhaustion() {
     small.spawn().await;
     let _x = owner(&small, "x", "pw").await;
     let none = start_session(small.addr, "y", "pw", T).await.unwrap();
-    assert_eq!(
-        none.err().as_deref(),
-        Some("No free port is left for a new session; try again later")
-    );
+    assert_eq!(none.err().as_deref(), Some("No free port is left for a new session; try again later"));
 }
 
 #[tokio::test]
@@ -224,42 +160,25 @@ async fn untrusted_addresses_get_one_session_and_no_admin_requests() {
     let from_gateway = |body: Value| async move {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind(SocketAddr::new(gw, 0)).unwrap();
-        let mut s = sock
-            .connect(target)
-            .await
-            .expect("connect from the bridge address");
-        s.write_all(&troop_hub::wire::encode(&body).unwrap())
-            .await
-            .unwrap();
+        let mut s = sock.connect(target).await.expect("connect from the bridge address");
+        s.write_all(&troop_hub::wire::encode(&body).unwrap()).await.unwrap();
         let v = troop_hub::wire::read_frame(&mut s).await.expect("a reply");
         (v, s)
     };
-    let (first, _keep) =
-        from_gateway(json!({"type": "server", "name": "u1", "password": "p"})).await;
+    let (first, _keep) = from_gateway(json!({"type": "server", "name": "u1", "password": "p"})).await;
     assert!(first.get("address").is_some(), "{first} {}", hub.log());
     let (second, _) = from_gateway(json!({"type": "server", "name": "u2", "password": "p"})).await;
-    assert_eq!(
-        second["error"],
-        "A running Troop server has already been started from this address"
-    );
+    assert_eq!(second["error"], "A running Troop server has already been started from this address");
     let (list, _) = from_gateway(json!({"type": "list"})).await;
     // The hub names the address it saw (the bridge address, or the host's own address
     // where the engine's NAT rules rewrite it): never loopback.
     let said = list["error"].as_str().unwrap_or_default();
-    assert!(
-        said.starts_with("Status request made from invalid address "),
-        "{said}"
-    );
+    assert!(said.starts_with("Status request made from invalid address "), "{said}");
     assert!(!said.ends_with("127.0.0.1"), "{said}");
     let (kill, _) = from_gateway(json!({"type": "kill", "name": "u1"})).await;
     assert_eq!(kill["error"], "External kill request denied");
-    let (daemon, _) =
-        from_gateway(json!({"type": "server", "name": "u3", "password": "p", "daemon": true}))
-            .await;
-    assert_eq!(
-        daemon["error"],
-        "Daemon sessions can only be started from a trusted address"
-    );
+    let (daemon, _) = from_gateway(json!({"type": "server", "name": "u3", "password": "p", "daemon": true})).await;
+    assert_eq!(daemon["error"], "Daemon sessions can only be started from a trusted address");
     assert_eq!(query(hub.addr, "u1").await[1], first["address"][1]);
 }
 
@@ -269,43 +188,21 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let _o = owner(&hub, "steady", "pw").await;
     let frame = |json: &str| format!("{:04}{json}", json.len()).into_bytes();
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (
-            b"abcd{}".to_vec(),
-            "Bad frame: the length must be 4 ASCII digits",
-        ),
-        (
-            b"0000".to_vec(),
-            "Bad frame: the length must be between 1 and 9999",
-        ),
+        (b"abcd{}".to_vec(), "Bad frame: the length must be 4 ASCII digits"),
+        (b"0000".to_vec(), "Bad frame: the length must be between 1 and 9999"),
         (frame("[1,2]"), "Bad request: it must be a JSON object"),
         (frame("{x}"), "Bad frame: the request is not UTF-8 JSON"),
         (frame(r#"{"type":"xyz"}"#), "Unknown request type 'xyz'"),
         (frame(r#"{"name":1}"#), "Request has no type"),
         (frame(r#"{"type":"query"}"#), "Request has no name"),
-        (
-            frame(r#"{"type":"server","name":"nopw"}"#),
-            "Request has no password",
-        ),
-        (
-            frame(r#"{"type":"server","name":"a b","password":""}"#),
-            "Invalid session name",
-        ),
-        (
-            frame(&format!(
-                r#"{{"type":"query","name":"{}"}}"#,
-                "n".repeat(65)
-            )),
-            "Invalid session name",
-        ),
+        (frame(r#"{"type":"server","name":"nopw"}"#), "Request has no password"),
+        (frame(r#"{"type":"server","name":"a b","password":""}"#), "Invalid session name"),
+        (frame(&format!(r#"{{"type":"query","name":"{}"}}"#, "n".repeat(65))), "Invalid session name"),
     ];
     for (bytes, want) in cases {
         let reply = raw(hub.addr, &bytes).await.expect("an error frame");
         let got = reply["error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            got.starts_with(want),
-            "{:?}: got {got:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert!(got.starts_with(want), "{:?}: got {got:?}", String::from_utf8_lossy(&bytes));
     }
     // A connection that sends nothing is told so and closed.
     let silent = raw(hub.addr, b"").await.expect("an error frame");
@@ -323,10 +220,7 @@ async fn sigterm_tells_every_owner_removes_every_container_and_exits_zero() {
     hub.wait_containers(2).await;
     hub.signal("TERM");
     for o in [&mut a, &mut b] {
-        assert_eq!(
-            o.ended(T).await.as_deref(),
-            Some("Troop Hub Service has been manually terminated")
-        );
+        assert_eq!(o.ended(T).await.as_deref(), Some("Troop Hub Service has been manually terminated"));
     }
     assert_eq!(hub.wait_exit(T).await, Some(0));
     assert!(hub.containers().is_empty(), "no container left");
@@ -345,19 +239,11 @@ async fn after_sigkill_a_restarted_hub_adopts_its_sessions_and_gives_them_back_t
     drop(o);
     hub.spawn().await;
     // The performance goes on and is still found under its name.
-    assert_eq!(
-        query(hub.addr, "survivor").await,
-        json!(["127.0.0.1", port])
-    );
+    assert_eq!(query(hub.addr, "survivor").await, json!(["127.0.0.1", port]));
     performer.insert(0, "still here").await.unwrap();
-    performer
-        .recv_until_match(T, |c, _| c.is_synchronized())
-        .await
-        .expect("session kept");
+    performer.recv_until_match(T, |c, _| c.is_synchronized()).await.expect("session kept");
     // Someone else cannot take it; its owner gets it back with the same password.
-    let thief = start_session(hub.addr, "survivor", "guess", T)
-        .await
-        .unwrap();
+    let thief = start_session(hub.addr, "survivor", "guess", T).await.unwrap();
     assert!(thief.is_err());
     let back = owner(&hub, "survivor", "pw").await;
     assert_eq!(back.port, port);
@@ -379,18 +265,14 @@ async fn after_sigkill_a_hub_set_to_remove_orphans_removes_them() {
     hub.wait_containers(0).await;
     assert_eq!(query(hub.addr, "gone").await, Value::Null);
     let again = owner(&hub, "gone", "pw").await;
-    assert_eq!(
-        again.port, hub.ports.0,
-        "no port stays allocated to the removed session"
-    );
+    assert_eq!(again.port, hub.ports.0, "no port stays allocated to the removed session");
 }
 
 #[tokio::test]
 async fn a_dead_docker_engine_fails_starts_clearly_and_queries_keep_working() {
     let mut hub = TestHub::new("");
     let sock = hub.dir.path().join("no-engine.sock");
-    hub.envs
-        .push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
+    hub.envs.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
     let hub = hub.start().await;
     let started = std::time::Instant::now();
     let refused = start_session(hub.addr, "x", "pw", T).await.unwrap();
@@ -404,15 +286,10 @@ async fn a_dead_docker_engine_fails_starts_clearly_and_queries_keep_working() {
 
 #[tokio::test]
 async fn a_missing_image_is_named_in_the_error() {
-    let hub = TestHub::new("image: troop-hub/no-such-image:latest")
-        .start()
-        .await;
+    let hub = TestHub::new("image: troop-hub/no-such-image:latest").start().await;
     let refused = start_session(hub.addr, "x", "pw", T).await.unwrap();
     let msg = refused.err().unwrap_or_default();
-    assert!(
-        msg.contains("troop-hub/no-such-image:latest") && msg.contains("missing"),
-        "{msg}"
-    );
+    assert!(msg.contains("troop-hub/no-such-image:latest") && msg.contains("missing"), "{msg}");
     assert!(hub.containers().is_empty());
     assert_eq!(query(hub.addr, "x").await, Value::Null);
 }
@@ -421,20 +298,13 @@ async fn a_missing_image_is_named_in_the_error() {
 async fn a_port_taken_by_another_program_is_skipped() {
     let hub = TestHub::new("");
     // Something else holds the first port of the range on the session bind address.
-    let squatter =
-        std::net::TcpListener::bind(("127.0.0.1", hub.ports.0)).expect("hold the first port");
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", hub.ports.0)).expect("hold the first port");
     let hub = hub.start().await;
     let o = owner(&hub, "skipper", "pw").await;
     assert_eq!(o.port, hub.ports.0 + 1, "moved past the taken port");
     let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
-    TroopClient::join(session, "alice", "pw", T)
-        .await
-        .expect("the session works on its new port");
-    assert_eq!(
-        hub.containers().len(),
-        1,
-        "the failed attempt left no container"
-    );
+    TroopClient::join(session, "alice", "pw", T).await.expect("the session works on its new port");
+    assert_eq!(hub.containers().len(), 1, "the failed attempt left no container");
     drop(squatter);
 }
 
@@ -442,19 +312,14 @@ async fn a_port_taken_by_another_program_is_skipped() {
 async fn sessions_older_than_max_session_age_are_ended() {
     let hub = TestHub::new("max_session_age: 2s").start().await;
     let mut o = owner(&hub, "brief", "pw").await;
-    let msg = o
-        .ended(Duration::from_secs(10))
-        .await
-        .expect("told when it ends");
+    let msg = o.ended(Duration::from_secs(10)).await.expect("told when it ends");
     assert!(msg.contains("maximum session age"), "{msg}");
     hub.wait_containers(0).await;
 }
 
 #[tokio::test]
 async fn connection_floods_are_capped_per_address() {
-    let hub = TestHub::new("max_connections_per_address: 3\nrequest_timeout: 5s")
-        .start()
-        .await;
+    let hub = TestHub::new("max_connections_per_address: 3\nrequest_timeout: 5s").start().await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(hub.addr).await.unwrap());
@@ -478,10 +343,7 @@ async fn connection_floods_are_capped_per_address() {
         .map(|v| v.get("result").is_none())
         .unwrap_or(true)
     {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not answered after the flood"
-        );
+        assert!(std::time::Instant::now() < deadline, "not answered after the flood");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -19,11 +19,7 @@ fn docker(args: &[&str]) -> std::process::Output {
 
 pub fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -38,19 +34,9 @@ pub fn session_image() {
             "the Docker engine is not reachable ({}); the hub tests need it",
             String::from_utf8_lossy(&info.stderr).trim()
         );
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/images/troop-server/build-local.sh"
-        );
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .expect("run build-local.sh");
-        assert!(
-            out.status.success(),
-            "session image build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/images/troop-server/build-local.sh");
+        let out = Command::new("bash").arg(script).output().expect("run build-local.sh");
+        assert!(out.status.success(), "session image build failed: {}", String::from_utf8_lossy(&out.stderr));
     });
 }
 
@@ -58,17 +44,14 @@ static NEXT: AtomicU16 = AtomicU16::new(0);
 
 /// A free TCP port on loopback (for the hub's own listener).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A hub under test: its own id, listen port, session port range and network.
 pub struct TestHub {
     pub id: String,
     pub addr: SocketAddr,
+    pub http: SocketAddr,
     pub ports: (u16, u16),
     pub dir: tempfile::TempDir,
     pub proc: Option<Child>,
@@ -86,6 +69,7 @@ impl TestHub {
         TestHub {
             id: format!("test-{pid}-{n}"),
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             ports: (base, base + 4),
             dir: tempfile::tempdir().expect("temp dir"),
             proc: None,
@@ -101,10 +85,11 @@ impl TestHub {
 
     pub fn write_config(&self) {
         let yaml = format!(
-            "hub_id: {id}\nlisten: {ip}:{port}\nports: {a}-{b}\nbind_address: 127.0.0.1\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: 127.0.0.1\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
             id = self.id,
             ip = self.listen_ip,
             port = self.addr.port(),
+            http = self.http.port(),
             a = self.ports.0,
             b = self.ports.1,
             extra = self.extra_yaml
@@ -127,6 +112,7 @@ impl TestHub {
             .open(self.dir.path().join("hub.log"))
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_troop-hub"));
+        cmd.env_remove("TROOP_HUB_ADMIN_TOKEN");
         cmd.arg("--config").arg(self.config_path());
         cmd.env("RUST_LOG", "info,troop_hub=debug");
         for (k, v) in &self.envs {
@@ -144,11 +130,7 @@ impl TestHub {
             if let Some(status) = self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
                 panic!("troop-hub exited with {status}: {}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "troop-hub did not listen: {}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "troop-hub did not listen: {}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -159,10 +141,7 @@ impl TestHub {
 
     pub fn signal(&self, sig: &str) {
         if let Some(p) = &self.proc {
-            let ok = Command::new("kill")
-                .args([&format!("-{sig}"), &p.id().to_string()])
-                .status()
-                .expect("kill");
+            let ok = Command::new("kill").args([&format!("-{sig}"), &p.id().to_string()]).status().expect("kill");
             assert!(ok.success());
         }
     }
@@ -175,10 +154,7 @@ impl TestHub {
             if let Some(status) = p.try_wait().expect("wait") {
                 return status.code();
             }
-            assert!(
-                Instant::now() < deadline,
-                "troop-hub still running after {within:?}"
-            );
+            assert!(Instant::now() < deadline, "troop-hub still running after {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -187,10 +163,7 @@ impl TestHub {
     pub fn containers(&self) -> Vec<String> {
         let filter = format!("label=io.troop-hub.hub={}", self.id);
         let out = docker_ok(&["ps", "-aq", "--filter", &filter]);
-        out.lines()
-            .map(str::to_string)
-            .filter(|l| !l.is_empty())
-            .collect()
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
     }
 
     /// Waits until this hub has exactly `n` containers.
@@ -201,11 +174,7 @@ impl TestHub {
             if now.len() == n {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} containers, have {now:?}\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "expected {n} containers, have {now:?}\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -224,17 +193,11 @@ impl Drop for TestHub {
         }
         let filter = format!("label=io.troop-hub.hub={}", self.id);
         let out = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
+        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
             let _ = docker(&["rm", "-f", "-v", id]);
         }
         let out = docker(&["network", "ls", "-q", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
+        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
             let _ = docker(&["network", "rm", id]);
         }
     }
@@ -243,10 +206,7 @@ impl Drop for TestHub {
 /// This machine's address on the default Docker bridge (docker0): a non-loopback source
 /// address that the tests may use.
 pub fn bridge_address() -> std::net::IpAddr {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "docker0"])
-        .output()
-        .expect("the ip command");
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().expect("the ip command");
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -254,4 +214,55 @@ pub fn bridge_address() -> std::net::IpAddr {
         .and_then(|cidr| cidr.split('/').next())
         .and_then(|ip| ip.parse().ok())
         .unwrap_or_else(|| panic!("no IPv4 address on docker0: {text}"))
+}
+
+/// An HTTP response as the tests see it.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the HTTP port");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut raw)).await.expect("HTTP answer in time").unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    HttpResponse { status, headers: head.to_string(), body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

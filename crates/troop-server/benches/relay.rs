@@ -41,20 +41,9 @@ impl Drop for Server {
 
 impl Server {
     async fn start() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_troop-server"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--password",
-                PW,
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--password", PW])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -69,8 +58,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -103,25 +91,15 @@ async fn troop_run(addr: SocketAddr, n: usize, pace: Option<u64>) -> (u64, Vec<D
     let sent: Sent = Arc::default();
     let mut clients = Vec::new();
     for k in 0..n {
-        clients.push(
-            TroopClient::join(addr, &format!("c{k}"), PW, T)
-                .await
-                .expect("join"),
-        );
+        clients.push(TroopClient::join(addr, &format!("c{k}"), PW, T).await.expect("join"));
     }
     // Everyone processes the join traffic before the clock starts.
     for c in clients.iter_mut() {
-        c.send(Body::Console {
-            string: "go".into(),
-        })
-        .await
-        .unwrap();
+        c.send(Body::Console { string: "go".into() }).await.unwrap();
     }
     for c in clients.iter_mut() {
         for _ in 0..n {
-            c.recv_until_match(T, |_, m| matches!(m.body, Body::Console { .. }))
-                .await
-                .unwrap();
+            c.recv_until_match(T, |_, m| matches!(m.body, Body::Console { .. })).await.unwrap();
         }
     }
     let start = Instant::now();
@@ -146,18 +124,12 @@ async fn troop_run(addr: SocketAddr, n: usize, pace: Option<u64>) -> (u64, Vec<D
                     }
                 }
                 let wait = if c.is_synchronized() && interval.is_some() {
-                    next_send
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_micros(50))
+                    next_send.saturating_duration_since(Instant::now()).max(Duration::from_micros(50))
                 } else {
                     T
                 };
                 match c.recv(wait).await {
-                    Ok(Message {
-                        src_id,
-                        msg_id,
-                        body: Body::Operation { .. },
-                    }) => {
+                    Ok(Message { src_id, msg_id, body: Body::Operation { .. } }) => {
                         if let Some(t) = sent.lock().unwrap().get(&(src_id, msg_id)) {
                             latencies.push(t.elapsed());
                         }
@@ -233,14 +205,7 @@ async fn floor_run(addr: SocketAddr, n: usize) -> (u64, Vec<Duration>) {
             let mut ops = 0i64;
             while start.elapsed() < RUN {
                 let op = next_op(100, ops as u64);
-                let msg = Message {
-                    msg_id: ops,
-                    src_id: id,
-                    body: Body::Operation {
-                        operation: op,
-                        revision: ops,
-                    },
-                };
+                let msg = Message { msg_id: ops, src_id: id, body: Body::Operation { operation: op, revision: ops } };
                 sent.lock().unwrap().insert((id, ops), Instant::now());
                 if s.write_all(msg.encode().as_bytes()).await.is_err() {
                     break;
@@ -276,11 +241,7 @@ async fn floor_run(addr: SocketAddr, n: usize) -> (u64, Vec<Duration>) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.block_on(async {
         let floor = floor_server().await;
         let mut rows = Vec::new();
@@ -339,8 +300,6 @@ fn main() {
         }
         let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-relay.json");
         let _ = std::fs::write(out, serde_json::to_string_pretty(&rows).unwrap_or_default());
-        println!(
-            "(relayed ops/s counts operations accepted by the server; each reaches every client)"
-        );
+        println!("(relayed ops/s counts operations accepted by the server; each reaches every client)");
     });
 }

@@ -46,11 +46,7 @@ enum OtState {
 }
 
 /// Logs in and returns the stream and the id; `Refused(code)` for a negative reply.
-pub async fn login(
-    addr: SocketAddr,
-    name: &str,
-    password: &str,
-) -> Result<(TcpStream, ClientId), ClientError> {
+pub async fn login(addr: SocketAddr, name: &str, password: &str) -> Result<(TcpStream, ClientId), ClientError> {
     login_with_version(addr, name, password, VERSION).await
 }
 
@@ -65,11 +61,7 @@ pub async fn login_with_version(
     stream.set_nodelay(true)?;
     let hello = Message::new(
         -1,
-        Body::Password {
-            password: crate::md5_hex(password),
-            name: name.into(),
-            version: version.into(),
-        },
+        Body::Password { password: crate::md5_hex(password), name: name.into(), version: version.into() },
     );
     stream.write_all(hello.encode().as_bytes()).await?;
     let mut reply = [0u8; 4];
@@ -79,9 +71,7 @@ pub async fn login_with_version(
         Err(e) => return Err(e.into()),
     }
     let text = String::from_utf8_lossy(&reply).into_owned();
-    let code: i64 = text
-        .parse()
-        .map_err(|_| ClientError::BadReply(text.clone()))?;
+    let code: i64 = text.parse().map_err(|_| ClientError::BadReply(text.clone()))?;
     if code < 0 {
         return Err(ClientError::Refused(code));
     }
@@ -97,11 +87,7 @@ struct Writer {
 
 impl Writer {
     async fn send(&mut self, body: Body) -> Result<(), ClientError> {
-        let msg = Message {
-            msg_id: self.next_msg_id,
-            src_id: self.id,
-            body,
-        };
+        let msg = Message { msg_id: self.next_msg_id, src_id: self.id, body };
         self.next_msg_id += 1;
         self.half.write_all(msg.encode().as_bytes()).await?;
         Ok(())
@@ -140,9 +126,7 @@ async fn read_task(
             match decoder.next_message() {
                 Ok(Some(msg)) => {
                     let answer = match msg.body {
-                        Body::RequestAck { flag: 1, .. } => {
-                            Some(Body::ConnectAck { reply: json!(0) })
-                        }
+                        Body::RequestAck { flag: 1, .. } => Some(Body::ConnectAck { reply: json!(0) }),
                         Body::KeepAlive => Some(Body::KeepAlive),
                         _ => None,
                     };
@@ -179,22 +163,13 @@ async fn read_task(
 
 impl TroopClient {
     /// Logs in, sends CONNECT and waits (up to `timeout`) until the join barrier is down.
-    pub async fn join(
-        addr: SocketAddr,
-        name: &str,
-        password: &str,
-        timeout: Duration,
-    ) -> Result<Self, ClientError> {
+    pub async fn join(addr: SocketAddr, name: &str, password: &str, timeout: Duration) -> Result<Self, ClientError> {
         let deadline = Instant::now() + timeout;
         let (stream, id) = tokio::time::timeout_at(deadline, login(addr, name, password))
             .await
             .map_err(|_| ClientError::Timeout("login"))??;
         let (read_half, write_half) = stream.into_split();
-        let writer = Arc::new(Mutex::new(Writer {
-            half: write_half,
-            id,
-            next_msg_id: 0,
-        }));
+        let writer = Arc::new(Mutex::new(Writer { half: write_half, id, next_msg_id: 0 }));
         let (tx, inbox) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_task(read_half, writer.clone(), tx));
         let mut client = TroopClient {
@@ -277,9 +252,7 @@ impl TroopClient {
     pub async fn insert(&mut self, pos: u64, text: &str) -> Result<Option<i64>, ClientError> {
         let len = self.document.chars().count() as u64;
         let mut op = Operation::new();
-        op.retain(pos.min(len))
-            .insert(text)
-            .retain(len - pos.min(len));
+        op.retain(pos.min(len)).insert(text).retain(len - pos.min(len));
         self.edit(op).await
     }
 
@@ -295,11 +268,7 @@ impl TroopClient {
 
     async fn send_operation(&mut self, op: Operation) -> Result<i64, ClientError> {
         let revision = self.revision;
-        self.send(Body::Operation {
-            operation: op,
-            revision,
-        })
-        .await
+        self.send(Body::Operation { operation: op, revision }).await
     }
 
     /// The next message, after the client's own bookkeeping: barrier requests acknowledged,
@@ -349,8 +318,7 @@ impl TroopClient {
             }
             Body::Operation { operation, .. } => {
                 self.revision += 1;
-                let (state, apply) = match std::mem::replace(&mut self.state, OtState::Synchronized)
-                {
+                let (state, apply) = match std::mem::replace(&mut self.state, OtState::Synchronized) {
                     OtState::Synchronized => (OtState::Synchronized, operation.clone()),
                     OtState::AwaitingConfirm(outstanding) => {
                         let (outstanding, op) = Operation::transform(&outstanding, operation)?;
@@ -393,9 +361,7 @@ impl TroopClient {
             match self.recv_until(deadline).await {
                 Ok(m) => seen.push(m),
                 Err(ClientError::Closed) => return Ok(seen),
-                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Ok(seen)
-                }
+                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(seen),
                 Err(e) => return Err(e),
             }
         }

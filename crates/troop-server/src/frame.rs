@@ -42,13 +42,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that refuses any single message over `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
-        Decoder {
-            buf: BytesMut::with_capacity(4096),
-            max_message,
-            fields: Vec::new(),
-            scan: 0,
-            want: None,
-        }
+        Decoder { buf: BytesMut::with_capacity(4096), max_message, fields: Vec::new(), scan: 0, want: None }
     }
 
     /// Adds bytes read from the socket.
@@ -82,14 +76,11 @@ impl Decoder {
             };
             self.fields.push((start, end));
             if self.want.is_none() {
-                let raw =
-                    std::str::from_utf8(&self.buf[start..end]).map_err(|_| FrameError::NotUtf8)?;
-                let type_id: i64 = raw
-                    .trim()
-                    .parse()
-                    .map_err(|_| FrameError::UnknownType(raw.chars().take(20).collect()))?;
-                let count = message::field_count(type_id)
-                    .ok_or_else(|| FrameError::UnknownType(type_id.to_string()))?;
+                let raw = std::str::from_utf8(&self.buf[start..end]).map_err(|_| FrameError::NotUtf8)?;
+                let type_id: i64 =
+                    raw.trim().parse().map_err(|_| FrameError::UnknownType(raw.chars().take(20).collect()))?;
+                let count =
+                    message::field_count(type_id).ok_or_else(|| FrameError::UnknownType(type_id.to_string()))?;
                 self.want = Some((type_id, count));
             }
         }
@@ -202,12 +193,7 @@ mod tests {
             d.feed(&wire[cut..]);
             got.extend(decode_all(&mut d));
             assert_eq!(got.len(), 2, "cut at {cut}");
-            assert_eq!(
-                got[0].body,
-                Body::Console {
-                    string: "a>b".into()
-                }
-            );
+            assert_eq!(got[0].body, Body::Console { string: "a>b".into() });
             assert!(d.is_idle());
         }
     }

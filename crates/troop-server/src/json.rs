@@ -133,10 +133,7 @@ mod tests {
     #[test]
     fn strings_escape_like_python() {
         let v = Value::String("a\"\\\n\t\u{1}é😀/\u{7f}".into());
-        assert_eq!(
-            dumps(&v),
-            "\"a\\\"\\\\\\n\\t\\u0001\\u00e9\\ud83d\\ude00/\u{7f}\""
-        );
+        assert_eq!(dumps(&v), "\"a\\\"\\\\\\n\\t\\u0001\\u00e9\\ud83d\\ude00/\u{7f}\"");
     }
 
     #[test]

@@ -33,9 +33,6 @@ mod tests {
     #[test]
     fn md5_matches_upstream() {
         assert_eq!(super::md5_hex(""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(
-            super::md5_hex("troop-pw"),
-            "2e50a1e45ce0e092669ae02336db5e7d"
-        );
+        assert_eq!(super::md5_hex("troop-pw"), "2e50a1e45ce0e092669ae02336db5e7d");
     }
 }

@@ -23,12 +23,7 @@ struct Args {
     #[arg(short = 'P', long, env = "TROOP_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// md5 hex of the password, as Troop clients send it (what the hub passes).
-    #[arg(
-        long = "password-md5",
-        env = "TROOP_PASSWORD_MD5",
-        hide_env_values = true,
-        hide = true
-    )]
+    #[arg(long = "password-md5", env = "TROOP_PASSWORD_MD5", hide_env_values = true, hide = true)]
     password_md5: Option<String>,
     /// Ping clients every second and drop joined clients silent for 30 s.
     #[arg(short, long)]
@@ -67,9 +62,7 @@ fn password_md5(args: &Args) -> anyhow::Result<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stdout)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
@@ -97,9 +90,7 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, version = troop_server::session::VERSION, "Troop server listening");
     let exit = server::run(listener, config, shutdown_signal()).await?;
     match exit {
@@ -112,10 +103,7 @@ async fn main() -> anyhow::Result<()> {
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         // Without signal handlers the default action (exit) still applies.
         return std::future::pending().await;
     };

@@ -30,8 +30,7 @@ pub const CONSOLE: i64 = 16;
 pub const KEEP_ALIVE: i64 = 17;
 
 /// The text upstream sends with MSG_KILL when it shuts down.
-pub const KILL_TEXT: &str =
-    "Warning: Server manually killed by keyboard interrupt. Please close the application";
+pub const KILL_TEXT: &str = "Warning: Server manually killed by keyboard interrupt. Please close the application";
 
 /// Total field count (type, msg_id, src_id and own fields) of a message type.
 pub fn field_count(type_id: i64) -> Option<usize> {
@@ -56,67 +55,22 @@ pub struct MessageError {
 /// The type-specific part of a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
-    Connect {
-        name: String,
-        hostname: String,
-        port: i64,
-        dummy: i64,
-    },
-    Operation {
-        operation: Operation,
-        revision: i64,
-    },
-    SetMark {
-        index: i64,
-        reply: i64,
-    },
-    Password {
-        password: String,
-        name: String,
-        version: String,
-    },
+    Connect { name: String, hostname: String, port: i64, dummy: i64 },
+    Operation { operation: Operation, revision: i64 },
+    SetMark { index: i64, reply: i64 },
+    Password { password: String, name: String, version: String },
     Remove,
-    EvaluateString {
-        string: String,
-        reply: i64,
-    },
-    EvaluateBlock {
-        start: i64,
-        end: i64,
-        reply: i64,
-    },
+    EvaluateString { string: String, reply: i64 },
+    EvaluateBlock { start: i64, end: i64, reply: i64 },
     GetAll,
-    SetAll {
-        document: String,
-        peer_tag_loc: Value,
-        peer_loc: Value,
-    },
-    Select {
-        start: i64,
-        end: i64,
-        reply: i64,
-    },
-    Reset {
-        document: String,
-        peer_tag_loc: Value,
-        peer_loc: Value,
-    },
-    Kill {
-        string: String,
-    },
-    ConnectAck {
-        reply: Value,
-    },
-    RequestAck {
-        flag: i64,
-        reply: Value,
-    },
-    Constraint {
-        constraint_id: i64,
-    },
-    Console {
-        string: String,
-    },
+    SetAll { document: String, peer_tag_loc: Value, peer_loc: Value },
+    Select { start: i64, end: i64, reply: i64 },
+    Reset { document: String, peer_tag_loc: Value, peer_loc: Value },
+    Kill { string: String },
+    ConnectAck { reply: Value },
+    RequestAck { flag: i64, reply: Value },
+    Constraint { constraint_id: i64 },
+    Console { string: String },
     KeepAlive,
 }
 
@@ -131,11 +85,7 @@ pub struct Message {
 impl Message {
     /// A message the server makes itself (msg_id 0).
     pub fn new(src_id: i64, body: Body) -> Self {
-        Message {
-            msg_id: 0,
-            src_id,
-            body,
-        }
+        Message { msg_id: 0, src_id, body }
     }
 
     /// Builds a message from its type and the decoded JSON of the fields after the type.
@@ -157,73 +107,36 @@ impl Message {
                 operation: parse_operation(v.get(2)).ok_or(err("operation"))?,
                 revision: int(3, "revision")?,
             },
-            SET_MARK => Body::SetMark {
-                index: int(2, "index")?,
-                reply: int(3, "reply")?,
-            },
-            PASSWORD => Body::Password {
-                password: text(2, "password")?,
-                name: text(3, "name")?,
-                version: text(4, "version")?,
-            },
+            SET_MARK => Body::SetMark { index: int(2, "index")?, reply: int(3, "reply")? },
+            PASSWORD => {
+                Body::Password { password: text(2, "password")?, name: text(3, "name")?, version: text(4, "version")? }
+            }
             REMOVE => Body::Remove,
-            EVALUATE_STRING => Body::EvaluateString {
-                string: text(2, "string")?,
-                reply: int(3, "reply")?,
-            },
-            EVALUATE_BLOCK => Body::EvaluateBlock {
-                start: int(2, "start")?,
-                end: int(3, "end")?,
-                reply: int(4, "reply")?,
-            },
+            EVALUATE_STRING => Body::EvaluateString { string: text(2, "string")?, reply: int(3, "reply")? },
+            EVALUATE_BLOCK => {
+                Body::EvaluateBlock { start: int(2, "start")?, end: int(3, "end")?, reply: int(4, "reply")? }
+            }
             GET_ALL => Body::GetAll,
             SET_ALL | RESET => {
                 let document = text(2, "document")?;
                 let peer_tag_loc = raw(3, "peer_tag_loc")?;
                 let peer_loc = raw(4, "peer_loc")?;
                 if type_id == SET_ALL {
-                    Body::SetAll {
-                        document,
-                        peer_tag_loc,
-                        peer_loc,
-                    }
+                    Body::SetAll { document, peer_tag_loc, peer_loc }
                 } else {
-                    Body::Reset {
-                        document,
-                        peer_tag_loc,
-                        peer_loc,
-                    }
+                    Body::Reset { document, peer_tag_loc, peer_loc }
                 }
             }
-            SELECT => Body::Select {
-                start: int(2, "start")?,
-                end: int(3, "end")?,
-                reply: int(4, "reply")?,
-            },
-            KILL => Body::Kill {
-                string: text(2, "string")?,
-            },
-            CONNECT_ACK => Body::ConnectAck {
-                reply: raw(2, "reply")?,
-            },
-            REQUEST_ACK => Body::RequestAck {
-                flag: int(2, "flag")?,
-                reply: raw(3, "reply")?,
-            },
-            CONSTRAINT => Body::Constraint {
-                constraint_id: int(2, "constraint_id")?,
-            },
-            CONSOLE => Body::Console {
-                string: text(2, "string")?,
-            },
+            SELECT => Body::Select { start: int(2, "start")?, end: int(3, "end")?, reply: int(4, "reply")? },
+            KILL => Body::Kill { string: text(2, "string")? },
+            CONNECT_ACK => Body::ConnectAck { reply: raw(2, "reply")? },
+            REQUEST_ACK => Body::RequestAck { flag: int(2, "flag")?, reply: raw(3, "reply")? },
+            CONSTRAINT => Body::Constraint { constraint_id: int(2, "constraint_id")? },
+            CONSOLE => Body::Console { string: text(2, "string")? },
             KEEP_ALIVE => Body::KeepAlive,
             _ => return Err(err("type")),
         };
-        Ok(Message {
-            msg_id,
-            src_id,
-            body,
-        })
+        Ok(Message { msg_id, src_id, body })
     }
 
     /// The message type number.
@@ -273,21 +186,13 @@ impl Message {
         w.int(self.msg_id);
         w.int(self.src_id);
         match &self.body {
-            Body::Connect {
-                name,
-                hostname,
-                port,
-                dummy,
-            } => {
+            Body::Connect { name, hostname, port, dummy } => {
                 w.text(name);
                 w.text(hostname);
                 w.int(*port);
                 w.int(*dummy);
             }
-            Body::Operation {
-                operation,
-                revision,
-            } => {
+            Body::Operation { operation, revision } => {
                 w.json(|s| write_operation(s, operation));
                 w.int(*revision);
             }
@@ -295,11 +200,7 @@ impl Message {
                 w.int(*index);
                 w.int(*reply);
             }
-            Body::Password {
-                password,
-                name,
-                version,
-            } => {
+            Body::Password { password, name, version } => {
                 w.text(password);
                 w.text(name);
                 w.text(version);
@@ -314,16 +215,7 @@ impl Message {
                 w.int(*end);
                 w.int(*reply);
             }
-            Body::SetAll {
-                document,
-                peer_tag_loc,
-                peer_loc,
-            }
-            | Body::Reset {
-                document,
-                peer_tag_loc,
-                peer_loc,
-            } => {
+            Body::SetAll { document, peer_tag_loc, peer_loc } | Body::Reset { document, peer_tag_loc, peer_loc } => {
                 w.text(document);
                 w.json(|s| write_value(s, peer_tag_loc));
                 w.json(|s| write_value(s, peer_loc));
@@ -420,10 +312,7 @@ mod tests {
 
     #[test]
     fn compact_and_raw_utf8_input_goes_out_canonical() {
-        assert_eq!(
-            roundtrip("<2><1><0><[1,\"é\"]><0>"),
-            "<2><1><0><[1, \"\\u00e9\"]><0>"
-        );
+        assert_eq!(roundtrip("<2><1><0><[1,\"é\"]><0>"), "<2><1><0><[1, \"\\u00e9\"]><0>");
     }
 
     #[test]

@@ -99,20 +99,12 @@ impl Operation {
 
     /// Characters the operation expects in its input document (retains + deletes).
     pub fn base_len(&self) -> u64 {
-        self.parts
-            .iter()
-            .filter(|p| !p.is_insert())
-            .map(Part::len)
-            .sum()
+        self.parts.iter().filter(|p| !p.is_insert()).map(Part::len).sum()
     }
 
     /// Characters of the document after applying the operation.
     pub fn target_len(&self) -> u64 {
-        self.parts
-            .iter()
-            .filter(|p| !p.is_delete())
-            .map(Part::len)
-            .sum()
+        self.parts.iter().filter(|p| !p.is_delete()).map(Part::len).sum()
     }
 
     /// Builder: skip `n` characters, merged into a trailing retain.
@@ -426,10 +418,7 @@ mod tests {
         assert_eq!(op(&[r(4)]).apply("abc"), Err(OtError::TooLong));
         assert_eq!(op(&[r(2)]).apply("abc"), Err(OtError::TooShort));
         assert_eq!(op(&[r(-4)]).apply("abc"), Err(OtError::TooLong));
-        assert_eq!(
-            op(&[r(i64::MAX), r(i64::MAX)]).apply("a"),
-            Err(OtError::TooLong)
-        );
+        assert_eq!(op(&[r(i64::MAX), r(i64::MAX)]).apply("a"), Err(OtError::TooLong));
     }
 
     #[test]
@@ -451,8 +440,7 @@ mod tests {
     #[test]
     fn transform_matches_recorded_upstream_output() {
         // From the op_concurrent transcript: [2, "Y", 1] at revision 1 against [1, "X", 2].
-        let (a, _) =
-            Operation::transform(&op(&[r(2), i("Y"), r(1)]), &op(&[r(1), i("X"), r(2)])).unwrap();
+        let (a, _) = Operation::transform(&op(&[r(2), i("Y"), r(1)]), &op(&[r(1), i("X"), r(2)])).unwrap();
         assert_eq!(a.parts, vec![r(3), i("Y"), r(1)]);
     }
 

@@ -89,11 +89,7 @@ struct Handle {
 /// Runs the server on `listener` until `shutdown` resolves or the idle timeout passes.
 /// On shutdown every joined client gets MSG_KILL, queues are flushed (up to 1.5 s) and
 /// every connection is closed.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<Exit> {
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<Exit> {
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     let mut session = Session::new(config.password_md5.clone(), config.limits.clone());
     let mut handles: HashMap<ConnKey, Handle> = HashMap::new();
@@ -194,10 +190,8 @@ pub async fn run(
     handles.clear();
     readers.abort_all();
     drop(events);
-    let flushed = tokio::time::timeout(Duration::from_millis(1500), async {
-        while writers.join_next().await.is_some() {}
-    })
-    .await;
+    let flushed =
+        tokio::time::timeout(Duration::from_millis(1500), async { while writers.join_next().await.is_some() {} }).await;
     if flushed.is_err() {
         warn!("some clients did not take their last messages in time");
     }
@@ -206,11 +200,7 @@ pub async fn run(
 
 /// Carries out the session's actions; a client whose queue is full or gone is dropped, which
 /// may produce more actions.
-fn execute(
-    session: &mut Session,
-    handles: &mut HashMap<ConnKey, Handle>,
-    by_id: &mut HashMap<ClientId, ConnKey>,
-) {
+fn execute(session: &mut Session, handles: &mut HashMap<ConnKey, Handle>, by_id: &mut HashMap<ClientId, ConnKey>) {
     loop {
         for (id, reason) in session.take_dropped() {
             warn!(client = id, %reason, "dropping client");
@@ -238,10 +228,7 @@ fn execute(
             }
         }
         for id in overflowed {
-            warn!(
-                client = id,
-                "client is not reading: outbound queue full, dropping it"
-            );
+            warn!(client = id, "client is not reading: outbound queue full, dropping it");
             session.leave(id);
         }
     }
@@ -257,18 +244,9 @@ async fn connection(
     events: mpsc::Sender<Event>,
 ) {
     let mut decoder = Decoder::new(config.max_message);
-    let first =
-        tokio::time::timeout(config.login_timeout, read_first(&mut source, &mut decoder)).await;
+    let first = tokio::time::timeout(config.login_timeout, read_first(&mut source, &mut decoder)).await;
     let (password, name, version) = match first {
-        Ok(Ok(Message {
-            body:
-                Body::Password {
-                    password,
-                    name,
-                    version,
-                },
-            ..
-        })) => (password, name, version),
+        Ok(Ok(Message { body: Body::Password { password, name, version }, .. })) => (password, name, version),
         Ok(Ok(other)) => {
             return debug!(peer = %addr, type_id = other.type_id(), "first message is not a login; closing")
         }
@@ -276,15 +254,7 @@ async fn connection(
         Err(_) => return debug!(peer = %addr, "no login in time; closing"),
     };
     let (kill, mut killed) = oneshot::channel();
-    let login = Event::Login {
-        key,
-        addr,
-        password,
-        name,
-        version,
-        outbox,
-        kill,
-    };
+    let login = Event::Login { key, addr, password, name, version, outbox, kill };
     if events.send(login).await.is_err() {
         return;
     }

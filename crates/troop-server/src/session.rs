@@ -211,9 +211,7 @@ impl Session {
         let id = match known {
             // Upstream only checks the peer record; a returning id already held by another
             // live connection is refused too, so two sockets never share an id.
-            Some(p) if p.connected || self.live.contains_key(&p.id) => {
-                return Err(LoginError::NameTaken)
-            }
+            Some(p) if p.connected || self.live.contains_key(&p.id) => return Err(LoginError::NameTaken),
             Some(p) => p.id,
             None if version != VERSION => return Err(LoginError::VersionMismatch),
             None if self.issued >= self.limits.max_clients.min(PEER_CHARS.len()) => {
@@ -224,11 +222,7 @@ impl Session {
                 (self.issued - 1) as ClientId
             }
         };
-        let conn = Conn {
-            ip,
-            port,
-            last_seen: now,
-        };
+        let conn = Conn { ip, port, last_seen: now };
         self.live.insert(id, conn);
         Ok(id)
     }
@@ -296,21 +290,8 @@ impl Session {
     /// Upstream's shutdown: for each joined client in order, KILL to it, then REMOVE with its
     /// id to the others still connected. Then every connection is closed.
     pub fn shutdown(&mut self) {
-        let kill = Bytes::from(
-            Message::new(
-                -1,
-                Body::Kill {
-                    string: KILL_TEXT.into(),
-                },
-            )
-            .encode(),
-        );
-        let ids: Vec<ClientId> = self
-            .peers
-            .iter()
-            .filter(|p| p.connected)
-            .map(|p| p.id)
-            .collect();
+        let kill = Bytes::from(Message::new(-1, Body::Kill { string: KILL_TEXT.into() }).encode());
+        let ids: Vec<ClientId> = self.peers.iter().filter(|p| p.connected).map(|p| p.id).collect();
         for id in ids {
             self.actions.push(Action::Send(id, kill.clone()));
             self.leave(id);
@@ -327,10 +308,7 @@ impl Session {
     pub fn tick(&mut self, now: Instant) {
         if let Some(b) = &self.barrier {
             if now.duration_since(b.since) >= self.limits.barrier_timeout {
-                let silent: Vec<ClientId> = self
-                    .connected_ids()
-                    .filter(|id| !b.acked.contains(id))
-                    .collect();
+                let silent: Vec<ClientId> = self.connected_ids().filter(|id| !b.acked.contains(id)).collect();
                 for id in silent {
                     self.drop_client(id, DropReason::NoAck);
                 }
@@ -339,11 +317,7 @@ impl Session {
         if let Some(timeout) = self.limits.keepalive_timeout {
             let silent: Vec<ClientId> = self
                 .connected_ids()
-                .filter(|id| {
-                    self.live
-                        .get(id)
-                        .is_some_and(|c| now.duration_since(c.last_seen) >= timeout)
-                })
+                .filter(|id| self.live.get(id).is_some_and(|c| now.duration_since(c.last_seen) >= timeout))
                 .collect();
             for id in silent {
                 self.drop_client(id, DropReason::KeepaliveTimeout);
@@ -367,11 +341,7 @@ impl Session {
 
     /// Sends `bytes` to every joined client in registration order, except `skip`.
     fn broadcast(&mut self, bytes: Bytes, skip: Option<ClientId>) {
-        for peer in self
-            .peers
-            .iter()
-            .filter(|p| p.connected && Some(p.id) != skip)
-        {
+        for peer in self.peers.iter().filter(|p| p.connected && Some(p.id) != skip) {
             self.actions.push(Action::Send(peer.id, bytes.clone()));
         }
     }
@@ -391,15 +361,7 @@ impl Session {
         let Some(conn) = self.live.get(&id) else {
             return;
         };
-        let peer = Peer {
-            id,
-            name,
-            ip: conn.ip,
-            port: conn.port,
-            dummy,
-            index: 0,
-            connected: true,
-        };
+        let peer = Peer { id, name, ip: conn.ip, port: conn.port, dummy, index: 0, connected: true };
         match self.peers.iter().position(|p| p.id == id) {
             Some(k) => self.peers[k] = peer,
             None => self.peers.push(peer),
@@ -427,20 +389,8 @@ impl Session {
                 self.actions.push(Action::Send(id, about(peer)));
             }
         }
-        self.barrier = Some(Barrier {
-            acked: HashSet::new(),
-            since: now,
-        });
-        let raise = Bytes::from(
-            Message::new(
-                -1,
-                Body::RequestAck {
-                    flag: 1,
-                    reply: json!(0),
-                },
-            )
-            .encode(),
-        );
+        self.barrier = Some(Barrier { acked: HashSet::new(), since: now });
+        let raise = Bytes::from(Message::new(-1, Body::RequestAck { flag: 1, reply: json!(0) }).encode());
         self.broadcast(raise, None);
         self.history.clear();
         self.base = 0;
@@ -470,16 +420,7 @@ impl Session {
             self.actions.push(Action::Send(id, reset.clone()));
             self.actions.push(Action::Send(id, constraint.clone()));
         }
-        let lower = Bytes::from(
-            Message::new(
-                -1,
-                Body::RequestAck {
-                    flag: 0,
-                    reply: json!(0),
-                },
-            )
-            .encode(),
-        );
+        let lower = Bytes::from(Message::new(-1, Body::RequestAck { flag: 0, reply: json!(0) }).encode());
         for id in ids {
             self.actions.push(Action::Send(id, lower.clone()));
         }
@@ -508,28 +449,18 @@ impl Session {
 
     /// `{"id": index}` for every peer ever joined, in registration order.
     fn locations(&self) -> Value {
-        let map: Map<String, Value> = self
-            .peers
-            .iter()
-            .map(|p| (p.id.to_string(), json!(p.index)))
-            .collect();
+        let map: Map<String, Value> = self.peers.iter().map(|p| (p.id.to_string(), json!(p.index))).collect();
         Value::Object(map)
     }
 
     /// MSG_OPERATION: transform against what the sender had not seen, apply, broadcast.
     fn operation(&mut self, from: ClientId, msg: Message) {
-        let Body::Operation {
-            operation,
-            revision,
-        } = msg.body
-        else {
+        let Body::Operation { operation, revision } = msg.body else {
             return;
         };
         let src = msg.src_id;
-        let Some(tag) = usize::try_from(src)
-            .ok()
-            .filter(|_| self.peers.iter().any(|p| p.id == src))
-            .map(|k| PEER_CHARS[k])
+        let Some(tag) =
+            usize::try_from(src).ok().filter(|_| self.peers.iter().any(|p| p.id == src)).map(|k| PEER_CHARS[k])
         else {
             return self.drop_client(from, DropReason::UnknownPeer(src));
         };
@@ -564,14 +495,8 @@ impl Session {
         if let Some(peer) = self.peer_mut(src) {
             peer.index = op.cursor_after();
         }
-        let out = Message {
-            msg_id: msg.msg_id,
-            src_id: src,
-            body: Body::Operation {
-                operation: op.clone(),
-                revision,
-            },
-        };
+        let out =
+            Message { msg_id: msg.msg_id, src_id: src, body: Body::Operation { operation: op.clone(), revision } };
         self.history.push_back(op);
         while self.history.len() > self.limits.history.max(1) {
             self.history.pop_front();
@@ -582,10 +507,7 @@ impl Session {
 }
 
 fn peer_id(c: u8) -> i64 {
-    PEER_CHARS
-        .iter()
-        .position(|&p| p == c)
-        .map_or(-1, |k| k as i64)
+    PEER_CHARS.iter().position(|&p| p == c).map_or(-1, |k| k as i64)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -626,15 +548,8 @@ mod tests {
         let mut s = Session::new(PW, Limits::default());
         let now = Instant::now();
         for id in 0..n {
-            assert_eq!(
-                s.login(IP, 1000 + id as u16, PW, &format!("c{id}"), VERSION, now),
-                Ok(id)
-            );
-            s.receive(
-                id,
-                msg(&format!("<1><0><{id}><\"c{id}\"><\"h\"><57890><0>")),
-                now,
-            );
+            assert_eq!(s.login(IP, 1000 + id as u16, PW, &format!("c{id}"), VERSION, now), Ok(id));
+            s.receive(id, msg(&format!("<1><0><{id}><\"c{id}\"><\"h\"><57890><0>")), now);
             for k in 0..=id {
                 s.receive(k, msg(&format!("<13><1><{k}><0>")), now);
             }
@@ -647,40 +562,21 @@ mod tests {
     fn login_checks_in_upstream_order() {
         let mut s = joined(1);
         let now = Instant::now();
-        assert_eq!(
-            s.login(IP, 1, "bad", "c0", "0.1", now),
-            Err(LoginError::WrongPassword)
-        );
-        assert_eq!(
-            s.login(IP, 1, PW, "c0", "0.1", now),
-            Err(LoginError::NameTaken)
-        );
-        assert_eq!(
-            s.login(IP, 1, PW, "new", "0.1", now),
-            Err(LoginError::VersionMismatch)
-        );
+        assert_eq!(s.login(IP, 1, "bad", "c0", "0.1", now), Err(LoginError::WrongPassword));
+        assert_eq!(s.login(IP, 1, PW, "c0", "0.1", now), Err(LoginError::NameTaken));
+        assert_eq!(s.login(IP, 1, PW, "new", "0.1", now), Err(LoginError::VersionMismatch));
         s.leave(0);
-        assert_eq!(
-            s.login(IP, 1, PW, "c0", "0.1", now),
-            Ok(0),
-            "a returning name gets its id back"
-        );
+        assert_eq!(s.login(IP, 1, PW, "c0", "0.1", now), Ok(0), "a returning name gets its id back");
     }
 
     #[test]
     fn ids_run_out_after_max_clients() {
-        let limits = Limits {
-            max_clients: 2,
-            ..Limits::default()
-        };
+        let limits = Limits { max_clients: 2, ..Limits::default() };
         let mut s = Session::new(PW, limits);
         let now = Instant::now();
         assert_eq!(s.login(IP, 1, PW, "a", VERSION, now), Ok(0));
         assert_eq!(s.login(IP, 2, PW, "b", VERSION, now), Ok(1));
-        assert_eq!(
-            s.login(IP, 3, PW, "c", VERSION, now),
-            Err(LoginError::TooManyUsers)
-        );
+        assert_eq!(s.login(IP, 3, PW, "c", VERSION, now), Err(LoginError::TooManyUsers));
     }
 
     #[test]
@@ -694,18 +590,12 @@ mod tests {
         assert_eq!(s.document(), "abc");
         assert!(actions.contains(&Action::Close(1)));
         assert_eq!(sent_to(&actions, 0), vec!["<5><0><1>"]);
-        assert!(matches!(
-            s.take_dropped()[..],
-            [(1, DropReason::BadOperation(_))]
-        ));
+        assert!(matches!(s.take_dropped()[..], [(1, DropReason::BadOperation(_))]));
     }
 
     #[test]
     fn history_is_bounded_and_stale_revisions_are_refused() {
-        let limits = Limits {
-            history: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { history: 4, ..Limits::default() };
         let mut s = Session::new(PW, limits);
         let now = Instant::now();
         s.login(IP, 1, PW, "a", VERSION, now).unwrap();
@@ -717,10 +607,7 @@ mod tests {
         assert_eq!(s.history.len(), 4);
         assert_eq!(s.document().len(), 10);
         s.receive(0, msg("<2><1><0><[\"y\", 4]><4>"), now);
-        assert!(matches!(
-            s.take_dropped()[..],
-            [(0, DropReason::StaleRevision(4))]
-        ));
+        assert!(matches!(s.take_dropped()[..], [(0, DropReason::StaleRevision(4))]));
     }
 
     #[test]
@@ -735,10 +622,7 @@ mod tests {
         s.leave(1);
         let to_late = sent_to(&s.take_actions(), 2);
         assert_eq!(to_late[0], "<5><0><1>");
-        assert!(
-            to_late[1].starts_with("<11>"),
-            "RESET once the rest acked: {to_late:?}"
-        );
+        assert!(to_late[1].starts_with("<11>"), "RESET once the rest acked: {to_late:?}");
     }
 
     #[test]
@@ -750,8 +634,6 @@ mod tests {
         s.receive(1, msg("<13><1><1><0>"), now);
         s.tick(now + Duration::from_secs(11));
         assert!(matches!(s.take_dropped()[..], [(0, DropReason::NoAck)]));
-        assert!(sent_to(&s.take_actions(), 1)
-            .iter()
-            .any(|m| m.starts_with("<11>")));
+        assert!(sent_to(&s.take_actions(), 1).iter().any(|m| m.starts_with("<11>")));
     }
 }

@@ -31,18 +31,8 @@ fn upstream_transcripts_all_pass() {
         .expect("python3 must be installed to run the conformance checker");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "conformance failed:\n{stdout}\n{stderr}"
-    );
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    assert!(
-        last.starts_with("30 passed, 0 failed") || last.ends_with(", 0 failed"),
-        "unexpected summary: {last}"
-    );
+    assert!(out.status.success(), "conformance failed:\n{stdout}\n{stderr}");
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("30 passed, 0 failed") || last.ends_with(", 0 failed"), "unexpected summary: {last}");
     assert!(!last.starts_with("0 passed"), "no transcript ran: {stdout}");
 }

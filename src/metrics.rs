@@ -1,0 +1,169 @@
+//! The hub's counters and their Prometheus text rendering (`GET /metrics`, names prefixed
+//! `troop_hub_`). Plain atomics and small maps; no metrics library needed for a dozen series.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the start latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Everything the hub counts.
+#[derive(Default)]
+pub struct Metrics {
+    started: AtomicU64,
+    ended: Mutex<BTreeMap<&'static str, u64>>,
+    start_failures: Mutex<BTreeMap<&'static str, u64>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<Histogram>,
+    docker_errors: AtomicU64,
+    open_connections: AtomicI64,
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, key: K) {
+    let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(key).or_default() += 1;
+}
+
+/// Gauges read from the hub when rendering.
+pub struct Gauges {
+    pub running: usize,
+    pub free_ports: usize,
+    pub cap: usize,
+}
+
+impl Metrics {
+    pub fn session_started(&self, latency: Duration) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let secs = latency.as_secs_f64();
+        for (k, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[k] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    pub fn session_ended(&self, reason: &'static str) {
+        bump(&self.ended, reason);
+    }
+
+    pub fn start_failed(&self, reason: &'static str) {
+        bump(&self.start_failures, reason);
+    }
+
+    /// One hub request: `kind` (server, query, kill, list, http_*) and `outcome` (ok, error).
+    pub fn request(&self, kind: &'static str, outcome: &'static str) {
+        bump(&self.requests, (kind, outcome));
+    }
+
+    pub fn docker_error(&self) {
+        self.docker_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reload(&self, outcome: &'static str) {
+        bump(&self.reloads, outcome);
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let _ =
+                writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} gauge\ntroop_hub_{name} {v}");
+        };
+        gauge("sessions_running", "Sessions registered (starting or running).", g.running as f64);
+        gauge("ports_free", "Session ports neither used nor set aside.", g.free_ports as f64);
+        gauge("sessions_cap", "The configured session cap (max_sessions).", g.cap as f64);
+        gauge(
+            "tcp_connections_open",
+            "Open connections to the hub protocol port.",
+            self.open_connections.load(Ordering::Relaxed) as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_sessions_started_total Sessions that became ready.\n# TYPE troop_hub_sessions_started_total counter\ntroop_hub_sessions_started_total {}",
+            self.started.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_docker_errors_total Docker Engine API calls that failed.\n# TYPE troop_hub_docker_errors_total counter\ntroop_hub_docker_errors_total {}",
+            self.docker_errors.load(Ordering::Relaxed)
+        );
+        let labelled =
+            |out: &mut String, name: &str, help: &str, label: &str, m: &Mutex<BTreeMap<&'static str, u64>>| {
+                let _ = writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} counter");
+                for (k, v) in m.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    let _ = writeln!(out, "troop_hub_{name}{{{label}=\"{k}\"}} {v}");
+                }
+            };
+        labelled(&mut out, "sessions_ended_total", "Sessions ended, by reason.", "reason", &self.ended);
+        labelled(
+            &mut out,
+            "session_start_failures_total",
+            "Session starts refused or failed, by reason.",
+            "reason",
+            &self.start_failures,
+        );
+        labelled(&mut out, "config_reloads_total", "hub.yaml reloads, by outcome.", "outcome", &self.reloads);
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_requests_total Requests, by type and outcome.\n# TYPE troop_hub_requests_total counter"
+        );
+        for ((kind, outcome), v) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "troop_hub_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {v}");
+        }
+        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_session_start_seconds Time from a start request to the session accepting connections.\n# TYPE troop_hub_session_start_seconds histogram"
+        );
+        for (k, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "troop_hub_session_start_seconds_bucket{{le=\"{bound}\"}} {}", h.counts[k]);
+        }
+        let _ = writeln!(out, "troop_hub_session_start_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "troop_hub_session_start_seconds_sum {}", h.sum);
+        let _ = writeln!(out, "troop_hub_session_start_seconds_count {}", h.count);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.session_started(Duration::from_millis(180));
+        m.session_ended("owner_left");
+        m.request("query", "ok");
+        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10 });
+        assert!(text.contains("troop_hub_sessions_started_total 1"));
+        assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
+        assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
+        assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.15\"} 0"));
+        assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.2\"} 1"));
+        assert!(text.contains("troop_hub_sessions_cap 10"));
+    }
+}

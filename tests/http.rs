@@ -1,0 +1,255 @@
+//! The HTTP side against a real hub with real Docker: every endpoint's happy path and error
+//! statuses, auth, metrics following sessions, live reload of hub.yaml, and the status page in
+//! a real headless browser.
+
+mod common;
+
+use common::{http, TestHub, T};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use troop_hub::admin::{self, start_session};
+use troop_server::client::TroopClient;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+async fn hub_with_token(extra: &str) -> TestHub {
+    let mut hub = TestHub::new(extra);
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
+    hub.start().await
+}
+
+/// Polls `f` until it returns Some, or fails at the deadline.
+async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<R>>,
+{
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(r) = f().await {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_api_happy_paths_errors_and_auth() {
+    let hub = hub_with_token("").await;
+    let h = hub.http;
+    assert_eq!(http(h, "GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(http(h, "GET", "/readyz", None, None).await.status, 200);
+
+    // Auth: missing, wrong, right.
+    let missing = http(h, "GET", "/api/v1/sessions", None, None).await;
+    assert_eq!(missing.status, 401);
+    assert!(missing.json()["error"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(http(h, "GET", "/api/v1/sessions", Some("nope"), None).await.status, 403);
+    assert_eq!(http(h, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json(), json!({"sessions": []}));
+
+    // Bad requests change nothing.
+    for (body, status) in [
+        ("not json", 400),
+        (r#"{"password":"p"}"#, 400),
+        (r#"{"name":"bad name","password":"p"}"#, 400),
+        (r#"{"name":"ok"}"#, 400),
+        (r#"{"name":"ok","password":"p","ttl":"100d"}"#, 400),
+    ] {
+        let r = http(h, "POST", "/api/v1/sessions", Some(TOKEN), Some(body)).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert!(r.json()["error"].is_string());
+    }
+    assert_eq!(http(h, "POST", "/api/v1/sessions", None, Some(r#"{"name":"a","password":"p"}"#)).await.status, 401);
+    assert!(hub.containers().is_empty());
+
+    // Start, find, join, conflict.
+    let created =
+        http(h, "POST", "/api/v1/sessions", Some(TOKEN), Some(r#"{"name":"api","password":"pw","ttl":"10m"}"#)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let port = created.json()["port"].as_u64().unwrap() as u16;
+    let found = http(h, "GET", "/api/v1/sessions/api", None, None).await;
+    assert_eq!(found.json(), json!({"name": "api", "host": "127.0.0.1", "port": port}));
+    let tcp = admin::request(hub.addr, &json!({"type": "query", "name": "api"}), T).await.unwrap();
+    assert_eq!(tcp["result"], json!(["127.0.0.1", port]), "TCP and HTTP agree");
+    let session: SocketAddr = ([127, 0, 0, 1], port).into();
+    TroopClient::join(session, "alice", "pw", T).await.expect("join the API's session");
+    let dup = http(h, "POST", "/api/v1/sessions", Some(TOKEN), Some(r#"{"name":"api","password":"x"}"#)).await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(http(h, "GET", "/api/v1/sessions/ghost", None, None).await.status, 404);
+    assert_eq!(http(h, "GET", "/api/v1/sessions/bad%20name", None, None).await.status, 400);
+
+    let listed = http(h, "GET", "/api/v1/sessions", Some(TOKEN), None).await;
+    let s = &listed.json()["sessions"][0];
+    assert_eq!(
+        (s["name"].as_str(), s["port"].as_u64(), s["state"].as_str()),
+        (Some("api"), Some(port as u64), Some("running"))
+    );
+    assert!(s["container"].as_str().is_some_and(|c| c.len() == 12));
+    assert!(!listed.body.contains("\"pw\""), "no password in the listing");
+
+    // Config: admin only, no secret.
+    let config = http(h, "GET", "/api/v1/config", Some(TOKEN), None).await;
+    assert_eq!(config.status, 200);
+    assert!(!config.body.contains(TOKEN));
+    assert_eq!(config.json()["hub_id"], hub.id.as_str());
+
+    // DELETE ends it; again is 404.
+    assert_eq!(http(h, "DELETE", "/api/v1/sessions/api", None, None).await.status, 401);
+    assert_eq!(http(h, "DELETE", "/api/v1/sessions/api", Some(TOKEN), None).await.status, 204);
+    hub.wait_containers(0).await;
+    assert_eq!(http(h, "DELETE", "/api/v1/sessions/api", Some(TOKEN), None).await.status, 404);
+
+    // DELETE of a session owned over TCP tells its owner.
+    let mut o = start_session(hub.addr, "tcp-owned", "pw", T).await.unwrap().expect("started");
+    assert_eq!(http(h, "DELETE", "/api/v1/sessions/tcp-owned", Some(TOKEN), None).await.status, 204);
+    assert_eq!(o.ended(T).await.as_deref(), Some("Session manually killed by admin."));
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let hub = hub_with_token("").await;
+    let doc = http(hub.http, "GET", "/api/v1/openapi.json", None, None).await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for (method, path) in troop_hub::http::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} documented");
+        let concrete = path.replace("{name}", "nobody");
+        let body = (*method == "post").then_some("{}");
+        let r = http(hub.http, &method.to_uppercase(), &concrete, Some(TOKEN), body).await;
+        assert_ne!(r.status, 405, "{method} {path}");
+        assert!(!r.body.contains("No such endpoint"), "{method} {path} is routed: {}", r.body);
+    }
+    assert!(http(hub.http, "GET", "/nope", None, None).await.json()["error"].is_string());
+}
+
+#[tokio::test]
+async fn without_a_token_admin_endpoints_say_how_to_set_one() {
+    let hub = TestHub::new("").start().await;
+    let r = http(hub.http, "GET", "/api/v1/config", Some("anything"), None).await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("TROOP_HUB_ADMIN_TOKEN"));
+}
+
+#[tokio::test]
+async fn readyz_names_a_missing_image() {
+    let hub = TestHub::new("image: troop-hub/not-built:latest").start().await;
+    let r = http(hub.http, "GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("troop-hub/not-built:latest"));
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_follow_sessions() {
+    let hub = TestHub::new("").start().await;
+    let before = http(hub.http, "GET", "/metrics", None, None).await.body;
+    assert_eq!(metric(&before, "troop_hub_sessions_running"), 0.0);
+    assert_eq!(metric(&before, "troop_hub_sessions_cap"), 10.0);
+    let o = start_session(hub.addr, "m", "pw", T).await.unwrap().expect("started");
+    let during = http(hub.http, "GET", "/metrics", None, None).await.body;
+    assert_eq!(metric(&during, "troop_hub_sessions_running"), 1.0);
+    assert_eq!(metric(&during, "troop_hub_sessions_started_total"), 1.0);
+    assert_eq!(metric(&during, "troop_hub_session_start_seconds_count"), 1.0);
+    assert_eq!(metric(&during, "troop_hub_ports_free"), 4.0);
+    assert_eq!(metric(&during, "troop_hub_requests_total{type=\"server\",outcome=\"ok\"}"), 1.0);
+    drop(o);
+    let after = eventually("the end to be counted", || async {
+        let m = http(hub.http, "GET", "/metrics", None, None).await.body;
+        (metric(&m, "troop_hub_sessions_ended_total{reason=\"owner_left\"}") == 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(metric(&after, "troop_hub_sessions_running"), 0.0);
+    let refused = start_session(hub.addr, "bad name", "pw", T).await;
+    assert!(refused.is_err() || refused.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn hub_yaml_reloads_live_raising_and_lowering_the_cap() {
+    let hub = hub_with_token("max_sessions: 1").await;
+    let _a = start_session(hub.addr, "a", "pw", T).await.unwrap().expect("a starts");
+    let full = start_session(hub.addr, "b", "pw", T).await.unwrap();
+    assert_eq!(full.err().as_deref(), Some("Max number of running Troop instances reached"));
+
+    let cap =
+        || async { http(hub.http, "GET", "/api/v1/config", Some(TOKEN), None).await.json()["max_sessions"].as_u64() };
+    let rewrite = |extra: &str| {
+        let text = std::fs::read_to_string(hub.config_path()).unwrap();
+        let text = text.replace(&hub.extra_yaml, extra);
+        std::fs::write(hub.config_path(), text).unwrap();
+    };
+    // Raise.
+    rewrite("max_sessions: 3");
+    eventually("the raised cap", || async { (cap().await == Some(3)).then_some(()) }).await;
+    let _b = start_session(hub.addr, "b", "pw", T).await.unwrap().expect("b starts under the raised cap");
+    // Lower below the running count: nothing ends, new starts are refused.
+    std::fs::write(
+        hub.config_path(),
+        std::fs::read_to_string(hub.config_path()).unwrap().replace("max_sessions: 3", "max_sessions: 1"),
+    )
+    .unwrap();
+    eventually("the lowered cap", || async { (cap().await == Some(1)).then_some(()) }).await;
+    assert_eq!(hub.containers().len(), 2, "lowering the cap ends nothing");
+    let c = start_session(hub.addr, "c", "pw", T).await.unwrap();
+    assert_eq!(c.err().as_deref(), Some("Max number of running Troop instances reached"));
+    // An invalid file is refused; the running config stays.
+    let good = std::fs::read_to_string(hub.config_path()).unwrap();
+    std::fs::write(hub.config_path(), format!("{good}\nmax_sessions: [not a number\n")).unwrap();
+    eventually("the refusal to be counted", || async {
+        let m = http(hub.http, "GET", "/metrics", None, None).await.body;
+        (metric(&m, "troop_hub_config_reloads_total{outcome=\"invalid\"}") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(cap().await, Some(1));
+    // A key that needs a restart keeps its running value, with a warning.
+    let moved = good.replace(&format!("listen: 127.0.0.1:{}", hub.addr.port()), "listen: 127.0.0.1:1");
+    std::fs::write(hub.config_path(), moved).unwrap();
+    eventually("the restart-only warning", || async {
+        hub.log().contains("`listen` changes only with a restart").then_some(())
+    })
+    .await;
+    assert!(admin::request(hub.addr, &json!({"type": "query", "name": "a"}), T).await.unwrap()["result"].is_array());
+}
+
+#[tokio::test]
+async fn api_sessions_end_when_their_ttl_runs_out() {
+    let hub = hub_with_token("").await;
+    let r =
+        http(hub.http, "POST", "/api/v1/sessions", Some(TOKEN), Some(r#"{"name":"short","password":"pw","ttl":2}"#))
+            .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    hub.wait_containers(0).await;
+    assert_eq!(http(hub.http, "GET", "/api/v1/sessions/short", None, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn the_status_page_shows_a_started_session_in_a_real_browser() {
+    let hub = TestHub::new("").start().await;
+    let _o = start_session(hub.addr, "stage-left", "pw", T).await.unwrap().expect("started");
+    let url = format!("http://{}/", hub.http);
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+            &url,
+        ])
+        .output()
+        .expect("Debian's chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("stage-left"), "the session is listed: {dom}");
+    assert!(dom.contains(&format!("run-client.py --hub NAME@127.0.0.1:{}", hub.addr.port())), "{dom}");
+    assert!(dom.contains("1 running of 10; 9 free slots"), "{dom}");
+    assert!(!dom.contains("pw"), "no password on the page");
+}
