@@ -41,6 +41,23 @@ pub async fn list(hub: SocketAddr) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `troop-hub health`: GET /healthz must answer 200 within 5 s.
+pub async fn health(http: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let work = async {
+        let mut s = TcpStream::connect(http).await?;
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| anyhow::anyhow!("{http} did not answer within 5 s"))??;
+    anyhow::ensure!(head.ends_with(b" 200"), "/healthz answered {}", String::from_utf8_lossy(&head));
+    Ok(())
+}
+
 /// `troop-hub kill NAME`.
 pub async fn kill(hub: SocketAddr, name: &str) -> anyhow::Result<()> {
     let v = request(hub, &json!({"type": "kill", "name": name}), Duration::from_secs(30)).await?;

@@ -93,7 +93,7 @@ fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     match hub.runtime().check().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "warnings": hub.warnings()})).into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
 }

@@ -133,6 +133,8 @@ pub struct Hub {
     stopping: watch::Sender<bool>,
     pub metrics: Metrics,
     admin_token: RwLock<Option<String>>,
+    /// Set once a session's port is seen served by docker-proxy on this host.
+    userland_proxy: std::sync::atomic::AtomicBool,
 }
 
 /// How a session is asked for.
@@ -181,6 +183,7 @@ impl Hub {
             stopping,
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
+            userland_proxy: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -301,6 +304,7 @@ impl Hub {
                 let (tx, ended) = mpsc::unbounded_channel();
                 lock(&self.owners).insert(id.clone(), tx);
                 self.metrics.session_started(now.elapsed());
+                self.check_userland_proxy(port);
                 span.in_scope(|| info!(port, elapsed_ms = now.elapsed().as_millis() as u64, daemon, "session ready"));
                 Ok(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
             }
@@ -388,6 +392,28 @@ impl Hub {
         lock(&self.owners).insert(id.clone(), tx);
         info!(session = %name, id = %id, "owner reclaimed an adopted session");
         Some(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
+    }
+
+    /// Looks for a host socket listening on a published session port: that is Docker's
+    /// userland proxy, which makes every performer appear to come from the bridge gateway
+    /// (Troop then tells same-name performers apart wrongly). Warned once, shown on /readyz.
+    /// Only a positive finding counts (a hub in its own network namespace sees nothing).
+    fn check_userland_proxy(&self, port: u16) {
+        use std::sync::atomic::Ordering;
+        if self.userland_proxy.load(Ordering::Relaxed) || !host_port_listening(port) {
+            return;
+        }
+        self.userland_proxy.store(true, Ordering::Relaxed);
+        warn!("{}", USERLAND_PROXY_WARNING);
+    }
+
+    /// Warnings for /readyz.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.userland_proxy.load(std::sync::atomic::Ordering::Relaxed) {
+            w.push(USERLAND_PROXY_WARNING);
+        }
+        w
     }
 
     /// The public address of a running session.
@@ -600,6 +626,22 @@ impl Hub {
         let reason = if killed { EndReason::OwnerKilled } else { EndReason::OwnerLeft };
         self.end_session(name, id, reason).await;
     }
+}
+
+pub const USERLAND_PROXY_WARNING: &str = "Docker's userland proxy serves the session ports, so sessions see every \
+performer as the bridge gateway address: set \"userland-proxy\": false in /etc/docker/daemon.json and restart the engine";
+
+/// True if a socket in this network namespace listens on `port` (from /proc/net/tcp{,6}).
+pub fn host_port_listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&wanted) && cols[3] == "0A"
+            })
+        })
+    })
 }
 
 /// The 12-character form of a container id.

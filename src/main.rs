@@ -33,6 +33,12 @@ enum Cmd {
         #[arg(long)]
         hub: Option<SocketAddr>,
     },
+    /// Exit 0 if the hub's /healthz answers 200 (the container HEALTHCHECK).
+    Health {
+        /// The HTTP address (default: 127.0.0.1 and the configured http_listen port).
+        #[arg(long)]
+        http: Option<SocketAddr>,
+    },
     /// End a session.
     Kill {
         name: String,
@@ -68,6 +74,10 @@ async fn real_main() -> anyhow::Result<()> {
         Cmd::List { hub } => {
             print!("{}", troop_hub::admin::list(local_hub(&config, hub)).await?);
             Ok(())
+        }
+        Cmd::Health { http } => {
+            let addr = http.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], config.http_listen.port())));
+            troop_hub::admin::health(addr).await
         }
         Cmd::Kill { name, hub } => {
             troop_hub::admin::kill(local_hub(&config, hub), &name).await?;

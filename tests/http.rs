@@ -253,3 +253,20 @@ async fn the_status_page_shows_a_started_session_in_a_real_browser() {
     assert!(dom.contains("1 running of 10; 9 free slots"), "{dom}");
     assert!(!dom.contains("pw"), "no password on the page");
 }
+
+#[tokio::test]
+async fn readyz_warns_when_dockers_userland_proxy_hides_source_addresses() {
+    let hub = TestHub::new("").start().await;
+    let o = start_session(hub.addr, "proxy-check", "pw", T).await.unwrap().expect("started");
+    // Ground truth, independent of the hub: is a docker-proxy serving this session's port?
+    let pattern = format!("docker-proxy.*-host-port {}( |$)", o.port);
+    let proxied = std::process::Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep").status.success();
+    let ready = http(hub.http, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200);
+    let warnings = ready.json()["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(!warnings.is_empty(), proxied, "warnings {warnings:?}, docker-proxy running: {proxied}");
+    if proxied {
+        assert!(warnings[0].as_str().unwrap().contains("\"userland-proxy\": false"));
+        assert!(hub.log().contains("userland proxy"), "logged too");
+    }
+}

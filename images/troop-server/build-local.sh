@@ -11,8 +11,9 @@ RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release -q -p troop-server --target "$target" --target-dir "$static_dir" \
   --manifest-path "$root/Cargo.toml"
 
-ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
+# A persistent build context, so compose.prebuilt.yaml can build from it too.
+ctx="$root/target/prebuilt/troop-server"
+mkdir -p "$ctx"
 cp "$static_dir/$target/release/troop-server" "$ctx/troop-server"
 cp "$root/images/troop-server/Dockerfile.prebuilt" "$ctx/Dockerfile"
 # The legacy builder needs no buildx; its deprecation notice is only shown if the build fails.
