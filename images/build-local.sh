@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
-# Builds both images on this machine from static binaries built by cargo, with no registry and
-# no base image: troop-hub/troop-server:latest (sessions) and troop-hub/hub:latest (the hub).
-# compose.prebuilt.yaml uses them.
+# Builds images on this machine from static binaries built by cargo: no registry, no base image,
+# no buildx. Each image's context (the binary, its Dockerfile.prebuilt, extra files) is kept in
+# target/prebuilt/<image>/ so compose.prebuilt.yaml can build from it too.
+#   images/build-local.sh              both images
+#   images/build-local.sh troop-server troop-hub/troop-server:latest (sessions)
+#   images/build-local.sh hub          troop-hub/hub:latest (the hub)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target="$(uname -m)-unknown-linux-gnu"
 static_dir="$root/target/static"
 
-"$root/images/troop-server/build-local.sh" troop-hub/troop-server:latest
+# build_image PACKAGE TAG IMAGE_DIR [EXTRA_FILE...]
+build_image() {
+  local package=$1 tag=$2 dir=$3
+  shift 3
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release -q -p "$package" --target "$target" --target-dir "$static_dir" \
+    --manifest-path "$root/Cargo.toml"
+  local ctx="$root/target/prebuilt/$dir"
+  mkdir -p "$ctx"
+  cp "$static_dir/$target/release/$package" "$ctx/$package"
+  cp "$root/images/$dir/Dockerfile.prebuilt" "$ctx/Dockerfile"
+  for extra in "$@"; do cp "$root/$extra" "$ctx/"; done
+  # The legacy builder needs no buildx; its deprecation notice is shown only if the build fails.
+  local log
+  if ! log=$(DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" 2>&1); then
+    echo "$log" >&2
+    echo "docker build of $tag failed" >&2
+    exit 1
+  fi
+  echo "built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"
+}
 
-RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release -q -p troop-hub --target "$target" --target-dir "$static_dir" \
-  --manifest-path "$root/Cargo.toml"
-
-# A persistent build context, so compose.prebuilt.yaml can build from it too.
-ctx="$root/target/prebuilt/hub"
-mkdir -p "$ctx"
-cp "$static_dir/$target/release/troop-hub" "$ctx/troop-hub"
-cp "$root/hub.yaml" "$ctx/hub.yaml"
-cp "$root/images/hub/Dockerfile.prebuilt" "$ctx/Dockerfile"
-if ! log=$(DOCKER_BUILDKIT=0 docker build -q -t troop-hub/hub:latest "$ctx" 2>&1); then
-  echo "$log" >&2
-  echo "docker build of troop-hub/hub:latest failed" >&2
-  exit 1
-fi
-echo "built troop-hub/hub:latest ($(docker image inspect -f '{{.Size}}' troop-hub/hub:latest) bytes)"
+case "${1:-all}" in
+  troop-server) build_image troop-server troop-hub/troop-server:latest troop-server ;;
+  hub) build_image troop-hub troop-hub/hub:latest hub hub.yaml ;;
+  all)
+    build_image troop-server troop-hub/troop-server:latest troop-server
+    build_image troop-hub troop-hub/hub:latest hub hub.yaml
+    ;;
+  *) echo "usage: $0 [troop-server|hub|all]" >&2; exit 2 ;;
+esac

@@ -127,7 +127,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone()));
     tokio::spawn(troop_hub::reload::watch(hub.clone(), path));
     let server = tokio::spawn(troop_hub::tcp::serve(listener, hub.clone()));
-    shutdown_signal().await;
+    troop_server::shutdown_signal().await;
     info!("stopping: ending every session");
     hub.shutdown().await;
     if let Err(e) = server.await {
@@ -140,15 +140,4 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

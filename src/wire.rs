@@ -148,6 +148,30 @@ pub fn error_frame(message: &str) -> Vec<u8> {
     }
 }
 
+/// The body length announced by a frame's 4-byte prefix.
+pub fn parse_length(prefix: &[u8]) -> Result<usize, WireError> {
+    if prefix.len() != 4 || !prefix.iter().all(u8::is_ascii_digit) {
+        return Err(WireError::BadLength);
+    }
+    let n: usize = std::str::from_utf8(prefix).ok().and_then(|s| s.parse().ok()).ok_or(WireError::BadLength)?;
+    if n == 0 || n > MAX_BODY {
+        return Err(WireError::LengthOutOfRange);
+    }
+    Ok(n)
+}
+
+/// A frame's JSON body.
+pub fn parse_body(body: &[u8]) -> Result<Value, WireError> {
+    serde_json::from_slice(body).map_err(|_| WireError::BadJson)
+}
+
+/// Decodes one whole frame held in memory (what [`read_frame`] does on a stream).
+pub fn decode_frame(bytes: &[u8]) -> Result<Value, WireError> {
+    let prefix = bytes.get(..4).ok_or(WireError::BadLength)?;
+    let n = parse_length(prefix)?;
+    parse_body(bytes.get(4..4 + n).ok_or(WireError::Closed)?)
+}
+
 /// Reads one frame. `Closed` on EOF before the first byte.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value, WireError> {
     let mut len = [0u8; 4];
@@ -163,13 +187,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value, WireEr
             return Err(WireError::BadLength);
         }
     }
-    let n: usize = std::str::from_utf8(&len).ok().and_then(|s| s.parse().ok()).ok_or(WireError::BadLength)?;
-    if n == 0 || n > MAX_BODY {
-        return Err(WireError::LengthOutOfRange);
-    }
+    let n = parse_length(&len)?;
     let mut body = vec![0u8; n];
     r.read_exact(&mut body).await.map_err(|_| WireError::Closed)?;
-    serde_json::from_slice(&body).map_err(|_| WireError::BadJson)
+    parse_body(&body)
 }
 
 #[cfg(test)]

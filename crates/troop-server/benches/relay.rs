@@ -142,10 +142,15 @@ async fn troop_run(addr: SocketAddr, n: usize, pace: Option<u64>) -> (u64, Vec<D
             (ops, latencies)
         }));
     }
+    gather(tasks).await
+}
+
+/// Sums the clients' operation counts and merges their latencies, sorted.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(u64, Vec<Duration>)>>) -> (u64, Vec<Duration>) {
     let mut total = 0;
     let mut all = Vec::new();
     for t in tasks {
-        let (ops, lat) = t.await.unwrap();
+        let (ops, lat) = t.await.expect("client task");
         total += ops;
         all.extend(lat);
     }
@@ -229,15 +234,7 @@ async fn floor_run(addr: SocketAddr, n: usize) -> (u64, Vec<Duration>) {
             (ops as u64, latencies)
         }));
     }
-    let mut total = 0;
-    let mut all = Vec::new();
-    for t in tasks {
-        let (ops, lat) = t.await.unwrap();
-        total += ops;
-        all.extend(lat);
-    }
-    all.sort();
-    (total, all)
+    gather(tasks).await
 }
 
 fn main() {

@@ -16,6 +16,19 @@ pub mod ot;
 pub mod server;
 pub mod session;
 
+/// Resolves on SIGINT or SIGTERM (both binaries shut down gracefully on either).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without handlers the default action (exit) still applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Lowercase hex md5 of `password`'s UTF-8, what Troop clients send and compare.
 pub fn md5_hex(password: &str) -> String {
     use md5::{Digest, Md5};

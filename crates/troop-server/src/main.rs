@@ -92,23 +92,10 @@ async fn main() -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     info!(%addr, version = troop_server::session::VERSION, "Troop server listening");
-    let exit = server::run(listener, config, shutdown_signal()).await?;
+    let exit = server::run(listener, config, troop_server::shutdown_signal()).await?;
     match exit {
         Exit::Shutdown => info!("stopped by signal; clients were sent MSG_KILL"),
         Exit::Idle => info!("no client for the idle-exit time; exiting"),
     }
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the default action (exit) still applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

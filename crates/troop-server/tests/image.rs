@@ -31,7 +31,7 @@ fn build_image() {
         String::from_utf8_lossy(&info.stderr).trim()
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../images/troop-server/build-local.sh");
-    let out = Command::new("bash").arg(script).arg(IMAGE).output().expect("run build-local.sh");
+    let out = Command::new("bash").arg(script).output().expect("run build-local.sh");
     assert!(out.status.success(), "image build failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

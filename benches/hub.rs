@@ -1,0 +1,268 @@
+//! Hub benchmark against the real Docker engine (`cargo bench --bench hub`). Prints a table,
+//! writes `target/bench-hub.json`. Every figure comes with a baseline measured in the same run:
+//!
+//! - start latency, request to `address` reply (sent once the server accepts connections),
+//!   sequential and 8 at a time, against the engine's own floor: create + start of the same
+//!   image with the same port binding through the Engine API alone, until the container's port
+//!   accepts;
+//! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
+//!   connection, as Troop does), against a trivial server that answers every connection with a
+//!   fixed frame;
+//! - density: sessions started up to the cap (BENCH_DENSITY, default 200), host memory per
+//!   session (MemAvailable before and after), hub RSS, time to reach the cap and to clean up.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use common::TestHub;
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use troop_hub::admin::{self, start_session};
+
+const STARTS: usize = 50;
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn summary(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    (pct(&v, 0.5), pct(&v, 0.9), pct(&v, 0.99))
+}
+
+/// The engine floor: create + start one container with a published port until its server accepts.
+async fn floor_once(docker: &bollard::Docker, port: u16, run: &str) -> Duration {
+    let t = Instant::now();
+    let body = ContainerCreateBody {
+        image: Some("troop-hub/troop-server:latest".into()),
+        cmd: Some(vec!["--port".into(), "57890".into()]),
+        labels: Some(HashMap::from([
+            ("io.troop-hub.managed".into(), "true".into()),
+            ("io.troop-hub.hub".into(), run.into()),
+        ])),
+        exposed_ports: Some(vec!["57890/tcp".into()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "57890/tcp".into(),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker.create_container(None::<CreateContainerOptions>, body).await.expect("create").id;
+    docker.start_container(&id, None).await.expect("start");
+    let info = docker.inspect_container(&id, None).await.expect("inspect");
+    let ip = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|nets| nets.values().find_map(|e| e.ip_address.clone()))
+        .filter(|ip| !ip.is_empty())
+        .expect("container address");
+    let probe: SocketAddr = format!("{ip}:57890").parse().expect("address");
+    while TcpStream::connect(probe).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = t.elapsed();
+    docker
+        .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+        .await
+        .expect("remove");
+    elapsed
+}
+
+/// Starts `n` sessions, `parallel` at a time; each batch ends right after its replies.
+async fn hub_starts(hub: &TestHub, n: usize, parallel: usize, tag: &str) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < n {
+        let batch: Vec<_> = (k..(k + parallel).min(n))
+            .map(|i| {
+                let addr = hub.addr;
+                let name = format!("{tag}{i}");
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let o = start_session(addr, &name, "pw", Duration::from_secs(30)).await.expect("answered");
+                    (t.elapsed(), o)
+                })
+            })
+            .collect();
+        let mut owners = Vec::new();
+        for b in batch {
+            let (d, o) = b.await.expect("task");
+            owners.push(o.unwrap_or_else(|e| panic!("start refused: {e}")));
+            out.push(d);
+        }
+        for o in owners {
+            o.kill().await;
+        }
+        hub.wait_containers(0).await;
+        k += parallel;
+    }
+    out
+}
+
+/// Queries for `run` from `clients` concurrent clients; returns every latency.
+async fn queries(addr: SocketAddr, clients: usize, run: Duration, raw: bool) -> Vec<Duration> {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let body = json!({"type": "query", "name": "bench"});
+                let frame = troop_hub::wire::encode(&body).expect("frame");
+                while start.elapsed() < run {
+                    let t = Instant::now();
+                    let ok = if raw {
+                        match TcpStream::connect(addr).await {
+                            Ok(mut s) => {
+                                let _ = s.write_all(&frame).await;
+                                let mut buf = [0u8; 64];
+                                s.read(&mut buf).await.is_ok()
+                            }
+                            Err(_) => false,
+                        }
+                    } else {
+                        admin::request(addr, &body, Duration::from_secs(10)).await.is_ok()
+                    };
+                    if ok {
+                        lat.push(t.elapsed());
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all
+}
+
+/// The query floor: accepts, reads a frame, answers a fixed frame, closes.
+async fn query_floor() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let reply = troop_hub::wire::encode(&json!({"result": null})).expect("frame");
+        while let Ok((mut s, _)) = l.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(&reply).await;
+            });
+        }
+    });
+    addr
+}
+
+fn proc_kib(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let density: usize = std::env::var("BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+        let mut report = serde_json::Map::new();
+
+        let mut hub = TestHub::new(&format!("max_sessions: {}\nidle_exit: null", density.max(8)));
+        let first = 21000 + (std::process::id() % 50) as u16 * 10;
+        hub.ports = (first, first + density.max(8) as u16 + 8);
+        let hub = hub.start().await;
+        let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
+
+        // Start latency.
+        let mut floor = Vec::new();
+        for _ in 0..STARTS {
+            floor.push(floor_once(&docker, hub.ports.1, &hub.id).await);
+        }
+        let seq = hub_starts(&hub, STARTS, 1, "s").await;
+        let par = hub_starts(&hub, STARTS + 6, 8, "p").await;
+        let (f50, f90, f99) = summary(floor);
+        let (s50, s90, s99) = summary(seq);
+        let (p50, p90, p99) = summary(par);
+        println!("start latency (ms)        p50      p90      p99");
+        println!("engine floor          {f50:8.1} {f90:8.1} {f99:8.1}");
+        println!("hub sequential        {s50:8.1} {s90:8.1} {s99:8.1}   hub/floor p50 {:.2}", s50 / f50);
+        println!("hub 8 at a time       {p50:8.1} {p90:8.1} {p99:8.1}");
+        report.insert(
+            "start_ms".into(),
+            json!({"floor": [f50, f90, f99], "sequential": [s50, s90, s99], "parallel8": [p50, p90, p99],
+                   "ratio_sequential_p50_to_floor": s50 / f50}),
+        );
+
+        // Query throughput.
+        let run = Duration::from_secs(3);
+        let floor_addr = query_floor().await;
+        println!("\nqueries   clients   hub q/s   p50 ms   p99 ms   floor q/s   hub/floor");
+        let mut rows = Vec::new();
+        for clients in [1usize, 32, 256] {
+            let lat = queries(hub.addr, clients, run, false).await;
+            let floor_n = queries(floor_addr, clients, run, true).await.len();
+            let qps = lat.len() as f64 / run.as_secs_f64();
+            let fqps = floor_n as f64 / run.as_secs_f64();
+            let (q50, _, q99) = summary(lat);
+            println!("          {clients:7} {qps:9.0} {q50:8.3} {q99:8.3} {fqps:11.0} {:11.2}", qps / fqps);
+            rows.push(json!({"clients": clients, "qps": qps, "p50_ms": q50, "p99_ms": q99, "floor_qps": fqps}));
+        }
+        report.insert("queries".into(), json!(rows));
+
+        // Density.
+        let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
+        let status = format!("/proc/{pid}/status");
+        let (mem0, rss0) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
+        let t = Instant::now();
+        let mut owners = Vec::new();
+        for i in 0..density {
+            match start_session(hub.addr, &format!("d{i}"), "pw", Duration::from_secs(30)).await.expect("answered") {
+                Ok(o) => owners.push(o),
+                Err(e) => {
+                    println!("density stopped at {i}: {e}");
+                    break;
+                }
+            }
+        }
+        let to_cap = t.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (mem1, rss1) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
+        let n = owners.len().max(1) as f64;
+        let per = mem0.saturating_sub(mem1) as f64 / n / 1024.0;
+        let t = Instant::now();
+        for o in owners.drain(..) {
+            o.kill().await;
+        }
+        hub.wait_containers(0).await;
+        let cleanup = t.elapsed();
+        println!(
+            "\ndensity: {n} sessions in {:.1} s; host memory {per:.2} MiB per session; hub RSS {:.1} -> {:.1} MiB; cleanup {:.1} s",
+            to_cap.as_secs_f64(),
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0,
+            cleanup.as_secs_f64()
+        );
+        report.insert(
+            "density".into(),
+            json!({"sessions": n, "seconds_to_cap": to_cap.as_secs_f64(), "host_mib_per_session": per,
+                   "hub_rss_mib": [rss0 as f64 / 1024.0, rss1 as f64 / 1024.0], "cleanup_seconds": cleanup.as_secs_f64()}),
+        );
+        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-hub.json");
+        let _ = std::fs::write(out, serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap_or_default());
+    });
+}
