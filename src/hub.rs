@@ -374,7 +374,7 @@ impl Hub {
             if let Ok(Ok(_stream)) = attempt {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(15).min(left)).await;
+            tokio::time::sleep(Duration::from_millis(3).min(left)).await;
         }
     }
 

@@ -64,7 +64,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                 let slot = {
                     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
                     let from_ip = c.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-                    if c.total >= config.max_connections || from_ip >= config.max_connections_per_address {
+                    // Trusted addresses (operators, the host itself) are held only to the total cap.
+                    let per_ip_full = from_ip >= config.max_connections_per_address && !config.is_trusted(peer.ip());
+                    if c.total >= config.max_connections || per_ip_full {
                         None
                     } else {
                         c.total += 1;
