@@ -112,6 +112,8 @@ pub struct Config {
     pub max_connections_per_address: usize,
     /// Time a connection has to send its request.
     pub request_timeout: Duration,
+    /// Docker Engine API calls slower than this count as an unreachable engine.
+    pub engine_timeout: Duration,
     /// Whether `GET /api/v1/sessions` answers without the admin token.
     pub public_listing: bool,
     /// A file holding the admin token (env `TROOP_HUB_ADMIN_TOKEN` wins).
@@ -146,6 +148,7 @@ struct Raw {
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     request_timeout: Option<String>,
+    engine_timeout: Option<String>,
     public_listing: Option<bool>,
     admin_token_file: Option<String>,
     api_session_ttl: Option<String>,
@@ -243,6 +246,7 @@ impl Config {
             "max_session_age": d(self.max_session_age),
             "orphans": match self.orphans { Orphans::Adopt => "adopt", Orphans::Remove => "remove" },
             "request_timeout": d(Some(self.request_timeout)),
+            "engine_timeout": d(Some(self.engine_timeout)),
             "max_connections": self.max_connections,
             "max_connections_per_address": self.max_connections_per_address,
             "public_listing": self.public_listing,
@@ -421,6 +425,7 @@ impl Raw {
             max_connections: self.max_connections.unwrap_or(1024).max(1),
             max_connections_per_address: self.max_connections_per_address.unwrap_or(32).max(1),
             request_timeout: duration("request_timeout", self.request_timeout.as_deref().unwrap_or("10s"))?,
+            engine_timeout: duration("engine_timeout", self.engine_timeout.as_deref().unwrap_or("10s"))?,
             public_listing: self.public_listing.unwrap_or(false),
             admin_token_file: self.admin_token_file.filter(|f| !f.is_empty()).map(Into::into),
             api_session_ttl,

@@ -112,9 +112,6 @@ pub struct DockerRuntime {
     network_id: tokio::sync::Mutex<Option<String>>,
 }
 
-/// Engine calls that take longer than this count as an unreachable engine.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn classify(e: bollard::errors::Error) -> RuntimeError {
     use bollard::errors::Error as E;
     match e {
@@ -133,29 +130,35 @@ fn classify(e: bollard::errors::Error) -> RuntimeError {
             }
         }
         E::RequestTimeoutError => RuntimeError::Unreachable("the engine did not answer in time".into()),
-        other => {
-            let text = other.to_string();
-            if text.contains("connect")
-                || text.contains("No such file")
-                || text.contains("hyper")
-                || text.contains("Connection")
-            {
-                RuntimeError::Unreachable(text)
-            } else {
-                RuntimeError::Failed(text)
-            }
-        }
+        // Transport failures: the engine is not there (or went away mid-request).
+        e @ (E::IOError { .. }
+        | E::HyperResponseError { .. }
+        | E::HyperLegacyError { .. }
+        | E::HttpClientError { .. }
+        | E::SocketNotFoundError(_)) => RuntimeError::Unreachable(e.to_string()),
+        other => RuntimeError::Failed(other.to_string()),
     }
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>) -> Result<T, RuntimeError> {
-    match tokio::time::timeout(API_TIMEOUT, f).await {
+async fn timed_within<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, RuntimeError> {
+    match tokio::time::timeout(limit, f).await {
         Ok(r) => r.map_err(classify),
         Err(_) => Err(RuntimeError::Unreachable("the engine did not answer in time".into())),
     }
 }
 
 impl DockerRuntime {
+    /// An engine call bounded by `engine_timeout`: a stalled engine counts as unreachable.
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, RuntimeError> {
+        timed_within(self.config().engine_timeout, f).await
+    }
+
     /// A runtime for the engine named by DOCKER_HOST (default: the local socket). Nothing
     /// is contacted yet.
     pub fn new(config: Config) -> DockerRuntime {
@@ -173,7 +176,7 @@ impl DockerRuntime {
             return Ok(d.clone());
         }
         let docker = Docker::connect_with_defaults().map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-        let docker = timed(docker.negotiate_version()).await?;
+        let docker = self.timed(docker.negotiate_version()).await?;
         info!(api = %docker.client_version(), "connected to the Docker engine");
         *cached = Some(docker.clone());
         Ok(docker)
@@ -190,7 +193,7 @@ impl DockerRuntime {
     /// Ids of the networks named exactly `name` (Docker matches name filters by substring).
     async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<String>, RuntimeError> {
         let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
-        let found = timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await?;
+        let found = self.timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await?;
         Ok(found.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| n.id).collect())
     }
 
@@ -212,7 +215,7 @@ impl DockerRuntime {
             labels: Some(HashMap::from([(LABEL_MANAGED.into(), "true".into()), (LABEL_HUB.into(), c.hub_id.clone())])),
             ..Default::default()
         };
-        let id = timed(docker.create_network(request)).await?.id;
+        let id = self.timed(docker.create_network(request)).await?.id;
         info!(network = %c.network, "created the sessions' network (no traffic between sessions)");
         *cached = Some(id.clone());
         Ok(id)
@@ -220,7 +223,7 @@ impl DockerRuntime {
 
     async fn inspect_existing(&self, container_id: &str, c: &Config) -> Option<(Option<String>, Option<SocketAddr>)> {
         let docker = self.client().await.ok()?;
-        let info = timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await.ok()?;
+        let info = self.timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await.ok()?;
         let md5 = info
             .config
             .as_ref()
@@ -247,7 +250,7 @@ impl Runtime for DockerRuntime {
     fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
-            timed(self.client().await?.ping()).await?;
+            self.timed(self.client().await?.ping()).await?;
             self.check().await?;
             self.ensure_network(&c).await.map(drop)
         })
@@ -256,7 +259,7 @@ impl Runtime for DockerRuntime {
     fn check(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
-            match timed(self.client().await?.inspect_image(&c.image)).await {
+            match self.timed(self.client().await?.inspect_image(&c.image)).await {
                 Ok(_) => Ok(()),
                 Err(RuntimeError::NotFound) | Err(RuntimeError::ImageMissing(_)) => {
                     Err(RuntimeError::ImageMissing(c.image))
@@ -319,7 +322,7 @@ impl Runtime for DockerRuntime {
             };
             let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
             let docker = self.client().await?;
-            let created = match timed(docker.create_container(Some(options), body)).await {
+            let created = match self.timed(docker.create_container(Some(options), body)).await {
                 Ok(r) => r,
                 Err(RuntimeError::ImageMissing(_)) | Err(RuntimeError::NotFound) => {
                     return Err(RuntimeError::ImageMissing(c.image))
@@ -328,7 +331,7 @@ impl Runtime for DockerRuntime {
             };
             let id = created.id;
             debug!(session = %spec.name, container = %id, "container created");
-            if let Err(e) = timed(docker.start_container(&id, None)).await {
+            if let Err(e) = self.timed(docker.start_container(&id, None)).await {
                 let _ = self.remove(id.clone()).await;
                 return Err(match e {
                     RuntimeError::PortTaken(_) => RuntimeError::PortTaken(spec.port),
@@ -349,7 +352,7 @@ impl Runtime for DockerRuntime {
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            match timed(self.client().await?.remove_container(&container_id, Some(options))).await {
+            match self.timed(self.client().await?.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
@@ -362,7 +365,7 @@ impl Runtime for DockerRuntime {
             let c = self.config();
             let options =
                 ListContainersOptions { all: true, filters: Some(Self::hub_filter(&c.hub_id)), ..Default::default() };
-            let found = timed(self.client().await?.list_containers(Some(options))).await?;
+            let found = self.timed(self.client().await?.list_containers(Some(options))).await?;
             let mut out = Vec::new();
             for summary in found {
                 let Some(container_id) = summary.id.clone() else {
@@ -433,7 +436,7 @@ impl Runtime for DockerRuntime {
                 return;
             };
             for id in ids {
-                let Ok(net) = timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await else {
+                let Ok(net) = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await else {
                     continue;
                 };
                 let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
@@ -441,7 +444,7 @@ impl Runtime for DockerRuntime {
                 if !(ours && empty) {
                     continue;
                 }
-                match timed(docker.remove_network(&id)).await {
+                match self.timed(docker.remove_network(&id)).await {
                     Ok(()) => {
                         *self.network_id.lock().await = None;
                         info!(network = %c.network, "removed the sessions' network");
