@@ -402,7 +402,8 @@ impl Runtime for DockerRuntime {
             let c = self.config();
             let mut filters = Self::hub_filter(&c.hub_id);
             filters.insert("type".into(), vec!["container".into()]);
-            filters.insert("event".into(), vec!["die".into()]);
+            // A paused session is as good as dead to its performers: end it too.
+            filters.insert("event".into(), vec!["die".into(), "pause".into()]);
             let options = EventsOptions { filters: Some(filters), ..Default::default() };
             let stream = docker
                 .events(Some(options))
@@ -416,7 +417,9 @@ impl Runtime for DockerRuntime {
                             Some(code) => format!("the session server exited with code {code}"),
                             None => "the session container stopped".to_string(),
                         };
-                        let idle = attrs.get("exitCode").map(String::as_str) == Some("0");
+                        let paused = ev.action.as_deref() == Some("pause");
+                        let reason = if paused { "the session container was paused".to_string() } else { reason };
+                        let idle = !paused && attrs.get("exitCode").map(String::as_str) == Some("0");
                         Ok(RuntimeEvent::Exited { container_id: actor.id.unwrap_or_default(), reason, idle })
                     }
                     Err(e) => Err(classify(e)),

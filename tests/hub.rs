@@ -361,3 +361,15 @@ async fn connection_floods_are_capped_per_address() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_paused_container_ends_the_session_and_tells_the_owner() {
+    let hub = TestHub::new("").start().await;
+    let mut o = owner(&hub, "frozen", "pw").await;
+    let c = hub.containers();
+    docker_ok(&["pause", &c[0]]);
+    let msg = o.ended(Duration::from_secs(5)).await.expect("the owner is told");
+    assert!(msg.contains("paused"), "{msg}");
+    hub.wait_containers(0).await;
+    assert_eq!(query(hub.addr, "frozen").await, Value::Null);
+}
