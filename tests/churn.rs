@@ -78,7 +78,7 @@ async fn churn(hub: &TestHub, owners: usize, queriers: usize, run: Duration) -> 
                 if let Ok(Ok(o)) = start_session(addr, &name, "pw", Duration::from_secs(20)).await {
                     started += 1;
                     tokio::time::sleep(Duration::from_millis(rng.next() % 800)).await;
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         o.kill().await;
                     } else {
                         drop(o);
