@@ -61,14 +61,50 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-/// Serves until the hub begins shutting down.
+/// Open HTTP connections at most; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client must send its request headers within this (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer than this.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Serves until the hub begins shutting down. Connections are capped, must send their headers
+/// within [`HEADER_TIMEOUT`], and live at most [`CONNECTION_LIFETIME`].
 pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let app = router(hub.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut stopping = hub.stopping();
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(async move {
-            let _ = stopping.changed().await;
-        })
-        .await
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
+                let service = TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                    drop(slot);
+                });
+            }
+            Some(_) = conns.join_next() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while conns.join_next().await.is_some() {} }).await;
+    Ok(())
 }
 
 /// Admin = `Authorization: Bearer <token>`, compared in constant time.

@@ -270,3 +270,32 @@ async fn readyz_warns_when_dockers_userland_proxy_hides_source_addresses() {
         assert!(hub.log().contains("userland proxy"), "logged too");
     }
 }
+
+#[tokio::test]
+async fn slow_http_clients_are_cut_off_and_do_not_block_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::new("").start().await;
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(hub.http).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finishes
+        slow.push(s);
+    }
+    // Others are served meanwhile.
+    assert_eq!(http(hub.http, "GET", "/healthz", None, None).await.status, 200);
+    // The slow ones are closed once the header timeout passes.
+    let deadline = troop_hub::http::HEADER_TIMEOUT + Duration::from_secs(5);
+    for s in slow.iter_mut() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(deadline, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a slowloris connection stayed open");
+    }
+}
