@@ -43,9 +43,15 @@ struct Args {
     /// Messages queued to one client before it is dropped as too slow.
     #[arg(long, default_value_t = 4096)]
     queue: usize,
+    /// Bytes queued to one client before it is dropped as too slow.
+    #[arg(long, default_value_t = 16 << 20)]
+    queue_bytes: usize,
     /// Operations kept for transforming late operations.
     #[arg(long, default_value_t = 8192)]
     history: usize,
+    /// Bytes of operations kept for transforming late operations.
+    #[arg(long, default_value_t = 16 << 20)]
+    history_bytes: usize,
 }
 
 fn password_md5(args: &Args) -> anyhow::Result<String> {
@@ -80,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             max_clients: args.max_clients,
             max_document: args.max_document,
             history: args.history.max(1),
+            history_bytes: args.history_bytes,
             keepalive_timeout: args.keepalive.then_some(Duration::from_secs(30)),
             ..Limits::default()
         },
@@ -87,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         idle_exit: args.idle_exit,
         max_message: args.max_message,
         queue: args.queue,
+        queue_bytes: args.queue_bytes,
         ..Config::default()
     };
     let addr = SocketAddr::new(args.bind, args.port);

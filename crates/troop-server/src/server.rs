@@ -13,6 +13,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -35,6 +37,8 @@ pub struct Config {
     pub max_message: usize,
     /// Messages queued to one client before it is dropped as too slow.
     pub queue: usize,
+    /// Bytes queued to one client before it is dropped as too slow.
+    pub queue_bytes: usize,
     /// Time a new connection has to complete its login.
     pub login_timeout: Duration,
 }
@@ -48,6 +52,7 @@ impl Default for Config {
             idle_exit: None,
             max_message: 1 << 20,
             queue: 4096,
+            queue_bytes: 16 << 20,
             login_timeout: Duration::from_secs(10),
         }
     }
@@ -64,6 +69,30 @@ pub enum Exit {
 
 type ConnKey = u64;
 
+/// The sending side of one client's bounded queue, counted in messages and in bytes.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Outbox {
+    /// Queues `b`; false if the queue is full (in messages or bytes) or the writer is gone.
+    fn push(&self, b: Bytes) -> bool {
+        let len = b.len();
+        if self.queued.load(Ordering::Relaxed) + len > self.limit {
+            return false;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(b).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 enum Event {
     Login {
         key: ConnKey,
@@ -71,7 +100,7 @@ enum Event {
         password: String,
         name: String,
         version: String,
-        outbox: mpsc::Sender<Bytes>,
+        outbox: Outbox,
         kill: oneshot::Sender<()>,
     },
     Message(ConnKey, Message),
@@ -81,7 +110,7 @@ enum Event {
 /// A logged-in connection as the session task sees it.
 struct Handle {
     id: Option<ClientId>,
-    outbox: mpsc::Sender<Bytes>,
+    outbox: Outbox,
     /// Dropping it stops the reader.
     _kill: oneshot::Sender<()>,
 }
@@ -119,8 +148,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 let _ = stream.set_nodelay(true);
                 next_key += 1;
                 let (source, sink) = stream.into_split();
-                let (outbox, queue) = mpsc::channel(config.queue.max(2));
-                writers.spawn(writer(sink, queue));
+                let (tx, queue) = mpsc::channel(config.queue.max(2));
+                let queued = Arc::new(AtomicUsize::new(0));
+                let outbox = Outbox { tx, queued: queued.clone(), limit: config.queue_bytes.max(4096) };
+                writers.spawn(writer(sink, queue, queued));
                 readers.spawn(connection(next_key, source, addr, outbox, config.clone(), events_tx.clone()));
             }
             Some(event) = events.recv() => {
@@ -139,7 +170,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                                 e.code()
                             }
                         };
-                        let _ = outbox.try_send(login_reply(code));
+                        let _ = outbox.push(login_reply(code));
                         // A refused login drops its handle at once: the reply is flushed, then closed.
                         if code >= 0 {
                             handles.insert(key, Handle { id: Some(code), outbox, _kill: kill });
@@ -216,7 +247,7 @@ fn execute(session: &mut Session, handles: &mut HashMap<ConnKey, Handle>, by_id:
                     let Some(handle) = by_id.get(&id).and_then(|k| handles.get(k)) else {
                         continue;
                     };
-                    if handle.outbox.try_send(bytes).is_err() {
+                    if !handle.outbox.push(bytes) {
                         overflowed.push(id);
                     }
                 }
@@ -239,7 +270,7 @@ async fn connection(
     key: ConnKey,
     mut source: OwnedReadHalf,
     addr: SocketAddr,
-    outbox: mpsc::Sender<Bytes>,
+    outbox: Outbox,
     config: Config,
     events: mpsc::Sender<Event>,
 ) {
@@ -266,7 +297,7 @@ async fn connection(
 }
 
 /// The writer: drains the queue into the socket, many messages per write when they pile up.
-async fn writer(mut sink: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
+async fn writer(mut sink: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>, queued: Arc<AtomicUsize>) {
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::new();
     while queue.recv_many(&mut batch, 64).await > 0 {
@@ -279,6 +310,8 @@ async fn writer(mut sink: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
             }
             sink.write_all(&buf).await
         };
+        let written: usize = batch.iter().map(Bytes::len).sum();
+        queued.fetch_sub(written, Ordering::Relaxed);
         batch.clear();
         if result.is_err() {
             return;

@@ -66,8 +66,10 @@ pub struct Limits {
     pub max_clients: usize,
     /// Largest document, in bytes of UTF-8.
     pub max_document: usize,
-    /// Operations kept for transforming late operations.
+    /// Operations kept for transforming late operations...
     pub history: usize,
+    /// ... and at most this many bytes of them.
+    pub history_bytes: usize,
     /// How long a join barrier waits for acknowledgements before dropping the silent.
     pub barrier_timeout: Duration,
     /// Drop joined clients silent for this long (the `--keepalive` behaviour).
@@ -80,6 +82,7 @@ impl Default for Limits {
             max_clients: PEER_CHARS.len(),
             max_document: 4 << 20,
             history: 8192,
+            history_bytes: 16 << 20,
             barrier_timeout: Duration::from_secs(10),
             keepalive_timeout: None,
         }
@@ -145,6 +148,8 @@ pub struct Session {
     history: VecDeque<Operation>,
     /// Revision of `history[0]`.
     base: i64,
+    /// Approximate memory held by `history`.
+    history_size: usize,
     barrier: Option<Barrier>,
     constraint: Bytes,
     actions: Vec<Action>,
@@ -166,6 +171,7 @@ impl Session {
             tags: Vec::new(),
             history: VecDeque::new(),
             base: 0,
+            history_size: 0,
             barrier: None,
             constraint: Bytes::from(constraint),
             actions: Vec::new(),
@@ -394,6 +400,7 @@ impl Session {
         self.broadcast(raise, None);
         self.history.clear();
         self.base = 0;
+        self.history_size = 0;
     }
 
     /// Once every joined client has acknowledged: RESET + CONSTRAINT to each, barrier down.
@@ -497,13 +504,29 @@ impl Session {
         }
         let out =
             Message { msg_id: msg.msg_id, src_id: src, body: Body::Operation { operation: op.clone(), revision } };
+        self.history_size += op_size(&op);
         self.history.push_back(op);
-        while self.history.len() > self.limits.history.max(1) {
-            self.history.pop_front();
+        while self.history.len() > self.limits.history.max(1)
+            || (self.history_size > self.limits.history_bytes && self.history.len() > 1)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.history_size -= op_size(&old);
+            }
             self.base += 1;
         }
         self.broadcast(Bytes::from(out.encode()), None);
     }
+}
+
+/// Approximate bytes an operation holds in the history.
+fn op_size(op: &Operation) -> usize {
+    op.parts
+        .iter()
+        .map(|p| match p {
+            crate::ot::Part::Insert(s) => s.len() + 24,
+            crate::ot::Part::Int(_) => 24,
+        })
+        .sum()
 }
 
 fn peer_id(c: u8) -> i64 {
@@ -605,6 +628,17 @@ mod tests {
             s.receive(0, msg(&format!("<2><1><0><[\"x\", {rev}]><{rev}>")), now);
         }
         assert_eq!(s.history.len(), 4);
+        let limits = Limits { history_bytes: 1000, ..Limits::default() };
+        let mut big = Session::new(PW, limits);
+        big.login(IP, 1, PW, "a", VERSION, now).unwrap();
+        big.receive(0, msg("<1><0><0><\"a\"><\"h\"><1><0>"), now);
+        big.receive(0, msg("<13><1><0><0>"), now);
+        for rev in 0..5 {
+            let text = "y".repeat(400);
+            big.receive(0, msg(&format!("<2><1><0><[\"{text}\", {}]><{rev}>", rev * 400)), now);
+        }
+        assert_eq!(big.document().len(), 2000, "every operation applied");
+        assert!(big.history_size <= 1000 && big.history.len() == 2, "history bounded in bytes");
         assert_eq!(s.document().len(), 10);
         s.receive(0, msg("<2><1><0><[\"y\", 4]><4>"), now);
         assert!(matches!(s.take_dropped()[..], [(0, DropReason::StaleRevision(4))]));
