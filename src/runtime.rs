@@ -403,7 +403,7 @@ impl Runtime for DockerRuntime {
             let mut filters = Self::hub_filter(&c.hub_id);
             filters.insert("type".into(), vec!["container".into()]);
             // A paused session is as good as dead to its performers: end it too.
-            filters.insert("event".into(), vec!["die".into(), "pause".into()]);
+            filters.insert("event".into(), vec!["die".into(), "pause".into(), "oom".into()]);
             let options = EventsOptions { filters: Some(filters), ..Default::default() };
             let stream = docker
                 .events(Some(options))
@@ -418,7 +418,11 @@ impl Runtime for DockerRuntime {
                             None => "the session container stopped".to_string(),
                         };
                         let paused = ev.action.as_deref() == Some("pause");
-                        let reason = if paused { "the session container was paused".to_string() } else { reason };
+                        let reason = match ev.action.as_deref() {
+                            Some("pause") => "the session container was paused".to_string(),
+                            Some("oom") => "the session ran out of memory (hub.yaml limits.memory)".to_string(),
+                            _ => reason,
+                        };
                         let idle = !paused && attrs.get("exitCode").map(String::as_str) == Some("0");
                         Ok(RuntimeEvent::Exited { container_id: actor.id.unwrap_or_default(), reason, idle })
                     }

@@ -373,3 +373,35 @@ async fn a_paused_container_ends_the_session_and_tells_the_owner() {
     hub.wait_containers(0).await;
     assert_eq!(query(hub.addr, "frozen").await, Value::Null);
 }
+
+#[tokio::test]
+async fn an_oom_killed_session_is_reported_and_freed() {
+    // A tiny memory limit and a performer pasting megabytes: the kernel kills the server.
+    let hub = TestHub::new("limits: {memory: 12m, cpus: 0.5, pids: 64}").start().await;
+    let mut o = owner(&hub, "greedy", "pw").await;
+    let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
+    let mut alice = TroopClient::join(session, "alice", "pw", T).await.unwrap();
+    let chunk = "x".repeat(900 * 1024);
+    let mut killed = None;
+    for _ in 0..40 {
+        let len = alice.document().chars().count() as u64;
+        if alice.insert(len, &chunk).await.is_err() {
+            break;
+        }
+        match alice.recv_until_match(Duration::from_secs(5), |c, _| c.is_synchronized()).await {
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if let Some(msg) = o.ended(Duration::from_millis(10)).await {
+            killed = Some(msg);
+            break;
+        }
+    }
+    let msg = match killed {
+        Some(m) => m,
+        None => o.ended(Duration::from_secs(10)).await.expect("the owner is told"),
+    };
+    assert!(msg.contains("ran out of memory"), "{msg}");
+    hub.wait_containers(0).await;
+    assert_eq!(query(hub.addr, "greedy").await, Value::Null);
+}
