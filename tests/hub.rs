@@ -405,3 +405,29 @@ async fn an_oom_killed_session_is_reported_and_freed() {
     hub.wait_containers(0).await;
     assert_eq!(query(hub.addr, "greedy").await, Value::Null);
 }
+
+#[tokio::test]
+async fn what_a_session_sees_of_a_performer_on_another_address() {
+    // A performer on the bridge address joins through the published port. With Docker's
+    // userland proxy (the engine default) the session sees the proxy's address instead of the
+    // performer's; with "userland-proxy": false it sees the performer (README, Deploy).
+    let mut hub = TestHub::new("");
+    hub.bind_address = "0.0.0.0".into();
+    let hub = hub.start().await;
+    let o = owner(&hub, "remote", "pw").await;
+    let gw = common::bridge_address();
+    let _bob = TroopClient::join_from(Some(gw), SocketAddr::new(gw, o.port), "bob", "pw", T)
+        .await
+        .expect("join from the bridge address");
+    // The session announces every peer with the address it saw; carol reads bob's.
+    let carol = TroopClient::join(([127, 0, 0, 1], o.port).into(), "carol", "pw", T).await.unwrap();
+    let bob_host = carol.peers().values().find(|(name, _)| name == "bob").map(|(_, host)| host.clone());
+    let bob_host = bob_host.expect("carol was told about bob");
+    let pattern = format!("docker-proxy.*-host-port {}( |$)", o.port);
+    let proxied = std::process::Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep").status.success();
+    if proxied {
+        assert_ne!(bob_host, gw.to_string(), "through docker-proxy the session cannot see bob's address");
+    } else {
+        assert_eq!(bob_host, gw.to_string(), "without the proxy the session sees bob's real address");
+    }
+}

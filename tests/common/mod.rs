@@ -58,6 +58,7 @@ pub struct TestHub {
     pub extra_yaml: String,
     pub envs: Vec<(String, String)>,
     pub listen_ip: String,
+    pub bind_address: String,
 }
 
 impl TestHub {
@@ -76,6 +77,7 @@ impl TestHub {
             extra_yaml: extra.to_string(),
             envs: Vec::new(),
             listen_ip: "127.0.0.1".into(),
+            bind_address: "127.0.0.1".into(),
         }
     }
 
@@ -85,11 +87,12 @@ impl TestHub {
 
     pub fn write_config(&self) {
         let yaml = format!(
-            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: 127.0.0.1\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
             id = self.id,
             ip = self.listen_ip,
             port = self.addr.port(),
             http = self.http.port(),
+            bind = self.bind_address,
             a = self.ports.0,
             b = self.ports.1,
             extra = self.extra_yaml

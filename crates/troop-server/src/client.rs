@@ -57,7 +57,25 @@ pub async fn login_with_version(
     password: &str,
     version: &str,
 ) -> Result<(TcpStream, ClientId), ClientError> {
-    let mut stream = TcpStream::connect(addr).await?;
+    login_from(None, addr, name, password, version).await
+}
+
+/// [`login_with_version`] from a chosen local address (to test what the server sees).
+pub async fn login_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    name: &str,
+    password: &str,
+    version: &str,
+) -> Result<(TcpStream, ClientId), ClientError> {
+    let mut stream = match local {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+    };
     stream.set_nodelay(true)?;
     let hello = Message::new(
         -1,
@@ -106,6 +124,7 @@ pub struct TroopClient {
     document: String,
     revision: i64,
     state: OtState,
+    peers: std::collections::BTreeMap<ClientId, (String, String)>,
 }
 
 impl Drop for TroopClient {
@@ -164,8 +183,19 @@ async fn read_task(
 impl TroopClient {
     /// Logs in, sends CONNECT and waits (up to `timeout`) until the join barrier is down.
     pub async fn join(addr: SocketAddr, name: &str, password: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::join_from(None, addr, name, password, timeout).await
+    }
+
+    /// [`TroopClient::join`] from a chosen local address.
+    pub async fn join_from(
+        local: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        name: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let deadline = Instant::now() + timeout;
-        let (stream, id) = tokio::time::timeout_at(deadline, login(addr, name, password))
+        let (stream, id) = tokio::time::timeout_at(deadline, login_from(local, addr, name, password, VERSION))
             .await
             .map_err(|_| ClientError::Timeout("login"))??;
         let (read_half, write_half) = stream.into_split();
@@ -181,6 +211,7 @@ impl TroopClient {
             document: String::new(),
             revision: 0,
             state: OtState::Synchronized,
+            peers: Default::default(),
         };
         let connect = Body::Connect {
             name: name.into(),
@@ -208,6 +239,11 @@ impl TroopClient {
     /// Operations applied since the last RESET (what the next operation carries).
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Peers the server announced (MSG_CONNECT): id -> (name, address the server saw).
+    pub fn peers(&self) -> &std::collections::BTreeMap<ClientId, (String, String)> {
+        &self.peers
     }
 
     /// True when no own operation waits for the server's acknowledgement.
@@ -301,6 +337,9 @@ impl TroopClient {
 
     async fn handle(&mut self, msg: &Message) -> Result<(), ClientError> {
         match &msg.body {
+            Body::Connect { name, hostname, .. } => {
+                self.peers.insert(msg.src_id, (name.clone(), hostname.clone()));
+            }
             Body::Reset { document, .. } => {
                 self.document = document.clone();
                 self.revision = 0;
