@@ -114,6 +114,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Docker Engine API calls slower than this count as an unreachable engine.
     pub engine_timeout: Duration,
+    /// Extra arguments for the session server, after the hub's own (e.g. ["--keepalive"]).
+    pub session_args: Vec<String>,
     /// Whether `GET /api/v1/sessions` answers without the admin token.
     pub public_listing: bool,
     /// A file holding the admin token (env `TROOP_HUB_ADMIN_TOKEN` wins).
@@ -149,6 +151,7 @@ struct Raw {
     max_connections_per_address: Option<usize>,
     request_timeout: Option<String>,
     engine_timeout: Option<String>,
+    session_args: Option<Vec<String>>,
     public_listing: Option<bool>,
     admin_token_file: Option<String>,
     api_session_ttl: Option<String>,
@@ -199,7 +202,8 @@ impl Config {
             .as_mapping_mut()
             .ok_or_else(|| ConfigError::Yaml("hub.yaml must be a mapping of keys to values".into()))?;
         for key in OVERRIDABLE {
-            if let Some(v) = env(&format!("TROOP_HUB_{}", key.to_uppercase())) {
+            // An empty variable (compose passes every key, set or not) overrides nothing.
+            if let Some(v) = env(&format!("TROOP_HUB_{}", key.to_uppercase())).filter(|v| !v.trim().is_empty()) {
                 let parsed: serde_yaml::Value =
                     serde_yaml::from_str(&v).unwrap_or(serde_yaml::Value::String(v.clone()));
                 map.insert(serde_yaml::Value::String((*key).into()), parsed);
@@ -247,6 +251,7 @@ impl Config {
             "orphans": match self.orphans { Orphans::Adopt => "adopt", Orphans::Remove => "remove" },
             "request_timeout": d(Some(self.request_timeout)),
             "engine_timeout": d(Some(self.engine_timeout)),
+            "session_args": self.session_args,
             "max_connections": self.max_connections,
             "max_connections_per_address": self.max_connections_per_address,
             "public_listing": self.public_listing,
@@ -426,6 +431,15 @@ impl Raw {
             max_connections_per_address: self.max_connections_per_address.unwrap_or(32).max(1),
             request_timeout: duration("request_timeout", self.request_timeout.as_deref().unwrap_or("10s"))?,
             engine_timeout: duration("engine_timeout", self.engine_timeout.as_deref().unwrap_or("10s"))?,
+            session_args: match self.session_args.unwrap_or_default() {
+                args if args.iter().any(|a| a.to_ascii_lowercase().contains("password")) => {
+                    return Err(invalid(
+                        "session_args",
+                        "must not carry a password (the hub passes it as an md5 in the environment)",
+                    ));
+                }
+                args => args,
+            },
             public_listing: self.public_listing.unwrap_or(false),
             admin_token_file: self.admin_token_file.filter(|f| !f.is_empty()).map(Into::into),
             api_session_ttl,
@@ -485,6 +499,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.public_host.as_deref(), Some("troop.example.org"));
         assert_eq!(c.max_sessions, 7);
+        let c = Config::from_yaml_with_env("max_sessions: 3\nports: 100-200", |_| Some(String::new())).unwrap();
+        assert_eq!((c.max_sessions, c.ports), (3, (100, 200)), "empty variables keep the file's values");
     }
 
     #[test]

@@ -205,7 +205,15 @@ async fn create_session(
     let config = hub.config();
     let ttl = parse_ttl(v.get("ttl"), config.api_session_ttl, config.api_session_max_ttl)?;
     let req = StartRequest { name, password, daemon: true, peer: None, ttl: Some(ttl) };
-    match hub.start_session(req).await {
+    // Run the start on its own task: a client that hangs up must not cancel it half-way
+    // (it would leave a container the registry does not know).
+    let started = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.start_session(req).await }
+    })
+    .await
+    .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "The session start was interrupted"))?;
+    match started {
         Ok(owned) => Ok((
             StatusCode::CREATED,
             Json(json!({

@@ -93,7 +93,9 @@ impl From<RuntimeError> for HubError {
         match e {
             RuntimeError::ImageMissing(image) => HubError::ImageMissing(image),
             RuntimeError::Unreachable(_) => HubError::EngineDown,
-            other => HubError::StartFailed(other.to_string()),
+            RuntimeError::PortTaken(_) => HubError::Registry(RegistryError::NoPort),
+            // The engine's own words go to the hub's log, not to clients.
+            _ => HubError::StartFailed("the container engine refused to run it (details in the hub's log)".into()),
         }
     }
 }
@@ -279,9 +281,16 @@ impl Hub {
         if daemon && !trusted {
             return Err(HubError::DaemonNotTrusted);
         }
+        if *self.stopping.borrow() {
+            return Err(HubError::StartFailed("the hub is shutting down".into()));
+        }
         let password_md5 = troop_server::md5_hex(password);
-        if let Some(owned) = self.reclaim(name, &password_md5) {
-            return Ok(owned);
+        // A session waiting for its owner (adopted after a restart) goes back to that owner;
+        // API and daemon requests never take one over.
+        if !daemon {
+            if let Some(owned) = self.reclaim(name, &password_md5) {
+                return Ok(owned);
+            }
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = Instant::now();
@@ -293,16 +302,15 @@ impl Hub {
                 owner_ip: req.peer,
                 trusted,
                 daemon,
-                expires: req.ttl.map(|t| SystemTime::now() + t),
+                expires: req.ttl.and_then(|t| SystemTime::now().checked_add(t)),
             };
             lock(&self.registry).reserve(new, now)?.port
         };
         let span = info_span!("session", session = %name, id = %id);
-        let result = self.launch(name, &id, port, password_md5, &config).instrument(span.clone()).await;
+        let (tx, ended) = mpsc::unbounded_channel();
+        let result = self.launch(name, &id, port, password_md5, &config, tx).instrument(span.clone()).await;
         match result {
             Ok(port) => {
-                let (tx, ended) = mpsc::unbounded_channel();
-                lock(&self.owners).insert(id.clone(), tx);
                 self.metrics.session_started(now.elapsed());
                 self.check_userland_proxy(port);
                 span.in_scope(|| info!(port, elapsed_ms = now.elapsed().as_millis() as u64, daemon, "session ready"));
@@ -324,6 +332,7 @@ impl Hub {
         mut port: u16,
         password_md5: String,
         config: &Config,
+        owner: mpsc::UnboundedSender<String>,
     ) -> Result<u16, HubError> {
         let deadline = Instant::now() + config.start_timeout;
         let started = loop {
@@ -332,16 +341,21 @@ impl Hub {
                 Ok(s) => break s,
                 Err(RuntimeError::PortTaken(_)) if Instant::now() < deadline => {
                     warn!(port, "host port taken by something else; trying the next one");
-                    port = lock(&self.registry).move_port(name, Instant::now())?;
+                    port = lock(&self.registry).move_port(name, id, Instant::now())?;
                 }
                 Err(e) => {
                     lock(&self.registry).release(name, id);
+                    warn!(error = %e, "the engine did not start the session");
                     return Err(e.into());
                 }
             }
         };
         let container = started.container_id.clone();
-        lock(&self.registry).set_container(name, &container);
+        if !lock(&self.registry).set_container(name, id, &container) {
+            // Ended (killed, hub stopping) while the engine was starting it.
+            let _ = self.runtime.remove(container).await;
+            return Err(HubError::StartFailed("it was ended while starting".into()));
+        }
         info!(container = %short(&container), port, "container started; waiting for its server");
         if let Err(why) = self.wait_ready(name, id, started.probe, deadline).await {
             let removed = lock(&self.registry).release(name, id);
@@ -351,7 +365,15 @@ impl Hub {
             drop(removed);
             return Err(HubError::StartFailed(why));
         }
-        lock(&self.registry).set_running(name);
+        // The owner's channel is in place before anyone can see the session running, so an
+        // end that comes right after is always passed on.
+        let mut registry = lock(&self.registry);
+        lock(&self.owners).insert(id.to_string(), owner);
+        if !registry.set_running(name, id) {
+            drop(registry);
+            lock(&self.owners).remove(id);
+            return Err(HubError::StartFailed("it was ended while starting".into()));
+        }
         Ok(port)
     }
 
@@ -386,10 +408,10 @@ impl Hub {
             return None;
         }
         let (id, port) = (s.id.clone(), s.port);
-        registry.set_owner_connected(name, true);
-        drop(registry);
         let (tx, ended) = mpsc::unbounded_channel();
         lock(&self.owners).insert(id.clone(), tx);
+        registry.set_owner_connected(name, true);
+        drop(registry);
         info!(session = %name, id = %id, "owner reclaimed an adopted session");
         Some(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
     }
@@ -529,7 +551,9 @@ impl Hub {
             };
             if !adopted {
                 info!(container = %short(&c.container_id), "removing a session container left from before");
-                self.runtime.remove(c.container_id).await?;
+                if let Err(e) = self.runtime.remove(c.container_id.clone()).await {
+                    warn!(container = %short(&c.container_id), error = %e, "could not remove; the next reconcile retries");
+                }
             }
         }
         Ok(())
@@ -539,11 +563,15 @@ impl Hub {
     /// engine's event stream when it breaks and then reconciles with what is running.
     pub async fn watch_engine(self: Arc<Self>) {
         let mut stopping = self.stopping();
+        // Also reconcile now and then: it retries removals that failed while the engine was away.
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Ok(mut events) = self.runtime.events().await {
                 loop {
                     tokio::select! {
                         _ = stopping.changed() => return,
+                        _ = every.tick() => self.reconcile().await,
                         ev = events.next() => match ev {
                             Some(Ok(RuntimeEvent::Exited { container_id, reason, idle })) => {
                                 let found = lock(&self.registry).by_container(&container_id).map(|s| (s.name.clone(), s.id.clone()));
@@ -572,18 +600,34 @@ impl Hub {
 
     /// Ends sessions whose containers are gone (events missed while the engine was away).
     async fn reconcile(&self) {
-        let Ok(found) = self.runtime.list().await else {
-            return;
-        };
-        let alive: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.container_id.clone()).collect();
-        let gone: Vec<(String, String)> = lock(&self.registry)
+        // The registry first: a session that turns running after this snapshot is not judged
+        // by a container list taken before it existed.
+        let running: Vec<(String, String, String)> = lock(&self.registry)
             .list()
             .filter(|s| s.state == State::Running)
-            .filter(|s| s.container_id.as_ref().is_some_and(|c| !alive.contains(c)))
-            .map(|s| (s.name.clone(), s.id.clone()))
+            .filter_map(|s| Some((s.name.clone(), s.id.clone(), s.container_id.clone()?)))
             .collect();
-        for (name, id) in gone {
-            self.end_session(&name, &id, EndReason::ContainerExited("the session container is gone".into())).await;
+        let Ok(found) = self.runtime.list().await else { return };
+        let alive: Vec<&str> = found.iter().filter(|c| c.running).map(|c| c.container_id.as_str()).collect();
+        for (name, id, container) in running {
+            if !alive.contains(&container.as_str()) {
+                self.end_session(&name, &id, EndReason::ContainerExited("the session container is gone".into())).await;
+            }
+        }
+        // Containers of this hub that no session owns (a removal that failed earlier), old
+        // enough not to be a start in progress.
+        let grace = self.config().start_timeout + Duration::from_secs(10);
+        let now = SystemTime::now();
+        for c in found {
+            let owned = lock(&self.registry).by_container(&c.container_id).is_some()
+                || c.session_id.as_ref().is_some_and(|sid| lock(&self.registry).list().any(|s| &s.id == sid));
+            let old = c.created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
+            if !owned && old {
+                info!(container = %short(&c.container_id), "removing a session container no session owns");
+                if let Err(e) = self.runtime.remove(c.container_id.clone()).await {
+                    warn!(container = %short(&c.container_id), error = %e, "could not remove; will retry");
+                }
+            }
         }
     }
 
@@ -646,5 +690,5 @@ pub fn host_port_listening(port: u16) -> bool {
 
 /// The 12-character form of a container id.
 pub fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    id.get(..12).unwrap_or(id)
 }

@@ -168,8 +168,8 @@ impl Registry {
     }
 
     /// The session's port was taken by something else: set it aside, give the session another.
-    pub fn move_port(&mut self, name: &str, now: Instant) -> Result<u16, RegistryError> {
-        let session = self.sessions.get(name).ok_or(RegistryError::NoPort)?;
+    pub fn move_port(&mut self, name: &str, id: &str, now: Instant) -> Result<u16, RegistryError> {
+        let session = self.sessions.get(name).filter(|s| s.id == id).ok_or(RegistryError::NoPort)?;
         let old = session.port;
         self.set_aside.insert(old, now + SET_ASIDE);
         self.in_use.remove(&old);
@@ -198,15 +198,25 @@ impl Registry {
         Ok(())
     }
 
-    pub fn set_container(&mut self, name: &str, container_id: &str) {
-        if let Some(s) = self.sessions.get_mut(name) {
-            s.container_id = Some(container_id.to_string());
+    /// Records the container of the session `name` if it is still the one with `id`.
+    pub fn set_container(&mut self, name: &str, id: &str, container_id: &str) -> bool {
+        match self.sessions.get_mut(name).filter(|s| s.id == id) {
+            Some(s) => {
+                s.container_id = Some(container_id.to_string());
+                true
+            }
+            None => false,
         }
     }
 
-    pub fn set_running(&mut self, name: &str) {
-        if let Some(s) = self.sessions.get_mut(name) {
-            s.state = State::Running;
+    /// Marks the session `name` running if it is still the one with `id`.
+    pub fn set_running(&mut self, name: &str, id: &str) -> bool {
+        match self.sessions.get_mut(name).filter(|s| s.id == id) {
+            Some(s) => {
+                s.state = State::Running;
+                true
+            }
+            None => false,
         }
     }
 
@@ -300,12 +310,14 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::new((100, 101), 5, 5);
         r.reserve(new("a", "1.1.1.1", false), now).unwrap();
-        assert_eq!(r.move_port("a", now), Ok(101));
+        assert_eq!(r.move_port("a", "id-a", now), Ok(101));
         assert_eq!(r.ports_in_use(), vec![101]);
         assert_eq!(r.free_ports(now), 0, "100 is set aside");
         assert_eq!(r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(), RegistryError::NoPort);
         assert_eq!(r.free_ports(now + SET_ASIDE), 1);
-        assert_eq!(r.move_port("a", now), Err(RegistryError::NoPort), "no port left: the reservation goes");
+        assert_eq!(r.move_port("a", "other", now), Err(RegistryError::NoPort), "another session's id changes nothing");
+        assert_eq!(r.ports_in_use(), vec![101]);
+        assert_eq!(r.move_port("a", "id-a", now), Err(RegistryError::NoPort), "no port left: the reservation goes");
         assert!(r.get("a").is_none());
     }
 

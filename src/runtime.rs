@@ -275,6 +275,21 @@ impl Runtime for DockerRuntime {
             let network = self.ensure_network(&c).await?;
             let container_port = format!("{}/tcp", c.session_port);
             let mut cmd = vec!["--port".to_string(), c.session_port.to_string()];
+            // Fit the server's own bounds to the container's memory limit (document, history,
+            // per-client queues), so a busy session is refused input rather than OOM-killed.
+            let mem = c.limits.memory_bytes.max(8 << 20) as u64;
+            for (flag, value) in [
+                ("--max-document", (mem / 16).min(4 << 20)),
+                ("--history-bytes", mem / 8),
+                ("--queue-bytes", (mem / 16).max(1 << 20)),
+            ] {
+                // session_args may set these itself (the server takes each flag once).
+                if !c.session_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+                    cmd.push(flag.into());
+                    cmd.push(value.to_string());
+                }
+            }
+            cmd.extend(c.session_args.iter().cloned());
             if let Some(idle) = c.idle_exit {
                 cmd.push("--idle-exit".into());
                 cmd.push(format!("{}ms", idle.as_millis()));

@@ -145,7 +145,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
         }
         Request::List if trusted => {
             hub.metrics.request("list", "ok");
-            let data: Vec<Value> = hub
+            let mut data: Vec<Value> = hub
                 .list()
                 .into_iter()
                 .map(|s| {
@@ -155,9 +155,20 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                     })
                 })
                 .collect();
-            reply(&mut stream, json!({ "data": data })).await;
+            // One frame holds at most 9999 bytes: past that the list is cut and says so
+            // (GET /api/v1/sessions has them all).
+            let total = data.len();
+            while wire::encode(&json!({ "data": data, "truncated": total })).is_err() && !data.is_empty() {
+                data.pop();
+            }
+            let body =
+                if data.len() < total { json!({ "data": data, "truncated": total }) } else { json!({ "data": data }) };
+            reply(&mut stream, body).await;
         }
-        Request::List => error(&mut stream, &format!("Status request made from invalid address {}", peer.ip())).await,
+        Request::List => {
+            hub.metrics.request("list", "error");
+            error(&mut stream, &format!("Status request made from invalid address {}", peer.ip())).await
+        }
         Request::Kill { name } if trusted => {
             if hub.kill(&name).await {
                 hub.metrics.request("kill", "ok");

@@ -377,7 +377,9 @@ async fn a_paused_container_ends_the_session_and_tells_the_owner() {
 #[tokio::test]
 async fn an_oom_killed_session_is_reported_and_freed() {
     // A tiny memory limit and a performer pasting megabytes: the kernel kills the server.
-    let hub = TestHub::new("limits: {memory: 12m, cpus: 0.5, pids: 64}").start().await;
+    // The hub fits the server's document bound to the memory limit; lift it so the kernel acts.
+    let extra = "limits: {memory: 12m, cpus: 0.5, pids: 64}\nsession_args: [--max-document, '67108864', --history-bytes, '67108864']";
+    let hub = TestHub::new(extra).start().await;
     let mut o = owner(&hub, "greedy", "pw").await;
     let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
     let mut alice = TroopClient::join(session, "alice", "pw", T).await.unwrap();

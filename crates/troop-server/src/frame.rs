@@ -45,6 +45,11 @@ impl Decoder {
         Decoder { buf: BytesMut::with_capacity(4096), max_message, fields: Vec::new(), scan: 0, want: None }
     }
 
+    /// Changes the largest message accepted from now on (e.g. raised after a login).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// Adds bytes read from the socket.
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);

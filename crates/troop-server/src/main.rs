@@ -43,6 +43,12 @@ struct Args {
     /// Messages queued to one client before it is dropped as too slow.
     #[arg(long, default_value_t = 4096)]
     queue: usize,
+    /// Open connections at most (more are closed at once).
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Open connections from one address at most.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_address: usize,
     /// Bytes queued to one client before it is dropped as too slow.
     #[arg(long, default_value_t = 16 << 20)]
     queue_bytes: usize,
@@ -95,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
         max_message: args.max_message,
         queue: args.queue,
         queue_bytes: args.queue_bytes,
+        max_connections: args.max_connections.max(1),
+        max_connections_per_address: args.max_connections_per_address.max(1),
         ..Config::default()
     };
     let addr = SocketAddr::new(args.bind, args.port);

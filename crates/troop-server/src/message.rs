@@ -311,6 +311,15 @@ mod tests {
     }
 
     #[test]
+    fn huge_numbers_reencode_to_a_fixed_point() {
+        // Found by fuzzing (troop_message): an integer too large for i64 is carried as a float,
+        // and its re-encoding must decode to the same float.
+        let wire = "<11><0><-1><\"ab\"><[[0]]><{\"0~\": 11111111111111111111111111111111111111111111112}>";
+        let once = roundtrip(wire);
+        assert_eq!(roundtrip(&once), once);
+    }
+
+    #[test]
     fn compact_and_raw_utf8_input_goes_out_canonical() {
         assert_eq!(roundtrip("<2><1><0><[1,\"é\"]><0>"), "<2><1><0><[1, \"\\u00e9\"]><0>");
     }

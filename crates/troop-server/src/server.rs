@@ -41,6 +41,30 @@ pub struct Config {
     pub queue_bytes: usize,
     /// Time a new connection has to complete its login.
     pub login_timeout: Duration,
+    /// Open connections at most, in all and from one address (more are closed at once).
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+}
+
+/// The largest login message (a PASSWORD is well under 1 KiB).
+const MAX_LOGIN: usize = 4096;
+
+/// Open connections per address, shared by the accept loop and the connection tasks.
+type Counts = Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>;
+
+/// Frees a connection's slot when its task ends.
+struct Slot(Counts, std::net::IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl Default for Config {
@@ -54,6 +78,8 @@ impl Default for Config {
             queue: 4096,
             queue_bytes: 16 << 20,
             login_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_connections_per_address: 64,
         }
     }
 }
@@ -126,6 +152,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let mut writers = JoinSet::new();
     let mut readers = JoinSet::new();
     let mut next_key: ConnKey = 0;
+    let counts: Counts = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();
@@ -145,6 +172,21 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                         continue;
                     }
                 };
+                let slot = {
+                    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+                    let total: usize = c.values().sum();
+                    let here = c.get(&addr.ip()).copied().unwrap_or(0);
+                    if total >= config.max_connections || here >= config.max_connections_per_address {
+                        None
+                    } else {
+                        *c.entry(addr.ip()).or_default() += 1;
+                        Some(Slot(counts.clone(), addr.ip()))
+                    }
+                };
+                let Some(slot) = slot else {
+                    debug!(peer = %addr, "too many connections; closing");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 next_key += 1;
                 let (source, sink) = stream.into_split();
@@ -152,7 +194,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 let queued = Arc::new(AtomicUsize::new(0));
                 let outbox = Outbox { tx, queued: queued.clone(), limit: config.queue_bytes.max(4096) };
                 writers.spawn(writer(sink, queue, queued));
-                readers.spawn(connection(next_key, source, addr, outbox, config.clone(), events_tx.clone()));
+                let (key, config, events) = (next_key, config.clone(), events_tx.clone());
+                readers.spawn(async move {
+                    connection(key, source, addr, outbox, config, events).await;
+                    drop(slot);
+                });
             }
             Some(event) = events.recv() => {
                 let now = Instant::now();
@@ -274,7 +320,8 @@ async fn connection(
     config: Config,
     events: mpsc::Sender<Event>,
 ) {
-    let mut decoder = Decoder::new(config.max_message);
+    // Until the login succeeds a connection may buffer only a login's worth of bytes.
+    let mut decoder = Decoder::new(MAX_LOGIN);
     let first = tokio::time::timeout(config.login_timeout, read_first(&mut source, &mut decoder)).await;
     let (password, name, version) = match first {
         Ok(Ok(Message { body: Body::Password { password, name, version }, .. })) => (password, name, version),
@@ -284,6 +331,7 @@ async fn connection(
         Ok(Err(reason)) => return debug!(peer = %addr, %reason, "no login; closing"),
         Err(_) => return debug!(peer = %addr, "no login in time; closing"),
     };
+    decoder.set_max_message(config.max_message);
     let (kill, mut killed) = oneshot::channel();
     let login = Event::Login { key, addr, password, name, version, outbox, kill };
     if events.send(login).await.is_err() {

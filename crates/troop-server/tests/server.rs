@@ -237,6 +237,39 @@ async fn oversized_messages_and_silent_connections_are_dropped() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_per_address_cap_are_closed_and_the_session_stays_usable() {
+    let config = Config { max_connections_per_address: 3, ..Config::default() };
+    let s = Server::start(config).await;
+    // Three connections that started a login and stopped half-way hold their slots...
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"<4><0><-1><\"").await.unwrap();
+        held.push(c);
+    }
+    // ... so a fourth is closed at once, with nothing sent.
+    let mut extra = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(T, extra.read(&mut buf)).await.expect("closed at once").unwrap_or(0);
+    assert_eq!(n, 0);
+    // A pre-login flood cannot make the server buffer much: 8 KiB of "login" is refused.
+    let mut big = held.pop().unwrap();
+    let _ = big.write_all(&[b'a'; 8192]).await;
+    let n = tokio::time::timeout(T, big.read(&mut buf)).await.expect("closed").unwrap_or(0);
+    assert_eq!(n, 0, "an oversized login is closed unanswered");
+    drop(held);
+    // Once they are gone, performers get in again.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match TroopClient::join(s.addr, "a", PW, Duration::from_secs(1)).await {
+            Ok(_) => break,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "never admitted again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn refused_logins_get_their_code_and_use_no_id() {
     let s = Server::start(Config::default()).await;
     assert!(matches!(login(s.addr, "a", "wrong").await, Err(ClientError::Refused(-1))));
