@@ -137,6 +137,9 @@ pub struct Hub {
     admin_token: RwLock<Option<String>>,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::atomic::AtomicBool,
+    /// Container removals in flight at most: ending hundreds of sessions at once (shutdown)
+    /// must not swamp the engine into timeouts.
+    removals: tokio::sync::Semaphore,
 }
 
 /// How a session is asked for.
@@ -186,6 +189,7 @@ impl Hub {
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
             userland_proxy: std::sync::atomic::AtomicBool::new(false),
+            removals: tokio::sync::Semaphore::new(8),
         })
     }
 
@@ -464,6 +468,7 @@ impl Hub {
         }
         info!(session = %session.name, id = %session.id, container = %short(&container), reason = reason.label(), "session ended");
         if let Some(container) = session.container_id {
+            let _permit = self.removals.acquire().await;
             if let Err(e) = self.runtime.remove(container.clone()).await {
                 self.metrics.docker_error();
                 warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");

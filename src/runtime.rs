@@ -367,7 +367,10 @@ impl Runtime for DockerRuntime {
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            match self.timed(self.client().await?.remove_container(&container_id, Some(options))).await {
+            // Removal may queue behind others in a busy engine: allow it longer than other calls.
+            let limit = self.config().engine_timeout * 6;
+            let docker = self.client().await?;
+            match timed_within(limit, docker.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
