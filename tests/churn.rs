@@ -115,17 +115,26 @@ async fn churn(hub: &TestHub, owners: usize, queriers: usize, run: Duration) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_owners_and_queries_leave_registry_containers_and_ports_in_agreement() {
-    let mut hub = TestHub::new("max_sessions: 12\nmax_sessions_per_address: 100");
-    hub.ports = (hub.ports.0, hub.ports.0 + 5);
+async fn two_hundred_owners_and_fifty_queriers_for_a_minute_leave_everything_in_agreement() {
+    let mut hub = TestHub::new("max_sessions: 30\nmax_sessions_per_address: 1000");
+    hub.ports = (hub.ports.0, hub.ports.0 + 31);
     let hub = hub.start().await;
-    let (started, answered) = churn(&hub, 24, 8, Duration::from_secs(20)).await;
-    assert!(started >= 20, "only {started} sessions started");
-    assert!(answered > 100, "only {answered} queries answered");
-    // All owners are gone: nothing is left.
+    let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
+    let (started, answered) = churn(&hub, 200, 50, Duration::from_secs(60)).await;
+    assert!(started >= 50, "only {started} sessions started");
+    assert!(answered > 1000, "only {answered} queries answered");
+    // All owners are gone: nothing is left, and the hub did not grow without bound.
     let view = consistent(&hub).await;
     assert!(view.is_empty(), "left: {view:?}");
     hub.wait_containers(0).await;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    assert!(rss < 64 * 1024, "hub RSS {rss} KiB after the load");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
