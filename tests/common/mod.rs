@@ -87,12 +87,13 @@ impl TestHub {
 
     pub fn write_config(&self) {
         let yaml = format!(
-            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\nnetwork: {id}-net\npublic_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\n{network}public_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
             id = self.id,
             ip = self.listen_ip,
             port = self.addr.port(),
             http = self.http.port(),
             bind = self.bind_address,
+            network = if self.extra_yaml.contains("network:") { String::new() } else { format!("network: {}-net\n", self.id) },
             a = self.ports.0,
             b = self.ports.1,
             extra = self.extra_yaml
@@ -194,14 +195,27 @@ impl Drop for TestHub {
             let _ = p.kill();
             let _ = p.wait();
         }
+        // A hub killed mid-start may have a container create still in the engine's hands:
+        // keep removing until the containers and the network are all gone (10 s at most).
         let filter = format!("label=io.troop-hub.hub={}", self.id);
-        let out = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = docker(&["rm", "-f", "-v", id]);
-        }
-        let out = docker(&["network", "ls", "-q", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = docker(&["network", "rm", id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = docker(&["ps", "-aq", "--filter", &filter]);
+            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+                let _ = docker(&["rm", "-f", "-v", id]);
+            }
+            let out = docker(&["network", "ls", "-q", "--filter", &filter]);
+            let nets: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+            let mut left = false;
+            for id in &nets {
+                left |= !docker(&["network", "rm", id]).status.success();
+            }
+            let containers = docker(&["ps", "-aq", "--filter", &filter]);
+            if (!left && containers.stdout.is_empty()) || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
