@@ -362,11 +362,15 @@ impl Hub {
         }
         info!(container = %short(&container), port, "container started; waiting for its server");
         if let Err(why) = self.wait_ready(name, id, started.probe, deadline).await {
-            let removed = lock(&self.registry).release(name, id);
-            if let Err(e) = self.runtime.remove(container.clone()).await {
-                warn!(container = %short(&container), error = %e, "could not remove a failed session's container");
+            // Ended meanwhile (its container exited): `finish` has already removed it.
+            let released = lock(&self.registry).release(name, id).is_some();
+            if released {
+                let removed = self.runtime.remove(container.clone()).await;
+                if let Err(e) = &removed {
+                    warn!(container = %short(&container), error = %e, "could not remove a failed session's container");
+                }
+                lock(&self.registry).free_port(port, removed.is_ok(), Instant::now());
             }
-            drop(removed);
             return Err(HubError::StartFailed(why));
         }
         // The owner's channel is in place before anyone can see the session running, so an
@@ -469,10 +473,12 @@ impl Hub {
         info!(session = %session.name, id = %session.id, container = %short(&container), reason = reason.label(), "session ended");
         if let Some(container) = session.container_id {
             let _permit = self.removals.acquire().await;
-            if let Err(e) = self.runtime.remove(container.clone()).await {
+            let removed = self.runtime.remove(container.clone()).await;
+            if let Err(e) = &removed {
                 self.metrics.docker_error();
                 warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");
             }
+            lock(&self.registry).free_port(session.port, removed.is_ok(), Instant::now());
         }
     }
 

@@ -239,14 +239,30 @@ impl Registry {
         self.sessions.values().find(|s| s.container_id.as_deref() == Some(container_id))
     }
 
-    /// Removes a session if it is still the one with this id; frees its name and port.
+    /// Removes a session if it is still the one with this id and frees its name. Its port is
+    /// freed too unless it has a container: that container holds the host port until it is
+    /// removed, so the port waits for [`Registry::free_port`] (handing it out earlier makes
+    /// the next start fail with "port is already allocated").
     pub fn release(&mut self, name: &str, id: &str) -> Option<Session> {
         if self.sessions.get(name)?.id != id {
             return None;
         }
         let s = self.sessions.remove(name)?;
-        self.in_use.remove(&s.port);
+        if s.container_id.is_none() {
+            self.in_use.remove(&s.port);
+        }
         Some(s)
+    }
+
+    /// A released session's container is gone (`removed`), or could not be removed: then the
+    /// port is set aside for a while instead of being handed out at once.
+    pub fn free_port(&mut self, port: u16, removed: bool, now: Instant) {
+        if self.in_use.get(&port).is_some_and(|holder| !self.sessions.contains_key(holder)) {
+            self.in_use.remove(&port);
+            if !removed {
+                self.set_aside.insert(port, now + SET_ASIDE);
+            }
+        }
     }
 
     /// Every session, by name.
@@ -288,8 +304,15 @@ mod tests {
         assert_eq!(r.reserve(new("b", "127.0.0.1", true), now).unwrap().port, 101, "trusted is exempt");
         assert_eq!(r.reserve(new("c", "3.3.3.3", false), now).unwrap().port, 102);
         assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap_err(), RegistryError::Full);
+        r.set_container("b", "id-b", "container-b");
         assert!(r.release("b", "id-b").is_some());
         assert!(r.release("b", "id-b").is_none(), "released once");
+        assert_eq!(
+            r.reserve(new("d", "4.4.4.4", false), now).unwrap_err(),
+            RegistryError::NoPort,
+            "port held until its container is gone"
+        );
+        r.free_port(101, true, now);
         assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap().port, 101, "port reused after release");
     }
 

@@ -312,7 +312,7 @@ impl Runtime for DockerRuntime {
                     }]),
                 )])),
                 cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                security_opt: Some(vec!["no-new-privileges=true".into()]),
                 readonly_rootfs: Some(true),
                 memory: Some(c.limits.memory_bytes),
                 memory_swap: Some(c.limits.memory_bytes),

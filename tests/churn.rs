@@ -116,10 +116,7 @@ async fn churn(hub: &TestHub, owners: usize, queriers: usize, run: Duration) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_owners_and_fifty_queriers_for_a_minute_leave_everything_in_agreement() {
-    // Sessions on the default bridge here: under this much concurrent create/remove, Docker
-    // 20.10 can leave a stale endpoint that keeps a custom network from ever being removed
-    // (an engine bug, seen twice); this test is about the registry, containers and ports.
-    let mut hub = TestHub::new("max_sessions: 30\nmax_sessions_per_address: 1000\nnetwork: bridge");
+    let mut hub = TestHub::new("max_sessions: 30\nmax_sessions_per_address: 1000");
     hub.ports = (hub.ports.0, hub.ports.0 + 31);
     let hub = hub.start().await;
     let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
@@ -142,7 +139,7 @@ async fn two_hundred_owners_and_fifty_queriers_for_a_minute_leave_everything_in_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_starts_and_stops_leaks_nothing() {
-    let mut hub = TestHub::new("max_sessions: 12\nmax_sessions_per_address: 100\norphans: adopt\nnetwork: bridge");
+    let mut hub = TestHub::new("max_sessions: 12\nmax_sessions_per_address: 100\norphans: adopt");
     hub.ports = (hub.ports.0, hub.ports.0 + 5);
     let mut hub = hub.start().await;
     let addr = hub.addr;

@@ -57,7 +57,7 @@ async fn a_session_starts_answers_queries_admits_its_password_and_ends_with_its_
     assert_eq!(containers.len(), 1);
     let fmt = "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.Config.User}} {{.HostConfig.PidsLimit}} {{.HostConfig.Memory}}";
     let hardening = docker_ok(&["inspect", "-f", fmt, &containers[0]]);
-    assert_eq!(hardening, "true [ALL] [no-new-privileges:true] 65534:65534 64 67108864");
+    assert_eq!(hardening, "true [ALL] [no-new-privileges=true] 65534:65534 64 67108864");
     let everything = docker_ok(&["inspect", &containers[0]]);
     assert!(!everything.contains("\"pw\"") && !everything.contains("=pw\""), "no plaintext password in the container");
     assert!(everything.contains(&troop_server::md5_hex("pw")));
