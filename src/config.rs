@@ -31,6 +31,16 @@ pub enum Orphans {
     Remove,
 }
 
+/// Where session servers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// One container per session on the hub's own Docker engine.
+    Docker,
+    /// One Swarm service per session, placed on the swarm's nodes (the engine must be a manager).
+    Swarm,
+}
+
 /// Resource limits of each session container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -103,6 +113,7 @@ pub struct Config {
     pub idle_exit: Option<Duration>,
     pub max_session_age: Option<Duration>,
     pub orphans: Orphans,
+    pub runtime: RuntimeKind,
     /// The port the Troop server listens on inside its container.
     pub session_port: u16,
     /// The user session containers run as.
@@ -145,6 +156,7 @@ struct Raw {
     idle_exit: Option<serde_yaml::Value>,
     max_session_age: Option<serde_yaml::Value>,
     orphans: Option<Orphans>,
+    runtime: Option<RuntimeKind>,
     session_port: Option<u16>,
     user: Option<String>,
     max_connections: Option<usize>,
@@ -249,6 +261,7 @@ impl Config {
             "idle_exit": d(self.idle_exit),
             "max_session_age": d(self.max_session_age),
             "orphans": match self.orphans { Orphans::Adopt => "adopt", Orphans::Remove => "remove" },
+            "runtime": match self.runtime { RuntimeKind::Docker => "docker", RuntimeKind::Swarm => "swarm" },
             "request_timeout": d(Some(self.request_timeout)),
             "engine_timeout": d(Some(self.engine_timeout)),
             "session_args": self.session_args,
@@ -294,6 +307,7 @@ const OVERRIDABLE: &[&str] = &[
     "idle_exit",
     "max_session_age",
     "orphans",
+    "runtime",
     "public_listing",
     "admin_token_file",
 ];
@@ -425,6 +439,7 @@ impl Raw {
             idle_exit: optional_duration("idle_exit", self.idle_exit, Some(Duration::from_secs(600)))?,
             max_session_age: optional_duration("max_session_age", self.max_session_age, None)?,
             orphans: self.orphans.unwrap_or(Orphans::Adopt),
+            runtime: self.runtime.unwrap_or(RuntimeKind::Docker),
             session_port: self.session_port.unwrap_or(57890),
             user: self.user.unwrap_or_else(|| "65534:65534".into()),
             max_connections: self.max_connections.unwrap_or(1024).max(1),

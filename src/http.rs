@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/config"),
+    ("get", "/api/v1/nodes"),
     ("get", "/api/v1/sessions"),
     ("post", "/api/v1/sessions"),
     ("get", "/api/v1/sessions/{name}"),
@@ -54,6 +55,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route("/api/v1/config", get(get_config))
+        .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route("/api/v1/sessions/{name}", get(get_session).delete(delete_session))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "No such endpoint; see /api/v1/openapi.json") })
@@ -125,6 +127,12 @@ fn require_admin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         (Some(false), Some(_)) => Err(err(StatusCode::FORBIDDEN, "Wrong admin token")),
         (Some(true), Some(_)) => Ok(()),
     }
+}
+
+/// The placement table: each node, its public host, whether it takes new sessions, its load.
+async fn list_nodes(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&hub, &headers)?;
+    Ok(Json(json!({ "nodes": hub.nodes() })).into_response())
 }
 
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
@@ -320,8 +328,11 @@ pub fn openapi() -> Value {
                     "name": {"type": "string"}, "id": {"type": "string"}, "host": {"type": "string"},
                     "port": {"type": "integer"}, "state": {"type": "string", "enum": ["starting", "running"]},
                     "created": {"type": "integer"}, "age_seconds": {"type": "integer"},
-                    "owner_connected": {"type": "boolean"}, "daemon": {"type": "boolean"},
+                    "owner_connected": {"type": "boolean"}, "daemon": {"type": "boolean"}, "node": {"type": "string"},
                     "container": {"type": "string", "nullable": true}}},
+                "Node": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "host": {"type": "string"}, "usable": {"type": "boolean"},
+                    "sessions": {"type": "integer"}, "free_ports": {"type": "integer"}}},
                 "NewSession": {"type": "object", "required": ["name", "password"], "properties": {
                     "name": {"type": "string"}, "password": {"type": "string"},
                     "ttl": {"oneOf": [{"type": "string", "example": "30m"}, {"type": "integer"}]}}}
@@ -336,6 +347,10 @@ pub fn openapi() -> Value {
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
             "/api/v1/config": {"get": {"summary": "The running configuration (secrets masked)", "security": admin,
                 "responses": {"200": {"description": "config"}, "401": error, "403": error}}},
+            "/api/v1/nodes": {"get": {"summary": "Where sessions can run: each node's host, usability and load", "security": admin,
+                "responses": {"200": {"description": "nodes", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}}}}},
+                    "401": error, "403": error}}},
             "/api/v1/sessions": {
                 "get": {"summary": "All sessions (admin unless public_listing)", "security": admin,
                     "responses": {"200": {"description": "sessions", "content": {"application/json": {"schema": {

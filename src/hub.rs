@@ -7,11 +7,11 @@
 
 use crate::config::{Config, Orphans};
 use crate::metrics::{Gauges, Metrics};
-use crate::registry::{NewSession, Registry, RegistryError, Session, State};
-use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec};
+use crate::registry::{NewSession, Node, Registry, RegistryError, Session, State, LOCAL_NODE};
+use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec, Started};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -80,6 +80,7 @@ impl HubError {
             HubError::Registry(RegistryError::AddressLimit) => "address_limit",
             HubError::Registry(RegistryError::NameTaken) => "name_taken",
             HubError::Registry(RegistryError::NoPort) => "no_port",
+            HubError::Registry(RegistryError::NoNode) => "no_node",
             HubError::ImageMissing(_) => "image_missing",
             HubError::EngineDown => "docker_unreachable",
             HubError::StartFailed(_) => "start_failed",
@@ -94,6 +95,8 @@ impl From<RuntimeError> for HubError {
             RuntimeError::ImageMissing(image) => HubError::ImageMissing(image),
             RuntimeError::Unreachable(_) => HubError::EngineDown,
             RuntimeError::PortTaken(_) => HubError::Registry(RegistryError::NoPort),
+            // Swarm's reason for a task that did not run is meant for people: pass it on.
+            RuntimeError::TaskFailed(why) => HubError::StartFailed(why),
             // The engine's own words go to the hub's log, not to clients.
             _ => HubError::StartFailed("the container engine refused to run it (details in the hub's log)".into()),
         }
@@ -116,6 +119,8 @@ pub struct SessionInfo {
     pub name: String,
     pub id: String,
     pub host: String,
+    /// The node it runs on ("local" for the local Docker runtime).
+    pub node: String,
     pub port: u16,
     pub state: &'static str,
     pub created: u64,
@@ -124,6 +129,21 @@ pub struct SessionInfo {
     pub daemon: bool,
     pub container: Option<String>,
 }
+
+/// A node as the placement table sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    /// The host performers are given for sessions on it.
+    pub host: String,
+    /// Ready and active (drained or down nodes get no new sessions).
+    pub usable: bool,
+    pub sessions: usize,
+    pub free_ports: usize,
+}
+
+/// How often the hub asks the runtime for its nodes.
+pub const NODE_REFRESH: Duration = Duration::from_secs(3);
 
 /// The hub.
 pub struct Hub {
@@ -226,7 +246,7 @@ impl Hub {
                 }
             )*};
         }
-        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address);
+        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address, runtime);
         {
             let mut r = lock(&self.registry);
             if new.ports != old.ports {
@@ -298,7 +318,7 @@ impl Hub {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = Instant::now();
-        let port = {
+        let (node, port) = {
             let new = NewSession {
                 id: id.clone(),
                 name: name.into(),
@@ -308,17 +328,19 @@ impl Hub {
                 daemon,
                 expires: req.ttl.and_then(|t| SystemTime::now().checked_add(t)),
             };
-            lock(&self.registry).reserve(new, now)?.port
+            let mut registry = lock(&self.registry);
+            let s = registry.reserve(new, now)?;
+            (s.node.clone(), s.port)
         };
-        let span = info_span!("session", session = %name, id = %id);
+        let span = info_span!("session", session = %name, id = %id, node = %node);
         let (tx, ended) = mpsc::unbounded_channel();
-        let result = self.launch(name, &id, port, password_md5, &config, tx).instrument(span.clone()).await;
+        let result = self.launch(name, &id, (node, port), password_md5, &config, tx).instrument(span.clone()).await;
         match result {
-            Ok(port) => {
+            Ok((host, port)) => {
                 self.metrics.session_started(now.elapsed());
                 self.check_userland_proxy(port);
                 span.in_scope(|| info!(port, elapsed_ms = now.elapsed().as_millis() as u64, daemon, "session ready"));
-                Ok(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
+                Ok(Owned { name: name.into(), id, host, port, ended })
             }
             Err(e) => {
                 span.in_scope(|| warn!(error = %e, "session start failed"));
@@ -329,23 +351,30 @@ impl Hub {
 
     /// Creates the container (moving to another port if the host port is taken), then waits
     /// for the server; on any failure the container is removed and the reservation freed.
+    /// Returns the host and port performers are given.
     async fn launch(
         &self,
         name: &str,
         id: &str,
-        mut port: u16,
+        (mut node, mut port): (String, u16),
         password_md5: String,
         config: &Config,
         owner: mpsc::UnboundedSender<String>,
-    ) -> Result<u16, HubError> {
+    ) -> Result<(String, u16), HubError> {
         let deadline = Instant::now() + config.start_timeout;
         let started = loop {
-            let spec = SessionSpec { id: id.into(), name: name.into(), port, password_md5: password_md5.clone() };
+            let spec = SessionSpec {
+                id: id.into(),
+                name: name.into(),
+                node: node.clone(),
+                port,
+                password_md5: password_md5.clone(),
+            };
             match self.runtime.start(spec).await {
                 Ok(s) => break s,
                 Err(RuntimeError::PortTaken(_)) if Instant::now() < deadline => {
                     warn!(port, "host port taken by something else; trying the next one");
-                    port = lock(&self.registry).move_port(name, id, Instant::now())?;
+                    (node, port) = lock(&self.registry).move_port(name, id, Instant::now())?;
                 }
                 Err(e) => {
                     lock(&self.registry).release(name, id);
@@ -361,7 +390,7 @@ impl Hub {
             return Err(HubError::StartFailed("it was ended while starting".into()));
         }
         info!(container = %short(&container), port, "container started; waiting for its server");
-        if let Err(why) = self.wait_ready(name, id, started.probe, deadline).await {
+        if let Err(why) = self.wait_ready(name, id, &started, deadline).await {
             // Ended meanwhile (its container exited): `finish` has already removed it.
             let released = lock(&self.registry).release(name, id).is_some();
             if released {
@@ -369,7 +398,7 @@ impl Hub {
                 if let Err(e) = &removed {
                     warn!(container = %short(&container), error = %e, "could not remove a failed session's container");
                 }
-                lock(&self.registry).free_port(port, removed.is_ok(), Instant::now());
+                lock(&self.registry).free_port(&node, port, removed.is_ok(), Instant::now());
             }
             return Err(HubError::StartFailed(why));
         }
@@ -382,12 +411,15 @@ impl Hub {
             lock(&self.owners).remove(id);
             return Err(HubError::StartFailed("it was ended while starting".into()));
         }
-        Ok(port)
+        let host = registry.get(name).and_then(|s| s.host.clone()).unwrap_or_else(|| self.public_host.clone());
+        Ok((host, port))
     }
 
-    /// Connects to the server's own address (not the published port, which Docker's proxy
-    /// accepts before the server listens) until it answers or the deadline passes.
-    async fn wait_ready(&self, name: &str, id: &str, probe: SocketAddr, deadline: Instant) -> Result<(), String> {
+    /// Connects to the server until it answers or the deadline passes. Through a published
+    /// port, Docker's userland proxy accepts before the server listens and then closes the
+    /// connection: there the connection must also stay open for a moment.
+    async fn wait_ready(&self, name: &str, id: &str, started: &Started, deadline: Instant) -> Result<(), String> {
+        let probe = started.probe;
         loop {
             if lock(&self.registry).get(name).is_none_or(|s| s.id != id) {
                 return Err("its container stopped before its server was ready".into());
@@ -401,8 +433,10 @@ impl Hub {
             }
             let attempt =
                 tokio::time::timeout(left.min(Duration::from_millis(500)), tokio::net::TcpStream::connect(probe)).await;
-            if let Ok(Ok(_stream)) = attempt {
-                return Ok(());
+            if let Ok(Ok(stream)) = attempt {
+                if !started.through_proxy || stays_open(stream).await {
+                    return Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(3).min(left)).await;
         }
@@ -416,12 +450,13 @@ impl Hub {
             return None;
         }
         let (id, port) = (s.id.clone(), s.port);
+        let host = s.host.clone().unwrap_or_else(|| self.public_host.clone());
         let (tx, ended) = mpsc::unbounded_channel();
         lock(&self.owners).insert(id.clone(), tx);
         registry.set_owner_connected(name, true);
         drop(registry);
         info!(session = %name, id = %id, "owner reclaimed an adopted session");
-        Some(Owned { name: name.into(), id, host: self.public_host.clone(), port, ended })
+        Some(Owned { name: name.into(), id, host, port, ended })
     }
 
     /// Looks for a host socket listening on a published session port: that is Docker's
@@ -448,7 +483,9 @@ impl Hub {
 
     /// The public address of a running session.
     pub fn query(&self, name: &str) -> Option<(String, u16)> {
-        lock(&self.registry).running(name).map(|s| (self.public_host.clone(), s.port))
+        lock(&self.registry)
+            .running(name)
+            .map(|s| (s.host.clone().unwrap_or_else(|| self.public_host.clone()), s.port))
     }
 
     /// Ends a session (if it is still the one with this id): the owner is told why, the
@@ -478,7 +515,7 @@ impl Hub {
                 self.metrics.docker_error();
                 warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");
             }
-            lock(&self.registry).free_port(session.port, removed.is_ok(), Instant::now());
+            lock(&self.registry).free_port(&session.node, session.port, removed.is_ok(), Instant::now());
         }
     }
 
@@ -500,7 +537,8 @@ impl Hub {
             .map(|s| SessionInfo {
                 name: s.name.clone(),
                 id: s.id.clone(),
-                host: self.public_host.clone(),
+                host: s.host.clone().unwrap_or_else(|| self.public_host.clone()),
+                node: s.node.clone(),
                 port: s.port,
                 state: match s.state {
                     State::Starting => "starting",
@@ -511,6 +549,53 @@ impl Hub {
                 owner_connected: s.owner_connected,
                 daemon: s.daemon,
                 container: s.container_id.as_deref().map(|c| short(c).to_string()),
+            })
+            .collect()
+    }
+
+    /// Asks the runtime for its nodes and updates the placement table; on failure the last
+    /// known list stays.
+    pub async fn refresh_nodes(&self) {
+        match self.runtime.nodes().await {
+            Ok(nodes) => {
+                let mut r = lock(&self.registry);
+                if r.nodes() != nodes.as_slice() {
+                    info!(
+                        nodes = nodes.len(),
+                        usable = nodes.iter().filter(|n| n.usable).count(),
+                        "the session nodes changed"
+                    );
+                }
+                r.set_nodes(nodes);
+            }
+            Err(e) => warn!(error = %e, "could not list the session nodes; keeping the last known list"),
+        }
+    }
+
+    /// Refreshes the node list every few seconds (a drained node stops getting sessions).
+    pub async fn watch_nodes(self: Arc<Self>) {
+        let mut stopping = self.stopping();
+        loop {
+            tokio::select! {
+                _ = stopping.changed() => return,
+                _ = tokio::time::sleep(NODE_REFRESH) => {}
+            }
+            self.refresh_nodes().await;
+        }
+    }
+
+    /// The nodes as the hub places sessions on them.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let r = lock(&self.registry);
+        let now = Instant::now();
+        r.nodes()
+            .iter()
+            .map(|n: &Node| NodeInfo {
+                id: n.id.clone(),
+                host: n.host.clone().unwrap_or_else(|| self.public_host.clone()),
+                usable: n.usable,
+                sessions: r.sessions_on(&n.id),
+                free_ports: r.free_ports_on(&n.id, now),
             })
             .collect()
     }
@@ -530,6 +615,8 @@ impl Hub {
                 (true, Some(id), Some(name), Some(port), Some(md5)) => Some(Session {
                     id: id.clone(),
                     name: name.clone(),
+                    node: c.node.clone().unwrap_or_else(|| LOCAL_NODE.to_string()),
+                    host: None,
                     port,
                     password_md5: md5.clone(),
                     owner_ip: None,
@@ -697,6 +784,14 @@ pub fn host_port_listening(port: u16) -> bool {
             })
         })
     })
+}
+
+/// True if a connection stays open (no EOF, no reset) for a moment: a server waiting for a
+/// login, not a proxy with nothing behind it.
+async fn stays_open(mut stream: tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await, Err(_) | Ok(Ok(1..)))
 }
 
 /// The 12-character form of a container id.

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{error, info, warn};
-use troop_hub::config::Config;
+use troop_hub::config::{Config, RuntimeKind};
 use troop_hub::hub::Hub;
-use troop_hub::runtime::{DockerRuntime, Runtime, RuntimeError};
+use troop_hub::runtime::{DockerRuntime, Runtime, RuntimeError, SwarmRuntime};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Hosts Troop live-coding sessions, one container per session")]
@@ -90,9 +90,14 @@ async fn real_main() -> anyhow::Result<()> {
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let admin_token = config.admin_token()?;
-    let runtime = Arc::new(DockerRuntime::new(config.clone()));
+    let runtime: Arc<dyn Runtime> = match config.runtime {
+        RuntimeKind::Docker => Arc::new(DockerRuntime::new(config.clone())),
+        RuntimeKind::Swarm => Arc::new(SwarmRuntime::new(config.clone())),
+    };
     match runtime.prepare().await {
         Ok(()) => {}
+        // The engine answers but is not what hub.yaml asks for: say so and stop.
+        Err(RuntimeError::Misconfigured(why)) => anyhow::bail!(why),
         Err(e @ RuntimeError::ImageMissing(_)) => {
             warn!(error = %e, "sessions cannot start until the image exists")
         }
@@ -100,7 +105,8 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             warn!(error = %e, "the Docker engine is not ready; sessions cannot start until it is")
         }
     }
-    let hub = Hub::new(config.clone(), runtime.clone() as Arc<dyn Runtime>);
+    let hub = Hub::new(config.clone(), runtime);
+    hub.refresh_nodes().await;
     if admin_token.is_none() {
         warn!("no admin token: the HTTP admin endpoints answer 403 (set TROOP_HUB_ADMIN_TOKEN or admin_token_file)");
     }
@@ -116,10 +122,12 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         public_host = %hub.public_host(),
         ports = %format!("{}-{}", config.ports.0, config.ports.1),
         hub_id = %config.hub_id,
+        runtime = ?config.runtime,
         "Troop hub listening"
     );
     tokio::spawn(hub.clone().watch_engine());
     tokio::spawn(hub.clone().enforce_deadlines());
+    tokio::spawn(hub.clone().watch_nodes());
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;

@@ -1,8 +1,10 @@
-//! Who has which session: names, ports and owner addresses, and the limits on them.
+//! Who has which session: names, nodes, ports and owner addresses, and the limits on them.
 //!
 //! Pure bookkeeping with no I/O: the cap, the per-address limit, unique names, and a port
-//! table that never hands out a port twice. A port that turns out to be taken by something
-//! outside the hub is set aside for a while and the next one is tried.
+//! table per node that never hands out a port twice on one node (the same port may be used
+//! once on each node). A new session goes to the usable node with the fewest sessions. A port
+//! that turns out to be taken by something outside the hub is set aside for a while and the
+//! next one is tried. The local Docker runtime is one node, [`LOCAL_NODE`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -19,7 +21,32 @@ pub enum RegistryError {
     NameTaken,
     #[error("No free port is left for a new session; try again later")]
     NoPort,
+    #[error("No machine of the hub can take a new session right now; try again later")]
+    NoNode,
 }
+
+/// The node id of the local Docker runtime (the only node it has).
+pub const LOCAL_NODE: &str = "local";
+
+/// A machine sessions can run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The engine's node id (`LOCAL_NODE` for the local runtime).
+    pub id: String,
+    /// The host performers are given for sessions on this node; `None`: the hub's own.
+    pub host: Option<String>,
+    /// Ready and active: may get new sessions (drained or down nodes keep what they have).
+    pub usable: bool,
+}
+
+impl Node {
+    pub fn local() -> Node {
+        Node { id: LOCAL_NODE.into(), host: None, usable: true }
+    }
+}
+
+/// A port on a node.
+type Slot = (String, u16);
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +63,9 @@ pub struct Session {
     /// The uuid that names its container.
     pub id: String,
     pub name: String,
+    /// The node it runs on, and the host performers are given (`None`: the hub's own).
+    pub node: String,
+    pub host: Option<String>,
     pub port: u16,
     /// md5 hex of the password (what the container got); used to give an adopted session
     /// back to its owner.
@@ -69,9 +99,10 @@ pub struct NewSession {
 #[derive(Debug)]
 pub struct Registry {
     sessions: BTreeMap<String, Session>,
+    nodes: Vec<Node>,
     ports: (u16, u16),
-    in_use: HashMap<u16, String>,
-    set_aside: HashMap<u16, Instant>,
+    in_use: HashMap<Slot, String>,
+    set_aside: HashMap<Slot, Instant>,
     max_sessions: usize,
     max_per_address: usize,
 }
@@ -83,6 +114,7 @@ impl Registry {
     pub fn new(ports: (u16, u16), max_sessions: usize, max_per_address: usize) -> Self {
         Registry {
             sessions: BTreeMap::new(),
+            nodes: vec![Node::local()],
             ports,
             in_use: HashMap::new(),
             set_aside: HashMap::new(),
@@ -99,7 +131,7 @@ impl Registry {
 
     /// Widens (or, when no live session is outside it, narrows) the port range.
     pub fn set_ports(&mut self, ports: (u16, u16)) -> Result<(), String> {
-        if let Some(p) = self.in_use.keys().find(|p| **p < ports.0 || **p > ports.1) {
+        if let Some((_, p)) = self.in_use.keys().find(|(_, p)| *p < ports.0 || *p > ports.1) {
             return Err(format!("port {p} is in use by a session outside the new range"));
         }
         self.ports = ports;
@@ -118,17 +150,53 @@ impl Registry {
         self.sessions.is_empty()
     }
 
-    /// Ports of the range neither used nor set aside.
+    /// Replaces the node list (from the engine). Sessions on a node that left keep their
+    /// slot until they end; sessions on a listed node follow its current public host.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        for s in self.sessions.values_mut() {
+            if let Some(n) = nodes.iter().find(|n| n.id == s.node) {
+                s.host = n.host.clone();
+            }
+        }
+        self.nodes = nodes;
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Sessions on a node.
+    pub fn sessions_on(&self, node: &str) -> usize {
+        self.sessions.values().filter(|s| s.node == node).count()
+    }
+
+    /// Ports neither used nor set aside, summed over the usable nodes.
     pub fn free_ports(&self, now: Instant) -> usize {
-        (self.ports.0..=self.ports.1).filter(|p| self.port_free(*p, now)).count()
+        self.nodes.iter().filter(|n| n.usable).map(|n| self.free_ports_on(&n.id, now)).sum()
     }
 
-    fn port_free(&self, p: u16, now: Instant) -> bool {
-        !self.in_use.contains_key(&p) && self.set_aside.get(&p).is_none_or(|until| *until <= now)
+    /// Ports of one node neither used nor set aside.
+    pub fn free_ports_on(&self, node: &str, now: Instant) -> usize {
+        (self.ports.0..=self.ports.1).filter(|p| self.port_free(node, *p, now)).count()
     }
 
-    fn pick_port(&self, now: Instant) -> Option<u16> {
-        (self.ports.0..=self.ports.1).find(|p| self.port_free(*p, now))
+    fn port_free(&self, node: &str, p: u16, now: Instant) -> bool {
+        let slot = (node.to_string(), p);
+        !self.in_use.contains_key(&slot) && self.set_aside.get(&slot).is_none_or(|until| *until <= now)
+    }
+
+    /// The usable node with the fewest sessions that has a free port (ties: the node listed
+    /// first), and its lowest free port.
+    fn place(&self, now: Instant) -> Result<(Node, u16), RegistryError> {
+        let mut usable: Vec<&Node> = self.nodes.iter().filter(|n| n.usable).collect();
+        if usable.is_empty() {
+            return Err(RegistryError::NoNode);
+        }
+        usable.sort_by_key(|n| self.sessions_on(&n.id));
+        usable
+            .into_iter()
+            .find_map(|n| (self.ports.0..=self.ports.1).find(|p| self.port_free(&n.id, *p, now)).map(|p| (n.clone(), p)))
+            .ok_or(RegistryError::NoPort)
     }
 
     /// Registers a session in `Starting` state with a port of its own.
@@ -147,11 +215,13 @@ impl Registry {
                 }
             }
         }
-        let port = self.pick_port(now).ok_or(RegistryError::NoPort)?;
-        self.in_use.insert(port, new.name.clone());
+        let (node, port) = self.place(now)?;
+        self.in_use.insert((node.id.clone(), port), new.name.clone());
         let session = Session {
             id: new.id,
             name: new.name.clone(),
+            node: node.id,
+            host: node.host,
             port,
             password_md5: new.password_md5,
             owner_ip: new.owner_ip,
@@ -167,21 +237,27 @@ impl Registry {
         Ok(self.sessions.entry(new.name).or_insert(session))
     }
 
-    /// The session's port was taken by something else: set it aside, give the session another.
-    pub fn move_port(&mut self, name: &str, id: &str, now: Instant) -> Result<u16, RegistryError> {
+    /// The session's port was taken by something else: set it aside, place the session again
+    /// (on the same node or another). Returns the new node and port.
+    pub fn move_port(&mut self, name: &str, id: &str, now: Instant) -> Result<(String, u16), RegistryError> {
         let session = self.sessions.get(name).filter(|s| s.id == id).ok_or(RegistryError::NoPort)?;
-        let old = session.port;
-        self.set_aside.insert(old, now + SET_ASIDE);
+        let old = (session.node.clone(), session.port);
+        self.set_aside.insert(old.clone(), now + SET_ASIDE);
         self.in_use.remove(&old);
-        let Some(port) = self.pick_port(now) else {
-            self.sessions.remove(name);
-            return Err(RegistryError::NoPort);
+        let (node, port) = match self.place(now) {
+            Ok(placed) => placed,
+            Err(e) => {
+                self.sessions.remove(name);
+                return Err(e);
+            }
         };
-        self.in_use.insert(port, name.to_string());
+        self.in_use.insert((node.id.clone(), port), name.to_string());
         if let Some(s) = self.sessions.get_mut(name) {
+            s.node = node.id.clone();
+            s.host = node.host;
             s.port = port;
         }
-        Ok(port)
+        Ok((node.id, port))
     }
 
     /// Registers a session found running from before (adoption). Refused if its name or port
@@ -190,10 +266,15 @@ impl Registry {
         if self.sessions.contains_key(&session.name) {
             return Err(RegistryError::NameTaken);
         }
-        if self.in_use.contains_key(&session.port) {
+        let slot = (session.node.clone(), session.port);
+        if self.in_use.contains_key(&slot) {
             return Err(RegistryError::NoPort);
         }
-        self.in_use.insert(session.port, session.name.clone());
+        self.in_use.insert(slot, session.name.clone());
+        let mut session = session;
+        if let Some(n) = self.nodes.iter().find(|n| n.id == session.node) {
+            session.host = n.host.clone();
+        }
         self.sessions.insert(session.name.clone(), session);
         Ok(())
     }
@@ -249,18 +330,19 @@ impl Registry {
         }
         let s = self.sessions.remove(name)?;
         if s.container_id.is_none() {
-            self.in_use.remove(&s.port);
+            self.in_use.remove(&(s.node.clone(), s.port));
         }
         Some(s)
     }
 
     /// A released session's container is gone (`removed`), or could not be removed: then the
     /// port is set aside for a while instead of being handed out at once.
-    pub fn free_port(&mut self, port: u16, removed: bool, now: Instant) {
-        if self.in_use.get(&port).is_some_and(|holder| !self.sessions.contains_key(holder)) {
-            self.in_use.remove(&port);
+    pub fn free_port(&mut self, node: &str, port: u16, removed: bool, now: Instant) {
+        let slot = (node.to_string(), port);
+        if self.in_use.get(&slot).is_some_and(|holder| !self.sessions.contains_key(holder)) {
+            self.in_use.remove(&slot);
             if !removed {
-                self.set_aside.insert(port, now + SET_ASIDE);
+                self.set_aside.insert(slot, now + SET_ASIDE);
             }
         }
     }
@@ -270,9 +352,16 @@ impl Registry {
         self.sessions.values()
     }
 
-    /// Ports the table holds (for consistency checks).
+    /// Ports the table holds, on every node (for consistency checks).
     pub fn ports_in_use(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = self.in_use.keys().copied().collect();
+        let mut p: Vec<u16> = self.in_use.keys().map(|(_, p)| *p).collect();
+        p.sort_unstable();
+        p
+    }
+
+    /// Slots (node, port) the table holds.
+    pub fn slots_in_use(&self) -> Vec<(String, u16)> {
+        let mut p: Vec<Slot> = self.in_use.keys().cloned().collect();
         p.sort_unstable();
         p
     }
@@ -312,7 +401,7 @@ mod tests {
             RegistryError::NoPort,
             "port held until its container is gone"
         );
-        r.free_port(101, true, now);
+        r.free_port(LOCAL_NODE, 101, true, now);
         assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap().port, 101, "port reused after release");
     }
 
@@ -333,7 +422,7 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::new((100, 101), 5, 5);
         r.reserve(new("a", "1.1.1.1", false), now).unwrap();
-        assert_eq!(r.move_port("a", "id-a", now), Ok(101));
+        assert_eq!(r.move_port("a", "id-a", now), Ok((LOCAL_NODE.to_string(), 101)));
         assert_eq!(r.ports_in_use(), vec![101]);
         assert_eq!(r.free_ports(now), 0, "100 is set aside");
         assert_eq!(r.reserve(new("b", "1.1.1.1", false), now).unwrap_err(), RegistryError::NoPort);
@@ -355,5 +444,104 @@ mod tests {
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 100);
+    }
+
+    fn node(id: &str, host: &str, usable: bool) -> Node {
+        Node { id: id.into(), host: Some(host.into()), usable }
+    }
+
+    #[test]
+    fn one_port_table_per_node_and_the_emptiest_node_first() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 101), 10, 10);
+        r.set_nodes(vec![node("n1", "a.example", true), node("n2", "b.example", true)]);
+        assert_eq!(r.free_ports(now), 4, "capacity is the range times the usable nodes");
+        let placed: Vec<(String, u16, Option<String>)> = ["s1", "s2", "s3", "s4"]
+            .iter()
+            .map(|n| {
+                let s = r.reserve(new(n, "1.1.1.1", true), now).unwrap();
+                (s.node.clone(), s.port, s.host.clone())
+            })
+            .collect();
+        assert_eq!(
+            placed,
+            vec![
+                ("n1".into(), 100, Some("a.example".into())),
+                ("n2".into(), 100, Some("b.example".into())),
+                ("n1".into(), 101, Some("a.example".into())),
+                ("n2".into(), 101, Some("b.example".into())),
+            ],
+            "the same port once on each node, sessions spread evenly"
+        );
+        assert_eq!(r.reserve(new("s5", "1.1.1.1", true), now).unwrap_err(), RegistryError::NoPort);
+        // n1 loses a session: the next one goes there, to the port it freed.
+        assert!(r.release("s1", "id-s1").is_some());
+        let s = r.reserve(new("s5", "1.1.1.1", true), now).unwrap();
+        assert_eq!((s.node.as_str(), s.port), ("n1", 100));
+    }
+
+    #[test]
+    fn drained_nodes_get_nothing_new_and_keep_what_they_have() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 109), 100, 100);
+        r.set_nodes(vec![node("n1", "a", true), node("n2", "b", true)]);
+        r.reserve(new("on-n1", "1.1.1.1", true), now).unwrap();
+        r.set_nodes(vec![node("n1", "a2", false), node("n2", "b", true)]);
+        assert_eq!(r.get("on-n1").unwrap().host.as_deref(), Some("a2"), "a relabelled node's host is followed");
+        assert_eq!(r.free_ports(now), 10, "only n2 counts");
+        for k in 0..3 {
+            assert_eq!(r.reserve(new(&format!("x{k}"), "1.1.1.1", true), now).unwrap().node, "n2");
+        }
+        r.set_nodes(vec![node("n1", "a", false), node("n2", "b", false)]);
+        assert_eq!(r.reserve(new("y", "1.1.1.1", true), now).unwrap_err(), RegistryError::NoNode);
+        assert_eq!(r.len(), 4, "nothing was ended");
+        assert_eq!(r.free_ports(now), 0);
+    }
+
+    #[test]
+    fn capacity_is_capped_by_max_sessions() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 104), 3, 100);
+        r.set_nodes(vec![node("n1", "a", true), node("n2", "b", true), node("n3", "c", true)]);
+        assert_eq!(r.free_ports(now), 15);
+        for k in 0..3 {
+            r.reserve(new(&format!("s{k}"), "1.1.1.1", true), now).unwrap();
+        }
+        assert_eq!(r.reserve(new("s3", "1.1.1.1", true), now).unwrap_err(), RegistryError::Full);
+        assert_eq!(r.sessions_on("n1") + r.sessions_on("n2") + r.sessions_on("n3"), 3);
+        assert!(["n1", "n2", "n3"].iter().all(|n| r.sessions_on(n) == 1));
+    }
+
+    #[test]
+    fn adoption_and_freeing_are_per_node() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 100), 10, 10);
+        r.set_nodes(vec![node("n1", "a", true), node("n2", "b", true)]);
+        let adopted = |name: &str, node: &str| Session {
+            id: format!("id-{name}"),
+            name: name.into(),
+            node: node.into(),
+            host: None,
+            port: 100,
+            password_md5: String::new(),
+            owner_ip: None,
+            counts_for_address: false,
+            daemon: false,
+            owner_connected: false,
+            container_id: Some(format!("c-{name}")),
+            state: State::Running,
+            created: SystemTime::now(),
+            started: now,
+            expires: None,
+        };
+        r.adopt(adopted("a", "n1")).unwrap();
+        assert_eq!(r.get("a").unwrap().host.as_deref(), Some("a"), "an adopted session gets its node's host");
+        r.adopt(adopted("b", "n2")).unwrap();
+        assert_eq!(r.adopt(adopted("c", "n2")), Err(RegistryError::NoPort), "port 100 is taken on n2");
+        r.release("a", "id-a");
+        assert_eq!(r.slots_in_use(), vec![("n1".into(), 100), ("n2".into(), 100)], "held until removed");
+        r.free_port("n1", 100, true, now);
+        assert_eq!(r.slots_in_use(), vec![("n2".into(), 100)]);
+        assert_eq!(r.reserve(new("d", "1.1.1.1", true), now).unwrap().node, "n1");
     }
 }

@@ -1,0 +1,641 @@
+//! Sessions as Docker Swarm services, one per session, for hubs that outgrow one machine.
+//!
+//! The hub talks to a swarm manager and does the placing itself: each session's service has
+//! one replica, restart condition `none` (a crashed server ends its session), a constraint
+//! `node.id==X` for the node the registry chose, its port published in `host` mode on that
+//! node (ingress needs IPVS and hides performers' addresses), its own overlay network, and the
+//! same labels, limits and hardening as a container. Readiness is the task `running` and the
+//! port accepting on the node; a task that fails carries Swarm's reason. Exits are found by
+//! watching the tasks (Swarm has no task events), twice a second.
+
+use super::{
+    exit_reason, hub_filter, labelled_session, password_env, password_from_env, session_command, session_labels,
+    timed_within, Engine, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, Started,
+    LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
+};
+use crate::config::Config;
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    EndpointSpecModeEnum, Limit, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use bollard::query_parameters::{ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions};
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{debug, info, warn};
+
+/// How often the task watch looks at the tasks.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Sessions as services on a swarm whose manager is the hub's engine.
+pub struct SwarmRuntime {
+    engine: Engine,
+    /// Node addresses as the hub reaches them (for readiness probes), from the last node list.
+    addrs: std::sync::Mutex<HashMap<String, IpAddr>>,
+}
+
+/// Task states after which a task never runs again.
+fn finished(state: &str) -> bool {
+    matches!(state, "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
+}
+
+fn task_state(t: &Task) -> String {
+    t.status.as_ref().and_then(|s| s.state.as_ref()).map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// Swarm's own words on a task: its error, else its message.
+fn task_words(t: &Task) -> String {
+    let status = t.status.as_ref();
+    let err = status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty());
+    err.or_else(|| status.and_then(|s| s.message.clone())).unwrap_or_default()
+}
+
+fn task_exit_code(t: &Task) -> Option<i64> {
+    t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.exit_code)
+}
+
+/// True for an image name that says where to pull it from (`registry.example.org/x`,
+/// `localhost:5000/x`, or pinned by digest): Swarm pulls those on each node.
+pub fn names_a_registry(image: &str) -> bool {
+    if image.contains('@') {
+        return true;
+    }
+    match image.split_once('/') {
+        Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
+        None => false,
+    }
+}
+
+/// A node's address as the hub reaches it: its status address, or its manager address when
+/// the status one is unspecified (older engines report 0.0.0.0 for managers).
+fn node_addr(n: &bollard::models::Node) -> Option<IpAddr> {
+    let status = n.status.as_ref().and_then(|s| s.addr.as_deref()).and_then(|a| a.parse::<IpAddr>().ok());
+    match status {
+        Some(ip) if !ip.is_unspecified() => Some(ip),
+        _ => n
+            .manager_status
+            .as_ref()
+            .and_then(|m| m.addr.as_deref())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip()),
+    }
+}
+
+/// The per-session network's name.
+fn network_name(c: &Config, session_id: &str) -> String {
+    format!("{}-{}", c.network, session_id.get(..12).unwrap_or(session_id))
+}
+
+fn filters(pairs: &[(&str, String)]) -> HashMap<String, Vec<String>> {
+    let mut f: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in pairs {
+        f.entry(k.to_string()).or_default().push(v.clone());
+    }
+    f
+}
+
+impl SwarmRuntime {
+    /// A runtime for the swarm manager named by DOCKER_HOST (default: the local socket).
+    /// Nothing is contacted yet.
+    pub fn new(config: Config) -> SwarmRuntime {
+        SwarmRuntime { engine: Engine::new(config), addrs: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, RuntimeError> {
+        self.engine.timed(f).await
+    }
+
+    fn config(&self) -> Config {
+        self.engine.config()
+    }
+
+    /// Is the engine a swarm manager? The error says what is wrong and how to fix it.
+    async fn ensure_manager(&self) -> Result<Docker, RuntimeError> {
+        let docker = self.engine.client().await?;
+        let info = self.timed(docker.info()).await?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = swarm.local_node_state.map(|s| s.to_string()).unwrap_or_default();
+        if state != "active" {
+            let shown = if state.is_empty() { "inactive".to_string() } else { state };
+            return Err(RuntimeError::Misconfigured(format!(
+                "hub.yaml has `runtime: swarm`, but the Docker engine is not part of an active swarm (Swarm: {shown}); \
+                 run `docker swarm init` on this machine, point DOCKER_HOST at a swarm manager, or set `runtime: docker`"
+            )));
+        }
+        if swarm.control_available != Some(true) {
+            return Err(RuntimeError::Misconfigured(
+                "hub.yaml has `runtime: swarm`, but the Docker engine is a swarm worker, not a manager; run the hub on a \
+                 manager node or point DOCKER_HOST at one"
+                    .into(),
+            ));
+        }
+        Ok(docker)
+    }
+
+    /// What the service names as its image: the local image id when the image is built here
+    /// and no registry is named (Swarm then skips the pull it tries before every task), else
+    /// the name as configured (each node pulls it).
+    async fn image_ref(&self, docker: &Docker, c: &Config) -> Result<String, RuntimeError> {
+        if names_a_registry(&c.image) {
+            return Ok(c.image.clone());
+        }
+        match self.timed(docker.inspect_image(&c.image)).await {
+            Ok(img) => img.id.ok_or_else(|| RuntimeError::Failed(format!("the image {} has no id", c.image))),
+            Err(RuntimeError::NotFound) | Err(RuntimeError::ImageMissing(_)) => {
+                Err(RuntimeError::ImageMissing(c.image.clone()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tasks of one service, or of every service of this hub.
+    async fn tasks(&self, docker: &Docker, service: Option<&str>) -> Result<Vec<Task>, RuntimeError> {
+        let f = match service {
+            Some(id) => filters(&[("service", id.to_string())]),
+            None => hub_filter(&self.config().hub_id),
+        };
+        self.timed(docker.list_tasks(Some(ListTasksOptions { filters: Some(f) }))).await
+    }
+
+    /// Where the hub reaches a node, listing the nodes again if it is not known yet.
+    async fn addr_of(&self, node: &str) -> Option<IpAddr> {
+        let known = self.addrs.lock().ok().and_then(|a| a.get(node).copied());
+        if known.is_some() {
+            return known;
+        }
+        let _ = self.nodes().await;
+        self.addrs.lock().ok().and_then(|a| a.get(node).copied())
+    }
+
+    /// Creates the session's own overlay network (nothing else is ever attached to it).
+    async fn create_network(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, RuntimeError> {
+        let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let request = NetworkCreateRequest {
+            name: network_name(c, &spec.id),
+            driver: Some("overlay".into()),
+            attachable: Some(false),
+            labels: Some(HashMap::from([
+                (LABEL_MANAGED.into(), "true".into()),
+                (LABEL_HUB.into(), c.hub_id.clone()),
+                (LABEL_SESSION_ID.into(), spec.id.clone()),
+                (LABEL_CREATED.into(), created.to_string()),
+            ])),
+            ..Default::default()
+        };
+        Ok(self.timed(docker.create_network(request)).await?.id)
+    }
+
+    /// Removes a network, retrying while the engine still has the task's endpoint on it.
+    async fn remove_network(&self, docker: &Docker, id: &str) {
+        for attempt in 0..20 {
+            match self.timed(docker.remove_network(id)).await {
+                Ok(()) | Err(RuntimeError::NotFound) => return,
+                Err(e) if attempt == 19 => warn!(network = %id, error = %e, "could not remove a session network"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    fn service_spec(&self, c: &Config, spec: &SessionSpec, image: String, network: String) -> ServiceSpec {
+        let labels = session_labels(c, spec);
+        let container = TaskSpecContainerSpec {
+            image: Some(image),
+            labels: Some(labels.clone()),
+            args: Some(session_command(c)),
+            env: Some(vec![password_env(&spec.password_md5)]),
+            user: Some(c.user.clone()),
+            read_only: Some(true),
+            capability_drop: Some(vec!["ALL".into()]),
+            // Honoured from API 1.46; older engines ignore it (README: daemon.json no-new-privileges).
+            privileges: Some(TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
+            stop_grace_period: Some(3_000_000_000),
+            ..Default::default()
+        };
+        let task = TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: Some(c.limits.nano_cpus),
+                    memory_bytes: Some(c.limits.memory_bytes),
+                    pids: Some(c.limits.pids),
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.id=={}", spec.node)]),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig { target: Some(network), ..Default::default() }]),
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some("json-file".into()),
+                options: Some(HashMap::from([("max-size".into(), "1m".into()), ("max-file".into(), "2".into())])),
+            }),
+            ..Default::default()
+        };
+        ServiceSpec {
+            name: Some(format!("troop-{}", spec.id)),
+            labels: Some(labels),
+            task_template: Some(task),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+                ..Default::default()
+            }),
+            endpoint_spec: Some(EndpointSpec {
+                // No virtual IP: nothing reaches a session through the swarm's load balancer.
+                mode: Some(EndpointSpecModeEnum::DNSRR),
+                ports: Some(vec![EndpointPortConfig {
+                    protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                    target_port: Some(i64::from(c.session_port)),
+                    published_port: Some(i64::from(spec.port)),
+                    publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Waits until the service's task runs (Ok), fails (Err with Swarm's words), or the
+    /// start timeout passes.
+    async fn wait_running(&self, docker: &Docker, service: &str, spec: &SessionSpec) -> Result<(), RuntimeError> {
+        let timeout = self.config().start_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut last = (String::from("new"), String::new());
+        loop {
+            let tasks = self.tasks(docker, Some(service)).await?;
+            if let Some(t) = tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index)) {
+                let (state, words) = (task_state(t), task_words(t));
+                if state == "running" {
+                    return Ok(());
+                }
+                if words.contains("port is already allocated")
+                    || words.contains("address already in use")
+                    || words.contains("host-mode port already in use")
+                {
+                    return Err(RuntimeError::PortTaken(spec.port));
+                }
+                if finished(&state) {
+                    return Err(RuntimeError::TaskFailed(format!("its Swarm task {state}: {words}")));
+                }
+                last = (state, words);
+            }
+            if Instant::now() >= deadline {
+                let (state, words) = last;
+                let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
+                return Err(RuntimeError::TaskFailed(format!(
+                    "its Swarm task was still {state} after {}{words}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Removes a service and waits until its task (and so its host port) is gone.
+    async fn remove_service(&self, docker: &Docker, id: &str) -> Result<(), RuntimeError> {
+        let limit = self.config().engine_timeout * 6;
+        let networks: Vec<String> = match self.timed(docker.inspect_service(id, None)).await {
+            Ok(s) => s
+                .spec
+                .and_then(|s| s.task_template)
+                .and_then(|t| t.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|n| n.target)
+                .collect(),
+            Err(RuntimeError::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        match timed_within(limit, docker.delete_service(id)).await {
+            Ok(()) | Err(RuntimeError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let tasks = self.tasks(docker, Some(id)).await?;
+            if tasks.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Failed(format!("the service's task outlived it by {limit:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for n in networks {
+            self.remove_network(docker, &n).await;
+        }
+        Ok(())
+    }
+
+    /// Session networks of this hub whose session has no service, older than a start can
+    /// take (a hub killed between creating the network and the service leaves one).
+    async fn sweep_networks(&self, docker: &Docker, services: &HashSet<String>) {
+        let c = self.config();
+        let grace = c.start_timeout + Duration::from_secs(10);
+        let opts = ListNetworksOptions { filters: Some(hub_filter(&c.hub_id)) };
+        let Ok(nets) = self.timed(docker.list_networks(Some(opts))).await else { return };
+        let now = SystemTime::now();
+        for n in nets {
+            let labels = n.labels.unwrap_or_default();
+            let Some(session) = labels.get(LABEL_SESSION_ID) else { continue };
+            let (_, _, _, created) = labelled_session(&labels);
+            let old = created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
+            if !services.contains(session) && old {
+                if let Some(id) = n.id {
+                    info!(network = %id, "removing a session network no service uses");
+                    self.remove_network(docker, &id).await;
+                }
+            }
+        }
+    }
+}
+
+impl Runtime for SwarmRuntime {
+    fn reconfigure(&self, config: Config) {
+        self.engine.reconfigure(config);
+    }
+
+    fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.ensure_manager().await?;
+            self.nodes().await?;
+            self.sweep_networks(&docker, &HashSet::new()).await;
+            self.check().await
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.ensure_manager().await?;
+            self.image_ref(&docker, &self.config()).await.map(drop)
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<crate::registry::Node>, RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await?;
+            let found = self.timed(docker.list_nodes(None::<ListNodesOptions>)).await?;
+            let mut nodes = Vec::new();
+            let mut addrs = HashMap::new();
+            for n in &found {
+                let Some(id) = n.id.clone() else { continue };
+                let spec = n.spec.clone().unwrap_or_default();
+                let ready = n.status.as_ref().and_then(|s| s.state.as_ref()).is_some_and(|s| s.to_string() == "ready");
+                let active = spec.availability.is_some_and(|a| a.to_string() == "active");
+                let addr = node_addr(n);
+                if let Some(ip) = addr {
+                    addrs.insert(id.clone(), ip);
+                }
+                let label = spec.labels.as_ref().and_then(|l| l.get(LABEL_PUBLIC_HOST)).filter(|h| !h.trim().is_empty());
+                let host = label.cloned().or_else(|| addr.map(|ip| ip.to_string()));
+                nodes.push(Node { id, host, usable: ready && active && addr.is_some() });
+            }
+            // A stable order, so ties in placement always break the same way.
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            if let Ok(mut a) = self.addrs.lock() {
+                *a = addrs;
+            }
+            Ok(nodes)
+        })
+    }
+
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+        Box::pin(async move {
+            let c = self.config();
+            let docker = self.engine.client().await?;
+            let image = self.image_ref(&docker, &c).await?;
+            let addr = self
+                .addr_of(&spec.node)
+                .await
+                .ok_or_else(|| RuntimeError::Failed(format!("node {} has no known address", spec.node)))?;
+            let network = self.create_network(&docker, &c, &spec).await?;
+            let service_spec = self.service_spec(&c, &spec, image, network.clone());
+            let service = match self.timed(docker.create_service(service_spec, None)).await {
+                Ok(r) => match r.id {
+                    Some(id) => id,
+                    None => {
+                        self.remove_network(&docker, &network).await;
+                        return Err(RuntimeError::Failed("the engine created a service without an id".into()));
+                    }
+                },
+                Err(e) => {
+                    self.remove_network(&docker, &network).await;
+                    return Err(e);
+                }
+            };
+            debug!(session = %spec.name, service = %service, node = %spec.node, "service created");
+            if let Err(e) = self.wait_running(&docker, &service, &spec).await {
+                if let Err(r) = self.remove_service(&docker, &service).await {
+                    warn!(service = %service, error = %r, "could not remove a failed session's service");
+                }
+                return Err(e);
+            }
+            Ok(Started { container_id: service, probe: SocketAddr::new(addr, spec.port), through_proxy: true })
+        })
+    }
+
+    fn remove(&self, service_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await?;
+            self.remove_service(&docker, &service_id).await
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
+        Box::pin(async move {
+            let c = self.config();
+            let docker = self.engine.client().await?;
+            let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
+            let services = self.timed(docker.list_services(Some(opts))).await?;
+            let tasks = self.tasks(&docker, None).await?;
+            let mut out = Vec::new();
+            let mut session_ids = HashSet::new();
+            for s in services {
+                let Some(id) = s.id.clone() else { continue };
+                let spec = s.spec.unwrap_or_default();
+                let labels = spec.labels.clone().unwrap_or_default();
+                let (session_id, name, port, created) = labelled_session(&labels);
+                session_ids.extend(session_id.clone());
+                let running_task =
+                    tasks.iter().find(|t| t.service_id.as_deref() == Some(id.as_str()) && task_state(t) == "running");
+                let constraint = spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.placement.as_ref())
+                    .and_then(|p| p.constraints.as_ref())
+                    .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
+                let node = running_task.and_then(|t| t.node_id.clone()).or(constraint);
+                let env = spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
+                let probe = match (&node, port) {
+                    (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
+                    _ => None,
+                };
+                out.push(Existing {
+                    container_id: id,
+                    running: running_task.is_some(),
+                    session_id,
+                    name,
+                    node,
+                    port,
+                    created,
+                    password_md5: env.as_deref().and_then(password_from_env),
+                    probe,
+                });
+            }
+            // The reconcile path: also clears networks a killed hub left without a service.
+            self.sweep_networks(&docker, &session_ids).await;
+            Ok(out)
+        })
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await?;
+            let c = self.config();
+            let watch = TaskWatch {
+                docker,
+                hub_id: c.hub_id.clone(),
+                limit: c.engine_timeout,
+                seen: HashSet::new(),
+                reported: HashSet::new(),
+                pending: VecDeque::new(),
+                first: true,
+            };
+            Ok(futures_util::stream::unfold(watch, |mut w| async move {
+                loop {
+                    if let Some(ev) = w.pending.pop_front() {
+                        return Some((Ok(ev), w));
+                    }
+                    if !w.first {
+                        tokio::time::sleep(WATCH_EVERY).await;
+                    }
+                    w.first = false;
+                    if let Err(e) = w.poll().await {
+                        return Some((Err(e), w));
+                    }
+                }
+            })
+            .boxed())
+        })
+    }
+
+    fn teardown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(docker) = self.engine.client().await else { return };
+            let c = self.config();
+            let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
+            let Ok(services) = self.timed(docker.list_services(Some(opts))).await else { return };
+            let live: HashSet<String> = services
+                .iter()
+                .filter_map(|s| s.spec.as_ref()?.labels.as_ref()?.get(LABEL_SESSION_ID).cloned())
+                .collect();
+            let opts = ListNetworksOptions { filters: Some(hub_filter(&c.hub_id)) };
+            let Ok(nets) = self.timed(docker.list_networks(Some(opts))).await else { return };
+            for n in nets {
+                let session = n.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID));
+                if session.is_some_and(|s| !live.contains(s)) {
+                    if let Some(id) = n.id {
+                        self.remove_network(&docker, &id).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The state of the task watch behind [`SwarmRuntime::events`].
+struct TaskWatch {
+    docker: Docker,
+    hub_id: String,
+    limit: Duration,
+    /// Services seen (to notice one removed from outside).
+    seen: HashSet<String>,
+    /// Services already reported as ended.
+    reported: HashSet<String>,
+    pending: VecDeque<RuntimeEvent>,
+    first: bool,
+}
+
+impl TaskWatch {
+    /// One look at the services and tasks; ended sessions are queued as events.
+    async fn poll(&mut self) -> Result<(), RuntimeError> {
+        let opts = ListServicesOptions { filters: Some(hub_filter(&self.hub_id)), ..Default::default() };
+        let services = timed_within(self.limit, self.docker.list_services(Some(opts))).await?;
+        let opts = ListTasksOptions { filters: Some(hub_filter(&self.hub_id)) };
+        let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
+        let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        for id in &ids {
+            let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).collect();
+            let newest = mine.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index));
+            let Some(t) = newest else { continue };
+            let state = task_state(t);
+            self.seen.insert(id.clone());
+            if finished(&state) && self.reported.insert(id.clone()) {
+                let code = task_exit_code(t);
+                let reason = match code {
+                    Some(_) => exit_reason(code),
+                    None => format!("its Swarm task {state}: {}", task_words(t)),
+                };
+                debug!(service = %id, state = %state, "session task ended");
+                self.pending.push_back(RuntimeEvent::Exited { container_id: id.clone(), reason, idle: code == Some(0) });
+            }
+        }
+        // Services removed from outside the hub.
+        let gone: Vec<String> = self.seen.iter().filter(|id| !ids.contains(*id)).cloned().collect();
+        for id in gone {
+            self.seen.remove(&id);
+            if self.reported.insert(id.clone()) {
+                self.pending.push_back(RuntimeEvent::Exited {
+                    container_id: id,
+                    reason: "the session's service was removed".into(),
+                    idle: false,
+                });
+            }
+        }
+        self.reported.retain(|id| ids.contains(id));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_told_apart_from_local_ones() {
+        for local in ["troop-hub/troop-server:latest", "troop-server", "library/troop:1"] {
+            assert!(!names_a_registry(local), "{local}");
+        }
+        for remote in [
+            "registry.example.org/troop-hub/troop-server:1",
+            "localhost:5000/troop-server",
+            "localhost/troop",
+            "troop-hub/troop-server@sha256:0123",
+        ] {
+            assert!(names_a_registry(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn finished_task_states() {
+        for s in ["complete", "failed", "rejected", "shutdown", "orphaned", "remove"] {
+            assert!(finished(s));
+        }
+        for s in ["new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"] {
+            assert!(!finished(s));
+        }
+    }
+}
