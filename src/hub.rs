@@ -431,12 +431,9 @@ impl Hub {
                     humantime::format_duration(self.config().start_timeout)
                 ));
             }
-            let attempt =
-                tokio::time::timeout(left.min(Duration::from_millis(500)), tokio::net::TcpStream::connect(probe)).await;
-            if let Ok(Ok(stream)) = attempt {
-                if !started.through_proxy || stays_open(stream).await {
-                    return Ok(());
-                }
+            let attempt = tokio::time::timeout(left, crate::runtime::accepts(probe, started.through_proxy)).await;
+            if attempt == Ok(true) {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(3).min(left)).await;
         }
@@ -483,9 +480,7 @@ impl Hub {
 
     /// The public address of a running session.
     pub fn query(&self, name: &str) -> Option<(String, u16)> {
-        lock(&self.registry)
-            .running(name)
-            .map(|s| (s.host.clone().unwrap_or_else(|| self.public_host.clone()), s.port))
+        lock(&self.registry).running(name).map(|s| (s.host.clone().unwrap_or_else(|| self.public_host.clone()), s.port))
     }
 
     /// Ends a session (if it is still the one with this id): the owner is told why, the
@@ -784,14 +779,6 @@ pub fn host_port_listening(port: u16) -> bool {
             })
         })
     })
-}
-
-/// True if a connection stays open (no EOF, no reset) for a moment: a server waiting for a
-/// login, not a proxy with nothing behind it.
-async fn stays_open(mut stream: tokio::net::TcpStream) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 1];
-    matches!(tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await, Err(_) | Ok(Ok(1..)))
 }
 
 /// The 12-character form of a container id.

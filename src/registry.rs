@@ -195,7 +195,9 @@ impl Registry {
         usable.sort_by_key(|n| self.sessions_on(&n.id));
         usable
             .into_iter()
-            .find_map(|n| (self.ports.0..=self.ports.1).find(|p| self.port_free(&n.id, *p, now)).map(|p| (n.clone(), p)))
+            .find_map(|n| {
+                (self.ports.0..=self.ports.1).find(|p| self.port_free(&n.id, *p, now)).map(|p| (n.clone(), p))
+            })
             .ok_or(RegistryError::NoPort)
     }
 

@@ -227,7 +227,9 @@ fn session_labels(c: &Config, spec: &SessionSpec) -> HashMap<String, String> {
 }
 
 /// Reads a session's labels back.
-fn labelled_session(labels: &HashMap<String, String>) -> (Option<String>, Option<String>, Option<u16>, Option<SystemTime>) {
+fn labelled_session(
+    labels: &HashMap<String, String>,
+) -> (Option<String>, Option<String>, Option<u16>, Option<SystemTime>) {
     (
         labels.get(LABEL_SESSION_ID).cloned(),
         labels.get(LABEL_SESSION).cloned(),
@@ -267,6 +269,23 @@ fn password_env(password_md5: &str) -> String {
 
 fn password_from_env(env: &[String]) -> Option<String> {
     env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(str::to_string))
+}
+
+/// True if a Troop server accepts at `addr`. Through a published port Docker's userland
+/// proxy accepts before the server listens and then closes the connection: with
+/// `through_proxy` the connection must also stay open (no EOF, no reset) for a moment.
+pub(crate) async fn accepts(addr: SocketAddr, through_proxy: bool) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    if !through_proxy {
+        return true;
+    }
+    let mut buf = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await, Err(_) | Ok(Ok(1..)))
 }
 
 /// The owner's sentence for a server exit code.

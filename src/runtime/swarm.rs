@@ -18,8 +18,7 @@ use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
     EndpointSpecModeEnum, Limit, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
-    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
@@ -268,9 +267,15 @@ impl SwarmRuntime {
         }
     }
 
-    /// Waits until the service's task runs (Ok), fails (Err with Swarm's words), or the
-    /// start timeout passes.
-    async fn wait_running(&self, docker: &Docker, service: &str, spec: &SessionSpec) -> Result<(), RuntimeError> {
+    /// Waits until the service's task runs and its port accepts on the node (Ok), the task
+    /// fails (Err with Swarm's words), or the start timeout passes.
+    async fn wait_running(
+        &self,
+        docker: &Docker,
+        service: &str,
+        spec: &SessionSpec,
+        probe: SocketAddr,
+    ) -> Result<(), RuntimeError> {
         let timeout = self.config().start_timeout;
         let deadline = Instant::now() + timeout;
         let mut last = (String::from("new"), String::new());
@@ -278,7 +283,7 @@ impl SwarmRuntime {
             let tasks = self.tasks(docker, Some(service)).await?;
             if let Some(t) = tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index)) {
                 let (state, words) = (task_state(t), task_words(t));
-                if state == "running" {
+                if state == "running" && super::accepts(probe, true).await {
                     return Ok(());
                 }
                 if words.contains("port is already allocated")
@@ -307,25 +312,31 @@ impl SwarmRuntime {
     /// Removes a service and waits until its task (and so its host port) is gone.
     async fn remove_service(&self, docker: &Docker, id: &str) -> Result<(), RuntimeError> {
         let limit = self.config().engine_timeout * 6;
-        let networks: Vec<String> = match self.timed(docker.inspect_service(id, None)).await {
-            Ok(s) => s
-                .spec
-                .and_then(|s| s.task_template)
-                .and_then(|t| t.networks)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|n| n.target)
-                .collect(),
-            Err(RuntimeError::NotFound) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let (networks, session): (Vec<String>, Option<String>) =
+            match self.timed(docker.inspect_service(id, None)).await {
+                Ok(s) => {
+                    let spec = s.spec.unwrap_or_default();
+                    let session = spec.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID)).cloned();
+                    let nets = spec.task_template.and_then(|t| t.networks).unwrap_or_default();
+                    (nets.into_iter().filter_map(|n| n.target).collect(), session)
+                }
+                Err(RuntimeError::NotFound) => (Vec::new(), None),
+                Err(e) => return Err(e),
+            };
         match timed_within(limit, docker.delete_service(id)).await {
             Ok(()) | Err(RuntimeError::NotFound) => {}
             Err(e) => return Err(e),
         }
+        // The task (and its container, which holds the host port) goes after the service: wait
+        // for it by the session's label (the service id no longer filters once it is gone).
         let deadline = Instant::now() + limit;
-        loop {
-            let tasks = self.tasks(docker, Some(id)).await?;
+        while let Some(session) = &session {
+            let f = filters(&[("label", format!("{LABEL_SESSION_ID}={session}"))]);
+            let tasks = match self.timed(docker.list_tasks(Some(ListTasksOptions { filters: Some(f) }))).await {
+                Ok(t) => t,
+                Err(RuntimeError::NotFound) => Vec::new(),
+                Err(e) => return Err(e),
+            };
             if tasks.is_empty() {
                 break;
             }
@@ -399,7 +410,8 @@ impl Runtime for SwarmRuntime {
                 if let Some(ip) = addr {
                     addrs.insert(id.clone(), ip);
                 }
-                let label = spec.labels.as_ref().and_then(|l| l.get(LABEL_PUBLIC_HOST)).filter(|h| !h.trim().is_empty());
+                let label =
+                    spec.labels.as_ref().and_then(|l| l.get(LABEL_PUBLIC_HOST)).filter(|h| !h.trim().is_empty());
                 let host = label.cloned().or_else(|| addr.map(|ip| ip.to_string()));
                 nodes.push(Node { id, host, usable: ready && active && addr.is_some() });
             }
@@ -437,13 +449,14 @@ impl Runtime for SwarmRuntime {
                 }
             };
             debug!(session = %spec.name, service = %service, node = %spec.node, "service created");
-            if let Err(e) = self.wait_running(&docker, &service, &spec).await {
+            let probe = SocketAddr::new(addr, spec.port);
+            if let Err(e) = self.wait_running(&docker, &service, &spec, probe).await {
                 if let Err(r) = self.remove_service(&docker, &service).await {
                     warn!(service = %service, error = %r, "could not remove a failed session's service");
                 }
                 return Err(e);
             }
-            Ok(Started { container_id: service, probe: SocketAddr::new(addr, spec.port), through_proxy: true })
+            Ok(Started { container_id: service, probe, through_proxy: true })
         })
     }
 
@@ -478,7 +491,8 @@ impl Runtime for SwarmRuntime {
                     .and_then(|p| p.constraints.as_ref())
                     .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
                 let node = running_task.and_then(|t| t.node_id.clone()).or(constraint);
-                let env = spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
+                let env =
+                    spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
                 let probe = match (&node, port) {
                     (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
                     _ => None,
@@ -590,7 +604,11 @@ impl TaskWatch {
                     None => format!("its Swarm task {state}: {}", task_words(t)),
                 };
                 debug!(service = %id, state = %state, "session task ended");
-                self.pending.push_back(RuntimeEvent::Exited { container_id: id.clone(), reason, idle: code == Some(0) });
+                self.pending.push_back(RuntimeEvent::Exited {
+                    container_id: id.clone(),
+                    reason,
+                    idle: code == Some(0),
+                });
             }
         }
         // Services removed from outside the hub.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub const T: Duration = Duration::from_secs(20);
 
-fn docker(args: &[&str]) -> std::process::Output {
+pub fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)
         .output()
@@ -198,6 +198,11 @@ impl Drop for TestHub {
         // A hub killed mid-start may have a container create still in the engine's hands:
         // keep removing until the containers and the network are all gone (10 s at most).
         let filter = format!("label=io.troop-hub.hub={}", self.id);
+        // Swarm services first (a swarm hub's); on an engine outside a swarm this just fails.
+        let services = docker(&["service", "ls", "-q", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&services.stdout).lines().filter(|l| !l.is_empty()) {
+            let _ = docker(&["service", "rm", id]);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let out = docker(&["ps", "-aq", "--filter", &filter]);
