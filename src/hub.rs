@@ -229,7 +229,12 @@ impl Hub {
     /// Gauges for the metrics page and the status page.
     pub fn gauges(&self) -> Gauges {
         let r = lock(&self.registry);
-        Gauges { running: r.len(), free_ports: r.free_ports(Instant::now()), cap: r.max_sessions() }
+        Gauges {
+            running: r.len(),
+            free_ports: r.free_ports(Instant::now()),
+            cap: r.max_sessions(),
+            nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
+        }
     }
 
     /// Applies a reloaded configuration. Keys that need a restart keep their running value

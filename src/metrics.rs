@@ -40,6 +40,8 @@ pub struct Gauges {
     pub running: usize,
     pub free_ports: usize,
     pub cap: usize,
+    /// Nodes that take new sessions (1 for the local Docker runtime).
+    pub nodes_usable: usize,
 }
 
 impl Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
         gauge("sessions_running", "Sessions registered (starting or running).", g.running as f64);
         gauge("ports_free", "Session ports neither used nor set aside.", g.free_ports as f64);
         gauge("sessions_cap", "The configured session cap (max_sessions).", g.cap as f64);
+        gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
         gauge(
             "tcp_connections_open",
             "Open connections to the hub protocol port.",
@@ -158,12 +161,13 @@ mod tests {
         m.session_started(Duration::from_millis(180));
         m.session_ended("owner_left");
         m.request("query", "ok");
-        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10 });
+        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1 });
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
         assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
         assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.15\"} 0"));
         assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.2\"} 1"));
         assert!(text.contains("troop_hub_sessions_cap 10"));
+        assert!(text.contains("troop_hub_nodes_usable 1"));
     }
 }
