@@ -1,6 +1,7 @@
-//! The Swarm runtime against a real single-node swarm that each test makes on this machine's
-//! engine (`docker swarm init --advertise-addr 127.0.0.1`) and leaves afterwards, also when
-//! it fails. The tests take turns: an engine is in one swarm at a time.
+//! The Swarm runtime against a real swarm that each test makes on this machine's engine and
+//! leaves afterwards, also when it fails: a single node (`docker swarm init --advertise-addr
+//! 127.0.0.1`), or two, the second a dockerd of its own in a network namespace joined as a
+//! worker. The tests take turns: an engine is in one swarm at a time.
 
 mod common;
 
@@ -19,11 +20,147 @@ const TOKEN: &str = "swarm-test-token";
 
 static TURN: Mutex<()> = Mutex::new(());
 
-/// A single-node swarm made for one test: left (and what it made removed) on drop.
+/// A swarm made for one test: left (and what it made removed) on drop.
 struct Swarm {
     node: String,
     gwbridge_before: bool,
+    /// The second node, when there is one (dropped after the manager left).
+    worker: Option<Worker>,
     _turn: MutexGuard<'static, ()>,
+}
+
+/// The second node's network: a namespace with a veth pair to the host.
+const NETNS: &str = "troop-hub-test-n2";
+const VETH_HOST: &str = "thubtest-h";
+const VETH_NODE: &str = "thubtest-n";
+const MANAGER_IP: &str = "10.213.7.1";
+const WORKER_IP: &str = "10.213.7.2";
+/// The second node's data root, exec root and socket.
+const WORKER_DIR: &str = "/var/lib/troop-hub-test-node2";
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd} is needed by the two-node test: {e}"))
+}
+
+fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A second Docker engine in its own network namespace, joined to the test's swarm as a worker.
+struct Worker {
+    dockerd: Option<std::process::Child>,
+}
+
+impl Worker {
+    fn host() -> String {
+        format!("unix://{WORKER_DIR}/docker.sock")
+    }
+
+    /// `docker` against the second node's engine.
+    fn docker(args: &[&str]) -> std::process::Output {
+        let host = Worker::host();
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    fn docker_ok(args: &[&str]) -> String {
+        let out = Worker::docker(args);
+        assert!(out.status.success(), "node2: docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Removes what an earlier, killed run may have left (same fixed names).
+    fn clear_leftovers() {
+        if let Ok(pid) = std::fs::read_to_string(format!("{WORKER_DIR}/docker.pid")) {
+            let _ = run("kill", &[pid.trim()]);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let _ = run("ip", &["link", "del", VETH_HOST]);
+        let _ = run("ip", &["netns", "del", NETNS]);
+        let _ = std::fs::remove_dir_all(WORKER_DIR);
+    }
+
+    /// Network namespace, veth pair, dockerd (vfs storage, its own roots and socket), the
+    /// session image loaded into it.
+    fn start() -> Worker {
+        Worker::clear_leftovers();
+        run_ok("ip", &["netns", "add", NETNS]);
+        let mut worker = Worker { dockerd: None };
+        run_ok("ip", &["link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NODE]);
+        run_ok("ip", &["link", "set", VETH_NODE, "netns", NETNS]);
+        run_ok("ip", &["addr", "add", &format!("{MANAGER_IP}/24"), "dev", VETH_HOST]);
+        run_ok("ip", &["link", "set", VETH_HOST, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", NETNS];
+            all.extend_from_slice(args);
+            run_ok("ip", &all)
+        };
+        inside(&["ip", "addr", "add", &format!("{WORKER_IP}/24"), "dev", VETH_NODE]);
+        inside(&["ip", "link", "set", VETH_NODE, "up"]);
+        inside(&["ip", "link", "set", "lo", "up"]);
+        inside(&["ip", "route", "add", "default", "via", MANAGER_IP]);
+        std::fs::create_dir_all(format!("{WORKER_DIR}/data")).expect("node2 data root");
+        std::fs::create_dir_all(format!("{WORKER_DIR}/exec")).expect("node2 exec root");
+        std::fs::write(format!("{WORKER_DIR}/daemon.json"), "{\"storage-driver\": \"vfs\", \"mtu\": 1400}\n")
+            .expect("node2 daemon.json");
+        let log = std::fs::File::create(format!("{WORKER_DIR}/dockerd.log")).expect("node2 log");
+        // nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup hierarchy.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{NETNS}"))
+            .args(["dockerd", "--config-file"])
+            .arg(format!("{WORKER_DIR}/daemon.json"))
+            .arg(format!("--data-root={WORKER_DIR}/data"))
+            .arg(format!("--exec-root={WORKER_DIR}/exec"))
+            .arg(format!("--pidfile={WORKER_DIR}/docker.pid"))
+            .arg(format!("--host={}", Worker::host()))
+            .arg("--cgroup-parent=/troop-hub-test-node2")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start a second dockerd (nsenter and dockerd are needed by the two-node test)");
+        worker.dockerd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Worker::docker(&["info"]).status.success() {
+            let log = std::fs::read_to_string(format!("{WORKER_DIR}/dockerd.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "the second dockerd did not come up:\n{log}");
+            if let Some(status) = worker.dockerd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the second dockerd exited with {status}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The session image, as an operator without a registry would: docker save | docker load.
+        let load = format!("docker save troop-hub/troop-server:latest | docker -H {} load -q", Worker::host());
+        run_ok("sh", &["-c", &load]);
+        worker
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = Worker::docker(&["swarm", "leave", "--force"]);
+        let ids = Worker::docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines().filter(|l| !l.is_empty()) {
+            let _ = Worker::docker(&["rm", "-f", "-v", id]);
+        }
+        if let Some(mut child) = self.dockerd.take() {
+            let _ = run("kill", &["-TERM", &child.id().to_string()]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = run("ip", &["link", "del", VETH_HOST]);
+        let _ = run("ip", &["netns", "del", NETNS]);
+        let _ = std::fs::remove_dir_all(WORKER_DIR);
+        // Its (now empty) cgroups, deepest first.
+        let cgroups = "find /sys/fs/cgroup -depth -type d -path '*/troop-hub-test-node2*' -exec rmdir {} + 2>/dev/null";
+        let _ = run("sh", &["-c", cgroups]);
+    }
 }
 
 fn swarm_state() -> String {
@@ -53,9 +190,29 @@ impl Swarm {
         let gwbridge_before = gwbridge_exists();
         std::fs::write(MARKER, "made by tests/swarm.rs\n").expect("write the swarm marker");
         // Made before the init, so a failing init is cleaned up too.
-        let mut swarm = Swarm { node: String::new(), gwbridge_before, _turn: turn };
+        let mut swarm = Swarm { node: String::new(), gwbridge_before, worker: None, _turn: turn };
         docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
         swarm.node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        swarm
+    }
+
+    /// A manager (this engine, advertising its veth address) and a worker (a second dockerd
+    /// in a network namespace) with the session image loaded.
+    fn two_nodes() -> Swarm {
+        let turn = Swarm::turn();
+        let gwbridge_before = gwbridge_exists();
+        std::fs::write(MARKER, "made by tests/swarm.rs (two nodes)\n").expect("write the swarm marker");
+        let mut swarm = Swarm { node: String::new(), gwbridge_before, worker: None, _turn: turn };
+        swarm.worker = Some(Worker::start());
+        docker_ok(&["swarm", "init", "--advertise-addr", MANAGER_IP]);
+        swarm.node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        let token = docker_ok(&["swarm", "join-token", "-q", "worker"]);
+        Worker::docker_ok(&["swarm", "join", "--token", &token, &format!("{MANAGER_IP}:2377")]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while docker_ok(&["node", "ls", "--format", "{{.Status}}"]).lines().filter(|s| *s == "Ready").count() < 2 {
+            assert!(Instant::now() < deadline, "the worker did not become ready");
+            std::thread::sleep(Duration::from_millis(200));
+        }
         swarm
     }
 }
@@ -352,4 +509,62 @@ async fn a_task_that_fails_passes_swarms_reason_on_and_leaves_nothing() {
     assert!(why.contains("non-zero exit"), "Swarm's own words: {why}");
     nothing_left(&hub).await;
     assert_eq!(query(hub.addr, "broken").await, Value::Null);
+}
+
+#[tokio::test]
+async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_their_nodes_address() {
+    let _swarm = Swarm::two_nodes();
+    let hub = swarm_hub("").await;
+    let table = nodes(&hub).await;
+    let mut hosts: Vec<&str> = table.as_array().unwrap().iter().map(|n| n["host"].as_str().unwrap()).collect();
+    hosts.sort_unstable();
+    assert_eq!(hosts, [MANAGER_IP, WORKER_IP], "{table}");
+
+    // Four sessions: two on each node, both nodes using the same two ports.
+    let mut owners = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        owners.push(owner(&hub, name, "pw").await);
+    }
+    let mut placed: Vec<(String, u16)> = owners.iter().map(|o| (o.host.clone(), o.port)).collect();
+    placed.sort_unstable();
+    let (p0, p1) = (hub.ports.0, hub.ports.0 + 1);
+    assert_eq!(
+        placed,
+        [
+            (MANAGER_IP.to_string(), p0),
+            (MANAGER_IP.to_string(), p1),
+            (WORKER_IP.to_string(), p0),
+            (WORKER_IP.to_string(), p1)
+        ]
+    );
+    assert_eq!(Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]).lines().count(), 2);
+
+    // Each is reached at its node's address, with its own password.
+    for (o, name) in owners.iter().zip(["a", "b", "c", "d"]) {
+        assert_eq!(query(hub.addr, name).await, json!([o.host, o.port]));
+        let at: SocketAddr = (o.host.parse::<std::net::IpAddr>().unwrap(), o.port).into();
+        let mut alice =
+            TroopClient::join(at, "alice", "pw", T).await.unwrap_or_else(|e| panic!("join {name} at {at}: {e}"));
+        assert!(matches!(login(at, "mallory", "wrong").await, Err(ClientError::Refused(-1))));
+        alice.insert(0, name).await.unwrap();
+        alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
+    }
+
+    // A task killed on the worker ends its session (the hub sees it through the manager).
+    let on_worker = owners.iter().position(|o| o.host == WORKER_IP).unwrap();
+    let mut o = owners.remove(on_worker);
+    let filter = format!("label=io.troop-hub.port={}", o.port);
+    let victim = Worker::docker_ok(&["ps", "-q", "--filter", &filter]);
+    Worker::docker_ok(&["kill", &victim]);
+    let msg = o.ended(Duration::from_secs(10)).await.expect("the owner is told");
+    assert!(msg.contains("The session has ended"), "{msg}");
+
+    // Owners leave: nothing is left on either node.
+    drop(owners);
+    nothing_left(&hub).await;
+    let deadline = Instant::now() + T;
+    while !Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]).is_empty() {
+        assert!(Instant::now() < deadline, "session containers left on the worker");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
