@@ -8,10 +8,10 @@
 use crate::config::{Config, Orphans};
 use crate::metrics::{Gauges, Metrics};
 use crate::registry::{NewSession, Node, Registry, RegistryError, Session, State, LOCAL_NODE};
-use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec, Started};
+use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -199,6 +199,7 @@ impl Hub {
         let public_host = detect_public_host(&config);
         let registry = Registry::new(config.ports, config.max_sessions, config.max_sessions_per_address);
         let (stopping, _) = watch::channel(false);
+        let parallel_removals = runtime.parallel_removals();
         Arc::new(Hub {
             config: RwLock::new(config),
             registry: Mutex::new(registry),
@@ -209,7 +210,7 @@ impl Hub {
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
             userland_proxy: std::sync::atomic::AtomicBool::new(false),
-            removals: tokio::sync::Semaphore::new(8),
+            removals: tokio::sync::Semaphore::new(parallel_removals),
         })
     }
 
@@ -395,7 +396,11 @@ impl Hub {
             return Err(HubError::StartFailed("it was ended while starting".into()));
         }
         info!(container = %short(&container), port, "container started; waiting for its server");
-        if let Err(why) = self.wait_ready(name, id, &started, deadline).await {
+        let ready = match started.probe {
+            Some(probe) => self.wait_ready(name, id, probe, deadline).await,
+            None => Ok(()),
+        };
+        if let Err(why) = ready {
             // Ended meanwhile (its container exited): `finish` has already removed it.
             let released = lock(&self.registry).release(name, id).is_some();
             if released {
@@ -420,11 +425,9 @@ impl Hub {
         Ok((host, port))
     }
 
-    /// Connects to the server until it answers or the deadline passes. Through a published
-    /// port, Docker's userland proxy accepts before the server listens and then closes the
-    /// connection: there the connection must also stay open for a moment.
-    async fn wait_ready(&self, name: &str, id: &str, started: &Started, deadline: Instant) -> Result<(), String> {
-        let probe = started.probe;
+    /// Connects to the server's own address (not the published port, which Docker's proxy
+    /// accepts before the server listens) until it answers or the deadline passes.
+    async fn wait_ready(&self, name: &str, id: &str, probe: SocketAddr, deadline: Instant) -> Result<(), String> {
         loop {
             if lock(&self.registry).get(name).is_none_or(|s| s.id != id) {
                 return Err("its container stopped before its server was ready".into());
@@ -436,7 +439,7 @@ impl Hub {
                     humantime::format_duration(self.config().start_timeout)
                 ));
             }
-            let attempt = tokio::time::timeout(left, crate::runtime::accepts(probe, started.through_proxy)).await;
+            let attempt = tokio::time::timeout(left, crate::runtime::accepts(probe, false)).await;
             if attempt == Ok(true) {
                 return Ok(());
             }

@@ -568,3 +568,42 @@ async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_thei
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn admin_kill_max_age_and_sigterm_remove_the_services() {
+    let _swarm = Swarm::init();
+    let mut hub = swarm_hub("max_session_age: 4s").await;
+
+    // Too old: ended, its owner told, its service removed.
+    let mut old = owner(&hub, "old", "pw").await;
+    let msg = old.ended(T).await.expect("the owner is told");
+    assert!(msg.contains("maximum session age"), "{msg}");
+    nothing_left(&hub).await;
+    // The rest must not race the age limit: raise it live (hub.yaml is re-read on change).
+    hub.extra_yaml = "runtime: swarm\nmax_session_age: 1h".into();
+    hub.write_config();
+    let deadline = Instant::now() + T;
+    while http(hub.http, "GET", "/api/v1/config", Some(TOKEN), None).await.json()["max_session_age"] != json!("1h") {
+        assert!(Instant::now() < deadline, "hub.yaml was not reloaded\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Killed through the API.
+    let k = owner(&hub, "k", "pw").await;
+    let r = http(hub.http, "DELETE", "/api/v1/sessions/k", Some(TOKEN), None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    nothing_left(&hub).await;
+    drop(k);
+
+    // SIGTERM: every owner told, every service removed, exit 0.
+    let mut a = owner(&hub, "a", "pw").await;
+    let mut b = owner(&hub, "b", "pw").await;
+    assert_eq!(services(&hub).len(), 2);
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(T).await, Some(0), "{}", hub.log());
+    for o in [&mut a, &mut b] {
+        let msg = o.ended(T).await.expect("told");
+        assert_eq!(msg, "Troop Hub Service has been manually terminated");
+    }
+    nothing_left(&hub).await;
+}

@@ -189,7 +189,7 @@ impl Runtime for DockerRuntime {
                     return Err(RuntimeError::Failed("the container has no address on the sessions' network".into()));
                 }
             };
-            Ok(Started { container_id: id, probe, through_proxy: false })
+            Ok(Started { container_id: id, probe: Some(probe) })
         })
     }
 

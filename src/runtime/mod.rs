@@ -67,11 +67,9 @@ pub struct SessionSpec {
 pub struct Started {
     /// The runtime's handle on it: a container id, or a Swarm service id.
     pub container_id: String,
-    /// Where the hub can reach the server to see that it listens.
-    pub probe: SocketAddr,
-    /// `probe` may be answered by Docker's userland proxy before the server listens (a
-    /// published port): the connection must also stay open a moment to count.
-    pub through_proxy: bool,
+    /// Where the hub connects to see that the server listens; `None` when the runtime has
+    /// already seen it answer.
+    pub probe: Option<SocketAddr>,
 }
 
 /// A session found on the engine.
@@ -118,6 +116,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>>;
     /// Removes what `prepare` created, once no session is left.
     fn teardown(&self) -> BoxFuture<'_, ()>;
+    /// How many removals the hub runs at once (ending many sessions, e.g. at shutdown).
+    fn parallel_removals(&self) -> usize {
+        8
+    }
     /// A reloaded configuration, for sessions started from now on.
     fn reconfigure(&self, config: Config);
 }
@@ -285,7 +287,7 @@ pub(crate) async fn accepts(addr: SocketAddr, through_proxy: bool) -> bool {
         return true;
     }
     let mut buf = [0u8; 1];
-    matches!(tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await, Err(_) | Ok(Ok(1..)))
+    matches!(tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await, Err(_) | Ok(Ok(1..)))
 }
 
 /// The owner's sentence for a server exit code.

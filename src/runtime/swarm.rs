@@ -277,13 +277,15 @@ impl SwarmRuntime {
         probe: SocketAddr,
     ) -> Result<(), RuntimeError> {
         let timeout = self.config().start_timeout;
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut last = (String::from("new"), String::new());
         loop {
             let tasks = self.tasks(docker, Some(service)).await?;
             if let Some(t) = tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index)) {
                 let (state, words) = (task_state(t), task_words(t));
                 if state == "running" && super::accepts(probe, true).await {
+                    debug!(service = %service, elapsed_ms = started.elapsed().as_millis() as u64, "task running and answering");
                     return Ok(());
                 }
                 if words.contains("port is already allocated")
@@ -305,7 +307,7 @@ impl SwarmRuntime {
                     humantime::format_duration(timeout)
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -426,6 +428,10 @@ impl Runtime for SwarmRuntime {
 
     fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
         Box::pin(async move {
+            if spec.node == crate::registry::LOCAL_NODE {
+                // Placed before the hub ever got the swarm's node list (the engine was away).
+                return Err(RuntimeError::Unreachable("the swarm's nodes are not known yet".into()));
+            }
             let c = self.config();
             let docker = self.engine.client().await?;
             let image = self.image_ref(&docker, &c).await?;
@@ -456,7 +462,7 @@ impl Runtime for SwarmRuntime {
                 }
                 return Err(e);
             }
-            Ok(Started { container_id: service, probe, through_proxy: true })
+            Ok(Started { container_id: service, probe: None })
         })
     }
 
@@ -544,6 +550,12 @@ impl Runtime for SwarmRuntime {
             })
             .boxed())
         })
+    }
+
+    /// A removal mostly waits on Swarm (its agent holds a task about 3 s before stopping it),
+    /// not on the engine's work: many may run at once.
+    fn parallel_removals(&self) -> usize {
+        64
     }
 
     fn teardown(&self) -> BoxFuture<'_, ()> {
