@@ -157,6 +157,9 @@ pub struct Hub {
     admin_token: RwLock<Option<String>>,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::atomic::AtomicBool,
+    /// Set once the sessions left from before were adopted or removed (`recover`); until
+    /// then reconciling must not take them for strays.
+    recovered: std::sync::atomic::AtomicBool,
     /// Container removals in flight at most: ending hundreds of sessions at once (shutdown)
     /// must not swamp the engine into timeouts.
     removals: tokio::sync::Semaphore,
@@ -210,6 +213,7 @@ impl Hub {
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
             userland_proxy: std::sync::atomic::AtomicBool::new(false),
+            recovered: std::sync::atomic::AtomicBool::new(false),
             removals: tokio::sync::Semaphore::new(parallel_removals),
         })
     }
@@ -375,15 +379,38 @@ impl Hub {
                 node: node.clone(),
                 port,
                 password_md5: password_md5.clone(),
+                deadline,
             };
+            // On failure the runtime has removed what it made: the slot can go at once.
             match self.runtime.start(spec).await {
                 Ok(s) => break s,
                 Err(RuntimeError::PortTaken(_)) if Instant::now() < deadline => {
                     warn!(port, "host port taken by something else; trying the next one");
-                    (node, port) = lock(&self.registry).move_port(name, id, Instant::now())?;
+                    let moved = lock(&self.registry).move_port(name, id, Instant::now());
+                    match moved {
+                        Ok(slot) => (node, port) = slot,
+                        Err(e) => {
+                            lock(&self.registry).free_port(&node, port, id, true, Instant::now());
+                            return Err(e.into());
+                        }
+                    }
                 }
                 Err(e) => {
-                    lock(&self.registry).release(name, id);
+                    let mut registry = lock(&self.registry);
+                    // A task that failed on its node: try another node while there is time.
+                    if matches!(e, RuntimeError::TaskFailed(_)) {
+                        let elsewhere = registry.place_elsewhere(name, id, Instant::now());
+                        if let (Some(slot), true) = (elsewhere, Instant::now() < deadline) {
+                            warn!(node = %node, error = %e, "the session failed on this node; trying another");
+                            (node, port) = slot;
+                            continue;
+                        }
+                    }
+                    // (place_elsewhere may have moved it already; release and free what it holds.)
+                    if let Some(s) = registry.release(name, id) {
+                        (node, port) = (s.node, s.port);
+                    }
+                    registry.free_port(&node, port, id, true, Instant::now());
                     warn!(error = %e, "the engine did not start the session");
                     return Err(e.into());
                 }
@@ -391,8 +418,10 @@ impl Hub {
         };
         let container = started.container_id.clone();
         if !lock(&self.registry).set_container(name, id, &container) {
-            // Ended (killed, hub stopping) while the engine was starting it.
-            let _ = self.runtime.remove(container).await;
+            // Ended (killed, hub stopping) while the engine was starting it: its slot was kept
+            // for this container, which goes now.
+            let removed = self.runtime.remove(container).await;
+            lock(&self.registry).free_port(&node, port, id, removed.is_ok(), Instant::now());
             return Err(HubError::StartFailed("it was ended while starting".into()));
         }
         info!(container = %short(&container), port, "container started; waiting for its server");
@@ -408,7 +437,7 @@ impl Hub {
                 if let Err(e) = &removed {
                     warn!(container = %short(&container), error = %e, "could not remove a failed session's container");
                 }
-                lock(&self.registry).free_port(&node, port, removed.is_ok(), Instant::now());
+                lock(&self.registry).free_port(&node, port, id, removed.is_ok(), Instant::now());
             }
             return Err(HubError::StartFailed(why));
         }
@@ -518,7 +547,7 @@ impl Hub {
                 self.metrics.docker_error();
                 warn!(session = %session.name, container = %short(&container), error = %e, "could not remove the session's container");
             }
-            lock(&self.registry).free_port(&session.node, session.port, removed.is_ok(), Instant::now());
+            lock(&self.registry).free_port(&session.node, session.port, &session.id, removed.is_ok(), Instant::now());
         }
     }
 
@@ -612,6 +641,7 @@ impl Hub {
     pub async fn recover(&self) -> Result<(), RuntimeError> {
         let config = self.config();
         let found = self.runtime.list().await?;
+        self.recovered.store(true, std::sync::atomic::Ordering::SeqCst);
         for c in found {
             let adoptable = config.orphans == Orphans::Adopt && c.running;
             let session = match (adoptable, &c.session_id, &c.name, c.port, &c.password_md5) {
@@ -701,6 +731,10 @@ impl Hub {
 
     /// Ends sessions whose containers are gone (events missed while the engine was away).
     async fn reconcile(&self) {
+        // The engine was away when the hub started: adopt or remove per `orphans` first.
+        if !self.recovered.load(std::sync::atomic::Ordering::SeqCst) && self.recover().await.is_err() {
+            return;
+        }
         // The registry first: a session that turns running after this snapshot is not judged
         // by a container list taken before it existed.
         let running: Vec<(String, String, String)> = lock(&self.registry)

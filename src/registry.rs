@@ -101,14 +101,20 @@ pub struct Registry {
     sessions: BTreeMap<String, Session>,
     nodes: Vec<Node>,
     ports: (u16, u16),
+    /// Held slots and the id of the session holding each (ids are never reused; a name is,
+    /// while the old session's container may still hold its slot).
     in_use: HashMap<Slot, String>,
     set_aside: HashMap<Slot, Instant>,
+    /// Nodes where a start failed recently: placed on only when no other node has room.
+    cooling: HashMap<String, Instant>,
     max_sessions: usize,
     max_per_address: usize,
 }
 
 /// How long a port found taken by someone else is skipped.
 pub const SET_ASIDE: Duration = Duration::from_secs(60);
+/// How long a node where a start failed is avoided.
+pub const NODE_COOLDOWN: Duration = Duration::from_secs(60);
 
 impl Registry {
     pub fn new(ports: (u16, u16), max_sessions: usize, max_per_address: usize) -> Self {
@@ -118,6 +124,7 @@ impl Registry {
             ports,
             in_use: HashMap::new(),
             set_aside: HashMap::new(),
+            cooling: HashMap::new(),
             max_sessions,
             max_per_address,
         }
@@ -186,13 +193,18 @@ impl Registry {
     }
 
     /// The usable node with the fewest sessions that has a free port (ties: the node listed
-    /// first), and its lowest free port.
+    /// first; nodes where a start failed lately come last), and its lowest free port.
     fn place(&self, now: Instant) -> Result<(Node, u16), RegistryError> {
-        let mut usable: Vec<&Node> = self.nodes.iter().filter(|n| n.usable).collect();
+        self.place_except(now, None)
+    }
+
+    fn place_except(&self, now: Instant, except: Option<&str>) -> Result<(Node, u16), RegistryError> {
+        let mut usable: Vec<&Node> = self.nodes.iter().filter(|n| n.usable && Some(n.id.as_str()) != except).collect();
         if usable.is_empty() {
             return Err(RegistryError::NoNode);
         }
-        usable.sort_by_key(|n| self.sessions_on(&n.id));
+        let cooling = |id: &str| self.cooling.get(id).is_some_and(|until| *until > now);
+        usable.sort_by_key(|n| (cooling(&n.id), self.sessions_on(&n.id)));
         usable
             .into_iter()
             .find_map(|n| {
@@ -218,7 +230,7 @@ impl Registry {
             }
         }
         let (node, port) = self.place(now)?;
-        self.in_use.insert((node.id.clone(), port), new.name.clone());
+        self.in_use.insert((node.id.clone(), port), new.id.clone());
         let session = Session {
             id: new.id,
             name: new.name.clone(),
@@ -253,13 +265,29 @@ impl Registry {
                 return Err(e);
             }
         };
-        self.in_use.insert((node.id.clone(), port), name.to_string());
+        self.in_use.insert((node.id.clone(), port), id.to_string());
         if let Some(s) = self.sessions.get_mut(name) {
             s.node = node.id.clone();
             s.host = node.host;
             s.port = port;
         }
         Ok((node.id, port))
+    }
+
+    /// The session's start failed on its node (the runtime undid it): that node is avoided
+    /// for a while, and the session moves to another usable node with room, if there is one.
+    pub fn place_elsewhere(&mut self, name: &str, id: &str, now: Instant) -> Option<(String, u16)> {
+        let s = self.sessions.get(name).filter(|s| s.id == id)?;
+        let old = (s.node.clone(), s.port);
+        self.cooling.insert(old.0.clone(), now + NODE_COOLDOWN);
+        let (node, port) = self.place_except(now, Some(&old.0)).ok()?;
+        self.in_use.remove(&old);
+        self.in_use.insert((node.id.clone(), port), id.to_string());
+        let s = self.sessions.get_mut(name)?;
+        s.node = node.id.clone();
+        s.host = node.host;
+        s.port = port;
+        Some((node.id, port))
     }
 
     /// Registers a session found running from before (adoption). Refused if its name or port
@@ -272,7 +300,7 @@ impl Registry {
         if self.in_use.contains_key(&slot) {
             return Err(RegistryError::NoPort);
         }
-        self.in_use.insert(slot, session.name.clone());
+        self.in_use.insert(slot, session.id.clone());
         let mut session = session;
         if let Some(n) = self.nodes.iter().find(|n| n.id == session.node) {
             session.host = n.host.clone();
@@ -322,26 +350,23 @@ impl Registry {
         self.sessions.values().find(|s| s.container_id.as_deref() == Some(container_id))
     }
 
-    /// Removes a session if it is still the one with this id and frees its name. Its port is
-    /// freed too unless it has a container: that container holds the host port until it is
-    /// removed, so the port waits for [`Registry::free_port`] (handing it out earlier makes
-    /// the next start fail with "port is already allocated").
+    /// Removes a session if it is still the one with this id and frees its name at once. Its
+    /// slot stays held: its container (or one still being created) holds the host port until
+    /// it is removed, so the slot waits for [`Registry::free_port`] (handing it out earlier
+    /// makes the next start fail with "port is already allocated").
     pub fn release(&mut self, name: &str, id: &str) -> Option<Session> {
         if self.sessions.get(name)?.id != id {
             return None;
         }
-        let s = self.sessions.remove(name)?;
-        if s.container_id.is_none() {
-            self.in_use.remove(&(s.node.clone(), s.port));
-        }
-        Some(s)
+        self.sessions.remove(name)
     }
 
-    /// A released session's container is gone (`removed`), or could not be removed: then the
-    /// port is set aside for a while instead of being handed out at once.
-    pub fn free_port(&mut self, node: &str, port: u16, removed: bool, now: Instant) {
+    /// The released session `id`'s container is gone (`removed`), or could not be removed:
+    /// then the port is set aside for a while instead of being handed out at once.
+    pub fn free_port(&mut self, node: &str, port: u16, id: &str, removed: bool, now: Instant) {
         let slot = (node.to_string(), port);
-        if self.in_use.get(&slot).is_some_and(|holder| !self.sessions.contains_key(holder)) {
+        let held_by_it = self.in_use.get(&slot).is_some_and(|holder| holder == id);
+        if held_by_it && self.sessions.values().all(|s| s.id != id) {
             self.in_use.remove(&slot);
             if !removed {
                 self.set_aside.insert(slot, now + SET_ASIDE);
@@ -403,7 +428,9 @@ mod tests {
             RegistryError::NoPort,
             "port held until its container is gone"
         );
-        r.free_port(LOCAL_NODE, 101, true, now);
+        r.free_port(LOCAL_NODE, 101, "id-other", true, now);
+        assert_eq!(r.free_ports(now), 0, "only its own session frees a slot");
+        r.free_port(LOCAL_NODE, 101, "id-b", true, now);
         assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap().port, 101, "port reused after release");
     }
 
@@ -478,6 +505,7 @@ mod tests {
         assert_eq!(r.reserve(new("s5", "1.1.1.1", true), now).unwrap_err(), RegistryError::NoPort);
         // n1 loses a session: the next one goes there, to the port it freed.
         assert!(r.release("s1", "id-s1").is_some());
+        r.free_port("n1", 100, "id-s1", true, now);
         let s = r.reserve(new("s5", "1.1.1.1", true), now).unwrap();
         assert_eq!((s.node.as_str(), s.port), ("n1", 100));
     }
@@ -542,8 +570,58 @@ mod tests {
         assert_eq!(r.adopt(adopted("c", "n2")), Err(RegistryError::NoPort), "port 100 is taken on n2");
         r.release("a", "id-a");
         assert_eq!(r.slots_in_use(), vec![("n1".into(), 100), ("n2".into(), 100)], "held until removed");
-        r.free_port("n1", 100, true, now);
+        r.free_port("n1", 100, "id-a", true, now);
         assert_eq!(r.slots_in_use(), vec![("n2".into(), 100)]);
         assert_eq!(r.reserve(new("d", "1.1.1.1", true), now).unwrap().node, "n1");
+    }
+
+    #[test]
+    fn a_name_restarted_before_its_old_container_is_gone_frees_the_old_slot_later() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 101), 10, 10);
+        let mut first = new("foo", "1.1.1.1", true);
+        first.id = "first".into();
+        r.reserve(first, now).unwrap();
+        r.set_container("foo", "first", "c1");
+        r.release("foo", "first");
+        // The performer starts "foo" again while the old container is still being removed.
+        let mut second = new("foo", "1.1.1.1", true);
+        second.id = "second".into();
+        assert_eq!(r.reserve(second, now).unwrap().port, 101);
+        r.free_port(LOCAL_NODE, 100, "first", true, now);
+        assert_eq!(r.slots_in_use(), vec![(LOCAL_NODE.to_string(), 101)], "the old slot is free again");
+        assert_eq!(r.free_ports(now), 1);
+    }
+
+    #[test]
+    fn a_starting_session_ended_by_someone_else_keeps_its_slot_until_its_start_is_undone() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 100), 10, 10);
+        r.reserve(new("s", "1.1.1.1", true), now).unwrap();
+        assert!(r.release("s", "id-s").is_some(), "killed while its container is being created");
+        assert_eq!(r.reserve(new("t", "1.1.1.1", true), now).unwrap_err(), RegistryError::NoPort);
+        r.free_port(LOCAL_NODE, 100, "id-s", true, now);
+        assert_eq!(r.reserve(new("t", "1.1.1.1", true), now).unwrap().port, 100);
+    }
+
+    #[test]
+    fn a_node_where_starts_fail_is_avoided_while_others_have_room() {
+        let now = Instant::now();
+        let mut r = Registry::new((100, 101), 10, 10);
+        r.set_nodes(vec![node("broken", "a", true), node("good", "b", true)]);
+        assert_eq!(r.reserve(new("s", "1.1.1.1", true), now).unwrap().node, "broken", "emptiest, listed first");
+        assert_eq!(r.place_elsewhere("s", "id-s", now), Some(("good".into(), 100)));
+        assert_eq!(r.slots_in_use(), vec![("good".into(), 100)], "the failed slot is free");
+        // The broken node has no session, yet new ones go to the good node while it cools.
+        assert_eq!(r.reserve(new("t", "1.1.1.1", true), now).unwrap().node, "good");
+        // With no room left elsewhere, the cooling node is still used; after the cooldown it
+        // is an ordinary node again.
+        assert_eq!(r.reserve(new("u", "1.1.1.1", true), now).unwrap().node, "broken");
+        assert_eq!(r.reserve(new("v", "1.1.1.1", true), now + NODE_COOLDOWN).unwrap().node, "broken");
+        // No other node: nothing to move to.
+        let mut lone = Registry::new((100, 101), 10, 10);
+        lone.set_nodes(vec![node("only", "a", true)]);
+        lone.reserve(new("s", "1.1.1.1", true), now).unwrap();
+        assert_eq!(lone.place_elsewhere("s", "id-s", now), None);
     }
 }

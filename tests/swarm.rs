@@ -479,7 +479,7 @@ async fn placement_follows_the_node_table_its_public_host_label_and_its_availabi
     // A drained node's tasks are shut down by Swarm: those sessions end and their owners are told.
     docker_ok(&["node", "update", "--availability", "drain", &swarm.node]);
     let msg = a.ended(T).await.expect("the owner of a drained node's session is told");
-    assert!(msg.contains("The session has ended"), "{msg}");
+    assert!(msg.starts_with("The session has ended: its machine") && msg.contains("drained"), "{msg}");
     drop((b, c));
     nothing_left(&hub).await;
 

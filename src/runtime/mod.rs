@@ -60,6 +60,8 @@ pub struct SessionSpec {
     pub node: String,
     pub port: u16,
     pub password_md5: String,
+    /// When the hub gives up on this start (`start_timeout` after the request).
+    pub deadline: std::time::Instant,
 }
 
 /// A started session server.

@@ -37,6 +37,8 @@ pub struct SwarmRuntime {
     engine: Engine,
     /// Node addresses as the hub reaches them (for readiness probes), from the last node list.
     addrs: std::sync::Mutex<HashMap<String, IpAddr>>,
+    /// Nodes that were down at the last node list.
+    down: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Task states after which a task never runs again.
@@ -57,6 +59,36 @@ fn task_words(t: &Task) -> String {
 
 fn task_exit_code(t: &Task) -> Option<i64> {
     t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.exit_code)
+}
+
+fn desired_state(t: &Task) -> String {
+    t.desired_state.as_ref().map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// The newest task of a list (a service has one, restart `none`).
+fn newest(tasks: &[Task]) -> Option<&Task> {
+    tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index))
+}
+
+/// Has the task ended, or will it never run on (Swarm wants it shut down: its node is down
+/// or drained)? Then the owner's reason, and whether it was the server's own idle exit.
+fn task_end(t: &Task) -> Option<(String, bool)> {
+    let state = task_state(t);
+    let code = task_exit_code(t);
+    if finished(&state) {
+        let reason = match (state.as_str(), code) {
+            // Its own exit with 0 is the idle timer; a stop from outside also gives 0.
+            ("complete", Some(0)) => return Some((exit_reason(Some(0)), true)),
+            ("shutdown", _) => "its machine was drained or its service stopped".to_string(),
+            (_, Some(_)) => exit_reason(code),
+            _ => format!("its Swarm task {state}: {}", task_words(t)),
+        };
+        return Some((reason, false));
+    }
+    match desired_state(t).as_str() {
+        "shutdown" | "remove" => Some(("its machine went down or was drained".to_string(), false)),
+        _ => None,
+    }
 }
 
 /// True for an image name that says where to pull it from (`registry.example.org/x`,
@@ -103,7 +135,11 @@ impl SwarmRuntime {
     /// A runtime for the swarm manager named by DOCKER_HOST (default: the local socket).
     /// Nothing is contacted yet.
     pub fn new(config: Config) -> SwarmRuntime {
-        SwarmRuntime { engine: Engine::new(config), addrs: std::sync::Mutex::new(HashMap::new()) }
+        SwarmRuntime {
+            engine: Engine::new(config),
+            addrs: std::sync::Mutex::new(HashMap::new()),
+            down: std::sync::Mutex::new(HashSet::new()),
+        }
     }
 
     async fn timed<T>(
@@ -193,12 +229,15 @@ impl SwarmRuntime {
         Ok(self.timed(docker.create_network(request)).await?.id)
     }
 
-    /// Removes a network, retrying while the engine still has the task's endpoint on it.
-    async fn remove_network(&self, docker: &Docker, id: &str) {
-        for attempt in 0..20 {
+    /// Removes a network, trying `attempts` times while the engine still has the task's
+    /// endpoint on it.
+    async fn remove_network(&self, docker: &Docker, id: &str, attempts: u32) {
+        for attempt in 1..=attempts {
             match self.timed(docker.remove_network(id)).await {
                 Ok(()) | Err(RuntimeError::NotFound) => return,
-                Err(e) if attempt == 19 => warn!(network = %id, error = %e, "could not remove a session network"),
+                Err(e) if attempt == attempts => {
+                    warn!(network = %id, error = %e, "could not remove a session network; the next reconcile retries")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
@@ -278,11 +317,19 @@ impl SwarmRuntime {
     ) -> Result<(), RuntimeError> {
         let timeout = self.config().start_timeout;
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = spec.deadline;
         let mut last = (String::from("new"), String::new());
         loop {
-            let tasks = self.tasks(docker, Some(service)).await?;
-            if let Some(t) = tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index)) {
+            // A slow or failed engine call is retried until the deadline, not fatal.
+            let tasks = match self.tasks(docker, Some(service)).await {
+                Ok(t) => t,
+                Err(e) if Instant::now() < deadline => {
+                    debug!(service = %service, error = %e, "task list failed; retrying");
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(t) = newest(&tasks) {
                 let (state, words) = (task_state(t), task_words(t));
                 if state == "running" && super::accepts(probe, true).await {
                     debug!(service = %service, elapsed_ms = started.elapsed().as_millis() as u64, "task running and answering");
@@ -301,10 +348,17 @@ impl SwarmRuntime {
             }
             if Instant::now() >= deadline {
                 let (state, words) = last;
+                let within = humantime::format_duration(timeout);
+                if state == "running" {
+                    return Err(RuntimeError::TaskFailed(format!(
+                        "its server on node {} did not answer on {probe} within {within} (the hub must reach the \
+                         session ports of every node)",
+                        spec.node
+                    )));
+                }
                 let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
                 return Err(RuntimeError::TaskFailed(format!(
-                    "its Swarm task was still {state} after {}{words}",
-                    humantime::format_duration(timeout)
+                    "its Swarm task was still {state} after {within}{words}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -339,7 +393,10 @@ impl SwarmRuntime {
                 Err(RuntimeError::NotFound) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            if tasks.is_empty() {
+            // A task on a node that is down goes only when the node comes back (its agent then
+            // removes the container): nothing to wait for here.
+            let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+            if tasks.iter().all(|t| t.node_id.as_ref().is_some_and(|n| down.contains(n))) {
                 break;
             }
             if Instant::now() >= deadline {
@@ -348,7 +405,7 @@ impl SwarmRuntime {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for n in networks {
-            self.remove_network(docker, &n).await;
+            self.remove_network(docker, &n, 20).await;
         }
         Ok(())
     }
@@ -369,7 +426,7 @@ impl SwarmRuntime {
             if !services.contains(session) && old {
                 if let Some(id) = n.id {
                     info!(network = %id, "removing a session network no service uses");
-                    self.remove_network(docker, &id).await;
+                    self.remove_network(docker, &id, 1).await;
                 }
             }
         }
@@ -383,9 +440,8 @@ impl Runtime for SwarmRuntime {
 
     fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let docker = self.ensure_manager().await?;
+            self.ensure_manager().await?;
             self.nodes().await?;
-            self.sweep_networks(&docker, &HashSet::new()).await;
             self.check().await
         })
     }
@@ -403,10 +459,15 @@ impl Runtime for SwarmRuntime {
             let found = self.timed(docker.list_nodes(None::<ListNodesOptions>)).await?;
             let mut nodes = Vec::new();
             let mut addrs = HashMap::new();
+            let mut down = HashSet::new();
             for n in &found {
                 let Some(id) = n.id.clone() else { continue };
                 let spec = n.spec.clone().unwrap_or_default();
-                let ready = n.status.as_ref().and_then(|s| s.state.as_ref()).is_some_and(|s| s.to_string() == "ready");
+                let state = n.status.as_ref().and_then(|s| s.state.as_ref()).map(|s| s.to_string()).unwrap_or_default();
+                let ready = state == "ready";
+                if state == "down" || state == "disconnected" {
+                    down.insert(id.clone());
+                }
                 let active = spec.availability.is_some_and(|a| a.to_string() == "active");
                 let addr = node_addr(n);
                 if let Some(ip) = addr {
@@ -421,6 +482,9 @@ impl Runtime for SwarmRuntime {
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
             if let Ok(mut a) = self.addrs.lock() {
                 *a = addrs;
+            }
+            if let Ok(mut d) = self.down.lock() {
+                *d = down;
             }
             Ok(nodes)
         })
@@ -445,12 +509,12 @@ impl Runtime for SwarmRuntime {
                 Ok(r) => match r.id {
                     Some(id) => id,
                     None => {
-                        self.remove_network(&docker, &network).await;
+                        self.remove_network(&docker, &network, 20).await;
                         return Err(RuntimeError::Failed("the engine created a service without an id".into()));
                     }
                 },
                 Err(e) => {
-                    self.remove_network(&docker, &network).await;
+                    self.remove_network(&docker, &network, 20).await;
                     return Err(e);
                 }
             };
@@ -488,8 +552,9 @@ impl Runtime for SwarmRuntime {
                 let labels = spec.labels.clone().unwrap_or_default();
                 let (session_id, name, port, created) = labelled_session(&labels);
                 session_ids.extend(session_id.clone());
-                let running_task =
-                    tasks.iter().find(|t| t.service_id.as_deref() == Some(id.as_str()) && task_state(t) == "running");
+                let running_task = tasks.iter().find(|t| {
+                    t.service_id.as_deref() == Some(id.as_str()) && task_state(t) == "running" && task_end(t).is_none()
+                });
                 let constraint = spec
                     .task_template
                     .as_ref()
@@ -574,7 +639,7 @@ impl Runtime for SwarmRuntime {
                 let session = n.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID));
                 if session.is_some_and(|s| !live.contains(s)) {
                     if let Some(id) = n.id {
-                        self.remove_network(&docker, &id).await;
+                        self.remove_network(&docker, &id, 1).await;
                     }
                 }
             }
@@ -604,23 +669,15 @@ impl TaskWatch {
         let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
         let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
         for id in &ids {
-            let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).collect();
-            let newest = mine.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index));
-            let Some(t) = newest else { continue };
-            let state = task_state(t);
+            let mine: Vec<Task> =
+                tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).cloned().collect();
+            let Some(t) = newest(&mine) else { continue };
             self.seen.insert(id.clone());
-            if finished(&state) && self.reported.insert(id.clone()) {
-                let code = task_exit_code(t);
-                let reason = match code {
-                    Some(_) => exit_reason(code),
-                    None => format!("its Swarm task {state}: {}", task_words(t)),
-                };
-                debug!(service = %id, state = %state, "session task ended");
-                self.pending.push_back(RuntimeEvent::Exited {
-                    container_id: id.clone(),
-                    reason,
-                    idle: code == Some(0),
-                });
+            if let Some((reason, idle)) = task_end(t) {
+                if self.reported.insert(id.clone()) {
+                    debug!(service = %id, state = %task_state(t), "session task ended");
+                    self.pending.push_back(RuntimeEvent::Exited { container_id: id.clone(), reason, idle });
+                }
             }
         }
         // Services removed from outside the hub.
