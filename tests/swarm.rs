@@ -567,6 +567,19 @@ async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_thei
         assert!(Instant::now() < deadline, "session containers left on the worker");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A worker without the image: the start placed there fails with Swarm's reason, moves to
+    // the manager, and the worker is avoided while the manager has room.
+    Worker::docker_ok(&["rmi", "-f", "troop-hub/troop-server:latest"]);
+    let x = owner(&hub, "x", "pw").await;
+    let y = owner(&hub, "y", "pw").await;
+    assert_eq!((x.host.as_str(), y.host.as_str()), (MANAGER_IP, MANAGER_IP), "{}", hub.log());
+    assert!(hub.log().contains("the session failed on this node; trying another"), "{}", hub.log());
+    let table = nodes(&hub).await;
+    let worker = table.as_array().unwrap().iter().find(|n| n["host"] == json!(WORKER_IP)).unwrap();
+    assert_eq!(worker["sessions"], json!(0), "{table}");
+    drop((x, y));
+    nothing_left(&hub).await;
 }
 
 #[tokio::test]
