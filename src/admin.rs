@@ -27,10 +27,15 @@ pub async fn list(hub: SocketAddr) -> anyhow::Result<String> {
     }
     let mut out = String::new();
     for s in v.get("data").and_then(Value::as_array).into_iter().flatten() {
+        let at = format!(
+            "{}:{}",
+            s.get("host").and_then(Value::as_str).unwrap_or("?"),
+            s.get("port").and_then(Value::as_u64).unwrap_or(0)
+        );
         out.push_str(&format!(
-            "{:<24} port {:<5} {:<8} owner {}\n",
+            "{:<24} {:<22} {:<8} owner {}\n",
             s.get("name").and_then(Value::as_str).unwrap_or("?"),
-            s.get("port").and_then(Value::as_u64).unwrap_or(0),
+            at,
             s.get("state").and_then(Value::as_str).unwrap_or("?"),
             if s.get("owner_connected").and_then(Value::as_bool).unwrap_or(false) { "connected" } else { "away" },
         ));

@@ -150,7 +150,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                 .into_iter()
                 .map(|s| {
                     json!({
-                        "name": s.name, "id": s.id, "port": s.port, "state": s.state,
+                        "name": s.name, "id": s.id, "host": s.host, "port": s.port, "state": s.state,
                         "created": s.created, "owner_connected": s.owner_connected, "daemon": s.daemon,
                     })
                 })

@@ -112,7 +112,8 @@ async fn admin_kill_and_list_from_trusted_addresses_and_the_cli() {
         .args(["--config", hub.config_path().to_str().unwrap(), "list"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&cli.stdout).contains("listed"), "{cli:?}");
+    let shown = String::from_utf8_lossy(&cli.stdout);
+    assert!(shown.starts_with("listed") && shown.contains(&format!("127.0.0.1:{}", o.port)), "{cli:?}");
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_troop-hub"))
         .args(["--config", hub.config_path().to_str().unwrap(), "kill", "listed"])
         .output()
