@@ -213,14 +213,8 @@ async fn create_session(
     let config = hub.config();
     let ttl = parse_ttl(v.get("ttl"), config.api_session_ttl, config.api_session_max_ttl)?;
     let req = StartRequest { name, password, daemon: true, peer: None, ttl: Some(ttl) };
-    // Run the start on its own task: a client that hangs up must not cancel it half-way
-    // (it would leave a container the registry does not know).
-    let started = tokio::spawn({
-        let hub = hub.clone();
-        async move { hub.start_session(req).await }
-    })
-    .await
-    .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "The session start was interrupted"))?;
+    // (The hub runs the start on its own task: a client that hangs up does not cancel it.)
+    let started = hub.start_session(req).await;
     match started {
         Ok(owned) => Ok((
             StatusCode::CREATED,
@@ -272,8 +266,9 @@ async fn status_page(State(hub): State<Arc<Hub>>) -> Html<String> {
     let mut rows = String::new();
     for s in &sessions {
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} min</td></tr>\n",
+            "<tr><td>{}</td><td>{}:{}</td><td>{}</td><td>{} min</td></tr>\n",
             escape(&s.name),
+            escape(&s.host),
             s.port,
             s.state,
             s.age_seconds / 60
@@ -282,7 +277,13 @@ async fn status_page(State(hub): State<Arc<Hub>>) -> Html<String> {
     if sessions.is_empty() {
         rows.push_str("<tr><td colspan=\"4\">No sessions running.</td></tr>\n");
     }
-    let free = gauges.cap.saturating_sub(gauges.running);
+    let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
+    let nodes = hub.nodes();
+    let machines = if nodes.len() > 1 {
+        format!(" Sessions run on {} of {} machines.", gauges.nodes_usable, nodes.len())
+    } else {
+        String::new()
+    };
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -297,8 +298,8 @@ td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></hea
 <p>Start a session with Troop 0.10.3: <code>python run-server.py --hub NAME@{host}:{port}</code></p>
 <p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
 <h2>Sessions</h2>
-<p>{running} running of {cap}; {free} free slots.</p>
-<table><thead><tr><th>Name</th><th>Port</th><th>State</th><th>Age</th></tr></thead>
+<p>{running} running of {cap}; {free} free slots.{machines}</p>
+<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th></tr></thead>
 <tbody>
 {rows}</tbody></table>
 <p><small>This page refreshes every 10 seconds.</small></p>

@@ -157,12 +157,30 @@ pub struct Hub {
     admin_token: RwLock<Option<String>>,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::atomic::AtomicBool,
+    /// Session starts under way (shutdown waits for them).
+    starts_in_flight: std::sync::atomic::AtomicUsize,
     /// Set once the sessions left from before were adopted or removed (`recover`); until
     /// then reconciling must not take them for strays.
     recovered: std::sync::atomic::AtomicBool,
     /// Container removals in flight at most: ending hundreds of sessions at once (shutdown)
     /// must not swamp the engine into timeouts.
     removals: tokio::sync::Semaphore,
+}
+
+/// Counts a start in flight for as long as it lives.
+struct InFlight(Arc<Hub>);
+
+impl InFlight {
+    fn new(hub: Arc<Hub>) -> InFlight {
+        hub.starts_in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(hub)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.starts_in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How a session is asked for.
@@ -214,6 +232,7 @@ impl Hub {
             admin_token: RwLock::new(None),
             userland_proxy: std::sync::atomic::AtomicBool::new(false),
             recovered: std::sync::atomic::AtomicBool::new(false),
+            starts_in_flight: std::sync::atomic::AtomicUsize::new(0),
             removals: tokio::sync::Semaphore::new(parallel_removals),
         })
     }
@@ -293,8 +312,19 @@ impl Hub {
 
     /// Starts a session and returns once its server accepts connections. An adopted session
     /// without an owner is handed back to whoever repeats its name with the same password.
-    pub async fn start_session(&self, req: StartRequest) -> Result<Owned, HubError> {
-        let result = self.try_start(&req).await;
+    ///
+    /// The start runs on a task of its own, so a caller that goes away (a client hanging up,
+    /// the front door closing at shutdown) never cancels it half-way and leaves a container
+    /// the registry does not know; shutdown waits for the starts in flight.
+    pub async fn start_session(self: &Arc<Self>, req: StartRequest) -> Result<Owned, HubError> {
+        let guard = InFlight::new(self.clone());
+        let hub = self.clone();
+        let result = tokio::spawn(async move {
+            let _guard = guard;
+            hub.try_start(&req).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(HubError::StartFailed("the start was interrupted".into())));
         match &result {
             Ok(_) => self.metrics.request("server", "ok"),
             Err(e) => {
@@ -372,6 +402,7 @@ impl Hub {
         owner: mpsc::UnboundedSender<String>,
     ) -> Result<(String, u16), HubError> {
         let deadline = Instant::now() + config.start_timeout;
+        let mut first_failure: Option<RuntimeError> = None;
         let started = loop {
             let spec = SessionSpec {
                 id: id.into(),
@@ -399,10 +430,14 @@ impl Hub {
                     let mut registry = lock(&self.registry);
                     // A task that failed on its node: try another node while there is time.
                     if matches!(e, RuntimeError::TaskFailed(_)) {
+                        // Another node only with a fair share of the time left; the performer
+                        // hears of the first failure (the later ones may be mere timeouts).
+                        let time_left = deadline.saturating_duration_since(Instant::now()) >= config.start_timeout / 3;
                         let elsewhere = registry.place_elsewhere(name, id, Instant::now());
-                        if let (Some(slot), true) = (elsewhere, Instant::now() < deadline) {
+                        if let (Some(slot), true) = (elsewhere, time_left) {
                             warn!(node = %node, error = %e, "the session failed on this node; trying another");
                             (node, port) = slot;
+                            first_failure.get_or_insert(e);
                             continue;
                         }
                     }
@@ -410,9 +445,11 @@ impl Hub {
                     if let Some(s) = registry.release(name, id) {
                         (node, port) = (s.node, s.port);
                     }
-                    registry.free_port(&node, port, id, true, Instant::now());
+                    // A port taken by something outside the hub is set aside, not handed out again.
+                    let removed = !matches!(e, RuntimeError::PortTaken(_));
+                    registry.free_port(&node, port, id, removed, Instant::now());
                     warn!(error = %e, "the engine did not start the session");
-                    return Err(e.into());
+                    return Err(first_failure.unwrap_or(e).into());
                 }
             }
         };
@@ -643,6 +680,11 @@ impl Hub {
         let found = self.runtime.list().await?;
         self.recovered.store(true, std::sync::atomic::Ordering::SeqCst);
         for c in found {
+            // A session started since this hub came up (recovery ran late: the engine was away).
+            let current = c.session_id.as_ref().is_some_and(|sid| lock(&self.registry).list().any(|s| &s.id == sid));
+            if current {
+                continue;
+            }
             let adoptable = config.orphans == Orphans::Adopt && c.running;
             let session = match (adoptable, &c.session_id, &c.name, c.port, &c.password_md5) {
                 (true, Some(id), Some(name), Some(port), Some(md5)) => Some(Session {
@@ -794,6 +836,18 @@ impl Hub {
     /// Ends every session (owners told, containers removed) and tears down the network.
     pub async fn shutdown(&self) {
         let _ = self.stopping.send(true);
+        // Starts in flight finish first (new ones are refused now), so their containers are
+        // registered and removed below rather than left behind.
+        let c = self.config();
+        let limit = c.start_timeout + c.engine_timeout * 7;
+        let wait = async {
+            while self.starts_in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            warn!("session starts still in flight at shutdown; the next hub adopts or removes them");
+        }
         let all: Vec<(String, String)> = lock(&self.registry).list().map(|s| (s.name.clone(), s.id.clone())).collect();
         let ends = all.iter().map(|(name, id)| self.end_session(name, id, EndReason::HubShutdown));
         futures_util::future::join_all(ends).await;

@@ -109,7 +109,22 @@ impl TestHub {
     }
 
     pub async fn spawn(&mut self) {
+        // The listen ports are picked free, but another process may take one before the hub
+        // binds it (an outgoing connection's ephemeral port): then pick again.
+        for _ in 0..3 {
+            if self.try_spawn().await {
+                return;
+            }
+            self.addr.set_port(free_port());
+            self.http.set_port(free_port());
+        }
+        panic!("troop-hub could not bind its ports three times: {}", self.log());
+    }
+
+    /// Starts the hub; false if it exited because a listen port was taken meanwhile.
+    async fn try_spawn(&mut self) -> bool {
         self.write_config();
+        let log_before = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,13 +145,21 @@ impl TestHub {
             .expect("spawn troop-hub");
         self.proc = Some(child);
         let deadline = Instant::now() + T;
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+        // Both front doors: the HTTP one binds last.
+        while tokio::net::TcpStream::connect(self.addr).await.is_err()
+            || tokio::net::TcpStream::connect(self.http).await.is_err()
+        {
             if let Some(status) = self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
-                panic!("troop-hub exited with {status}: {}", self.log());
+                let log = self.log();
+                if log.get(log_before..).is_some_and(|new| new.contains("Address already in use")) {
+                    return false;
+                }
+                panic!("troop-hub exited with {status}: {log}");
             }
             assert!(Instant::now() < deadline, "troop-hub did not listen: {}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        true
     }
 
     pub fn log(&self) -> String {
