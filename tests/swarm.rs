@@ -608,15 +608,20 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     nothing_left(&hub).await;
     drop(k);
 
-    // SIGTERM: every owner told, every service removed, exit 0.
+    // SIGTERM, with a third session's start under way: every owner told, every service
+    // removed (the one being started too), exit 0.
     let mut a = owner(&hub, "a", "pw").await;
     let mut b = owner(&hub, "b", "pw").await;
     assert_eq!(services(&hub).len(), 2);
+    let addr = hub.addr;
+    let late = tokio::spawn(async move { start_session(addr, "late", "pw", T).await });
+    eventually("the third service being created", &hub, || (services(&hub).len() == 3).then_some(())).await;
     hub.signal("TERM");
     assert_eq!(hub.wait_exit(T).await, Some(0), "{}", hub.log());
     for o in [&mut a, &mut b] {
         let msg = o.ended(T).await.expect("told");
         assert_eq!(msg, "Troop Hub Service has been manually terminated");
     }
+    let _ = late.await;
     nothing_left(&hub).await;
 }
