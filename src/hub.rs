@@ -677,7 +677,20 @@ impl Hub {
     /// At start: find this hub's containers from before and adopt or remove them.
     pub async fn recover(&self) -> Result<(), RuntimeError> {
         let config = self.config();
-        let found = self.runtime.list().await?;
+        let mut found = self.runtime.list().await?;
+        // A hub killed mid-start leaves containers the engine is still starting: give them a
+        // few seconds to settle (running: adopted; exited: removed) rather than force-removing
+        // one under its own start (Docker 20.10 can then leave its network unremovable).
+        let settle = Instant::now() + Duration::from_secs(5);
+        let young = |c: &crate::runtime::Existing| {
+            !c.running
+                && c.created
+                    .is_some_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < Duration::from_secs(10)))
+        };
+        while found.iter().any(young) && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = self.runtime.list().await?;
+        }
         self.recovered.store(true, std::sync::atomic::Ordering::SeqCst);
         for c in found {
             // A session started since this hub came up (recovery ran late: the engine was away).

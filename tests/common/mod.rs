@@ -42,6 +42,19 @@ pub fn session_image() {
 
 static NEXT: AtomicU16 = AtomicU16::new(0);
 
+/// Session ports of this test process: hubs take 6 each from 20000 + 80 x (pid % 150).
+fn port_window() -> u16 {
+    20000 + ((std::process::id() % 150) as u16) * 80
+}
+
+/// A range of `len` (at most 32) session ports that no hub of this process shares, below the
+/// windows of [`TestHub::new`] (for the one hub of a process that needs many ports).
+pub fn wide_range(len: u16) -> (u16, u16) {
+    assert!(len <= 32, "the wide range has 32 ports");
+    let start = 10000 + ((std::process::id() % 150) as u16) * 40;
+    (start, start + len - 1)
+}
+
 /// A free TCP port on loopback (for the hub's own listener).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -66,7 +79,7 @@ impl TestHub {
     pub fn new(extra: &str) -> TestHub {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let base = 20000 + ((pid % 150) as u16) * 80 + n * 6;
+        let base = port_window() + n * 6;
         TestHub {
             id: format!("test-{pid}-{n}"),
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -217,6 +230,13 @@ impl Drop for TestHub {
         if let Some(p) = &mut self.proc {
             let _ = p.kill();
             let _ = p.wait();
+        }
+        // TROOP_HUB_TEST_LOGS=DIR keeps each hub's log there (for debugging a run).
+        if let Some(dir) = std::env::var_os("TROOP_HUB_TEST_LOGS") {
+            let _ = std::fs::copy(
+                self.dir.path().join("hub.log"),
+                std::path::Path::new(&dir).join(format!("{}.log", self.id)),
+            );
         }
         // A hub killed mid-start may have a container create still in the engine's hands:
         // keep removing until the containers and the network are all gone (10 s at most).
