@@ -10,11 +10,19 @@ use std::time::{Duration, Instant};
 
 pub const T: Duration = Duration::from_secs(20);
 
+/// A docker CLI call, given 60 s at most: a hung engine fails the test instead of hanging it.
 pub fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("docker")
         .args(args)
         .output()
-        .expect("the docker CLI is needed by the hub tests (install Docker and start the engine)")
+        .expect("the docker CLI (and coreutils' timeout) are needed by the hub tests");
+    assert_ne!(out.status.code(), Some(127), "the docker CLI is needed by the hub tests (install Docker)");
+    if out.status.code() == Some(124) {
+        eprintln!("docker {args:?} did not answer within 60 s: the Docker engine is hung");
+    }
+    out
 }
 
 pub fn docker_ok(args: &[&str]) -> String {
