@@ -301,6 +301,12 @@ impl Hub {
         &self.public_host
     }
 
+    /// The host performers dial for a session on a node: the node's own public host, else
+    /// the hub's.
+    fn host_for(&self, node_host: Option<&String>) -> String {
+        node_host.cloned().unwrap_or_else(|| self.public_host.clone())
+    }
+
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
     }
@@ -487,7 +493,7 @@ impl Hub {
             lock(&self.owners).remove(id);
             return Err(HubError::StartFailed("it was ended while starting".into()));
         }
-        let host = registry.get(name).and_then(|s| s.host.clone()).unwrap_or_else(|| self.public_host.clone());
+        let host = self.host_for(registry.get(name).and_then(|s| s.host.as_ref()));
         Ok((host, port))
     }
 
@@ -521,7 +527,7 @@ impl Hub {
             return None;
         }
         let (id, port) = (s.id.clone(), s.port);
-        let host = s.host.clone().unwrap_or_else(|| self.public_host.clone());
+        let host = self.host_for(s.host.as_ref());
         let (tx, ended) = mpsc::unbounded_channel();
         lock(&self.owners).insert(id.clone(), tx);
         registry.set_owner_connected(name, true);
@@ -554,7 +560,7 @@ impl Hub {
 
     /// The public address of a running session.
     pub fn query(&self, name: &str) -> Option<(String, u16)> {
-        lock(&self.registry).running(name).map(|s| (s.host.clone().unwrap_or_else(|| self.public_host.clone()), s.port))
+        lock(&self.registry).running(name).map(|s| (self.host_for(s.host.as_ref()), s.port))
     }
 
     /// Ends a session (if it is still the one with this id): the owner is told why, the
@@ -606,7 +612,7 @@ impl Hub {
             .map(|s| SessionInfo {
                 name: s.name.clone(),
                 id: s.id.clone(),
-                host: s.host.clone().unwrap_or_else(|| self.public_host.clone()),
+                host: self.host_for(s.host.as_ref()),
                 node: s.node.clone(),
                 port: s.port,
                 state: match s.state {
@@ -661,7 +667,7 @@ impl Hub {
             .iter()
             .map(|n: &Node| NodeInfo {
                 id: n.id.clone(),
-                host: n.host.clone().unwrap_or_else(|| self.public_host.clone()),
+                host: self.host_for(n.host.as_ref()),
                 usable: n.usable,
                 sessions: r.sessions_on(&n.id),
                 free_ports: r.free_ports_on(&n.id, now),
