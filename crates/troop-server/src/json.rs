@@ -21,7 +21,8 @@ pub fn write_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7f => {
+            // Python's ensure_ascii escapes everything outside printable ASCII, DEL included.
+            c if !(' '..='~').contains(&c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     let _ = write!(out, "\\u{unit:04x}");
@@ -133,7 +134,29 @@ mod tests {
     #[test]
     fn strings_escape_like_python() {
         let v = Value::String("a\"\\\n\t\u{1}é😀/\u{7f}".into());
-        assert_eq!(dumps(&v), "\"a\\\"\\\\\\n\\t\\u0001\\u00e9\\ud83d\\ude00/\u{7f}\"");
+        // python3 -c 'import json; print(json.dumps("a\"\\\n\t\x01é😀/\x7f"))'
+        assert_eq!(dumps(&v), "\"a\\\"\\\\\\n\\t\\u0001\\u00e9\\ud83d\\ude00/\\u007f\"");
+    }
+
+    #[test]
+    fn del_and_c1_controls_are_escaped() {
+        let mut s = String::new();
+        write_str(&mut s, "~\u{7f}\u{80}\u{9f}\u{a0}\u{2028}\u{ffff}\u{10ffff}\r\u{8}\u{c}\u{1f} <>");
+        assert_eq!(s, r#""~\u007f\u0080\u009f\u00a0\u2028\uffff\udbff\udfff\r\b\f\u001f <>""#);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_encodes_to_ascii_and_round_trips(s in proptest::prelude::any::<String>()) {
+            let mut out = String::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert!(out.is_ascii(), "not ASCII: {:?}", out);
+            proptest::prop_assert!(!out.bytes().any(|b| b < 0x20 || b == 0x7f), "raw control byte: {:?}", out);
+            let back: String = serde_json::from_str(&out).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("{e}: {out:?}"))
+            })?;
+            proptest::prop_assert_eq!(back, s);
+        }
     }
 
     #[test]
