@@ -226,14 +226,14 @@ impl Config {
     }
 
     /// The admin token: env `TROOP_HUB_ADMIN_TOKEN`, else the first line of `admin_token_file`.
-    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+    pub fn admin_token(&self) -> Result<Option<secrecy::SecretString>, ConfigError> {
         if let Some(t) = std::env::var("TROOP_HUB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-            return Ok(Some(t));
+            return Ok(Some(t.into()));
         }
         let Some(path) = &self.admin_token_file else { return Ok(None) };
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|t| !t.is_empty()))
+        Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|t| !t.is_empty()).map(Into::into))
     }
 
     /// The configuration as JSON for `GET /api/v1/config` (holds no secret: the token file's

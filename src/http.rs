@@ -135,11 +135,32 @@ async fn list_nodes(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<R
     Ok(Json(json!({ "nodes": hub.nodes() })).into_response())
 }
 
-async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+/// Ready when the engine answers and the image is there. The engine's own words go to the
+/// log and to the admin; anyone else gets the reason in the hub's words.
+async fn readyz(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     match hub.runtime().check().await {
         Ok(()) => Json(json!({"status": "ready", "warnings": hub.warnings()})).into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            let why = if is_admin(&hub, &headers) { e.to_string() } else { public_reason(&e).to_string() };
+            err(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+        }
     }
+}
+
+/// A runtime error as callers without the admin token see it: no engine text, no names.
+fn public_reason(e: &crate::runtime::RuntimeError) -> &'static str {
+    use crate::runtime::RuntimeError as R;
+    match e {
+        R::Unreachable(_) => "the hub cannot reach its container engine",
+        R::ImageMissing(_) => "the session image is missing on the container engine",
+        _ => "the container engine is not ready for sessions",
+    }
+}
+
+/// True when the request carries the right admin token.
+fn is_admin(hub: &Hub, headers: &HeaderMap) -> bool {
+    require_admin(hub, headers).is_ok()
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
@@ -212,7 +233,7 @@ async fn create_session(
     };
     let config = hub.config();
     let ttl = parse_ttl(v.get("ttl"), config.api_session_ttl, config.api_session_max_ttl)?;
-    let req = StartRequest { name, password, daemon: true, peer: None, ttl: Some(ttl) };
+    let req = StartRequest { name, password: password.into(), daemon: true, peer: None, ttl: Some(ttl) };
     // (The hub runs the start on its own task: a client that hangs up does not cancel it.)
     let started = hub.start_session(req).await;
     match started {
@@ -257,12 +278,14 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-async fn status_page(State(hub): State<Arc<Hub>>) -> Html<String> {
+async fn status_page(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Html<String> {
     let config = hub.config();
     let host = escape(hub.public_host());
     let port = config.listen.port();
     let gauges = hub.gauges();
-    let sessions = hub.list();
+    // Names and addresses only for the admin, or for everyone with `public_listing`.
+    let listed = config.public_listing || is_admin(&hub, &headers);
+    let sessions = if listed { hub.list() } else { Vec::new() };
     let mut rows = String::new();
     for s in &sessions {
         rows.push_str(&format!(
@@ -277,6 +300,13 @@ async fn status_page(State(hub): State<Arc<Hub>>) -> Html<String> {
     if sessions.is_empty() {
         rows.push_str("<tr><td colspan=\"4\">No sessions running.</td></tr>\n");
     }
+    let table = if listed {
+        format!(
+            "<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th></tr></thead>\n<tbody>\n{rows}</tbody></table>"
+        )
+    } else {
+        "<p>Sessions are not listed here: join one by the name its owner gave you.</p>".to_string()
+    };
     let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
     let nodes = hub.nodes();
     let machines = if nodes.len() > 1 {
@@ -299,9 +329,7 @@ td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></hea
 <p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
 <h2>Sessions</h2>
 <p>{running} running of {cap}; {free} free slots.{machines}</p>
-<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th></tr></thead>
-<tbody>
-{rows}</tbody></table>
+{table}
 <p><small>This page refreshes every 10 seconds.</small></p>
 </body></html>
 "#,

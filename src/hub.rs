@@ -10,6 +10,7 @@ use crate::metrics::{Gauges, Metrics};
 use crate::registry::{NewSession, Node, Registry, RegistryError, Session, State, LOCAL_NODE};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, SessionSpec};
 use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,8 +96,8 @@ impl From<RuntimeError> for HubError {
             RuntimeError::ImageMissing(image) => HubError::ImageMissing(image),
             RuntimeError::Unreachable(_) => HubError::EngineDown,
             RuntimeError::PortTaken(_) => HubError::Registry(RegistryError::NoPort),
-            // Swarm's reason for a task that did not run is meant for people: pass it on.
-            RuntimeError::TaskFailed(why) => HubError::StartFailed(why),
+            // Swarm's own words name nodes and addresses: performers get the runtime's sentence.
+            RuntimeError::TaskFailed { public, .. } => HubError::StartFailed(public.into()),
             // The engine's own words go to the hub's log, not to clients.
             _ => HubError::StartFailed("the container engine refused to run it (details in the hub's log)".into()),
         }
@@ -152,9 +153,11 @@ pub struct Hub {
     runtime: Arc<dyn Runtime>,
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     public_host: String,
+    /// Set when performers outside this network would be given an address they cannot reach.
+    public_host_warning: Option<String>,
     stopping: watch::Sender<bool>,
     pub metrics: Metrics,
-    admin_token: RwLock<Option<String>>,
+    admin_token: RwLock<Option<SecretString>>,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::atomic::AtomicBool,
     /// Session starts under way (shutdown waits for them).
@@ -187,7 +190,7 @@ impl Drop for InFlight {
 #[derive(Debug, Clone)]
 pub struct StartRequest {
     pub name: String,
-    pub password: String,
+    pub password: SecretString,
     /// Not tied to the requesting connection.
     pub daemon: bool,
     /// The requester's address; `None` for the admin API (trusted).
@@ -215,9 +218,51 @@ pub fn detect_public_host(config: &Config) -> String {
     }
 }
 
+/// A warning when the hub listens on every interface but gives performers a host that only
+/// this network can reach: `public_host` unset (detected) or resolving to a loopback,
+/// private or link-local address.
+pub fn unreachable_public_host(config: &Config, public_host: &str) -> Option<String> {
+    if !config.listen.ip().is_unspecified() {
+        return None;
+    }
+    let addrs: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(public_host, 0))
+        .map(|a| a.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let local_only = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    let how = "set public_host in hub.yaml (or TROOP_HUB_PUBLIC_HOST) to this hub's DNS name or public address";
+    match (&config.public_host, addrs.iter().all(local_only)) {
+        (None, true) => Some(format!(
+            "public_host is not set and the detected address {public_host} is local to this network: performers \
+             outside it will not reach sessions; {how}"
+        )),
+        (None, false) => Some(format!(
+            "public_host is not set: performers are given the detected address {public_host}; if they cannot reach it, {how}"
+        )),
+        (Some(h), true) if addrs.is_empty() => Some(format!(
+            "public_host {h} does not resolve here: performers may not reach sessions; {how}"
+        )),
+        (Some(h), true) => Some(format!(
+            "public_host {h} is a loopback or private address: performers outside this network will not reach sessions; {how}"
+        )),
+        (Some(_), false) => None,
+    }
+}
+
 impl Hub {
     pub fn new(config: Config, runtime: Arc<dyn Runtime>) -> Arc<Hub> {
         let public_host = detect_public_host(&config);
+        let public_host_warning = unreachable_public_host(&config, &public_host);
+        if let Some(w) = &public_host_warning {
+            warn!("{w}");
+        }
         let registry = Registry::new(config.ports, config.max_sessions, config.max_sessions_per_address);
         let (stopping, _) = watch::channel(false);
         let parallel_removals = runtime.parallel_removals();
@@ -227,6 +272,7 @@ impl Hub {
             runtime,
             owners: Mutex::new(HashMap::new()),
             public_host,
+            public_host_warning,
             stopping,
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
@@ -238,16 +284,16 @@ impl Hub {
     }
 
     /// Sets the admin token (from the environment or `admin_token_file`).
-    pub fn set_admin_token(&self, token: Option<String>) {
+    pub fn set_admin_token(&self, token: Option<SecretString>) {
         if let Ok(mut t) = self.admin_token.write() {
-            *t = token.filter(|t| !t.is_empty());
+            *t = token.filter(|t| !t.expose_secret().is_empty());
         }
     }
 
     /// Checks a presented admin token in constant time. `None` when no token is configured.
     pub fn check_admin_token(&self, presented: &str) -> Option<bool> {
         let t = self.admin_token.read().ok()?;
-        t.as_ref().map(|t| crate::constant_time_eq(t.as_bytes(), presented.as_bytes()))
+        t.as_ref().map(|t| crate::constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes()))
     }
 
     /// Gauges for the metrics page and the status page.
@@ -345,7 +391,7 @@ impl Hub {
     }
 
     async fn try_start(&self, req: &StartRequest) -> Result<Owned, HubError> {
-        let (name, password, daemon) = (req.name.as_str(), req.password.as_str(), req.daemon);
+        let (name, password, daemon) = (req.name.as_str(), req.password.expose_secret(), req.daemon);
         let config = self.config();
         let trusted = req.peer.is_none_or(|ip| config.is_trusted(ip));
         if daemon && !trusted {
@@ -354,11 +400,11 @@ impl Hub {
         if *self.stopping.borrow() {
             return Err(HubError::StartFailed("the hub is shutting down".into()));
         }
-        let password_md5 = troop_server::md5_hex(password);
+        let password_md5 = SecretString::from(troop_server::md5_hex(password));
         // A session waiting for its owner (adopted after a restart) goes back to that owner;
         // API and daemon requests never take one over.
         if !daemon {
-            if let Some(owned) = self.reclaim(name, &password_md5) {
+            if let Some(owned) = self.reclaim(name, password_md5.expose_secret()) {
                 return Ok(owned);
             }
         }
@@ -403,7 +449,7 @@ impl Hub {
         name: &str,
         id: &str,
         (mut node, mut port): (String, u16),
-        password_md5: String,
+        password_md5: SecretString,
         config: &Config,
         owner: mpsc::UnboundedSender<String>,
     ) -> Result<(String, u16), HubError> {
@@ -435,7 +481,7 @@ impl Hub {
                 Err(e) => {
                     let mut registry = lock(&self.registry);
                     // A task that failed on its node: try another node while there is time.
-                    if matches!(e, RuntimeError::TaskFailed(_)) {
+                    if matches!(e, RuntimeError::TaskFailed { .. }) {
                         // Another node only with a fair share of the time left; the performer
                         // hears of the first failure (the later ones may be mere timeouts).
                         let time_left = deadline.saturating_duration_since(Instant::now()) >= config.start_timeout / 3;
@@ -522,7 +568,9 @@ impl Hub {
     fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
         let mut registry = lock(&self.registry);
         let s = registry.running(name)?;
-        if s.owner_connected || s.daemon || !crate::constant_time_eq(s.password_md5.as_bytes(), password_md5.as_bytes())
+        if s.owner_connected
+            || s.daemon
+            || !crate::constant_time_eq(s.password_md5.expose_secret().as_bytes(), password_md5.as_bytes())
         {
             return None;
         }
@@ -550,11 +598,12 @@ impl Hub {
     }
 
     /// Warnings for /readyz.
-    pub fn warnings(&self) -> Vec<&'static str> {
+    pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.userland_proxy.load(std::sync::atomic::Ordering::Relaxed) {
-            w.push(USERLAND_PROXY_WARNING);
+            w.push(USERLAND_PROXY_WARNING.to_string());
         }
+        w.extend(self.public_host_warning.clone());
         w
     }
 
@@ -899,4 +948,21 @@ pub fn host_port_listening(port: u16) -> bool {
 /// The 12-character form of a container id.
 pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_host_only_this_network_reaches_is_warned_about_when_listening_everywhere() {
+        let c = |yaml: &str| Config::from_yaml(yaml).unwrap();
+        let everywhere = "listen: 0.0.0.0:57990\n";
+        let w = unreachable_public_host(&c(&format!("{everywhere}public_host: 127.0.0.1")), "127.0.0.1");
+        assert!(w.is_some_and(|w| w.contains("will not reach") && w.contains("public_host")));
+        assert!(unreachable_public_host(&c(&format!("{everywhere}public_host: 10.1.2.3")), "10.1.2.3").is_some());
+        assert!(unreachable_public_host(&c(everywhere), "192.168.1.5").is_some_and(|w| w.contains("not set")));
+        assert_eq!(unreachable_public_host(&c(&format!("{everywhere}public_host: 203.0.113.5")), "203.0.113.5"), None);
+        assert_eq!(unreachable_public_host(&c("listen: 127.0.0.1:57990\npublic_host: 127.0.0.1"), "127.0.0.1"), None);
+    }
 }

@@ -6,6 +6,7 @@
 //! that turns out to be taken by something outside the hub is set aside for a while and the
 //! next one is tried. The local Docker runtime is one node, [`LOCAL_NODE`].
 
+use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -69,7 +70,7 @@ pub struct Session {
     pub port: u16,
     /// md5 hex of the password (what the container got); used to give an adopted session
     /// back to its owner.
-    pub password_md5: String,
+    pub password_md5: SecretString,
     pub owner_ip: Option<IpAddr>,
     /// Counted against the per-address limit.
     pub counts_for_address: bool,
@@ -88,7 +89,7 @@ pub struct Session {
 pub struct NewSession {
     pub id: String,
     pub name: String,
-    pub password_md5: String,
+    pub password_md5: SecretString,
     pub owner_ip: Option<IpAddr>,
     pub trusted: bool,
     pub daemon: bool,
@@ -402,7 +403,7 @@ mod tests {
         NewSession {
             id: format!("id-{name}"),
             name: name.into(),
-            password_md5: String::new(),
+            password_md5: SecretString::from(""),
             owner_ip: Some(ip.parse().unwrap()),
             trusted,
             daemon: false,
@@ -553,7 +554,7 @@ mod tests {
             node: node.into(),
             host: None,
             port: 100,
-            password_md5: String::new(),
+            password_md5: SecretString::from(""),
             owner_ip: None,
             counts_for_address: false,
             daemon: false,

@@ -2,6 +2,7 @@
 //! that follows. Replies are ASCII only (non-ASCII escaped) and sent as one write, because
 //! Troop's `HubClient` reads the 4 digits and then reads the body once.
 
+use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -38,16 +39,32 @@ pub enum WireError {
 }
 
 /// A request as the first frame of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Request {
     /// Start a session; the connection becomes its owner (unless `daemon`).
-    Server { name: String, password: String, daemon: bool },
+    Server { name: String, password: SecretString, daemon: bool },
     /// Where is this session?
     Query { name: String },
     /// End a session (trusted addresses only).
     Kill { name: String },
     /// All sessions (trusted addresses only).
     List,
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        match (self, other) {
+            (
+                Request::Server { name: a, password: pa, daemon: da },
+                Request::Server { name: b, password: pb, daemon: db },
+            ) => a == b && pa.expose_secret() == pb.expose_secret() && da == db,
+            (Request::Query { name: a }, Request::Query { name: b }) => a == b,
+            (Request::Kill { name: a }, Request::Kill { name: b }) => a == b,
+            (Request::List, Request::List) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Request {
@@ -108,7 +125,7 @@ pub fn parse_request(v: &Value) -> Result<Request, WireError> {
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(WireError::WrongFieldType("daemon")),
             };
-            Ok(Request::Server { name, password, daemon })
+            Ok(Request::Server { name, password: password.into(), daemon })
         }
         "query" => Ok(Request::Query { name: name()? }),
         "kill" => Ok(Request::Kill { name: name()? }),
@@ -196,6 +213,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Value, WireEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parsed_password_never_prints() {
+        let r = parse_request(&json!({"type": "server", "name": "x", "password": "hunter2"}));
+        let shown = format!("{r:?} {:?}", r.as_ref().map(Request::kind));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let start = crate::hub::StartRequest {
+            name: "x".into(),
+            password: "hunter2".to_string().into(),
+            daemon: false,
+            peer: None,
+            ttl: None,
+        };
+        assert!(!format!("{start:?}").contains("hunter2"));
+    }
 
     #[test]
     fn requests_parse_like_upstream_sends_them() {

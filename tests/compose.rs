@@ -79,6 +79,9 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     assert!(build.status.success(), "image build failed: {}", String::from_utf8_lossy(&build.stderr));
 
     let pid = std::process::id();
+    let token = format!("compose-admin-{pid}-token");
+    let token_file = tempfile::NamedTempFile::new().expect("a temp file for the admin token");
+    std::fs::write(token_file.path(), format!("{token}\n")).expect("write the admin token");
     let (listen, http) = (free_port(), free_port());
     let first = 33000 + (pid % 500) as u16 * 4;
     let hub_id = format!("ci-{pid}");
@@ -93,6 +96,7 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
             ("TROOP_HUB_NETWORK".into(), format!("{hub_id}-net")),
             ("TROOP_HUB_PUBLIC_HOST".into(), "127.0.0.1".into()),
             ("TROOP_HUB_BIND_ADDRESS".into(), "127.0.0.1".into()),
+            ("TROOP_HUB_ADMIN_TOKEN_SECRET".into(), token_file.path().display().to_string()),
         ],
     };
     let up = project.compose(&["up", "-d", "--build"]);
@@ -142,6 +146,14 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
         assert!(Instant::now() < deadline, "hub container health: {health}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The admin token came from the compose secret: it works, and `docker inspect` of the hub
+    // container shows it nowhere.
+    let http_addr: SocketAddr = ([127, 0, 0, 1], http).into();
+    let config = common::http(http_addr, "GET", "/api/v1/config", Some(&token), None).await;
+    assert_eq!(config.status, 200, "{}", config.body);
+    assert!(!config.body.contains(&token), "the token is masked in /api/v1/config");
+    let inspect = docker_ok(&["inspect", &hub_container]);
+    assert!(!inspect.contains(&token), "the admin token is not in the hub container's config");
     assert!(!project.labelled("container").is_empty());
     let down = project.compose(&["down", "-v", "-t", "20"]);
     assert!(down.status.success(), "compose down failed: {}", String::from_utf8_lossy(&down.stderr));

@@ -132,11 +132,17 @@ async fn without_a_token_admin_endpoints_say_how_to_set_one() {
 }
 
 #[tokio::test]
-async fn readyz_names_a_missing_image() {
-    let hub = TestHub::new("image: troop-hub/not-built:latest").start().await;
+async fn readyz_names_a_missing_image_to_the_admin_only() {
+    let hub = hub_with_token("image: troop-hub/not-built:latest").await;
     let r = http(hub.http, "GET", "/readyz", None, None).await;
     assert_eq!(r.status, 503);
-    assert!(r.json()["error"].as_str().unwrap().contains("troop-hub/not-built:latest"));
+    let public = r.json()["error"].as_str().unwrap().to_string();
+    assert!(public.contains("the session image is missing"), "{public}");
+    assert!(!public.contains("not-built"), "strangers get no engine text or names: {public}");
+    let r = http(hub.http, "GET", "/readyz", Some(TOKEN), None).await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("troop-hub/not-built:latest"), "{}", r.body);
+    assert!(hub.log().contains("troop-hub/not-built:latest"), "the hub's log has the details");
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -229,8 +235,8 @@ async fn api_sessions_end_when_their_ttl_runs_out() {
 }
 
 #[tokio::test]
-async fn the_status_page_shows_a_started_session_in_a_real_browser() {
-    let hub = TestHub::new("").start().await;
+async fn the_status_page_counts_sessions_for_strangers_and_lists_them_for_the_admin() {
+    let hub = hub_with_token("").await;
     let o = start_session(hub.addr, "stage-left", "pw", T).await.unwrap().expect("started");
     let url = format!("http://{}/", hub.http);
     let out = std::process::Command::new("chromium")
@@ -248,12 +254,16 @@ async fn the_status_page_shows_a_started_session_in_a_real_browser() {
         .output()
         .expect("Debian's chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("stage-left"), "the session is listed: {dom}");
+    assert!(out.status.success() && dom.contains("</html>"), "chromium rendered the page: {dom}");
+    assert!(!dom.contains("stage-left"), "a stranger does not see session names: {dom}");
+    assert!(dom.contains("not listed here"), "{dom}");
     assert!(dom.contains(&format!("run-client.py --hub NAME@127.0.0.1:{}", hub.addr.port())), "{dom}");
     // The cap leaves 9, but the test hub's range has 5 ports: 4 free slots.
     assert!(dom.contains("1 running of 10; 4 free slots"), "{dom}");
-    assert!(dom.contains(&format!("<td>stage-left</td><td>127.0.0.1:{}</td>", o.port)), "{dom}");
     assert!(!dom.contains("pw"), "no password on the page");
+    // The admin sees the sessions with their addresses.
+    let page = http(hub.http, "GET", "/", Some(TOKEN), None).await.body;
+    assert!(page.contains(&format!("<td>stage-left</td><td>127.0.0.1:{}</td>", o.port)), "{page}");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use tracing::{debug, info, warn};
@@ -83,7 +84,11 @@ impl DockerRuntime {
         Ok(id)
     }
 
-    async fn inspect_existing(&self, container_id: &str, c: &Config) -> Option<(Option<String>, Option<SocketAddr>)> {
+    async fn inspect_existing(
+        &self,
+        container_id: &str,
+        c: &Config,
+    ) -> Option<(Option<SecretString>, Option<SocketAddr>)> {
         let docker = self.client().await.ok()?;
         let info = self.timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await.ok()?;
         let md5 = info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(password_from_env);

@@ -16,6 +16,7 @@ use crate::config::Config;
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,9 +42,11 @@ pub enum RuntimeError {
     PortTaken(u16),
     #[error("no such container")]
     NotFound,
-    /// The session's task did not run; Swarm's own words (safe to show performers).
-    #[error("{0}")]
-    TaskFailed(String),
+    /// The session's task did not run on its node (another node may do better). `public` is
+    /// the sentence performers get; `detail` (Swarm's own words, node ids, addresses) is for
+    /// the hub's log only.
+    #[error("{detail}")]
+    TaskFailed { public: &'static str, detail: String },
     /// The engine is not what the configured runtime needs (e.g. not a swarm manager).
     #[error("{0}")]
     Misconfigured(String),
@@ -59,7 +62,7 @@ pub struct SessionSpec {
     /// The node the hub placed it on (a [`Node::id`]).
     pub node: String,
     pub port: u16,
-    pub password_md5: String,
+    pub password_md5: SecretString,
     /// When the hub gives up on this start (`start_timeout` after the request).
     pub deadline: std::time::Instant,
 }
@@ -84,7 +87,7 @@ pub struct Existing {
     pub node: Option<String>,
     pub port: Option<u16>,
     pub created: Option<SystemTime>,
-    pub password_md5: Option<String>,
+    pub password_md5: Option<SecretString>,
     pub probe: Option<SocketAddr>,
 }
 
@@ -125,6 +128,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// A reloaded configuration, for sessions started from now on.
     fn reconfigure(&self, config: Config);
 }
+
+/// What performers hear when a session's task stopped on its node.
+pub const TASK_STOPPED: &str =
+    "its server stopped on the machine the hub chose; try again, or tell the hub's operator (the reason is in the hub's log)";
+/// ... when the hub could not reach the server on its node.
+pub const TASK_UNREACHABLE: &str =
+    "the hub could not reach it on the machine it chose; tell the hub's operator (the reason is in the hub's log)";
+/// ... when no node ran it in time.
+pub const TASK_NOT_RUN: &str = "no machine of the hub ran it in time; try again in a moment";
 
 /// Sorts a bollard error by what the hub does about it.
 fn classify(e: bollard::errors::Error) -> RuntimeError {
@@ -267,12 +279,12 @@ fn session_command(c: &Config) -> Vec<String> {
 }
 
 /// The password reaches the server only as the md5 the Troop protocol compares.
-fn password_env(password_md5: &str) -> String {
-    format!("TROOP_PASSWORD_MD5={password_md5}")
+fn password_env(password_md5: &SecretString) -> String {
+    format!("TROOP_PASSWORD_MD5={}", password_md5.expose_secret())
 }
 
-fn password_from_env(env: &[String]) -> Option<String> {
-    env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(str::to_string))
+fn password_from_env(env: &[String]) -> Option<SecretString> {
+    env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(SecretString::from))
 }
 
 /// True if a Troop server accepts at `addr`. Through a published port Docker's userland

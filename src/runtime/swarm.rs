@@ -342,7 +342,10 @@ impl SwarmRuntime {
                     return Err(RuntimeError::PortTaken(spec.port));
                 }
                 if finished(&state) {
-                    return Err(RuntimeError::TaskFailed(format!("its Swarm task {state}: {words}")));
+                    return Err(RuntimeError::TaskFailed {
+                        public: super::TASK_STOPPED,
+                        detail: format!("its Swarm task {state}: {words}"),
+                    });
                 }
                 last = (state, words);
             }
@@ -350,16 +353,20 @@ impl SwarmRuntime {
                 let (state, words) = last;
                 let within = humantime::format_duration(timeout);
                 if state == "running" {
-                    return Err(RuntimeError::TaskFailed(format!(
-                        "its server on node {} did not answer on {probe} within {within} (the hub must reach the \
-                         session ports of every node)",
-                        spec.node
-                    )));
+                    return Err(RuntimeError::TaskFailed {
+                        public: super::TASK_UNREACHABLE,
+                        detail: format!(
+                            "its server on node {} did not answer on {probe} within {within} (the hub must reach \
+                             the session ports of every node)",
+                            spec.node
+                        ),
+                    });
                 }
                 let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
-                return Err(RuntimeError::TaskFailed(format!(
-                    "its Swarm task was still {state} after {within}{words}"
-                )));
+                return Err(RuntimeError::TaskFailed {
+                    public: super::TASK_NOT_RUN,
+                    detail: format!("its Swarm task was still {state} after {within}{words}"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
