@@ -78,11 +78,11 @@ pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> std::io:
     use hyper_util::service::TowerToHyperService;
     let app = router(hub.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut stopping = hub.stopping();
+    let shutdown = hub.shutdown_token();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = stopping.changed() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -45,7 +45,7 @@ pub fn reload(hub: &Hub, path: &Path) -> bool {
 
 /// Watches `path` and SIGHUP until the hub stops.
 pub async fn watch(hub: Arc<Hub>, path: PathBuf) {
-    let mut stopping = hub.stopping();
+    let shutdown = hub.shutdown_token();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut last = fingerprint(&path);
     loop {
@@ -58,7 +58,7 @@ pub async fn watch(hub: Arc<Hub>, path: PathBuf) {
             }
         };
         tokio::select! {
-            _ = stopping.changed() => return,
+            _ = shutdown.cancelled() => return,
             _ = hangup => {
                 info!("SIGHUP: reloading hub.yaml");
                 last = fingerprint(&path);

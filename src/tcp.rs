@@ -46,10 +46,10 @@ impl Drop for Slot {
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let mut tasks = JoinSet::new();
-    let mut stopping = hub.stopping();
+    let shutdown = hub.shutdown_token();
     loop {
         tokio::select! {
-            _ = stopping.changed() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
@@ -210,7 +210,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                     }
                 }
             };
-            hub.owner_gone(&owned.name, &owned.id, killed).await;
+            hub.owner_gone(&owned.id, killed).await;
         }
     }
 }

@@ -1,15 +1,19 @@
-//! Sessions as containers on the local Docker engine: one container per session with every
-//! hardening setting the hub promises (no capabilities, no-new-privileges, read-only root,
-//! non-root user, limits, capped logs), on one bridge network without inter-container
-//! traffic, its port published on the host. Exits come from the engine's event stream.
+//! Sessions as containers on the local Docker engine: one container per session, built from
+//! the shared [`ServerSpec`] (no capabilities, no-new-privileges, read-only root, non-root
+//! user, limits, capped logs), on one bridge network without inter-container traffic, its
+//! port published on the host. A start returns once the server accepts on the container's
+//! own address (Docker's proxy accepts on the published port before that). Exits come from
+//! the engine's event stream. The local engine is one node, [`Node::local`].
 
+use super::engine::{classify, hub_filter, timed_within, Engine};
+use super::probe::{accepts, host_port_listening, USERLAND_PROXY_WARNING};
+use super::spec::{labelled, password_from_env, ServerSpec};
 use super::{
-    classify, exit_reason, hub_filter, labelled_session, password_env, password_from_env, session_command,
-    session_labels, timed_within, Engine, EventStream, Existing, Runtime, RuntimeError, RuntimeEvent, SessionSpec,
-    Started,
+    exit_reason, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError, LABEL_HUB,
+    LABEL_MANAGED,
 };
 use crate::config::Config;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding};
+use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
     ListNetworksOptions, RemoveContainerOptions,
@@ -20,33 +24,50 @@ use futures_util::StreamExt;
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{LABEL_HUB, LABEL_MANAGED};
+/// Container removals in flight at most: ending hundreds of sessions at once (shutdown) must
+/// not swamp the engine into timeouts.
+const PARALLEL_REMOVALS: usize = 8;
 
 /// Sessions as containers on the local Docker engine.
 pub struct DockerRuntime {
     engine: Engine,
     /// The sessions' network by id (names can be ambiguous on older engines).
     network_id: tokio::sync::Mutex<Option<String>>,
+    removals: tokio::sync::Semaphore,
+    /// Set once a session's port is seen served by docker-proxy on this host.
+    userland_proxy: AtomicBool,
+}
+
+/// What inspecting a session container tells.
+struct Inspected {
+    running: bool,
+    exit_code: Option<i64>,
+    password_md5: Option<SecretString>,
+    addr: Option<SocketAddr>,
 }
 
 impl DockerRuntime {
+    /// A runtime for the engine named by DOCKER_HOST (default: the local socket). Nothing
+    /// is contacted yet.
+    pub fn new(config: Config) -> DockerRuntime {
+        DockerRuntime {
+            engine: Engine::new(config),
+            network_id: tokio::sync::Mutex::new(None),
+            removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
+            userland_proxy: AtomicBool::new(false),
+        }
+    }
+
     async fn timed<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, RuntimeError> {
         self.engine.timed(f).await
-    }
-
-    /// A runtime for the engine named by DOCKER_HOST (default: the local socket). Nothing
-    /// is contacted yet.
-    pub fn new(config: Config) -> DockerRuntime {
-        DockerRuntime { engine: Engine::new(config), network_id: tokio::sync::Mutex::new(None) }
-    }
-
-    async fn client(&self) -> Result<Docker, RuntimeError> {
-        self.engine.client().await
     }
 
     fn config(&self) -> Config {
@@ -66,7 +87,7 @@ impl DockerRuntime {
         if let Some(id) = cached.as_ref() {
             return Ok(id.clone());
         }
-        let docker = self.client().await?;
+        let docker = self.engine.client().await?;
         if let Some(id) = self.networks_named(&docker, &c.network).await?.into_iter().next() {
             *cached = Some(id.clone());
             return Ok(id);
@@ -84,14 +105,9 @@ impl DockerRuntime {
         Ok(id)
     }
 
-    async fn inspect_existing(
-        &self,
-        container_id: &str,
-        c: &Config,
-    ) -> Option<(Option<SecretString>, Option<SocketAddr>)> {
-        let docker = self.client().await.ok()?;
-        let info = self.timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await.ok()?;
-        let md5 = info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(password_from_env);
+    async fn inspect(&self, docker: &Docker, container_id: &str, c: &Config) -> Result<Inspected, RuntimeError> {
+        let info = self.timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await?;
+        let state = info.state.as_ref();
         let ip = info
             .network_settings
             .as_ref()
@@ -99,7 +115,90 @@ impl DockerRuntime {
             .and_then(|nets| nets.get(&c.network).or_else(|| nets.values().next()))
             .and_then(|e| e.ip_address.as_deref())
             .and_then(|ip| ip.parse::<IpAddr>().ok());
-        Some((md5, ip.map(|ip| SocketAddr::new(ip, c.session_port))))
+        Ok(Inspected {
+            running: state.and_then(|s| s.running).unwrap_or(false),
+            exit_code: state.and_then(|s| s.exit_code),
+            password_md5: info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(password_from_env),
+            addr: ip.map(|ip| SocketAddr::new(ip, c.session_port)),
+        })
+    }
+
+    /// Creates and starts the container; returns its id.
+    async fn create(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
+        let network = self.ensure_network(c).await?;
+        let body = ServerSpec::new(c, spec).container(network, c.bind_address, spec.port);
+        let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
+        let id = match self.timed(docker.create_container(Some(options), body)).await {
+            Ok(r) => r.id,
+            Err(RuntimeError::ImageMissing(_)) | Err(RuntimeError::NotFound) => {
+                return Err(RuntimeError::ImageMissing(c.image.clone()).into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        debug!(session = %spec.name, container = %id, "container created");
+        if let Err(e) = self.timed(docker.start_container(&id, None)).await {
+            self.discard(&id).await;
+            return Err(match e {
+                RuntimeError::PortTaken(_) => StartError::PortTaken(spec.port),
+                other => other.into(),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Waits until the server accepts on the container's own address, its container stops,
+    /// the deadline passes or the hub cancels the start.
+    async fn wait_ready(&self, docker: &Docker, id: &str, c: &Config, spec: &SessionSpec) -> Result<(), StartError> {
+        let mut addr = None;
+        let mut next_look = Instant::now();
+        loop {
+            if spec.cancel.is_cancelled() {
+                return Err(StartError::Cancelled);
+            }
+            if Instant::now() >= next_look {
+                // Now and then: is it still running, and where does it listen?
+                let seen = self.inspect(docker, id, c).await?;
+                if !seen.running {
+                    return Err(StartError::NotReady(format!(
+                        "its server stopped before it was ready ({})",
+                        exit_reason(seen.exit_code)
+                    )));
+                }
+                addr = addr.or(seen.addr);
+                next_look = Instant::now() + Duration::from_millis(250);
+            }
+            let left = spec.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let within = humantime::format_duration(c.start_timeout);
+                return Err(StartError::NotReady(format!("its server did not listen within {within}")));
+            }
+            if let Some(a) = addr {
+                if tokio::time::timeout(left, accepts(a, false)).await == Ok(true) {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                _ = spec.cancel.cancelled() => return Err(StartError::Cancelled),
+                _ = tokio::time::sleep(Duration::from_millis(3).min(left)) => {}
+            }
+        }
+    }
+
+    /// Removes a container this runtime made for a start that failed.
+    async fn discard(&self, id: &str) {
+        if let Err(e) = self.remove(id.to_string()).await {
+            warn!(container = %id, error = %e, "could not remove the container of a failed start; reconcile retries");
+        }
+    }
+
+    /// Looks for a host socket listening on a published session port: that is Docker's
+    /// userland proxy. Only a positive finding counts (a hub in its own network namespace
+    /// sees nothing). Warned once.
+    fn check_userland_proxy(&self, port: u16) {
+        if !self.userland_proxy.load(Ordering::Relaxed) && host_port_listening(port) {
+            self.userland_proxy.store(true, Ordering::Relaxed);
+            warn!("{}", USERLAND_PROXY_WARNING);
+        }
     }
 }
 
@@ -111,7 +210,7 @@ impl Runtime for DockerRuntime {
     fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
-            self.timed(self.client().await?.ping()).await?;
+            self.timed(self.engine.client().await?.ping()).await?;
             self.check().await?;
             self.ensure_network(&c).await.map(drop)
         })
@@ -120,7 +219,7 @@ impl Runtime for DockerRuntime {
     fn check(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
-            match self.timed(self.client().await?.inspect_image(&c.image)).await {
+            match self.timed(self.engine.client().await?.inspect_image(&c.image)).await {
                 Ok(_) => Ok(()),
                 Err(RuntimeError::NotFound) | Err(RuntimeError::ImageMissing(_)) => {
                     Err(RuntimeError::ImageMissing(c.image))
@@ -130,80 +229,31 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, RuntimeError>> {
+        Box::pin(async { Ok(vec![Node::local()]) })
+    }
+
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
         Box::pin(async move {
             let c = self.config();
-            let network = self.ensure_network(&c).await?;
-            let container_port = format!("{}/tcp", c.session_port);
-            let cmd = session_command(&c);
-            let labels = session_labels(&c, &spec);
-            let host_config = HostConfig {
-                port_bindings: Some(HashMap::from([(
-                    container_port.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some(c.bind_address.to_string()),
-                        host_port: Some(spec.port.to_string()),
-                    }]),
-                )])),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges=true".into()]),
-                readonly_rootfs: Some(true),
-                memory: Some(c.limits.memory_bytes),
-                memory_swap: Some(c.limits.memory_bytes),
-                nano_cpus: Some(c.limits.nano_cpus),
-                pids_limit: Some(c.limits.pids),
-                network_mode: Some(network),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".into()),
-                    config: Some(HashMap::from([("max-size".into(), "1m".into()), ("max-file".into(), "2".into())])),
-                }),
-                ..Default::default()
-            };
-            let body = ContainerCreateBody {
-                image: Some(c.image.clone()),
-                cmd: Some(cmd),
-                env: Some(vec![password_env(&spec.password_md5)]),
-                user: Some(c.user.clone()),
-                labels: Some(labels),
-                exposed_ports: Some(vec![container_port]),
-                host_config: Some(host_config),
-                ..Default::default()
-            };
-            let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
-            let docker = self.client().await?;
-            let created = match self.timed(docker.create_container(Some(options), body)).await {
-                Ok(r) => r,
-                Err(RuntimeError::ImageMissing(_)) | Err(RuntimeError::NotFound) => {
-                    return Err(RuntimeError::ImageMissing(c.image))
-                }
-                Err(e) => return Err(e),
-            };
-            let id = created.id;
-            debug!(session = %spec.name, container = %id, "container created");
-            if let Err(e) = self.timed(docker.start_container(&id, None)).await {
-                let _ = self.remove(id.clone()).await;
-                return Err(match e {
-                    RuntimeError::PortTaken(_) => RuntimeError::PortTaken(spec.port),
-                    other => other,
-                });
+            let docker = self.engine.client().await?;
+            let id = self.create(&docker, &c, &spec).await?;
+            if let Err(e) = self.wait_ready(&docker, &id, &c, &spec).await {
+                self.discard(&id).await;
+                return Err(e);
             }
-            let probe = match self.inspect_existing(&id, &c).await {
-                Some((_, Some(probe))) => probe,
-                _ => {
-                    let _ = self.remove(id.clone()).await;
-                    return Err(RuntimeError::Failed("the container has no address on the sessions' network".into()));
-                }
-            };
-            Ok(Started { container_id: id, probe: Some(probe) })
+            self.check_userland_proxy(spec.port);
+            Ok(id)
         })
     }
 
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
+            let _permit = self.removals.acquire().await;
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
             let limit = self.config().engine_timeout * 6;
-            let docker = self.client().await?;
+            let docker = self.engine.client().await?;
             match timed_within(limit, docker.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
@@ -215,32 +265,29 @@ impl Runtime for DockerRuntime {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
+            let docker = self.engine.client().await?;
             let options =
                 ListContainersOptions { all: true, filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
-            let found = self.timed(self.client().await?.list_containers(Some(options))).await?;
+            let found = self.timed(docker.list_containers(Some(options))).await?;
             let mut out = Vec::new();
             for summary in found {
-                let Some(container_id) = summary.id.clone() else {
-                    continue;
-                };
-                let labels = summary.labels.clone().unwrap_or_default();
+                let Some(handle) = summary.id.clone() else { continue };
                 let running = summary.state.map(|s| s.to_string() == "running").unwrap_or(false);
-                let (password_md5, probe) = if running {
-                    self.inspect_existing(&container_id, &c).await.unwrap_or((None, None))
-                } else {
-                    (None, None)
+                // The md5 is read only for running containers (adoption needs it).
+                let password_md5 = match running {
+                    true => self.inspect(&docker, &handle, &c).await.ok().and_then(|i| i.password_md5),
+                    false => None,
                 };
-                let (session_id, name, port, created) = labelled_session(&labels);
+                let l = labelled(&summary.labels.unwrap_or_default());
                 out.push(Existing {
-                    container_id,
+                    handle,
                     running,
-                    session_id,
-                    name,
+                    session_id: l.session_id,
+                    name: l.name,
                     node: Some(crate::registry::LOCAL_NODE.to_string()),
-                    port,
-                    created,
+                    port: l.port,
+                    created: l.created,
                     password_md5,
-                    probe,
                 });
             }
             Ok(out)
@@ -249,33 +296,14 @@ impl Runtime for DockerRuntime {
 
     fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>> {
         Box::pin(async move {
-            let docker = self.client().await?;
+            let docker = self.engine.client().await?;
             let c = self.config();
             let mut filters = hub_filter(&c.hub_id);
             filters.insert("type".into(), vec!["container".into()]);
             // A paused session is as good as dead to its performers: end it too.
             filters.insert("event".into(), vec!["die".into(), "pause".into(), "oom".into()]);
             let options = EventsOptions { filters: Some(filters), ..Default::default() };
-            let stream = docker
-                .events(Some(options))
-                .map(|item| match item {
-                    Ok(ev) => {
-                        let actor = ev.actor.unwrap_or_default();
-                        let attrs = actor.attributes.unwrap_or_default();
-                        let code = attrs.get("exitCode").map(|c| c.parse::<i64>().unwrap_or(-1));
-                        let reason = exit_reason(code);
-                        let paused = ev.action.as_deref() == Some("pause");
-                        let reason = match ev.action.as_deref() {
-                            Some("pause") => "the session container was paused".to_string(),
-                            Some("oom") => "the session ran out of memory (hub.yaml limits.memory)".to_string(),
-                            _ => reason,
-                        };
-                        let idle = !paused && attrs.get("exitCode").map(String::as_str) == Some("0");
-                        Ok(RuntimeEvent::Exited { container_id: actor.id.unwrap_or_default(), reason, idle })
-                    }
-                    Err(e) => Err(classify(e)),
-                })
-                .boxed();
+            let stream = docker.events(Some(options)).map(|item| item.map(exited).map_err(classify)).boxed();
             Ok(stream)
         })
     }
@@ -283,12 +311,8 @@ impl Runtime for DockerRuntime {
     fn teardown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let c = self.config();
-            let Ok(docker) = self.client().await else {
-                return;
-            };
-            let Ok(ids) = self.networks_named(&docker, &c.network).await else {
-                return;
-            };
+            let Ok(docker) = self.engine.client().await else { return };
+            let Ok(ids) = self.networks_named(&docker, &c.network).await else { return };
             for id in ids {
                 let Ok(net) = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await else {
                     continue;
@@ -303,11 +327,30 @@ impl Runtime for DockerRuntime {
                         *self.network_id.lock().await = None;
                         info!(network = %c.network, "removed the sessions' network");
                     }
-                    Err(e) => {
-                        warn!(network = %c.network, error = %e, "could not remove the sessions' network")
-                    }
+                    Err(e) => warn!(network = %c.network, error = %e, "could not remove the sessions' network"),
                 }
             }
         })
     }
+
+    fn warnings(&self) -> Vec<String> {
+        match self.userland_proxy.load(Ordering::Relaxed) {
+            true => vec![USERLAND_PROXY_WARNING.to_string()],
+            false => Vec::new(),
+        }
+    }
+}
+
+/// A container event as the hub sees it.
+fn exited(ev: bollard::models::EventMessage) -> RuntimeEvent {
+    let actor = ev.actor.unwrap_or_default();
+    let attrs = actor.attributes.unwrap_or_default();
+    let code = attrs.get("exitCode").map(|c| c.parse::<i64>().unwrap_or(-1));
+    let reason = match ev.action.as_deref() {
+        Some("pause") => "the session container was paused".to_string(),
+        Some("oom") => "the session ran out of memory (hub.yaml limits.memory)".to_string(),
+        _ => exit_reason(code),
+    };
+    let idle = ev.action.as_deref() != Some("pause") && attrs.get("exitCode").map(String::as_str) == Some("0");
+    RuntimeEvent::Exited { handle: actor.id.unwrap_or_default(), reason, idle }
 }

@@ -8,17 +8,19 @@
 //! port accepting on the node; a task that fails carries Swarm's reason. Exits are found by
 //! watching the tasks (Swarm has no task events), twice a second.
 
+mod tasks;
+
+use super::engine::{hub_filter, timed_within, Engine};
+use super::spec::{labelled, password_from_env, ServerSpec};
 use super::{
-    exit_reason, hub_filter, labelled_session, password_env, password_from_env, session_command, session_labels,
-    timed_within, Engine, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, Started,
-    LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
+    EventStream, Existing, Node, Runtime, RuntimeError, SessionSpec, StartError, LABEL_CREATED, LABEL_HUB,
+    LABEL_MANAGED, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
 };
 use crate::config::Config;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    EndpointSpecModeEnum, Limit, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
-    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    EndpointSpecModeEnum, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
@@ -27,10 +29,21 @@ use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
+use tasks::{finished, newest, task_end, task_state, task_words, TaskWatch, WATCH_EVERY};
 use tracing::{debug, info, warn};
 
-/// How often the task watch looks at the tasks.
-const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// A removal mostly waits on Swarm (its agent holds a task about 3 s before stopping it),
+/// not on the engine's work: many may run at once.
+const PARALLEL_REMOVALS: usize = 64;
+
+/// What performers hear when a session's task stopped on its node.
+pub const TASK_STOPPED: &str =
+    "its server stopped on the machine the hub chose; try again, or tell the hub's operator (the reason is in the hub's log)";
+/// ... when the hub could not reach the server on its node.
+pub const TASK_UNREACHABLE: &str =
+    "the hub could not reach it on the machine it chose; tell the hub's operator (the reason is in the hub's log)";
+/// ... when no node ran it in time.
+pub const TASK_NOT_RUN: &str = "no machine of the hub ran it in time; try again in a moment";
 
 /// Sessions as services on a swarm whose manager is the hub's engine.
 pub struct SwarmRuntime {
@@ -39,56 +52,7 @@ pub struct SwarmRuntime {
     addrs: std::sync::Mutex<HashMap<String, IpAddr>>,
     /// Nodes that were down at the last node list.
     down: std::sync::Mutex<HashSet<String>>,
-}
-
-/// Task states after which a task never runs again.
-fn finished(state: &str) -> bool {
-    matches!(state, "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
-}
-
-fn task_state(t: &Task) -> String {
-    t.status.as_ref().and_then(|s| s.state.as_ref()).map(|s| s.to_string()).unwrap_or_default()
-}
-
-/// Swarm's own words on a task: its error, else its message.
-fn task_words(t: &Task) -> String {
-    let status = t.status.as_ref();
-    let err = status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty());
-    err.or_else(|| status.and_then(|s| s.message.clone())).unwrap_or_default()
-}
-
-fn task_exit_code(t: &Task) -> Option<i64> {
-    t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.exit_code)
-}
-
-fn desired_state(t: &Task) -> String {
-    t.desired_state.as_ref().map(|s| s.to_string()).unwrap_or_default()
-}
-
-/// The newest task of a list (a service has one, restart `none`).
-fn newest(tasks: &[Task]) -> Option<&Task> {
-    tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index))
-}
-
-/// Has the task ended, or will it never run on (Swarm wants it shut down: its node is down
-/// or drained)? Then the owner's reason, and whether it was the server's own idle exit.
-fn task_end(t: &Task) -> Option<(String, bool)> {
-    let state = task_state(t);
-    let code = task_exit_code(t);
-    if finished(&state) {
-        let reason = match (state.as_str(), code) {
-            // Its own exit with 0 is the idle timer; a stop from outside also gives 0.
-            ("complete", Some(0)) => return Some((exit_reason(Some(0)), true)),
-            ("shutdown", _) => "its machine was drained or its service stopped".to_string(),
-            (_, Some(_)) => exit_reason(code),
-            _ => format!("its Swarm task {state}: {}", task_words(t)),
-        };
-        return Some((reason, false));
-    }
-    match desired_state(t).as_str() {
-        "shutdown" | "remove" => Some(("its machine went down or was drained".to_string(), false)),
-        _ => None,
-    }
+    removals: tokio::sync::Semaphore,
 }
 
 /// True for an image name that says where to pull it from (`registry.example.org/x`,
@@ -139,6 +103,7 @@ impl SwarmRuntime {
             engine: Engine::new(config),
             addrs: std::sync::Mutex::new(HashMap::new()),
             down: std::sync::Mutex::new(HashSet::new()),
+            removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
         }
     }
 
@@ -244,48 +209,20 @@ impl SwarmRuntime {
     }
 
     fn service_spec(&self, c: &Config, spec: &SessionSpec, image: String, network: String) -> ServiceSpec {
-        let labels = session_labels(c, spec);
-        let container = TaskSpecContainerSpec {
-            image: Some(image),
-            labels: Some(labels.clone()),
-            args: Some(session_command(c)),
-            env: Some(vec![password_env(&spec.password_md5)]),
-            user: Some(c.user.clone()),
-            read_only: Some(true),
-            capability_drop: Some(vec!["ALL".into()]),
-            // Honoured from API 1.46; older engines ignore it (README: daemon.json no-new-privileges).
-            privileges: Some(TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
-            stop_grace_period: Some(3_000_000_000),
+        let server = ServerSpec::new(c, spec);
+        let mut task = server.task(image);
+        task.restart_policy = Some(TaskSpecRestartPolicy {
+            condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
             ..Default::default()
-        };
-        let task = TaskSpec {
-            container_spec: Some(container),
-            resources: Some(TaskSpecResources {
-                limits: Some(Limit {
-                    nano_cpus: Some(c.limits.nano_cpus),
-                    memory_bytes: Some(c.limits.memory_bytes),
-                    pids: Some(c.limits.pids),
-                }),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id=={}", spec.node)]),
-                ..Default::default()
-            }),
-            networks: Some(vec![NetworkAttachmentConfig { target: Some(network), ..Default::default() }]),
-            log_driver: Some(TaskSpecLogDriver {
-                name: Some("json-file".into()),
-                options: Some(HashMap::from([("max-size".into(), "1m".into()), ("max-file".into(), "2".into())])),
-            }),
+        });
+        task.placement = Some(TaskSpecPlacement {
+            constraints: Some(vec![format!("node.id=={}", spec.node)]),
             ..Default::default()
-        };
+        });
+        task.networks = Some(vec![NetworkAttachmentConfig { target: Some(network), ..Default::default() }]);
         ServiceSpec {
             name: Some(format!("troop-{}", spec.id)),
-            labels: Some(labels),
+            labels: Some(server.labels),
             task_template: Some(task),
             mode: Some(ServiceSpecMode {
                 replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
@@ -314,7 +251,7 @@ impl SwarmRuntime {
         service: &str,
         spec: &SessionSpec,
         probe: SocketAddr,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<(), StartError> {
         let timeout = self.config().start_timeout;
         let started = Instant::now();
         let deadline = spec.deadline;
@@ -323,15 +260,18 @@ impl SwarmRuntime {
             // A slow or failed engine call is retried until the deadline, not fatal.
             let tasks = match self.tasks(docker, Some(service)).await {
                 Ok(t) => t,
-                Err(e) if Instant::now() < deadline => {
+                Err(e) if tokio::time::Instant::now() < deadline => {
                     debug!(service = %service, error = %e, "task list failed; retrying");
                     Vec::new()
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
+            if spec.cancel.is_cancelled() {
+                return Err(StartError::Cancelled);
+            }
             if let Some(t) = newest(&tasks) {
                 let (state, words) = (task_state(t), task_words(t));
-                if state == "running" && super::accepts(probe, true).await {
+                if state == "running" && super::probe::accepts(probe, true).await {
                     debug!(service = %service, elapsed_ms = started.elapsed().as_millis() as u64, "task running and answering");
                     return Ok(());
                 }
@@ -339,22 +279,22 @@ impl SwarmRuntime {
                     || words.contains("address already in use")
                     || words.contains("host-mode port already in use")
                 {
-                    return Err(RuntimeError::PortTaken(spec.port));
+                    return Err(StartError::PortTaken(spec.port));
                 }
                 if finished(&state) {
-                    return Err(RuntimeError::TaskFailed {
-                        public: super::TASK_STOPPED,
+                    return Err(StartError::NodeFailed {
+                        public: TASK_STOPPED,
                         detail: format!("its Swarm task {state}: {words}"),
                     });
                 }
                 last = (state, words);
             }
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 let (state, words) = last;
                 let within = humantime::format_duration(timeout);
                 if state == "running" {
-                    return Err(RuntimeError::TaskFailed {
-                        public: super::TASK_UNREACHABLE,
+                    return Err(StartError::NodeFailed {
+                        public: TASK_UNREACHABLE,
                         detail: format!(
                             "its server on node {} did not answer on {probe} within {within} (the hub must reach \
                              the session ports of every node)",
@@ -363,8 +303,8 @@ impl SwarmRuntime {
                     });
                 }
                 let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
-                return Err(RuntimeError::TaskFailed {
-                    public: super::TASK_NOT_RUN,
+                return Err(StartError::NodeFailed {
+                    public: TASK_NOT_RUN,
                     detail: format!("its Swarm task was still {state} after {within}{words}"),
                 });
             }
@@ -428,7 +368,7 @@ impl SwarmRuntime {
         for n in nets {
             let labels = n.labels.unwrap_or_default();
             let Some(session) = labels.get(LABEL_SESSION_ID) else { continue };
-            let (_, _, _, created) = labelled_session(&labels);
+            let created = labelled(&labels).created;
             let old = created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
             if !services.contains(session) && old {
                 if let Some(id) = n.id {
@@ -497,19 +437,15 @@ impl Runtime for SwarmRuntime {
         })
     }
 
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
         Box::pin(async move {
-            if spec.node == crate::registry::LOCAL_NODE {
-                // Placed before the hub ever got the swarm's node list (the engine was away).
-                return Err(RuntimeError::Unreachable("the swarm's nodes are not known yet".into()));
-            }
             let c = self.config();
             let docker = self.engine.client().await?;
             let image = self.image_ref(&docker, &c).await?;
-            let addr = self
-                .addr_of(&spec.node)
-                .await
-                .ok_or_else(|| RuntimeError::Failed(format!("node {} has no known address", spec.node)))?;
+            let addr = self.addr_of(&spec.node).await.ok_or_else(|| StartError::NodeFailed {
+                public: TASK_UNREACHABLE,
+                detail: format!("node {} has no known address", spec.node),
+            })?;
             let network = self.create_network(&docker, &c, &spec).await?;
             let service_spec = self.service_spec(&c, &spec, image, network.clone());
             let service = match self.timed(docker.create_service(service_spec, None)).await {
@@ -517,12 +453,12 @@ impl Runtime for SwarmRuntime {
                     Some(id) => id,
                     None => {
                         self.remove_network(&docker, &network, 20).await;
-                        return Err(RuntimeError::Failed("the engine created a service without an id".into()));
+                        return Err(RuntimeError::Failed("the engine created a service without an id".into()).into());
                     }
                 },
                 Err(e) => {
                     self.remove_network(&docker, &network, 20).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             debug!(session = %spec.name, service = %service, node = %spec.node, "service created");
@@ -533,12 +469,13 @@ impl Runtime for SwarmRuntime {
                 }
                 return Err(e);
             }
-            Ok(Started { container_id: service, probe: None })
+            Ok(service)
         })
     }
 
     fn remove(&self, service_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
+            let _permit = self.removals.acquire().await;
             let docker = self.engine.client().await?;
             self.remove_service(&docker, &service_id).await
         })
@@ -552,44 +489,46 @@ impl Runtime for SwarmRuntime {
             let services = self.timed(docker.list_services(Some(opts))).await?;
             let tasks = self.tasks(&docker, None).await?;
             let mut out = Vec::new();
-            let mut session_ids = HashSet::new();
             for s in services {
                 let Some(id) = s.id.clone() else { continue };
                 let spec = s.spec.unwrap_or_default();
-                let labels = spec.labels.clone().unwrap_or_default();
-                let (session_id, name, port, created) = labelled_session(&labels);
-                session_ids.extend(session_id.clone());
+                let l = labelled(&spec.labels.clone().unwrap_or_default());
                 let running_task = tasks.iter().find(|t| {
                     t.service_id.as_deref() == Some(id.as_str()) && task_state(t) == "running" && task_end(t).is_none()
                 });
-                let constraint = spec
-                    .task_template
-                    .as_ref()
+                let template = spec.task_template.as_ref();
+                let constraint = template
                     .and_then(|t| t.placement.as_ref())
                     .and_then(|p| p.constraints.as_ref())
                     .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
-                let node = running_task.and_then(|t| t.node_id.clone()).or(constraint);
-                let env =
-                    spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
-                let probe = match (&node, port) {
-                    (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
-                    _ => None,
-                };
+                let env = template.and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
                 out.push(Existing {
-                    container_id: id,
+                    handle: id,
                     running: running_task.is_some(),
-                    session_id,
-                    name,
-                    node,
-                    port,
-                    created,
+                    session_id: l.session_id,
+                    name: l.name,
+                    node: running_task.and_then(|t| t.node_id.clone()).or(constraint),
+                    port: l.port,
+                    created: l.created,
                     password_md5: env.as_deref().and_then(password_from_env),
-                    probe,
                 });
             }
-            // The reconcile path: also clears networks a killed hub left without a service.
-            self.sweep_networks(&docker, &session_ids).await;
             Ok(out)
+        })
+    }
+
+    /// Clears session networks a killed hub left without a service.
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.config();
+            let Ok(docker) = self.engine.client().await else { return };
+            let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
+            let Ok(services) = self.timed(docker.list_services(Some(opts))).await else { return };
+            let live: HashSet<String> = services
+                .iter()
+                .filter_map(|s| s.spec.as_ref()?.labels.as_ref()?.get(LABEL_SESSION_ID).cloned())
+                .collect();
+            self.sweep_networks(&docker, &live).await;
         })
     }
 
@@ -624,12 +563,6 @@ impl Runtime for SwarmRuntime {
         })
     }
 
-    /// A removal mostly waits on Swarm (its agent holds a task about 3 s before stopping it),
-    /// not on the engine's work: many may run at once.
-    fn parallel_removals(&self) -> usize {
-        64
-    }
-
     fn teardown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let Ok(docker) = self.engine.client().await else { return };
@@ -651,56 +584,6 @@ impl Runtime for SwarmRuntime {
                 }
             }
         })
-    }
-}
-
-/// The state of the task watch behind [`SwarmRuntime::events`].
-struct TaskWatch {
-    docker: Docker,
-    hub_id: String,
-    limit: Duration,
-    /// Services seen (to notice one removed from outside).
-    seen: HashSet<String>,
-    /// Services already reported as ended.
-    reported: HashSet<String>,
-    pending: VecDeque<RuntimeEvent>,
-    first: bool,
-}
-
-impl TaskWatch {
-    /// One look at the services and tasks; ended sessions are queued as events.
-    async fn poll(&mut self) -> Result<(), RuntimeError> {
-        let opts = ListServicesOptions { filters: Some(hub_filter(&self.hub_id)), ..Default::default() };
-        let services = timed_within(self.limit, self.docker.list_services(Some(opts))).await?;
-        let opts = ListTasksOptions { filters: Some(hub_filter(&self.hub_id)) };
-        let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
-        let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
-        for id in &ids {
-            let mine: Vec<Task> =
-                tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).cloned().collect();
-            let Some(t) = newest(&mine) else { continue };
-            self.seen.insert(id.clone());
-            if let Some((reason, idle)) = task_end(t) {
-                if self.reported.insert(id.clone()) {
-                    debug!(service = %id, state = %task_state(t), "session task ended");
-                    self.pending.push_back(RuntimeEvent::Exited { container_id: id.clone(), reason, idle });
-                }
-            }
-        }
-        // Services removed from outside the hub.
-        let gone: Vec<String> = self.seen.iter().filter(|id| !ids.contains(*id)).cloned().collect();
-        for id in gone {
-            self.seen.remove(&id);
-            if self.reported.insert(id.clone()) {
-                self.pending.push_back(RuntimeEvent::Exited {
-                    container_id: id,
-                    reason: "the session's service was removed".into(),
-                    idle: false,
-                });
-            }
-        }
-        self.reported.retain(|id| ids.contains(id));
-        Ok(())
     }
 }
 

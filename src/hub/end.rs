@@ -1,0 +1,75 @@
+//! Ending sessions: for any reason (owner left, killed, server exited, too old, hub
+//! stopping) the owner is told why, the server removed, the name freed at once and the port
+//! once the server is gone. A session still starting is cancelled and undoes itself.
+//! Shutting the hub down ends them all.
+
+use super::{lock, now, short, EndReason, Hub};
+use crate::registry::{Gone, Session, State};
+use tracing::{info, warn};
+
+impl Hub {
+    /// Ends session `id` if it is still registered. False if it was not.
+    pub async fn end_session(&self, id: &str, reason: EndReason) -> bool {
+        let Some(session) = lock(&self.registry).release(id) else {
+            return false;
+        };
+        if let Some(start) = lock(&self.starting).get(id) {
+            // Its start undoes itself and frees the slot.
+            start.cancel();
+        }
+        self.finish(session, reason).await;
+        true
+    }
+
+    async fn finish(&self, session: Session, reason: EndReason) {
+        let owner = lock(&self.owners).remove(&session.id);
+        if let (Some(owner), Some(msg)) = (owner, reason.owner_message()) {
+            let _ = owner.send(msg);
+        }
+        if session.state == State::Running {
+            self.metrics.session_ended(reason.label());
+        }
+        let handle = session.handle.clone().unwrap_or_default();
+        info!(session = %session.name, id = %session.id, container = %short(&handle), reason = reason.label(), "session ended");
+        let Some(handle) = session.handle else { return };
+        let removed = self.runtime.remove(handle.clone()).await;
+        if let Err(e) = &removed {
+            self.metrics.docker_error();
+            warn!(session = %session.name, container = %short(&handle), error = %e, "could not remove the session's server");
+        }
+        let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
+        lock(&self.registry).free(&session.id, gone, now());
+    }
+
+    /// Admin kill by name.
+    pub async fn kill(&self, name: &str) -> bool {
+        let id = lock(&self.registry).get(name).map(|s| s.id.clone());
+        match id {
+            Some(id) => self.end_session(&id, EndReason::AdminKilled).await,
+            None => false,
+        }
+    }
+
+    /// The owner's connection closed or it sent `kill`.
+    pub async fn owner_gone(&self, id: &str, killed: bool) {
+        let reason = if killed { EndReason::OwnerKilled } else { EndReason::OwnerLeft };
+        self.end_session(id, reason).await;
+    }
+
+    /// Ends every session (owners told at once, servers removed) and tears down what
+    /// sessions share. Starts in flight are cancelled (new ones refused) and waited for: they
+    /// undo themselves, so nothing is left behind.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.starts.close();
+        let all: Vec<String> = lock(&self.registry).list().map(|s| s.id.clone()).collect();
+        let ends = all.iter().map(|id| self.end_session(id, EndReason::HubShutdown));
+        futures_util::future::join_all(ends).await;
+        let c = self.config();
+        let limit = c.start_timeout + c.engine_timeout * 7;
+        if tokio::time::timeout(limit, self.starts.wait()).await.is_err() {
+            warn!("session starts still in flight at shutdown; the next hub adopts or removes them");
+        }
+        self.runtime.teardown().await;
+    }
+}

@@ -1,0 +1,249 @@
+//! Starting a session: checks, placement, the runtime's start (moved to another port when a
+//! stranger holds it, to another node when it fails on its own), then the session goes live
+//! with its owner's channel in place. An adopted session waiting for its owner is handed back
+//! to whoever repeats its name with the same password.
+
+use super::{lock, now, short, Hub, HubError};
+use crate::registry::{Gone, NewSession, Placement};
+use crate::runtime::{SessionSpec, StartError};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+/// How a session is asked for.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub name: String,
+    pub password: SecretString,
+    /// Not tied to the requesting connection.
+    pub daemon: bool,
+    /// The requester's address; `None` for the admin API (trusted).
+    pub peer: Option<IpAddr>,
+    /// API sessions end when this runs out.
+    pub ttl: Option<Duration>,
+}
+
+/// A session the caller owns: its address, and a channel that yields the sentence to pass
+/// on when the session ends for a reason other than the owner.
+pub struct Owned {
+    pub name: String,
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub ended: mpsc::UnboundedReceiver<String>,
+}
+
+/// The failures of one start so far: the first (what the performer hears) and the nodes
+/// tried (never tried twice).
+#[derive(Default)]
+struct Failed {
+    first: Option<StartError>,
+    nodes: Vec<String>,
+}
+
+/// What to do after a start failed.
+enum Next {
+    Retry(Placement),
+    GiveUp(HubError),
+}
+
+impl Hub {
+    /// Starts a session and returns once its server accepts connections.
+    ///
+    /// The start runs on a task of its own, so a caller that goes away (a client hanging up)
+    /// never cancels it half-way and leaves a server the registry does not know; shutdown
+    /// waits for the starts in flight (and cancels them, so they undo themselves).
+    pub async fn start_session(self: &Arc<Self>, req: StartRequest) -> Result<Owned, HubError> {
+        let hub = self.clone();
+        let result = self
+            .starts
+            .spawn(async move { hub.try_start(&req).await })
+            .await
+            .unwrap_or_else(|_| Err(HubError::StartFailed("the start was interrupted".into())));
+        match &result {
+            Ok(_) => self.metrics.request("server", "ok"),
+            Err(e) => {
+                self.metrics.request("server", "error");
+                self.metrics.start_failed(e.label());
+                if matches!(e, HubError::EngineDown | HubError::StartFailed(_)) {
+                    self.metrics.docker_error();
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_start(&self, req: &StartRequest) -> Result<Owned, HubError> {
+        let config = self.config();
+        let trusted = req.peer.is_none_or(|ip| config.is_trusted(ip));
+        if req.daemon && !trusted {
+            return Err(HubError::DaemonNotTrusted);
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(HubError::shutting_down());
+        }
+        let password_md5 = SecretString::from(troop_server::md5_hex(req.password.expose_secret()));
+        // A session waiting for its owner (adopted after a restart) goes back to that owner;
+        // API and daemon requests never take one over.
+        if !req.daemon {
+            if let Some(owned) = self.reclaim(&req.name, password_md5.expose_secret()) {
+                return Ok(owned);
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let begun = Instant::now();
+        let new = NewSession {
+            id: id.clone(),
+            name: req.name.clone(),
+            password_md5: password_md5.clone(),
+            owner_ip: req.peer,
+            trusted,
+            daemon: req.daemon,
+            expires: req.ttl.map(|t| now() + t),
+        };
+        let placed = lock(&self.registry).reserve(new, now())?;
+        let span = info_span!("session", session = %req.name, id = %id);
+        let cancel = self.shutdown.child_token();
+        lock(&self.starting).insert(id.clone(), cancel.clone());
+        let launched = self.launch(&id, &req.name, placed, password_md5, cancel).instrument(span.clone()).await;
+        lock(&self.starting).remove(&id);
+        match &launched {
+            Ok(o) => {
+                self.metrics.session_started(begun.elapsed());
+                let elapsed_ms = begun.elapsed().as_millis() as u64;
+                span.in_scope(|| info!(port = o.port, elapsed_ms, daemon = req.daemon, "session ready"));
+            }
+            Err(e) => span.in_scope(|| warn!(error = %e, "session start failed")),
+        }
+        launched
+    }
+
+    /// Starts the placed session's server (retrying elsewhere while that helps), then makes
+    /// it live. On failure nothing of it is left and its slot is freed.
+    async fn launch(
+        &self,
+        id: &str,
+        name: &str,
+        mut placed: Placement,
+        password_md5: SecretString,
+        cancel: CancellationToken,
+    ) -> Result<Owned, HubError> {
+        let start_timeout = self.config().start_timeout;
+        let deadline = Instant::now() + start_timeout;
+        let mut failed = Failed::default();
+        let handle = loop {
+            let spec = SessionSpec {
+                id: id.into(),
+                name: name.into(),
+                node: placed.node.clone(),
+                port: placed.port,
+                password_md5: password_md5.clone(),
+                deadline,
+                cancel: cancel.clone(),
+            };
+            match self.runtime.start(spec).await {
+                Ok(handle) => break handle,
+                Err(e) => match self.after_failed_start(id, e, deadline, start_timeout, &mut failed) {
+                    Next::Retry(p) => placed = p,
+                    Next::GiveUp(err) => return Err(err),
+                },
+            }
+        };
+        self.go_live(id, name, handle).await
+    }
+
+    /// Decides, after a start failed (the runtime has undone it), whether to try another
+    /// port or node, or to give up and free the session's slot.
+    fn after_failed_start(
+        &self,
+        id: &str,
+        e: StartError,
+        deadline: Instant,
+        start_timeout: Duration,
+        failed: &mut Failed,
+    ) -> Next {
+        let mut registry = lock(&self.registry);
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        match &e {
+            StartError::PortTaken(port) if !time_left.is_zero() && registry.by_id(id).is_some() => {
+                warn!(port, "host port taken by something else; trying the next one");
+                return match registry.repick_port(id, now()) {
+                    Ok(p) => Next::Retry(p),
+                    Err(err) => Next::GiveUp(err.into()),
+                };
+            }
+            // Another node only with a fair share of the time left; the performer hears of the
+            // first failure (the later ones may be mere timeouts).
+            StartError::NodeFailed { detail, .. } if time_left >= start_timeout / 3 => {
+                failed.nodes.extend(registry.by_id(id).map(|s| s.node.clone()));
+                if let Some(p) = registry.place_elsewhere(id, now(), &failed.nodes) {
+                    warn!(error = %detail, node = %p.node, "the session failed on this node; trying another");
+                    failed.first.get_or_insert(e);
+                    return Next::Retry(p);
+                }
+            }
+            _ => {}
+        }
+        warn!(error = %e, "the engine did not start the session");
+        // Ended meanwhile (killed, hub stopping): whoever ended it has released it.
+        let ended_meanwhile = registry.release(id).is_none();
+        // A port held by a stranger is set aside, not handed out again.
+        let gone = if matches!(e, StartError::PortTaken(_)) { Gone::Unsure } else { Gone::Removed };
+        registry.free(id, gone, now());
+        let cut_short = ended_meanwhile || matches!(e, StartError::Cancelled);
+        Next::GiveUp(match (cut_short, self.shutdown.is_cancelled()) {
+            (true, true) => HubError::shutting_down(),
+            (true, false) => HubError::ended_while_starting(),
+            _ => failed.first.take().unwrap_or(e).into(),
+        })
+    }
+
+    /// The server listens: record it and its owner's channel, and mark it running, unless it
+    /// was ended meanwhile (then its server goes).
+    async fn go_live(&self, id: &str, name: &str, handle: String) -> Result<Owned, HubError> {
+        let (tx, ended) = mpsc::unbounded_channel();
+        let live = {
+            let mut registry = lock(&self.registry);
+            // The owner's channel is in place before anyone can see the session running, so
+            // an end that comes right after is always passed on.
+            let live = registry.set_handle(id, &handle) && registry.set_running(id);
+            if live {
+                lock(&self.owners).insert(id.to_string(), tx);
+            }
+            live.then(|| registry.by_id(id).map(|s| (self.host_for(s.host.as_ref()), s.port))).flatten()
+        };
+        let Some((host, port)) = live else {
+            let removed = self.runtime.remove(handle.clone()).await;
+            let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
+            lock(&self.registry).free(id, gone, now());
+            return Err(match self.shutdown.is_cancelled() {
+                true => HubError::shutting_down(),
+                false => HubError::ended_while_starting(),
+            });
+        };
+        info!(container = %short(&handle), port, "session live");
+        Ok(Owned { name: name.into(), id: id.into(), host, port, ended })
+    }
+
+    fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
+        let mut registry = lock(&self.registry);
+        let s = registry.running(name)?;
+        let same = crate::constant_time_eq(s.password_md5.expose_secret().as_bytes(), password_md5.as_bytes());
+        if s.owner_connected || s.daemon || !same {
+            return None;
+        }
+        let (id, port) = (s.id.clone(), s.port);
+        let host = self.host_for(s.host.as_ref());
+        let (tx, ended) = mpsc::unbounded_channel();
+        lock(&self.owners).insert(id.clone(), tx);
+        registry.set_owner_connected(&id, true);
+        drop(registry);
+        info!(session = %name, id = %id, "owner reclaimed an adopted session");
+        Some(Owned { name: name.into(), id, host, port, ended })
+    }
+}

@@ -1,0 +1,225 @@
+//! Watching the engine: session exits as they happen (and a reconcile when the event stream
+//! breaks or every 30 s), adoption or removal of servers left by an earlier hub process,
+//! session deadlines (max age, ttl), and the node list. Each loop runs until shutdown.
+
+use super::{lock, now, short, EndReason, Hub};
+use crate::config::Orphans;
+use crate::registry::{Session, State, LOCAL_NODE};
+use crate::runtime::{Existing, RuntimeError, RuntimeEvent};
+use futures_util::StreamExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// How often the hub asks the runtime for its nodes.
+pub const NODE_REFRESH: Duration = Duration::from_secs(3);
+
+/// A server younger than this that is not running yet may still be starting.
+const YOUNG: Duration = Duration::from_secs(10);
+
+fn young(c: &Existing) -> bool {
+    !c.running && c.created.is_some_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < YOUNG))
+}
+
+impl Hub {
+    /// Asks the runtime for its nodes and updates the placement table; on failure the last
+    /// known list stays.
+    pub async fn refresh_nodes(&self) {
+        match self.runtime.nodes().await {
+            Ok(nodes) => {
+                let mut r = lock(&self.registry);
+                if r.nodes() != nodes.as_slice() {
+                    let usable = nodes.iter().filter(|n| n.usable).count();
+                    info!(nodes = nodes.len(), usable, "the session nodes changed");
+                }
+                r.set_nodes(nodes);
+            }
+            Err(e) => warn!(error = %e, "could not list the session nodes; keeping the last known list"),
+        }
+    }
+
+    /// Refreshes the node list every few seconds (a drained node stops getting sessions).
+    pub async fn watch_nodes(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(NODE_REFRESH) => {}
+            }
+            self.refresh_nodes().await;
+        }
+    }
+
+    /// At start: find this hub's servers from before and adopt or remove them.
+    pub async fn recover(&self) -> Result<(), RuntimeError> {
+        let mut found = self.runtime.list().await?;
+        // A hub killed mid-start leaves servers the engine is still starting: give them a few
+        // seconds to settle (running: adopted; exited: removed) rather than force-removing
+        // one under its own start (Docker 20.10 can then leave its network unremovable).
+        let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+        while found.iter().any(young) && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = self.runtime.list().await?;
+        }
+        self.recovered.store(true, Ordering::SeqCst);
+        for c in found {
+            // A session started since this hub came up (recovery ran late: the engine was away).
+            let current = c.session_id.as_ref().is_some_and(|sid| lock(&self.registry).by_id(sid).is_some());
+            if !current && !self.adopt(&c) {
+                info!(container = %short(&c.handle), "removing a session server left from before");
+                if let Err(e) = self.runtime.remove(c.handle.clone()).await {
+                    warn!(container = %short(&c.handle), error = %e, "could not remove; the next reconcile retries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a running server from before as a session waiting for its owner, when
+    /// `orphans: adopt` and its labels say what it is. False if it should go.
+    fn adopt(&self, c: &Existing) -> bool {
+        let (Some(id), Some(name), Some(port), Some(md5)) = (&c.session_id, &c.name, c.port, &c.password_md5) else {
+            return false;
+        };
+        if self.config().orphans != Orphans::Adopt || !c.running {
+            return false;
+        }
+        let created = c.created.unwrap_or_else(SystemTime::now);
+        let age = SystemTime::now().duration_since(created).unwrap_or_default();
+        let session = Session {
+            id: id.clone(),
+            name: name.clone(),
+            node: c.node.clone().unwrap_or_else(|| LOCAL_NODE.to_string()),
+            host: None,
+            port,
+            password_md5: md5.clone(),
+            owner_ip: None,
+            counts_for_address: false,
+            daemon: false,
+            owner_connected: false,
+            handle: Some(c.handle.clone()),
+            state: State::Running,
+            created,
+            started: now().checked_sub(age).unwrap_or_else(now),
+            expires: None,
+        };
+        match lock(&self.registry).adopt(session) {
+            Ok(()) => {
+                info!(session = %name, container = %short(&c.handle), "adopted a session from before the restart");
+                true
+            }
+            Err(e) => {
+                warn!(session = %name, error = %e, "cannot adopt; removing");
+                false
+            }
+        }
+    }
+
+    /// Ends sessions whose server exited, as the engine reports it; reconnects to the
+    /// engine's event stream when it breaks and then reconciles with what is running.
+    pub async fn watch_engine(self: Arc<Self>) {
+        // Also reconcile now and then: it retries removals that failed while the engine was away.
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Ok(mut events) = self.runtime.events().await {
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = every.tick() => self.reconcile().await,
+                        ev = events.next() => match ev {
+                            Some(Ok(RuntimeEvent::Exited { handle, reason, idle })) => self.exited(&handle, reason, idle).await,
+                            Some(Err(e)) => {
+                                self.metrics.docker_error();
+                                warn!(error = %e, "lost the engine's event stream; reconnecting");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            self.reconcile().await;
+        }
+    }
+
+    async fn exited(&self, handle: &str, reason: String, idle: bool) {
+        let id = lock(&self.registry).by_handle(handle).map(|s| s.id.clone());
+        if let Some(id) = id {
+            let why = if idle { EndReason::Idle } else { EndReason::ContainerExited(reason) };
+            self.end_session(&id, why).await;
+        }
+    }
+
+    /// Ends sessions whose servers are gone (events missed while the engine was away) and
+    /// removes servers no session owns.
+    pub(super) async fn reconcile(&self) {
+        // The engine was away when the hub started: adopt or remove per `orphans` first.
+        if !self.recovered.load(Ordering::SeqCst) && self.recover().await.is_err() {
+            return;
+        }
+        // The registry first: a session that turns running after this snapshot is not judged
+        // by a list taken before it existed.
+        let running: Vec<(String, String)> = lock(&self.registry)
+            .list()
+            .filter(|s| s.state == State::Running)
+            .filter_map(|s| Some((s.id.clone(), s.handle.clone()?)))
+            .collect();
+        let Ok(found) = self.runtime.list().await else { return };
+        for (id, handle) in running {
+            if !found.iter().any(|c| c.running && c.handle == handle) {
+                self.end_session(&id, EndReason::ContainerExited("the session container is gone".into())).await;
+            }
+        }
+        self.remove_strays(found).await;
+        self.runtime.sweep().await;
+    }
+
+    /// Servers of this hub that no session owns (a removal that failed earlier), old enough
+    /// not to be a start in progress.
+    async fn remove_strays(&self, found: Vec<Existing>) {
+        let grace = self.config().start_timeout + Duration::from_secs(10);
+        let now = SystemTime::now();
+        for c in found {
+            let owned = {
+                let r = lock(&self.registry);
+                r.by_handle(&c.handle).is_some() || c.session_id.as_ref().is_some_and(|sid| r.by_id(sid).is_some())
+            };
+            let old = c.created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
+            if !owned && old {
+                info!(container = %short(&c.handle), "removing a session server no session owns");
+                if let Err(e) = self.runtime.remove(c.handle.clone()).await {
+                    warn!(container = %short(&c.handle), error = %e, "could not remove; will retry");
+                }
+            }
+        }
+    }
+
+    /// Ends sessions older than `max_session_age` or past their ttl, checked every second.
+    pub async fn enforce_deadlines(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let max = self.config().max_session_age;
+            let now = now();
+            let due: Vec<(String, EndReason)> = lock(&self.registry)
+                .list()
+                .filter_map(|s| {
+                    let too_old = max.is_some_and(|m| now.saturating_duration_since(s.started) >= m);
+                    let expired = s.expires.is_some_and(|e| now >= e);
+                    let reason = if too_old { EndReason::MaxAge } else { EndReason::Expired };
+                    (too_old || expired).then(|| (s.id.clone(), reason))
+                })
+                .collect();
+            for (id, reason) in due {
+                self.end_session(&id, reason).await;
+            }
+        }
+    }
+}

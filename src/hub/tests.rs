@@ -1,0 +1,284 @@
+//! The hub's lifecycles against the in-memory [`FakeRuntime`], on tokio's paused clock:
+//! every path that used to need real Docker and timing (kill during a start, a port held by
+//! a stranger, a node whose starts fail, recovery with servers still starting, shutdown with
+//! starts in flight, each end reason and what the owner is told). The real-engine tests in
+//! `tests/` stay the proof that the Docker and Swarm paths work.
+
+use super::*;
+use crate::registry::Node;
+use crate::runtime::fake::FakeRuntime;
+use crate::runtime::Existing;
+use std::time::{Duration, SystemTime};
+
+const PW: &str = "pw";
+
+/// A hub on the fake runtime with ports 100-103, its nodes known and recovery done.
+async fn hub(fake: &Arc<FakeRuntime>, yaml: &str) -> Arc<Hub> {
+    let config = Config::from_yaml(&format!("ports: 100-103\npublic_host: hub.example\n{yaml}")).unwrap();
+    let hub = Hub::new(config, fake.clone());
+    hub.refresh_nodes().await;
+    hub.recover().await.unwrap();
+    hub
+}
+
+fn req(name: &str, password: &str) -> StartRequest {
+    StartRequest {
+        name: name.into(),
+        password: password.to_string().into(),
+        daemon: false,
+        peer: Some("127.0.0.1".parse().unwrap()),
+        ttl: None,
+    }
+}
+
+async fn start(hub: &Arc<Hub>, name: &str) -> Owned {
+    hub.start_session(req(name, PW)).await.unwrap_or_else(|e| panic!("{name} did not start: {e}"))
+}
+
+/// The sentence the owner got, waiting at most a (virtual) minute.
+async fn told(o: &mut Owned) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(60), o.ended.recv()).await.ok().flatten()
+}
+
+/// Nothing of any session is left: no server, no name, no port.
+fn nothing_left(hub: &Hub, fake: &FakeRuntime) {
+    assert!(fake.servers().is_empty(), "servers left: {:?}", fake.servers().keys().collect::<Vec<_>>());
+    assert!(hub.list().is_empty(), "sessions left: {:?}", hub.list());
+    assert!(hub.ports_in_use().is_empty(), "ports held: {:?}", hub.ports_in_use());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_starts_and_its_owner_leaving_removes_it_and_frees_its_port() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub(&fake, "").await;
+    let o = start(&hub, "jam").await;
+    assert_eq!((o.host.as_str(), o.port), ("hub.example", 100));
+    assert_eq!(hub.query("jam"), Some(("hub.example".into(), 100)));
+    let server = fake.servers().into_values().next().unwrap();
+    assert_eq!(server.spec.unwrap().name, "jam");
+    assert_eq!(
+        hub.start_session(req("jam", PW)).await.err().map(|e| e.to_string()).as_deref(),
+        Some("A running Troop server already exists with this name")
+    );
+    hub.owner_gone(&o.id, false).await;
+    assert_eq!(hub.query("jam"), None);
+    nothing_left(&hub, &fake);
+    assert_eq!(start(&hub, "next").await.port, 100, "the port is free again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_during_a_start_cancels_it_and_leaves_nothing() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.set_start_delay(Duration::from_secs(5));
+    let hub = hub(&fake, "").await;
+    let starting = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.start_session(req("slow", PW)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hub.list()[0].state, "starting");
+    assert_eq!(hub.query("slow"), None, "a starting session is not given out");
+    assert!(hub.kill("slow").await);
+    let refused = starting.await.unwrap().err().map(|e| e.to_string());
+    assert_eq!(refused.as_deref(), Some("The session failed to start: it was ended while starting"));
+    nothing_left(&hub, &fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_held_by_a_stranger_is_skipped_and_set_aside() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.take_port(100);
+    let hub = hub(&fake, "").await;
+    let a = start(&hub, "a").await;
+    assert_eq!(a.port, 101, "100 is held by something else");
+    hub.owner_gone(&a.id, false).await;
+    let b = start(&hub, "b").await;
+    assert_eq!(b.port, 101, "100 stays set aside for a while");
+    assert_eq!(hub.ports_in_use(), vec![101]);
+    assert_eq!(hub.gauges().free_ports, 2, "102 and 103; 100 is set aside");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_starts_fail_moves_the_session_to_another() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.set_nodes(vec![
+        Node { id: "n1".into(), host: Some("one.example".into()), usable: true },
+        Node { id: "n2".into(), host: Some("two.example".into()), usable: true },
+    ]);
+    fake.fail_node("n1");
+    let hub = hub(&fake, "").await;
+    let o = start(&hub, "moved").await;
+    assert_eq!((o.host.as_str(), o.port), ("two.example", 100));
+    assert_eq!(hub.list()[0].node, "n2");
+    assert_eq!(hub.ports_in_use(), vec![100], "the failed slot on n1 is free");
+    // Every node failing: the performer hears the first failure, in plain words.
+    fake.fail_node("n2");
+    let e = hub.start_session(req("doomed", PW)).await.err().unwrap().to_string();
+    assert_eq!(e, "The session failed to start: its server stopped on the machine the hub chose");
+    assert!(!e.contains("n1") && !e.contains("non-zero"), "no engine internals: {e}");
+    assert_eq!(hub.list().len(), 1, "nothing of the failed start is registered");
+    assert_eq!(hub.ports_in_use(), vec![100]);
+}
+
+fn left(handle: &str, name: &str, running: bool, age: Duration) -> Existing {
+    Existing {
+        handle: handle.into(),
+        running,
+        session_id: Some(format!("id-{name}")),
+        name: Some(name.into()),
+        node: Some(crate::registry::LOCAL_NODE.into()),
+        port: Some(if name == "a" { 100 } else { 101 }),
+        created: SystemTime::now().checked_sub(age),
+        password_md5: Some(troop_server::md5_hex(PW).into()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_waits_for_servers_still_starting_then_adopts_the_running_and_removes_the_rest() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.leave(left("c-a", "a", false, Duration::from_secs(1)));
+    fake.leave(left("c-b", "b", false, Duration::from_secs(3600)));
+    let config = Config::from_yaml("ports: 100-103\npublic_host: hub.example").unwrap();
+    let hub = Hub::new(config, fake.clone());
+    hub.refresh_nodes().await;
+    let settle = tokio::spawn({
+        let fake = fake.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            fake.set_running("c-a");
+        }
+    });
+    hub.recover().await.unwrap();
+    settle.await.unwrap();
+    assert_eq!(hub.query("a"), Some(("hub.example".into(), 100)), "the one still starting was adopted");
+    assert_eq!(fake.removed(), vec!["c-b".to_string()], "the exited one was removed");
+    // Its owner gets it back with the same password; anyone else does not.
+    let wrong = hub.start_session(req("a", "guess")).await.err().unwrap();
+    assert_eq!(wrong.to_string(), "A running Troop server already exists with this name");
+    let back = start(&hub, "a").await;
+    assert_eq!(back.port, 100);
+    assert_eq!(fake.servers().len(), 1, "the same server, not a new one");
+    assert!(hub.list()[0].owner_connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_starts_in_flight_tells_owners_and_leaves_nothing() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub(&fake, "").await;
+    let mut running = start(&hub, "running").await;
+    fake.set_start_delay(Duration::from_secs(5));
+    let late = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.start_session(req("late", PW)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    hub.shutdown().await;
+    assert_eq!(told(&mut running).await.as_deref(), Some("Troop Hub Service has been manually terminated"));
+    let late = late.await.unwrap().err().map(|e| e.to_string());
+    assert_eq!(late.as_deref(), Some("The session failed to start: the hub is shutting down"));
+    nothing_left(&hub, &fake);
+    assert!(hub.start_session(req("after", PW)).await.is_err(), "no start after shutdown");
+    assert!(hub.shutdown_token().is_cancelled(), "the front doors are told to stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_ending_tells_the_owner_why() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub(&fake, "max_session_age: 1h").await;
+    tokio::spawn(hub.clone().watch_engine());
+    tokio::spawn(hub.clone().enforce_deadlines());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let handle_of = |name: &str| {
+        fake.servers().into_iter().find(|(_, s)| s.existing.name.as_deref() == Some(name)).map(|(h, _)| h).unwrap()
+    };
+
+    let mut killed = start(&hub, "killed").await;
+    assert!(hub.kill("killed").await);
+    assert_eq!(told(&mut killed).await.as_deref(), Some("Session manually killed by admin."));
+
+    let mut crashed = start(&hub, "crashed").await;
+    fake.exit(&handle_of("crashed"), "the session server exited with code 2", false);
+    assert_eq!(
+        told(&mut crashed).await.as_deref(),
+        Some("The session has ended: the session server exited with code 2.")
+    );
+
+    let mut idle = start(&hub, "idle").await;
+    fake.exit(&handle_of("idle"), "nobody was connected", true);
+    assert_eq!(
+        told(&mut idle).await.as_deref(),
+        Some("The session has ended: nobody was connected for the idle time.")
+    );
+
+    let mut api = hub
+        .start_session(StartRequest { daemon: true, peer: None, ttl: Some(Duration::from_secs(30)), ..req("api", PW) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    assert_eq!(told(&mut api).await.as_deref(), Some("The session's time to live ran out."));
+
+    let mut old = start(&hub, "old").await;
+    tokio::time::sleep(Duration::from_secs(3602)).await;
+    assert_eq!(
+        told(&mut old).await.as_deref(),
+        Some("The session reached the hub's maximum session age and was ended.")
+    );
+
+    // The owner leaving is not told anything (it is gone), and nothing is left at the end.
+    let mut left = start(&hub, "left").await;
+    hub.owner_gone(&left.id, false).await;
+    assert_eq!(told(&mut left).await, None);
+    nothing_left(&hub, &fake);
+    let text = hub.metrics.render(&hub.gauges());
+    for reason in ["deleted", "container_exited", "idle", "max_age", "owner_left"] {
+        assert!(text.contains(&format!("reason=\"{reason}\"")), "{reason} counted:\n{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_engine_down_starts_fail_clearly_and_change_nothing() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub(&fake, "").await;
+    fake.set_down(true);
+    let e = hub.start_session(req("jam", PW)).await.err().unwrap();
+    assert_eq!(e, HubError::EngineDown);
+    assert_eq!(e.to_string(), "The hub cannot reach its Docker engine right now; try again in a moment");
+    assert!(hub.list().is_empty() && hub.ports_in_use().is_empty());
+    fake.set_down(false);
+    assert_eq!(start(&hub, "jam").await.port, 100, "it recovers with the engine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn caps_and_trust_are_enforced_before_anything_starts() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub(&fake, "max_sessions: 1").await;
+    let stranger = Some("198.51.100.7".parse().unwrap());
+    let daemon = StartRequest { daemon: true, peer: stranger, ..req("d", PW) };
+    assert_eq!(hub.start_session(daemon).await.err(), Some(HubError::DaemonNotTrusted));
+    start(&hub, "one").await;
+    let e = hub.start_session(req("two", PW)).await.err().unwrap();
+    assert_eq!(e.to_string(), "Max number of running Troop instances reached");
+    assert_eq!(fake.servers().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hub_without_nodes_places_nothing() {
+    let fake = Arc::new(FakeRuntime::default());
+    let config = Config::from_yaml("ports: 100-103").unwrap();
+    let hub = Hub::new(config, fake.clone());
+    let e = hub.start_session(req("early", PW)).await.err().unwrap();
+    assert_eq!(e.to_string(), "No machine of the hub can take a new session right now; try again later");
+    assert!(fake.servers().is_empty());
+}
+
+#[test]
+fn a_public_host_only_this_network_reaches_is_warned_about_when_listening_everywhere() {
+    let c = |yaml: &str| Config::from_yaml(yaml).unwrap();
+    let everywhere = "listen: 0.0.0.0:57990\n";
+    let w = unreachable_public_host(&c(&format!("{everywhere}public_host: 127.0.0.1")), "127.0.0.1");
+    assert!(w.is_some_and(|w| w.contains("will not reach") && w.contains("public_host")));
+    assert!(unreachable_public_host(&c(&format!("{everywhere}public_host: 10.1.2.3")), "10.1.2.3").is_some());
+    assert!(unreachable_public_host(&c(everywhere), "192.168.1.5").is_some_and(|w| w.contains("not set")));
+    assert_eq!(unreachable_public_host(&c(&format!("{everywhere}public_host: 203.0.113.5")), "203.0.113.5"), None);
+    assert_eq!(unreachable_public_host(&c("listen: 127.0.0.1:57990\npublic_host: 127.0.0.1"), "127.0.0.1"), None);
+}

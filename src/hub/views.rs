@@ -1,0 +1,109 @@
+//! What the front doors read of the hub: a session's public address, the session list, the
+//! placement table, the gauges for metrics and the status page, warnings for /readyz. Read
+//! only; never a password.
+
+use super::{lock, now, short, Hub};
+use crate::metrics::Gauges;
+use crate::registry::{Node, State};
+use std::time::SystemTime;
+
+/// What the list requests show of a session (never its password).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub name: String,
+    pub id: String,
+    pub host: String,
+    /// The node it runs on ("local" for the local Docker runtime).
+    pub node: String,
+    pub port: u16,
+    pub state: &'static str,
+    pub created: u64,
+    pub age_seconds: u64,
+    pub owner_connected: bool,
+    pub daemon: bool,
+    /// The short id of its container (swarm: its service).
+    pub container: Option<String>,
+}
+
+/// A node as the placement table sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    /// The host performers are given for sessions on it.
+    pub host: String,
+    /// Ready and active (drained or down nodes get no new sessions).
+    pub usable: bool,
+    pub sessions: usize,
+    pub free_ports: usize,
+}
+
+impl Hub {
+    /// The public address of a running session.
+    pub fn query(&self, name: &str) -> Option<(String, u16)> {
+        lock(&self.registry).running(name).map(|s| (self.host_for(s.host.as_ref()), s.port))
+    }
+
+    /// Every session, by name.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let registry = lock(&self.registry);
+        let now = now();
+        registry
+            .list()
+            .map(|s| SessionInfo {
+                name: s.name.clone(),
+                id: s.id.clone(),
+                host: self.host_for(s.host.as_ref()),
+                node: s.node.clone(),
+                port: s.port,
+                state: match s.state {
+                    State::Starting => "starting",
+                    State::Running => "running",
+                },
+                created: s.created.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                age_seconds: now.saturating_duration_since(s.started).as_secs(),
+                owner_connected: s.owner_connected,
+                daemon: s.daemon,
+                container: s.handle.as_deref().map(|c| short(c).to_string()),
+            })
+            .collect()
+    }
+
+    /// The nodes as the hub places sessions on them.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let r = lock(&self.registry);
+        let now = now();
+        r.nodes()
+            .iter()
+            .map(|n: &Node| NodeInfo {
+                id: n.id.clone(),
+                host: self.host_for(n.host.as_ref()),
+                usable: n.usable,
+                sessions: r.sessions_on(&n.id),
+                free_ports: r.free_ports_on(&n.id, now),
+            })
+            .collect()
+    }
+
+    /// Gauges for the metrics page and the status page.
+    pub fn gauges(&self) -> Gauges {
+        let r = lock(&self.registry);
+        Gauges {
+            running: r.len(),
+            free_ports: r.free_ports(now()),
+            cap: r.max_sessions(),
+            nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
+        }
+    }
+
+    /// Warnings for the operator, shown on /readyz.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.runtime.warnings();
+        w.extend(self.public_host_warning.clone());
+        w
+    }
+
+    /// Ports the registry holds (for tests and consistency checks).
+    pub fn ports_in_use(&self) -> Vec<u16> {
+        lock(&self.registry).ports_in_use()
+    }
+}

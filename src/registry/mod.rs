@@ -1,0 +1,430 @@
+//! Who has which session: names, nodes, ports and owner addresses, and the limits on them.
+//!
+//! Pure bookkeeping with no I/O: the cap, the per-address limit, unique names, and a port
+//! table per node that never hands out a port twice on one node (the same port may be used
+//! once on each node). A new session goes to the usable node with the fewest sessions. A port
+//! that turns out to be taken by something outside the hub is set aside for a while and the
+//! next one is tried. Each session holds a lease on its slot, keyed by its id: releasing a
+//! session frees its name at once, its slot only when [`Registry::free`] hears its server is
+//! gone. The local Docker runtime is one node, [`LOCAL_NODE`].
+
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why a session cannot be registered. The texts are upstream's where it had one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("Max number of running Troop instances reached")]
+    Full,
+    #[error("A running Troop server has already been started from this address")]
+    AddressLimit,
+    #[error("A running Troop server already exists with this name")]
+    NameTaken,
+    #[error("No free port is left for a new session; try again later")]
+    NoPort,
+    #[error("No machine of the hub can take a new session right now; try again later")]
+    NoNode,
+}
+
+/// The node id of the local Docker runtime (the only node it has).
+pub const LOCAL_NODE: &str = "local";
+
+/// A machine sessions can run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The engine's node id (`LOCAL_NODE` for the local runtime).
+    pub id: String,
+    /// The host performers are given for sessions on this node; `None`: the hub's own.
+    pub host: Option<String>,
+    /// Ready and active: may get new sessions (drained or down nodes keep what they have).
+    pub usable: bool,
+}
+
+impl Node {
+    pub fn local() -> Node {
+        Node { id: LOCAL_NODE.into(), host: None, usable: true }
+    }
+}
+
+/// A port on a node.
+type Slot = (String, u16);
+
+/// Where a session was placed: its node, the host performers dial there, and its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node: String,
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Registered, its server being started.
+    Starting,
+    /// Its server accepts connections.
+    Running,
+}
+
+/// One session as the hub tracks it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The uuid that names its container or service; never reused.
+    pub id: String,
+    pub name: String,
+    /// The node it runs on, and the host performers are given (`None`: the hub's own).
+    pub node: String,
+    pub host: Option<String>,
+    pub port: u16,
+    /// md5 hex of the password; used to give an adopted session back to its owner.
+    pub password_md5: SecretString,
+    pub owner_ip: Option<IpAddr>,
+    /// Counted against the per-address limit.
+    pub counts_for_address: bool,
+    pub daemon: bool,
+    pub owner_connected: bool,
+    /// The runtime's handle on its server (a container id, or a Swarm service id).
+    pub handle: Option<String>,
+    pub state: State,
+    /// Wall-clock creation time (shown to people).
+    pub created: SystemTime,
+    /// When it was created, on the hub's monotonic clock (ages and deadlines).
+    pub started: Instant,
+    /// When an API-owned session's ttl runs out.
+    pub expires: Option<Instant>,
+}
+
+/// What a new session needs to be registered.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub name: String,
+    pub password_md5: SecretString,
+    pub owner_ip: Option<IpAddr>,
+    pub trusted: bool,
+    pub daemon: bool,
+    pub expires: Option<Instant>,
+}
+
+/// How a released session's server went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// Removed: its port is free for the next session.
+    Removed,
+    /// Not known to be gone (removal failed, or a stranger holds the port): the port is set
+    /// aside for a while instead of being handed out at once.
+    Unsure,
+}
+
+/// The session table.
+#[derive(Debug)]
+pub struct Registry {
+    sessions: BTreeMap<String, Session>,
+    nodes: Vec<Node>,
+    ports: (u16, u16),
+    /// Held slots by the id of the session holding each, and back (ids are never reused; a
+    /// name is, while the old session's server may still hold its slot).
+    holders: HashMap<Slot, String>,
+    leases: HashMap<String, Slot>,
+    set_aside: HashMap<Slot, Instant>,
+    /// Nodes where a start failed recently: placed on only when no other node has room.
+    cooling: HashMap<String, Instant>,
+    max_sessions: usize,
+    max_per_address: usize,
+}
+
+/// How long a port found taken by someone else is skipped.
+pub const SET_ASIDE: Duration = Duration::from_secs(60);
+/// How long a node where a start failed is avoided.
+pub const NODE_COOLDOWN: Duration = Duration::from_secs(60);
+
+impl Registry {
+    /// An empty table with no nodes: sessions are placed once [`Registry::set_nodes`] has
+    /// told it where they can run.
+    pub fn new(ports: (u16, u16), max_sessions: usize, max_per_address: usize) -> Self {
+        Registry {
+            sessions: BTreeMap::new(),
+            nodes: Vec::new(),
+            ports,
+            holders: HashMap::new(),
+            leases: HashMap::new(),
+            set_aside: HashMap::new(),
+            cooling: HashMap::new(),
+            max_sessions,
+            max_per_address,
+        }
+    }
+
+    /// Changes the limits for new sessions; running sessions are never ended by this.
+    pub fn set_limits(&mut self, max_sessions: usize, max_per_address: usize) {
+        self.max_sessions = max_sessions;
+        self.max_per_address = max_per_address;
+    }
+
+    /// Widens (or, when no live session is outside it, narrows) the port range.
+    pub fn set_ports(&mut self, ports: (u16, u16)) -> Result<(), String> {
+        if let Some((_, p)) = self.holders.keys().find(|(_, p)| *p < ports.0 || *p > ports.1) {
+            return Err(format!("port {p} is in use by a session outside the new range"));
+        }
+        self.ports = ports;
+        Ok(())
+    }
+
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Replaces the node list (from the engine). Sessions on a node that left keep their
+    /// slot until they end; sessions on a listed node follow its current public host.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        for s in self.sessions.values_mut() {
+            if let Some(n) = nodes.iter().find(|n| n.id == s.node) {
+                s.host = n.host.clone();
+            }
+        }
+        self.nodes = nodes;
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Sessions on a node.
+    pub fn sessions_on(&self, node: &str) -> usize {
+        self.sessions.values().filter(|s| s.node == node).count()
+    }
+
+    /// Ports neither used nor set aside, summed over the usable nodes.
+    pub fn free_ports(&self, now: Instant) -> usize {
+        self.nodes.iter().filter(|n| n.usable).map(|n| self.free_ports_on(&n.id, now)).sum()
+    }
+
+    /// Ports of one node neither used nor set aside.
+    pub fn free_ports_on(&self, node: &str, now: Instant) -> usize {
+        (self.ports.0..=self.ports.1).filter(|p| self.port_free(node, *p, now)).count()
+    }
+
+    fn port_free(&self, node: &str, p: u16, now: Instant) -> bool {
+        let slot = (node.to_string(), p);
+        !self.holders.contains_key(&slot) && self.set_aside.get(&slot).is_none_or(|until| *until <= now)
+    }
+
+    /// The usable node with the fewest sessions that has a free port (ties: the node listed
+    /// first; nodes where a start failed lately come last, `except` not at all), and its
+    /// lowest free port.
+    fn place(&self, now: Instant, except: &[String]) -> Result<Placement, RegistryError> {
+        let mut usable: Vec<&Node> = self.nodes.iter().filter(|n| n.usable && !except.contains(&n.id)).collect();
+        if usable.is_empty() {
+            return Err(RegistryError::NoNode);
+        }
+        let cooling = |id: &str| self.cooling.get(id).is_some_and(|until| *until > now);
+        usable.sort_by_key(|n| (cooling(&n.id), self.sessions_on(&n.id)));
+        usable
+            .into_iter()
+            .find_map(|n| {
+                (self.ports.0..=self.ports.1).find(|p| self.port_free(&n.id, *p, now)).map(|port| Placement {
+                    node: n.id.clone(),
+                    host: n.host.clone(),
+                    port,
+                })
+            })
+            .ok_or(RegistryError::NoPort)
+    }
+
+    fn hold(&mut self, slot: Slot, id: &str) {
+        if let Some(old) = self.leases.insert(id.to_string(), slot.clone()) {
+            self.holders.remove(&old);
+        }
+        self.holders.insert(slot, id.to_string());
+    }
+
+    /// Registers a session in `Starting` state with a slot of its own.
+    pub fn reserve(&mut self, new: NewSession, now: Instant) -> Result<Placement, RegistryError> {
+        if self.sessions.contains_key(&new.name) {
+            return Err(RegistryError::NameTaken);
+        }
+        if self.sessions.len() >= self.max_sessions {
+            return Err(RegistryError::Full);
+        }
+        if let (false, Some(ip)) = (new.trusted, new.owner_ip) {
+            let from_ip = self.sessions.values().filter(|s| s.counts_for_address && s.owner_ip == Some(ip)).count();
+            if from_ip >= self.max_per_address {
+                return Err(RegistryError::AddressLimit);
+            }
+        }
+        let placed = self.place(now, &[])?;
+        self.hold((placed.node.clone(), placed.port), &new.id);
+        let session = Session {
+            id: new.id,
+            name: new.name.clone(),
+            node: placed.node.clone(),
+            host: placed.host.clone(),
+            port: placed.port,
+            password_md5: new.password_md5,
+            owner_ip: new.owner_ip,
+            counts_for_address: !new.trusted,
+            daemon: new.daemon,
+            owner_connected: !new.daemon,
+            handle: None,
+            state: State::Starting,
+            created: SystemTime::now(),
+            started: now,
+            expires: new.expires,
+        };
+        self.sessions.insert(new.name, session);
+        Ok(placed)
+    }
+
+    fn by_id_mut(&mut self, id: &str) -> Option<&mut Session> {
+        self.sessions.values_mut().find(|s| s.id == id)
+    }
+
+    /// Moves a registered session to `placed`.
+    fn move_to(&mut self, id: &str, placed: &Placement) {
+        self.hold((placed.node.clone(), placed.port), id);
+        if let Some(s) = self.by_id_mut(id) {
+            s.node = placed.node.clone();
+            s.host = placed.host.clone();
+            s.port = placed.port;
+        }
+    }
+
+    /// The session's port was taken by something else: set it aside and place the session
+    /// again (on the same node or another). With no room left the session goes.
+    pub fn repick_port(&mut self, id: &str, now: Instant) -> Result<Placement, RegistryError> {
+        let name = self.sessions.values().find(|s| s.id == id).map(|s| s.name.clone()).ok_or(RegistryError::NoPort)?;
+        if let Some(old) = self.leases.remove(id) {
+            self.holders.remove(&old);
+            self.set_aside.insert(old, now + SET_ASIDE);
+        }
+        match self.place(now, &[]) {
+            Ok(placed) => {
+                self.move_to(id, &placed);
+                Ok(placed)
+            }
+            Err(e) => {
+                self.sessions.remove(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// The session's start failed on its node (the runtime undid it): that node is avoided
+    /// for a while, and the session moves to another usable node with room that this start
+    /// has not `tried` yet, if there is one.
+    pub fn place_elsewhere(&mut self, id: &str, now: Instant, tried: &[String]) -> Option<Placement> {
+        let node = self.sessions.values().find(|s| s.id == id)?.node.clone();
+        self.cooling.insert(node.clone(), now + NODE_COOLDOWN);
+        let mut except = tried.to_vec();
+        except.push(node);
+        let placed = self.place(now, &except).ok()?;
+        self.move_to(id, &placed);
+        Some(placed)
+    }
+
+    /// Registers a session found running from before (adoption). Refused if its name or port
+    /// is already taken.
+    pub fn adopt(&mut self, mut session: Session) -> Result<(), RegistryError> {
+        if self.sessions.contains_key(&session.name) {
+            return Err(RegistryError::NameTaken);
+        }
+        let slot = (session.node.clone(), session.port);
+        if self.holders.contains_key(&slot) {
+            return Err(RegistryError::NoPort);
+        }
+        self.hold(slot, &session.id);
+        if let Some(n) = self.nodes.iter().find(|n| n.id == session.node) {
+            session.host = n.host.clone();
+        }
+        self.sessions.insert(session.name.clone(), session);
+        Ok(())
+    }
+
+    /// Records the handle of session `id`'s server; false if the session is gone.
+    pub fn set_handle(&mut self, id: &str, handle: &str) -> bool {
+        self.by_id_mut(id).map(|s| s.handle = Some(handle.to_string())).is_some()
+    }
+
+    /// Marks session `id` running; false if the session is gone.
+    pub fn set_running(&mut self, id: &str) -> bool {
+        self.by_id_mut(id).map(|s| s.state = State::Running).is_some()
+    }
+
+    pub fn set_owner_connected(&mut self, id: &str, connected: bool) {
+        if let Some(s) = self.by_id_mut(id) {
+            s.owner_connected = connected;
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Session> {
+        self.sessions.get(name)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Session> {
+        self.sessions.values().find(|s| s.id == id)
+    }
+
+    /// The running session of this name (a starting one is not reachable yet).
+    pub fn running(&self, name: &str) -> Option<&Session> {
+        self.sessions.get(name).filter(|s| s.state == State::Running)
+    }
+
+    pub fn by_handle(&self, handle: &str) -> Option<&Session> {
+        self.sessions.values().find(|s| s.handle.as_deref() == Some(handle))
+    }
+
+    /// Removes session `id` and frees its name at once. Its slot stays held: its server (or
+    /// one still being started) holds the host port until it is removed, so the slot waits
+    /// for [`Registry::free`] (handing it out earlier makes the next start fail with "port is
+    /// already allocated").
+    pub fn release(&mut self, id: &str) -> Option<Session> {
+        let name = self.by_id(id)?.name.clone();
+        self.sessions.remove(&name)
+    }
+
+    /// The released session `id`'s server is gone (or, `Unsure`, may not be): its slot is
+    /// freed (or set aside). Does nothing while the session is still registered.
+    pub fn free(&mut self, id: &str, gone: Gone, now: Instant) {
+        if self.by_id(id).is_some() {
+            return;
+        }
+        if let Some(slot) = self.leases.remove(id) {
+            self.holders.remove(&slot);
+            if gone == Gone::Unsure {
+                self.set_aside.insert(slot, now + SET_ASIDE);
+            }
+        }
+    }
+
+    /// Every session, by name.
+    pub fn list(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// Ports the table holds, on every node (for consistency checks).
+    pub fn ports_in_use(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self.holders.keys().map(|(_, p)| *p).collect();
+        p.sort_unstable();
+        p
+    }
+
+    /// Slots (node, port) the table holds.
+    pub fn slots_in_use(&self) -> Vec<(String, u16)> {
+        let mut p: Vec<Slot> = self.holders.keys().cloned().collect();
+        p.sort_unstable();
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! An in-memory runtime for the hub's unit tests: servers are map entries, and a test
+//! scripts what the engine does (a port a stranger holds, a node whose starts fail, slow
+//! starts, the engine down) and what happens to running sessions (an exit event). It keeps
+//! the [`Runtime`] contract: a start returns when "listening", and undoes itself on error.
+
+use super::{EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError};
+use crate::config::Config;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// A server the fake runs.
+#[derive(Debug, Clone)]
+pub struct FakeServer {
+    pub spec: Option<SessionSpec>,
+    pub existing: Existing,
+}
+
+#[derive(Default)]
+struct State {
+    servers: BTreeMap<String, FakeServer>,
+    next: u64,
+    ports_taken: HashSet<u16>,
+    failing_nodes: HashSet<String>,
+    start_delay: Duration,
+    down: bool,
+    nodes: Vec<Node>,
+    removed: Vec<String>,
+    events: Option<mpsc::UnboundedSender<Result<RuntimeEvent, RuntimeError>>>,
+}
+
+/// The scripted runtime.
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        let state = State { nodes: vec![Node::local()], ..Default::default() };
+        FakeRuntime { state: Mutex::new(state) }
+    }
+}
+
+impl FakeRuntime {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A stranger holds this host port: starts on it fail with `PortTaken`.
+    pub fn take_port(&self, port: u16) {
+        self.state().ports_taken.insert(port);
+    }
+
+    /// Starts on this node fail (like a Swarm task that exits at once).
+    pub fn fail_node(&self, node: &str) {
+        self.state().failing_nodes.insert(node.to_string());
+    }
+
+    pub fn set_nodes(&self, nodes: Vec<Node>) {
+        self.state().nodes = nodes;
+    }
+
+    /// Each start takes this long before its server listens.
+    pub fn set_start_delay(&self, d: Duration) {
+        self.state().start_delay = d;
+    }
+
+    /// The engine stops (true) or starts (false) answering.
+    pub fn set_down(&self, down: bool) {
+        self.state().down = down;
+    }
+
+    /// A server left from before (for recovery), running or not.
+    pub fn leave(&self, existing: Existing) {
+        let handle = existing.handle.clone();
+        self.state().servers.insert(handle, FakeServer { spec: None, existing });
+    }
+
+    /// Marks a left server running (it finished starting).
+    pub fn set_running(&self, handle: &str) {
+        if let Some(s) = self.state().servers.get_mut(handle) {
+            s.existing.running = true;
+        }
+    }
+
+    /// The server exits by itself: it stops and an exit event goes out.
+    pub fn exit(&self, handle: &str, reason: &str, idle: bool) {
+        let mut st = self.state();
+        if let Some(s) = st.servers.get_mut(handle) {
+            s.existing.running = false;
+        }
+        let ev = RuntimeEvent::Exited { handle: handle.into(), reason: reason.into(), idle };
+        if let Some(tx) = &st.events {
+            let _ = tx.send(Ok(ev));
+        }
+    }
+
+    /// The servers there now, by handle.
+    pub fn servers(&self) -> BTreeMap<String, FakeServer> {
+        self.state().servers.clone()
+    }
+
+    /// Handles removed so far, in order.
+    pub fn removed(&self) -> Vec<String> {
+        self.state().removed.clone()
+    }
+
+    fn engine(&self) -> Result<(), RuntimeError> {
+        match self.state().down {
+            true => Err(RuntimeError::Unreachable("the fake engine is down".into())),
+            false => Ok(()),
+        }
+    }
+
+    async fn run(&self, spec: SessionSpec) -> Result<String, StartError> {
+        self.engine()?;
+        let delay = self.state().start_delay;
+        tokio::select! {
+            _ = spec.cancel.cancelled() => return Err(StartError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let mut st = self.state();
+        if st.ports_taken.contains(&spec.port) {
+            return Err(StartError::PortTaken(spec.port));
+        }
+        if st.failing_nodes.contains(&spec.node) {
+            let detail = format!("task failed on node {}: non-zero exit (2)", spec.node);
+            return Err(StartError::NodeFailed { public: "its server stopped on the machine the hub chose", detail });
+        }
+        st.next += 1;
+        let handle = format!("fake-{}", st.next);
+        let existing = Existing {
+            handle: handle.clone(),
+            running: true,
+            session_id: Some(spec.id.clone()),
+            name: Some(spec.name.clone()),
+            node: Some(spec.node.clone()),
+            port: Some(spec.port),
+            created: Some(SystemTime::now()),
+            password_md5: Some(SecretString::from(
+                secrecy::ExposeSecret::expose_secret(&spec.password_md5).to_string(),
+            )),
+        };
+        st.servers.insert(handle.clone(), FakeServer { spec: Some(spec), existing });
+        Ok(handle)
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn prepare(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.engine() })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.engine() })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, RuntimeError>> {
+        Box::pin(async move { self.engine().map(|()| self.state().nodes.clone()) })
+    }
+
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
+        Box::pin(self.run(spec))
+    }
+
+    fn remove(&self, handle: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            self.engine()?;
+            let mut st = self.state();
+            st.servers.remove(&handle);
+            st.removed.push(handle);
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
+        Box::pin(async move {
+            self.engine()?;
+            Ok(self.state().servers.values().map(|s| s.existing.clone()).collect())
+        })
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>> {
+        Box::pin(async move {
+            self.engine()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.state().events = Some(tx);
+            Ok(tokio_stream_from(rx))
+        })
+    }
+
+    fn teardown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn reconfigure(&self, _config: Config) {}
+}
+
+/// The receiving end of the fake's event channel as a stream.
+fn tokio_stream_from(rx: mpsc::UnboundedReceiver<Result<RuntimeEvent, RuntimeError>>) -> EventStream {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) }).boxed()
+}

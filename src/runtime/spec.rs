@@ -1,0 +1,233 @@
+//! What every session's server runs with, whatever the runtime: its command, environment,
+//! labels, limits and hardening, as one [`ServerSpec`] value. [`ServerSpec::container`] maps
+//! it onto a Docker container and [`ServerSpec::task`] onto a Swarm task, so "the same
+//! hardening on every runtime" holds by construction. Labels never carry the password.
+
+use super::{SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PORT, LABEL_SESSION, LABEL_SESSION_ID};
+use crate::config::Config;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Limit, PortBinding, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecResources,
+};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Capabilities every session drops.
+const CAP_DROP: &str = "ALL";
+/// Log driver and its rotation: a chatty session cannot fill the disk.
+const LOG_DRIVER: &str = "json-file";
+const LOG_OPTIONS: [(&str, &str); 2] = [("max-size", "1m"), ("max-file", "2")];
+/// How long a stopped server has to say goodbye before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// One session server, as every runtime starts it.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub labels: HashMap<String, String>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    /// The port the server listens on inside its container.
+    pub session_port: u16,
+}
+
+impl ServerSpec {
+    pub fn new(c: &Config, session: &SessionSpec) -> ServerSpec {
+        ServerSpec {
+            image: c.image.clone(),
+            args: session_command(c),
+            env: vec![password_env(&session.password_md5)],
+            user: c.user.clone(),
+            labels: session_labels(c, session),
+            memory_bytes: c.limits.memory_bytes,
+            nano_cpus: c.limits.nano_cpus,
+            pids: c.limits.pids,
+            session_port: c.session_port,
+        }
+    }
+
+    fn log_options() -> HashMap<String, String> {
+        LOG_OPTIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A Docker container on `network`, its port published on `bind:host_port`.
+    pub fn container(&self, network: String, bind: std::net::IpAddr, host_port: u16) -> ContainerCreateBody {
+        let container_port = format!("{}/tcp", self.session_port);
+        let binding = PortBinding { host_ip: Some(bind.to_string()), host_port: Some(host_port.to_string()) };
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(container_port.clone(), Some(vec![binding]))])),
+            cap_drop: Some(vec![CAP_DROP.into()]),
+            security_opt: Some(vec!["no-new-privileges=true".into()]),
+            readonly_rootfs: Some(true),
+            memory: Some(self.memory_bytes),
+            memory_swap: Some(self.memory_bytes),
+            nano_cpus: Some(self.nano_cpus),
+            pids_limit: Some(self.pids),
+            network_mode: Some(network),
+            log_config: Some(HostConfigLogConfig { typ: Some(LOG_DRIVER.into()), config: Some(Self::log_options()) }),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(self.args.clone()),
+            env: Some(self.env.clone()),
+            user: Some(self.user.clone()),
+            labels: Some(self.labels.clone()),
+            exposed_ports: Some(vec![container_port]),
+            host_config: Some(host_config),
+            stop_timeout: Some(STOP_GRACE.as_secs() as i64),
+            ..Default::default()
+        }
+    }
+
+    /// A Swarm task running `image` (a local image id or a registry name). Placement,
+    /// networks and restart policy are the service's business.
+    pub fn task(&self, image: String) -> TaskSpec {
+        let container = TaskSpecContainerSpec {
+            image: Some(image),
+            labels: Some(self.labels.clone()),
+            args: Some(self.args.clone()),
+            env: Some(self.env.clone()),
+            user: Some(self.user.clone()),
+            read_only: Some(true),
+            capability_drop: Some(vec![CAP_DROP.into()]),
+            // Honoured from API 1.46; older engines ignore it (README: daemon.json no-new-privileges).
+            privileges: Some(TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
+            stop_grace_period: Some(STOP_GRACE.as_nanos() as i64),
+            ..Default::default()
+        };
+        let limits =
+            Limit { nano_cpus: Some(self.nano_cpus), memory_bytes: Some(self.memory_bytes), pids: Some(self.pids) };
+        TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources { limits: Some(limits), ..Default::default() }),
+            log_driver: Some(TaskSpecLogDriver { name: Some(LOG_DRIVER.into()), options: Some(Self::log_options()) }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The labels every session object carries (never the password).
+pub fn session_labels(c: &Config, spec: &SessionSpec) -> HashMap<String, String> {
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_HUB.to_string(), c.hub_id.clone()),
+        (LABEL_SESSION.to_string(), spec.name.clone()),
+        (LABEL_SESSION_ID.to_string(), spec.id.clone()),
+        (LABEL_PORT.to_string(), spec.port.to_string()),
+        (LABEL_CREATED.to_string(), created.to_string()),
+    ])
+}
+
+/// A session's labels read back: session id, name, port, creation time.
+pub struct Labelled {
+    pub session_id: Option<String>,
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub created: Option<SystemTime>,
+}
+
+pub fn labelled(labels: &HashMap<String, String>) -> Labelled {
+    Labelled {
+        session_id: labels.get(LABEL_SESSION_ID).cloned(),
+        name: labels.get(LABEL_SESSION).cloned(),
+        port: labels.get(LABEL_PORT).and_then(|p| p.parse().ok()),
+        created: labels
+            .get(LABEL_CREATED)
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(|t| UNIX_EPOCH + Duration::from_secs(t)),
+    }
+}
+
+/// The session server's arguments: its port, bounds fitted to the memory limit (so a busy
+/// session is refused input rather than OOM-killed), the operator's `session_args`, idle exit.
+pub fn session_command(c: &Config) -> Vec<String> {
+    let mut cmd = vec!["--port".to_string(), c.session_port.to_string()];
+    let mem = c.limits.memory_bytes.max(8 << 20) as u64;
+    for (flag, value) in [
+        ("--max-document", (mem / 16).min(4 << 20)),
+        ("--history-bytes", mem / 8),
+        ("--queue-bytes", (mem / 16).max(1 << 20)),
+    ] {
+        // session_args may set these itself (the server takes each flag once).
+        if !c.session_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+            cmd.push(flag.into());
+            cmd.push(value.to_string());
+        }
+    }
+    cmd.extend(c.session_args.iter().cloned());
+    if let Some(idle) = c.idle_exit {
+        cmd.push("--idle-exit".into());
+        cmd.push(format!("{}ms", idle.as_millis()));
+    }
+    cmd
+}
+
+/// The password reaches the server only as the md5 the Troop protocol compares.
+fn password_env(password_md5: &SecretString) -> String {
+    format!("TROOP_PASSWORD_MD5={}", password_md5.expose_secret())
+}
+
+/// The md5 a session server was started with, read back from its environment (adoption).
+pub fn password_from_env(env: &[String]) -> Option<SecretString> {
+    env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(SecretString::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServerSpec {
+        let c = Config::default();
+        let session = SessionSpec {
+            id: "id".into(),
+            name: "jam".into(),
+            node: "local".into(),
+            port: 57991,
+            password_md5: SecretString::from("0123456789abcdef0123456789abcdef"),
+            deadline: tokio::time::Instant::now(),
+            cancel: Default::default(),
+        };
+        ServerSpec::new(&c, &session)
+    }
+
+    #[test]
+    fn both_engine_shapes_carry_the_same_hardening_limits_and_labels() {
+        let s = spec();
+        let docker = s.container("net".into(), "127.0.0.1".parse().unwrap(), 57991);
+        let host = docker.host_config.clone().unwrap();
+        let task = s.task("sha256:abc".into());
+        let cs = task.container_spec.clone().unwrap();
+        let limits = task.resources.unwrap().limits.unwrap();
+        assert_eq!(host.cap_drop, cs.capability_drop);
+        assert_eq!(host.readonly_rootfs, cs.read_only);
+        assert_eq!(docker.user, cs.user);
+        assert_eq!(docker.labels, cs.labels);
+        assert_eq!(docker.cmd, cs.args);
+        assert_eq!(docker.env, cs.env);
+        assert_eq!(
+            (host.memory, host.nano_cpus, host.pids_limit),
+            (limits.memory_bytes, limits.nano_cpus, limits.pids)
+        );
+        assert_eq!(host.log_config.unwrap().config, task.log_driver.unwrap().options);
+        assert!(cs.privileges.unwrap().no_new_privileges == Some(true));
+        assert!(host.security_opt.unwrap().contains(&"no-new-privileges=true".to_string()));
+    }
+
+    #[test]
+    fn labels_and_command_carry_no_password() {
+        let s = spec();
+        let shown = format!("{:?} {:?}", s.labels, s.args);
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert_eq!(
+            password_from_env(&s.env).map(|p| p.expose_secret().to_string()).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Swarm tasks as the swarm runtime reads them: their states, Swarm's words on them, when a
+//! session's task has ended and why, and the task watch that turns that into exit events
+//! (Swarm has no task events: the watch looks twice a second).
+
+use super::super::engine::{hub_filter, timed_within};
+use super::super::{exit_reason, RuntimeError, RuntimeEvent};
+use bollard::models::Task;
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
+use bollard::Docker;
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+use tracing::debug;
+
+/// How often the task watch looks at the tasks.
+pub(super) const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Task states after which a task never runs again.
+pub(super) fn finished(state: &str) -> bool {
+    matches!(state, "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
+}
+
+pub(super) fn task_state(t: &Task) -> String {
+    t.status.as_ref().and_then(|s| s.state.as_ref()).map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// Swarm's own words on a task: its error, else its message.
+pub(super) fn task_words(t: &Task) -> String {
+    let status = t.status.as_ref();
+    let err = status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty());
+    err.or_else(|| status.and_then(|s| s.message.clone())).unwrap_or_default()
+}
+
+pub(super) fn task_exit_code(t: &Task) -> Option<i64> {
+    t.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.exit_code)
+}
+
+pub(super) fn desired_state(t: &Task) -> String {
+    t.desired_state.as_ref().map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// The newest task of a list (a service has one, restart `none`).
+pub(super) fn newest(tasks: &[Task]) -> Option<&Task> {
+    tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index))
+}
+
+/// Has the task ended, or will it never run on (Swarm wants it shut down: its node is down
+/// or drained)? Then the owner's reason, and whether it was the server's own idle exit.
+pub(super) fn task_end(t: &Task) -> Option<(String, bool)> {
+    let state = task_state(t);
+    let code = task_exit_code(t);
+    if finished(&state) {
+        let reason = match (state.as_str(), code) {
+            // Its own exit with 0 is the idle timer; a stop from outside also gives 0.
+            ("complete", Some(0)) => return Some((exit_reason(Some(0)), true)),
+            ("shutdown", _) => "its machine was drained or its service stopped".to_string(),
+            (_, Some(_)) => exit_reason(code),
+            _ => format!("its Swarm task {state}: {}", task_words(t)),
+        };
+        return Some((reason, false));
+    }
+    match desired_state(t).as_str() {
+        "shutdown" | "remove" => Some(("its machine went down or was drained".to_string(), false)),
+        _ => None,
+    }
+}
+
+/// The state of the task watch behind [`SwarmRuntime::events`].
+pub(super) struct TaskWatch {
+    pub(super) docker: Docker,
+    pub(super) hub_id: String,
+    pub(super) limit: Duration,
+    /// Services seen (to notice one removed from outside).
+    pub(super) seen: HashSet<String>,
+    /// Services already reported as ended.
+    pub(super) reported: HashSet<String>,
+    pub(super) pending: VecDeque<RuntimeEvent>,
+    pub(super) first: bool,
+}
+
+impl TaskWatch {
+    /// One look at the services and tasks; ended sessions are queued as events.
+    pub(super) async fn poll(&mut self) -> Result<(), RuntimeError> {
+        let opts = ListServicesOptions { filters: Some(hub_filter(&self.hub_id)), ..Default::default() };
+        let services = timed_within(self.limit, self.docker.list_services(Some(opts))).await?;
+        let opts = ListTasksOptions { filters: Some(hub_filter(&self.hub_id)) };
+        let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
+        let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        for id in &ids {
+            let mine: Vec<Task> =
+                tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).cloned().collect();
+            let Some(t) = newest(&mine) else { continue };
+            self.seen.insert(id.clone());
+            if let Some((reason, idle)) = task_end(t) {
+                if self.reported.insert(id.clone()) {
+                    debug!(service = %id, state = %task_state(t), "session task ended");
+                    self.pending.push_back(RuntimeEvent::Exited { handle: id.clone(), reason, idle });
+                }
+            }
+        }
+        // Services removed from outside the hub.
+        let gone: Vec<String> = self.seen.iter().filter(|id| !ids.contains(*id)).cloned().collect();
+        for id in gone {
+            self.seen.remove(&id);
+            if self.reported.insert(id.clone()) {
+                self.pending.push_back(RuntimeEvent::Exited {
+                    handle: id,
+                    reason: "the session's service was removed".into(),
+                    idle: false,
+                });
+            }
+        }
+        self.reported.retain(|id| ids.contains(id));
+        Ok(())
+    }
+}
