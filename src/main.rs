@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use troop_hub::config::{Config, RuntimeKind};
 use troop_hub::hub::Hub;
@@ -132,7 +133,10 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;
     info!(http = %config.http_listen, "HTTP API, metrics and status page listening");
-    let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone()));
+    // The HTTP front door drains and stops once the hub begins shutting down.
+    let http_shutdown = CancellationToken::new();
+    tokio::spawn(cancel_when_stopping(hub.stopping(), http_shutdown.clone()));
+    let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone(), http_shutdown));
     tokio::spawn(troop_hub::reload::watch(hub.clone(), path));
     let server = tokio::spawn(troop_hub::tcp::serve(listener, hub.clone()));
     troop_server::shutdown_signal().await;
@@ -141,11 +145,16 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = server.await {
         error!(error = %e, "the protocol server task failed");
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(3), http).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "the HTTP server failed"),
-        _ => warn!("the HTTP server did not stop in time"),
+    // (Requests in flight are answered first: at most http::DRAIN_TIMEOUT.)
+    if let Err(e) = http.await {
+        error!(error = %e, "the HTTP server task failed");
     }
     info!("stopped");
     Ok(())
+}
+
+/// Cancels `token` once the hub begins shutting down (a bridge from the hub's watch channel).
+async fn cancel_when_stopping(mut stopping: tokio::sync::watch::Receiver<bool>, token: CancellationToken) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+    token.cancel();
 }
