@@ -8,9 +8,11 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
+//! - [`accept`]: pausing after failed accepts (both front doors).
 //! - [`reload`]: live reload of hub.yaml.
 //! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 pub mod http;

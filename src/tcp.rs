@@ -4,6 +4,7 @@
 //! tells it why in an `error` frame. Connections are capped in all and per address, and one
 //! that sends nothing in time is closed.
 
+use crate::accept::AcceptBackoff;
 use crate::hub::{Hub, StartRequest};
 use crate::wire::{self, Request, WireError};
 use serde_json::{json, Value};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Open connections, in all and per address.
 #[derive(Default)]
@@ -47,15 +48,18 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let mut tasks = JoinSet::new();
     let shutdown = hub.shutdown_token();
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.reset();
+                        a
+                    }
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(backoff.failed("tcp", &e)).await;
                         continue;
                     }
                 };

@@ -111,15 +111,19 @@ async fn sessions_api_happy_paths_errors_and_auth() {
 async fn every_documented_route_is_served() {
     let hub = hub_with_token("").await;
     let doc = http(hub.http, "GET", "/api/v1/openapi.json", None, None).await.json();
-    assert_eq!(doc["openapi"], "3.0.3");
-    for (method, path) in troop_hub::http::ROUTES {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} documented");
-        let concrete = path.replace("{name}", "nobody");
-        let body = (*method == "post").then_some("{}");
-        let r = http(hub.http, &method.to_uppercase(), &concrete, Some(TOKEN), body).await;
-        assert_ne!(r.status, 405, "{method} {path}");
-        assert!(!r.body.contains("No such endpoint"), "{method} {path} is routed: {}", r.body);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "delete", "patch"].into_iter().filter(|m| item[m].is_object()) {
+            documented += 1;
+            let concrete = path.replace("{name}", "nobody");
+            let body = (method == "post").then_some("{}");
+            let r = http(hub.http, &method.to_uppercase(), &concrete, Some(TOKEN), body).await;
+            assert_ne!(r.status, 405, "{method} {path}");
+            assert!(!r.body.contains("No such endpoint"), "{method} {path} is routed: {}", r.body);
+        }
     }
+    assert_eq!(documented, 11, "every route is documented: {}", doc["paths"]);
     assert!(http(hub.http, "GET", "/nope", None, None).await.json()["error"].is_string());
 }
 
@@ -326,4 +330,103 @@ async fn slow_http_clients_are_cut_off_and_do_not_block_others() {
         .await;
         assert!(closed.is_ok(), "a slowloris connection stayed open");
     }
+}
+
+#[tokio::test]
+async fn each_request_is_logged_once_without_query_strings_or_secrets() {
+    let hub = hub_with_token("").await;
+    let listed = http(hub.http, "GET", "/api/v1/sessions?token=query-secret", Some(TOKEN), None).await;
+    assert_eq!(listed.status, 200);
+    let body = r#"{"name":"bad name","password":"pw-secret-123"}"#;
+    assert_eq!(http(hub.http, "POST", "/api/v1/sessions", Some(TOKEN), Some(body)).await.status, 400);
+    let line = |log: &str, method: &str, status: u16| {
+        log.lines()
+            .filter(|l| l.contains(&format!("method={method} path=/api/v1/sessions}}")))
+            .filter(|l| l.contains(&format!("status={status} ")) && l.contains("latency_ms="))
+            .count()
+    };
+    let log = eventually("the request lines", || async {
+        let log = hub.log();
+        (line(&log, "POST", 400) > 0).then_some(log)
+    })
+    .await;
+    assert_eq!((line(&log, "GET", 200), line(&log, "POST", 400)), (1, 1), "{log}");
+    for secret in [TOKEN, "query-secret", "pw-secret-123"] {
+        assert!(!log.contains(secret), "{secret} is not logged: {log}");
+    }
+}
+
+/// An engine socket in front of the real one: closed (each connection dropped at once) until
+/// `stall` is set, then each new connection is held silent.
+fn stalling_engine(path: std::path::PathBuf, stall: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind the engine socket");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if stall.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    drop(client);
+                });
+            }
+        }
+    });
+}
+
+/// Reads from `s` until `want` has arrived, or it closes (then false), or `within` passes.
+async fn read_until(s: &mut tokio::net::TcpStream, want: &str, within: Duration) -> Option<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&got).contains(want) {
+                return true;
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_a_start_in_flight_is_answered_and_idle_connections_close() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncWriteExt;
+    common::session_image();
+    let mut hub = TestHub::new("engine_timeout: 4s");
+    let sock = hub.dir.path().join("engine.sock");
+    let stall = std::sync::Arc::new(AtomicBool::new(false));
+    stalling_engine(sock.clone(), stall.clone());
+    hub.envs.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
+    let mut hub = hub.start().await;
+
+    // A keep-alive connection, idle after its first answer.
+    let mut idle = tokio::net::TcpStream::connect(hub.http).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_until(&mut idle, r#"{"status":"ok"}"#, T).await, Some(true), "answered, kept open");
+
+    // A start that waits on the (now silent) engine for its engine_timeout, 4 s.
+    stall.store(true, Ordering::SeqCst);
+    let addr = hub.http;
+    let body = r#"{"name":"late","password":"pw"}"#;
+    let pending = tokio::spawn(async move { http(addr, "POST", "/api/v1/sessions", Some(TOKEN), Some(body)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    hub.signal("TERM");
+
+    assert_eq!(read_until(&mut idle, "never", Duration::from_secs(3)).await, Some(false), "the idle one closes");
+    eventually("new connections to be refused", || async {
+        tokio::net::TcpStream::connect(hub.http).await.is_err().then_some(())
+    })
+    .await;
+    let answer = pending.await.unwrap();
+    assert_eq!(answer.status, 503, "the start in flight got its answer: {}\n{}", answer.body, hub.log());
+    assert!(answer.json()["error"].is_string());
+    assert!(term.elapsed() > Duration::from_secs(2), "answered {:?} after SIGTERM", term.elapsed());
+    stall.store(false, Ordering::SeqCst);
+    assert_eq!(hub.wait_exit(Duration::from_secs(60)).await, Some(0), "{}", hub.log());
 }

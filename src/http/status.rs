@@ -1,0 +1,172 @@
+//! For people and monitors: the status page, /healthz, /readyz and Prometheus /metrics.
+//! The status page lists sessions and /readyz gives the engine's own words only to the admin
+//! (or, for the page, to everyone with `public_listing`).
+
+use super::auth::AdminToken;
+use super::error::{ApiError, ErrorBody};
+use crate::hub::{Hub, SessionInfo};
+use crate::runtime::RuntimeError;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// The process is up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Ready for sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Things the operator should fix that do not stop sessions (e.g. Docker's userland proxy).
+    pub warnings: Vec<String>,
+}
+
+/// The process is up
+#[utoipa::path(get, path = "/healthz", tag = "monitoring", responses((status = 200, description = "ok", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Docker reachable and the session image present
+///
+/// The engine's own words go to the log and to the admin; anyone else gets the reason in the
+/// hub's words.
+#[utoipa::path(get, path = "/readyz", tag = "monitoring",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready, and why", body = ErrorBody),
+    ))]
+pub async fn readyz(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>) -> Result<Json<Ready>, ApiError> {
+    match hub.runtime().check().await {
+        Ok(()) => Ok(Json(Ready { status: "ready", warnings: hub.warnings() })),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            let why = if admin.is_some() { e.to_string() } else { public_reason(&e).to_string() };
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")))
+        }
+    }
+}
+
+/// A runtime error as callers without the admin token see it: no engine text, no names.
+fn public_reason(e: &RuntimeError) -> &'static str {
+    match e {
+        RuntimeError::Unreachable(_) => "the hub cannot reach its container engine",
+        RuntimeError::ImageMissing(_) => "the session image is missing on the container engine",
+        _ => "the container engine is not ready for sessions",
+    }
+}
+
+/// Prometheus metrics
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let text = hub.metrics.render(&hub.gauges());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The sessions as a table, or a sentence when they are not listed.
+fn sessions_table(sessions: Option<&[SessionInfo]>) -> String {
+    let Some(sessions) = sessions else {
+        return "<p>Sessions are not listed here: join one by the name its owner gave you.</p>".to_string();
+    };
+    let mut rows = String::new();
+    for s in sessions {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}:{}</td><td>{}</td><td>{} min</td></tr>\n",
+            escape(&s.name),
+            escape(&s.host),
+            s.port,
+            s.state,
+            s.age_seconds / 60
+        ));
+    }
+    if sessions.is_empty() {
+        rows.push_str("<tr><td colspan=\"4\">No sessions running.</td></tr>\n");
+    }
+    format!(
+        "<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th></tr></thead>\n<tbody>\n{rows}</tbody></table>"
+    )
+}
+
+/// Status page (HTML)
+///
+/// How to start and join a session, and how full the hub is. Session names and addresses are
+/// shown to the admin, or to everyone with `public_listing`.
+#[utoipa::path(get, path = "/", tag = "monitoring",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
+pub async fn status_page(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>) -> Html<String> {
+    let config = hub.config();
+    let host = escape(hub.public_host());
+    let port = config.listen.port();
+    let gauges = hub.gauges();
+    let sessions = (config.public_listing || admin.is_some()).then(|| hub.list());
+    let table = sessions_table(sessions.as_deref());
+    let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
+    let nodes = hub.nodes();
+    let machines = if nodes.len() > 1 {
+        format!(" Sessions run on {} of {} machines.", gauges.nodes_usable, nodes.len())
+    } else {
+        String::new()
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="10">
+<title>Troop hub at {host}</title>
+<style>body{{font-family:sans-serif;max-width:40rem;margin:1rem auto;padding:0 1rem;line-height:1.4}}
+code{{background:#eee;padding:.1rem .3rem;word-break:break-all}}table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></head>
+<body>
+<h1>Troop hub at {host}:{port}</h1>
+<p>Start a session with Troop 0.10.3: <code>python run-server.py --hub NAME@{host}:{port}</code></p>
+<p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
+<h2>Sessions</h2>
+<p>{running} running of {cap}; {free} free slots.{machines}</p>
+{table}
+<p><small>This page refreshes every 10 seconds.</small></p>
+</body></html>
+"#,
+        running = gauges.running,
+        cap = gauges.cap,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_escapes_names_and_hides_sessions_when_not_listed() {
+        assert!(sessions_table(None).contains("not listed here"));
+        assert!(sessions_table(Some(&[])).contains("No sessions running."));
+        let s = SessionInfo {
+            name: "<b>".into(),
+            id: "i".into(),
+            host: "h".into(),
+            node: "local".into(),
+            port: 7,
+            state: "running",
+            created: 0,
+            age_seconds: 120,
+            owner_connected: true,
+            daemon: false,
+            container: None,
+        };
+        let table = sessions_table(Some(&[s]));
+        assert!(table.contains("<tr><td>&lt;b&gt;</td><td>h:7</td><td>running</td><td>2 min</td></tr>"), "{table}");
+    }
+}

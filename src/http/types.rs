@@ -1,0 +1,210 @@
+//! The JSON the sessions API takes and gives, as types: serde reads and writes them, and
+//! utoipa turns them into the OpenAPI document's schemas. The listing types are built from the
+//! hub's own (every field named, so a field the hub adds is a compile error here, not a silent
+//! gap in the API or its document).
+
+use crate::hub::{NodeInfo, SessionInfo};
+use secrecy::SecretString;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+/// A session to start through the API.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewSession {
+    /// Letters, digits, '.', '_' and '-'; at most 64.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// What performers join with (never shown, logged or listed).
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// How long it lives (default `api_session_ttl`, at most `api_session_max_ttl`).
+    #[schema(nullable = false)]
+    pub ttl: Option<Ttl>,
+}
+
+/// How long an API session lives: a duration like "30m", or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(Duration);
+
+impl From<Ttl> for Duration {
+    fn from(t: Ttl) -> Duration {
+        t.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ttl, D::Error> {
+        struct TtlVisitor;
+        impl Visitor<'_> for TtlVisitor {
+            type Value = Ttl;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"30m\" or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Ttl, E> {
+                Ok(Ttl(Duration::from_secs(secs)))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Ttl, E> {
+                Err(E::custom("must be a positive number of seconds"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Ttl, E> {
+                Err(E::custom("must be a whole number of seconds"))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ttl, E> {
+                humantime::parse_duration(s)
+                    .map(Ttl)
+                    .map_err(|_| E::custom(format!("'{s}' is not a duration like 30m")))
+            }
+        }
+        d.deserialize_any(TtlVisitor)
+    }
+}
+
+impl utoipa::PartialSchema for Ttl {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).examples(["30m"]))
+            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+            .description(Some("A duration like \"30m\", or a number of seconds"))
+            .into()
+    }
+}
+
+impl ToSchema for Ttl {}
+
+/// A session the API started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Started {
+    pub name: String,
+    /// The host performers dial.
+    pub host: String,
+    pub port: u16,
+    /// When it ends unless DELETEd first, in seconds from now.
+    pub ttl_seconds: u64,
+}
+
+/// Where performers join a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Address {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Every session, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+/// A session as the listing shows it (never its password).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub name: String,
+    pub id: String,
+    /// The host performers dial.
+    pub host: String,
+    /// The node it runs on ("local" for the local Docker runtime).
+    pub node: String,
+    pub port: u16,
+    /// "starting" or "running".
+    #[schema(value_type = String, example = "running")]
+    pub state: &'static str,
+    /// When it was created, in seconds since 1970.
+    pub created: u64,
+    pub age_seconds: u64,
+    /// Whether the connection that started it is still open (daemon sessions have none).
+    pub owner_connected: bool,
+    pub daemon: bool,
+    /// Its container's short id, once it has one.
+    pub container: Option<String>,
+}
+
+impl From<SessionInfo> for Session {
+    fn from(s: SessionInfo) -> Session {
+        let SessionInfo { name, id, host, node, port, state, created, age_seconds, owner_connected, daemon, container } =
+            s;
+        Session { name, id, host, node, port, state, created, age_seconds, owner_connected, daemon, container }
+    }
+}
+
+/// The placement table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<Node>,
+}
+
+/// A machine sessions can run on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Node {
+    pub id: String,
+    /// The host performers are given for sessions on it.
+    pub host: String,
+    /// Ready and active (drained or down nodes get no new sessions).
+    pub usable: bool,
+    pub sessions: usize,
+    pub free_ports: usize,
+}
+
+impl From<NodeInfo> for Node {
+    fn from(n: NodeInfo) -> Node {
+        let NodeInfo { id, host, usable, sessions, free_ports } = n;
+        Node { id, host, usable, sessions, free_ports }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn parse(body: &str) -> Result<NewSession, String> {
+        serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_new_session_reads_its_ttl_as_a_duration_or_seconds_and_hides_its_password() {
+        let s = parse(r#"{"name":"a","password":"pw","ttl":"10m"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.ttl, Some(Ttl(Duration::from_secs(600))));
+        assert_eq!(s.password.expose_secret(), "pw");
+        assert!(!format!("{s:?}").contains("pw\""), "the password never prints: {s:?}");
+        let s = parse(r#"{"name":"a","password":"pw","ttl":90}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.ttl, Some(Ttl(Duration::from_secs(90))));
+        let s = parse(r#"{"name":"a","password":"pw","ttl":null}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.ttl, None);
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let err = |body: &str| parse(body).err().unwrap_or_default();
+        assert!(err(r#"{"password":"p"}"#).contains("missing field `name`"));
+        assert!(err(r#"{"name":"a"}"#).contains("missing field `password`"));
+        assert!(err(r#"{"name":"a","password":5}"#).contains("invalid type: integer `5`"));
+        assert!(err(r#"{"name":"a","password":"p","ttl":-5}"#).contains("must be a positive number of seconds"));
+        assert!(err(r#"{"name":"a","password":"p","ttl":"soon"}"#).contains("'soon' is not a duration like 30m"));
+        assert!(err(r#"{"name":"a","password":"p","ttl":true}"#).contains("a duration like \"30m\""));
+    }
+
+    #[test]
+    fn a_listed_session_serializes_like_the_hubs_own() {
+        let info = SessionInfo {
+            name: "n".into(),
+            id: "i".into(),
+            host: "h".into(),
+            node: "local".into(),
+            port: 1,
+            state: "running",
+            created: 2,
+            age_seconds: 3,
+            owner_connected: true,
+            daemon: false,
+            container: None,
+        };
+        let hubs = serde_json::to_value(&info).unwrap_or_default();
+        assert_eq!(serde_json::to_value(Session::from(info)).unwrap_or_default(), hubs);
+    }
+}
