@@ -2,9 +2,11 @@
 //!
 //! - [`config`]: hub.yaml, validated, with environment overrides.
 //! - [`wire`]: the hub protocol's framing and requests.
-//! - [`registry`]: names, ports, owners and limits (pure logic).
-//! - [`runtime`]: the container engine behind one trait; Docker through bollard.
-//! - [`hub`]: shared state and every session lifecycle path.
+//! - [`registry`]: names, nodes, port leases, owners and limits (pure logic).
+//! - [`runtime`]: the container engine behind one trait: Docker (one container per session
+//!   on this engine) or Swarm (one service per session, placed on a node), through bollard.
+//! - [`hub`]: shared state and every session lifecycle path (start, end, supervision of the
+//!   engine and the nodes, the read-side views).
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.

@@ -42,6 +42,20 @@ impl Drop for Slot {
     }
 }
 
+/// A slot for a new connection from `ip`, unless the caps are reached. Trusted addresses
+/// (operators, the host itself) are held only to the total cap.
+fn admit(counts: &Arc<Mutex<Counts>>, config: &crate::config::Config, ip: IpAddr) -> Option<Slot> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+    let per_ip_full = from_ip >= config.max_connections_per_address && !config.is_trusted(ip);
+    if c.total >= config.max_connections || per_ip_full {
+        return None;
+    }
+    c.total += 1;
+    *c.per_ip.entry(ip).or_default() += 1;
+    Some(Slot { counts: counts.clone(), ip })
+}
+
 /// Serves until the hub starts shutting down, then waits (a little) for open connections to
 /// pass on the shutdown message.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
@@ -64,21 +78,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let config = hub.config();
-                let slot = {
-                    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-                    let from_ip = c.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-                    // Trusted addresses (operators, the host itself) are held only to the total cap.
-                    let per_ip_full = from_ip >= config.max_connections_per_address && !config.is_trusted(peer.ip());
-                    if c.total >= config.max_connections || per_ip_full {
-                        None
-                    } else {
-                        c.total += 1;
-                        *c.per_ip.entry(peer.ip()).or_default() += 1;
-                        Some(Slot { counts: counts.clone(), ip: peer.ip() })
-                    }
-                };
-                match slot {
+                match admit(&counts, &hub.config(), peer.ip()) {
                     Some(slot) => {
                         let hub = hub.clone();
                         tasks.spawn(async move {
@@ -149,25 +149,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
         }
         Request::List if trusted => {
             hub.metrics.request("list", "ok");
-            let mut data: Vec<Value> = hub
-                .list()
-                .into_iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name, "id": s.id, "host": s.host, "port": s.port, "state": s.state,
-                        "created": s.created, "owner_connected": s.owner_connected, "daemon": s.daemon,
-                    })
-                })
-                .collect();
-            // One frame holds at most 9999 bytes: past that the list is cut and says so
-            // (GET /api/v1/sessions has them all).
-            let total = data.len();
-            while wire::encode(&json!({ "data": data, "truncated": total })).is_err() && !data.is_empty() {
-                data.pop();
-            }
-            let body =
-                if data.len() < total { json!({ "data": data, "truncated": total }) } else { json!({ "data": data }) };
-            reply(&mut stream, body).await;
+            reply(&mut stream, list_reply(&hub)).await;
         }
         Request::List => {
             hub.metrics.request("list", "error");
@@ -188,33 +170,62 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
         }
         Request::Server { name, password, daemon } => {
             let req = StartRequest { name, password, daemon, peer: Some(peer.ip()), ttl: None };
-            let mut owned = match hub.start_session(req).await {
-                Ok(o) => o,
-                Err(e) => return error(&mut stream, &e.to_string()).await,
-            };
-            reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
-            if daemon {
-                return;
-            }
-            // The connection is the session's owner from here on.
-            let (mut source, mut sink) = stream.into_split();
-            let killed = loop {
-                tokio::select! {
-                    frame = wire::read_frame(&mut source) => match frame {
-                        Ok(v) if v.get("kill").is_some() => break true,
-                        Ok(_) => continue,
-                        Err(_) => break false,
-                    },
-                    msg = owned.ended.recv() => {
-                        if let Some(msg) = msg {
-                            let _ = sink.write_all(&wire::error_frame(&msg)).await;
-                        }
-                        let _ = sink.shutdown().await;
-                        return;
+            match hub.start_session(req).await {
+                Ok(owned) => {
+                    reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
+                    if !daemon {
+                        own(stream, owned, &hub).await;
                     }
                 }
-            };
-            hub.owner_gone(&owned.id, killed).await;
+                Err(e) => error(&mut stream, &e.to_string()).await,
+            }
         }
     }
+}
+
+/// The `list` reply: one frame holds at most 9999 bytes, so past that the list is cut and
+/// says so (GET /api/v1/sessions has them all).
+fn list_reply(hub: &Hub) -> Value {
+    let mut data: Vec<Value> = hub
+        .list()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.name, "id": s.id, "host": s.host, "port": s.port, "state": s.state,
+                "created": s.created, "owner_connected": s.owner_connected, "daemon": s.daemon,
+            })
+        })
+        .collect();
+    let total = data.len();
+    while wire::encode(&json!({ "data": data, "truncated": total })).is_err() && !data.is_empty() {
+        data.pop();
+    }
+    if data.len() < total {
+        json!({ "data": data, "truncated": total })
+    } else {
+        json!({ "data": data })
+    }
+}
+
+/// The connection is the session's owner from here on: it ends the session by closing or
+/// sending `kill`, and hears why when the hub ends it.
+async fn own(stream: TcpStream, mut owned: crate::hub::Owned, hub: &Hub) {
+    let (mut source, mut sink) = stream.into_split();
+    let killed = loop {
+        tokio::select! {
+            frame = wire::read_frame(&mut source) => match frame {
+                Ok(v) if v.get("kill").is_some() => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            },
+            msg = owned.ended.recv() => {
+                if let Some(msg) = msg {
+                    let _ = sink.write_all(&wire::error_frame(&msg)).await;
+                }
+                let _ = sink.shutdown().await;
+                return;
+            }
+        }
+    };
+    hub.owner_gone(&owned.id, killed).await;
 }

@@ -7,30 +7,29 @@
 //! same labels, limits and hardening as a container. Readiness is the task `running` and the
 //! port accepting on the node; a task that fails carries Swarm's reason. Exits are found by
 //! watching the tasks (Swarm has no task events), twice a second.
+//!
+//! Beside this file: `service.rs` (the service and network specs, removal, sweeping) and
+//! `tasks.rs` (task states and the task watch).
 
+mod service;
 mod tasks;
 
-use super::engine::{hub_filter, timed_within, Engine};
-use super::spec::{labelled, password_from_env, ServerSpec};
+use super::engine::{hub_filter, Engine};
+use super::spec::{labelled, password_from_env};
 use super::{
-    EventStream, Existing, Node, Runtime, RuntimeError, SessionSpec, StartError, LABEL_CREATED, LABEL_HUB,
-    LABEL_MANAGED, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
+    EventStream, Existing, Node, Runtime, RuntimeError, SessionSpec, StartError, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
 };
 use crate::config::Config;
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    EndpointSpecModeEnum, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, Task, TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
-};
+use bollard::models::Task;
 use bollard::query_parameters::{ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tasks::{finished, newest, task_end, task_state, task_words, TaskWatch, WATCH_EVERY};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// A removal mostly waits on Swarm (its agent holds a task about 3 s before stopping it),
 /// not on the engine's work: many may run at once.
@@ -82,9 +81,23 @@ fn node_addr(n: &bollard::models::Node) -> Option<IpAddr> {
     }
 }
 
-/// The per-session network's name.
-fn network_name(c: &Config, session_id: &str) -> String {
-    format!("{}-{}", c.network, session_id.get(..12).unwrap_or(session_id))
+/// Why a start that ran out of time failed, from the task's last state and words.
+fn too_late((state, words): (String, String), timeout: Duration, probe: SocketAddr, node: &str) -> StartError {
+    let within = humantime::format_duration(timeout);
+    if state == "running" {
+        return StartError::NodeFailed {
+            public: TASK_UNREACHABLE,
+            detail: format!(
+                "its server on node {node} did not answer on {probe} within {within} (the hub must reach the \
+                 session ports of every node)"
+            ),
+        };
+    }
+    let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
+    StartError::NodeFailed {
+        public: TASK_NOT_RUN,
+        detail: format!("its Swarm task was still {state} after {within}{words}"),
+    }
 }
 
 fn filters(pairs: &[(&str, String)]) -> HashMap<String, Vec<String>> {
@@ -176,73 +189,6 @@ impl SwarmRuntime {
         self.addrs.lock().ok().and_then(|a| a.get(node).copied())
     }
 
-    /// Creates the session's own overlay network (nothing else is ever attached to it).
-    async fn create_network(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, RuntimeError> {
-        let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let request = NetworkCreateRequest {
-            name: network_name(c, &spec.id),
-            driver: Some("overlay".into()),
-            attachable: Some(false),
-            labels: Some(HashMap::from([
-                (LABEL_MANAGED.into(), "true".into()),
-                (LABEL_HUB.into(), c.hub_id.clone()),
-                (LABEL_SESSION_ID.into(), spec.id.clone()),
-                (LABEL_CREATED.into(), created.to_string()),
-            ])),
-            ..Default::default()
-        };
-        Ok(self.timed(docker.create_network(request)).await?.id)
-    }
-
-    /// Removes a network, trying `attempts` times while the engine still has the task's
-    /// endpoint on it.
-    async fn remove_network(&self, docker: &Docker, id: &str, attempts: u32) {
-        for attempt in 1..=attempts {
-            match self.timed(docker.remove_network(id)).await {
-                Ok(()) | Err(RuntimeError::NotFound) => return,
-                Err(e) if attempt == attempts => {
-                    warn!(network = %id, error = %e, "could not remove a session network; the next reconcile retries")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
-    }
-
-    fn service_spec(&self, c: &Config, spec: &SessionSpec, image: String, network: String) -> ServiceSpec {
-        let server = ServerSpec::new(c, spec);
-        let mut task = server.task(image);
-        task.restart_policy = Some(TaskSpecRestartPolicy {
-            condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-            ..Default::default()
-        });
-        task.placement = Some(TaskSpecPlacement {
-            constraints: Some(vec![format!("node.id=={}", spec.node)]),
-            ..Default::default()
-        });
-        task.networks = Some(vec![NetworkAttachmentConfig { target: Some(network), ..Default::default() }]);
-        ServiceSpec {
-            name: Some(format!("troop-{}", spec.id)),
-            labels: Some(server.labels),
-            task_template: Some(task),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(EndpointSpec {
-                // No virtual IP: nothing reaches a session through the swarm's load balancer.
-                mode: Some(EndpointSpecModeEnum::DNSRR),
-                ports: Some(vec![EndpointPortConfig {
-                    protocol: Some(EndpointPortConfigProtocolEnum::TCP),
-                    target_port: Some(i64::from(c.session_port)),
-                    published_port: Some(i64::from(spec.port)),
-                    publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                    ..Default::default()
-                }]),
-            }),
-            ..Default::default()
-        }
-    }
-
     /// Waits until the service's task runs and its port accepts on the node (Ok), the task
     /// fails (Err with Swarm's words), or the start timeout passes.
     async fn wait_running(
@@ -290,92 +236,9 @@ impl SwarmRuntime {
                 last = (state, words);
             }
             if tokio::time::Instant::now() >= deadline {
-                let (state, words) = last;
-                let within = humantime::format_duration(timeout);
-                if state == "running" {
-                    return Err(StartError::NodeFailed {
-                        public: TASK_UNREACHABLE,
-                        detail: format!(
-                            "its server on node {} did not answer on {probe} within {within} (the hub must reach \
-                             the session ports of every node)",
-                            spec.node
-                        ),
-                    });
-                }
-                let words = if words.is_empty() { String::new() } else { format!(" ({words})") };
-                return Err(StartError::NodeFailed {
-                    public: TASK_NOT_RUN,
-                    detail: format!("its Swarm task was still {state} after {within}{words}"),
-                });
+                return Err(too_late(last, timeout, probe, &spec.node));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Removes a service and waits until its task (and so its host port) is gone.
-    async fn remove_service(&self, docker: &Docker, id: &str) -> Result<(), RuntimeError> {
-        let limit = self.config().engine_timeout * 6;
-        let (networks, session): (Vec<String>, Option<String>) =
-            match self.timed(docker.inspect_service(id, None)).await {
-                Ok(s) => {
-                    let spec = s.spec.unwrap_or_default();
-                    let session = spec.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID)).cloned();
-                    let nets = spec.task_template.and_then(|t| t.networks).unwrap_or_default();
-                    (nets.into_iter().filter_map(|n| n.target).collect(), session)
-                }
-                Err(RuntimeError::NotFound) => (Vec::new(), None),
-                Err(e) => return Err(e),
-            };
-        match timed_within(limit, docker.delete_service(id)).await {
-            Ok(()) | Err(RuntimeError::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-        // The task (and its container, which holds the host port) goes after the service: wait
-        // for it by the session's label (the service id no longer filters once it is gone).
-        let deadline = Instant::now() + limit;
-        while let Some(session) = &session {
-            let f = filters(&[("label", format!("{LABEL_SESSION_ID}={session}"))]);
-            let tasks = match self.timed(docker.list_tasks(Some(ListTasksOptions { filters: Some(f) }))).await {
-                Ok(t) => t,
-                Err(RuntimeError::NotFound) => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            // A task on a node that is down goes only when the node comes back (its agent then
-            // removes the container): nothing to wait for here.
-            let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
-            if tasks.iter().all(|t| t.node_id.as_ref().is_some_and(|n| down.contains(n))) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(RuntimeError::Failed(format!("the service's task outlived it by {limit:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for n in networks {
-            self.remove_network(docker, &n, 20).await;
-        }
-        Ok(())
-    }
-
-    /// Session networks of this hub whose session has no service, older than a start can
-    /// take (a hub killed between creating the network and the service leaves one).
-    async fn sweep_networks(&self, docker: &Docker, services: &HashSet<String>) {
-        let c = self.config();
-        let grace = c.start_timeout + Duration::from_secs(10);
-        let opts = ListNetworksOptions { filters: Some(hub_filter(&c.hub_id)) };
-        let Ok(nets) = self.timed(docker.list_networks(Some(opts))).await else { return };
-        let now = SystemTime::now();
-        for n in nets {
-            let labels = n.labels.unwrap_or_default();
-            let Some(session) = labels.get(LABEL_SESSION_ID) else { continue };
-            let created = labelled(&labels).created;
-            let old = created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
-            if !services.contains(session) && old {
-                if let Some(id) = n.id {
-                    info!(network = %id, "removing a session network no service uses");
-                    self.remove_network(docker, &id, 1).await;
-                }
-            }
         }
     }
 }
