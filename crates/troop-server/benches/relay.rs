@@ -9,6 +9,12 @@
 //! it to every connection; no parsing, no OT) driven the same way. `ratio` is troop-server's
 //! throughput over the floor's at the same N. Writes the table as JSON to
 //! `target/bench-relay.json`.
+//!
+//! Then the hub's control channel's cost to performers: for N = 2 and 8, the same unpaced run
+//! on a server with the control secret, with and without one subscriber attached (reading
+//! every event, on a thread of its own), alternated three times; the median of each measure,
+//! and with the subscriber over without. Also the server process's CPU time per operation.
+//! `cargo bench -p troop-server --bench relay -- control` runs only that table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,11 +25,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use troop_server::client::TroopClient;
+use troop_server::control::ControlClient;
 use troop_server::frame::Decoder;
 use troop_server::message::{Body, Message};
 use troop_server::ot::Operation;
 
 const PW: &str = "bench";
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const RUN: Duration = Duration::from_secs(3);
 const T: Duration = Duration::from_secs(10);
 
@@ -41,10 +49,15 @@ impl Drop for Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    async fn start_with(envs: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_troop-server"))
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--password", PW])
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn troop-server");
@@ -237,8 +250,147 @@ async fn floor_run(addr: SocketAddr, n: usize) -> (u64, Vec<Duration>) {
     gather(tasks).await
 }
 
+/// What one unpaced run on a server with the control secret measured.
+#[derive(Clone, Copy)]
+struct ControlRun {
+    ops_per_s: f64,
+    p99_ms: f64,
+    /// The server process's CPU time (user + system) per relayed operation.
+    server_us_per_op: f64,
+    /// p99 ms with the clients paced at 1,000 ops/s in all (a fresh server).
+    paced_p99_ms: f64,
+    events: u64,
+}
+
+impl ControlRun {
+    /// Each measure's median over `runs` (the noise of a shared 2-core machine is large).
+    fn median(runs: &[ControlRun]) -> ControlRun {
+        let mid = |f: fn(&ControlRun) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        ControlRun {
+            ops_per_s: mid(|r| r.ops_per_s),
+            p99_ms: mid(|r| r.p99_ms),
+            server_us_per_op: mid(|r| r.server_us_per_op),
+            paced_p99_ms: mid(|r| r.paced_p99_ms),
+            events: runs.iter().map(|r| r.events).sum(),
+        }
+    }
+}
+
+/// The server's user + system CPU time so far, in clock ticks (1/100 s).
+fn cpu_ticks(server: &Server) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.0.id())).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let field = |k: usize| fields.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// A subscriber on a thread of its own (the hub is a process of its own), reading and parsing
+/// every event until the server goes away; returns how many it got.
+fn spawn_subscriber(addr: SocketAddr) -> std::thread::JoinHandle<u64> {
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let ctl = ControlClient::connect(addr, SECRET, T).await.expect("control connection");
+            let (_, mut events) = ctl.subscribe().await.expect("subscribe");
+            let _ = ready.send(());
+            let mut count = 0u64;
+            while let Ok(Some(_)) = events.next().await {
+                count += 1;
+            }
+            count
+        })
+    });
+    subscribed.recv_timeout(T).expect("subscribed in time");
+    thread
+}
+
+/// An unpaced run and a paced one, each on a fresh server with the control secret, with or
+/// without a subscriber.
+async fn control_run(n: usize, subscribe: bool) -> ControlRun {
+    let server = Server::start_with(&[("TROOP_CONTROL_SECRET", SECRET)]).await;
+    let subscriber = subscribe.then(|| spawn_subscriber(server.1));
+    let before = cpu_ticks(&server);
+    let (ops, lat) = troop_run(server.1, n, None).await;
+    let cpu_us = (cpu_ticks(&server) - before) as f64 * 10_000.0;
+    drop(server);
+    let mut events = subscriber.map_or(0, |t| t.join().unwrap_or(0));
+    let server = Server::start_with(&[("TROOP_CONTROL_SECRET", SECRET)]).await;
+    let subscriber = subscribe.then(|| spawn_subscriber(server.1));
+    let (_, paced) = troop_run(server.1, n, Some(1000)).await;
+    drop(server);
+    events += subscriber.map_or(0, |t| t.join().unwrap_or(0));
+    ControlRun {
+        ops_per_s: ops as f64 / RUN.as_secs_f64(),
+        p99_ms: percentile(&lat, 0.99),
+        server_us_per_op: cpu_us / ops.max(1) as f64,
+        paced_p99_ms: percentile(&paced, 0.99),
+        events,
+    }
+}
+
+/// The control table: without / with a subscriber, alternated three times per N, medians.
+async fn control_table() -> Vec<serde_json::Value> {
+    println!(
+        "\ncontrol channel: {:>3} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8} {:>9} {:>8} {:>8}",
+        "N", "ops/s", "+sub", "ratio", "p99 ms", "+sub", "ratio", "srv us/op", "+sub", "p99@1k ms", "+sub", "events"
+    );
+    let mut rows = Vec::new();
+    for n in [2usize, 8] {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            without.push(control_run(n, false).await);
+            with.push(control_run(n, true).await);
+        }
+        let (without, with) = (ControlRun::median(&without), ControlRun::median(&with));
+        let (rate_ratio, p99_ratio) = (with.ops_per_s / without.ops_per_s, with.p99_ms / without.p99_ms);
+        println!(
+            "                 {:>3} {:>9.0} {:>9.0} {:>6.3} {:>8.3} {:>8.3} {:>6.3} {:>9.2} {:>8.2} {:>9.3} {:>8.3} {:>8}",
+            n,
+            without.ops_per_s,
+            with.ops_per_s,
+            rate_ratio,
+            without.p99_ms,
+            with.p99_ms,
+            p99_ratio,
+            without.server_us_per_op,
+            with.server_us_per_op,
+            without.paced_p99_ms,
+            with.paced_p99_ms,
+            with.events
+        );
+        rows.push(serde_json::json!({
+            "clients": n,
+            "ops_per_s": without.ops_per_s.round(),
+            "ops_per_s_with_subscriber": with.ops_per_s.round(),
+            "throughput_ratio": rate_ratio,
+            "p99_ms": without.p99_ms,
+            "p99_ms_with_subscriber": with.p99_ms,
+            "p99_ratio": p99_ratio,
+            "server_cpu_us_per_op": without.server_us_per_op,
+            "server_cpu_us_per_op_with_subscriber": with.server_us_per_op,
+            "paced_1000_p99_ms": without.paced_p99_ms,
+            "paced_1000_p99_ms_with_subscriber": with.paced_p99_ms,
+            "events_received": with.events,
+        }));
+    }
+    rows
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    if std::env::args().any(|a| a == "control") {
+        let rows = rt.block_on(control_table());
+        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-control.json");
+        let _ = std::fs::write(out, serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return;
+    }
     rt.block_on(async {
         let floor = floor_server().await;
         let mut rows = Vec::new();
@@ -298,5 +450,8 @@ fn main() {
         let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-relay.json");
         let _ = std::fs::write(out, serde_json::to_string_pretty(&rows).unwrap_or_default());
         println!("(relayed ops/s counts operations accepted by the server; each reaches every client)");
+        let control = control_table().await;
+        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-control.json");
+        let _ = std::fs::write(out, serde_json::to_string_pretty(&control).unwrap_or_default());
     });
 }

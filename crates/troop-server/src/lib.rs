@@ -5,10 +5,14 @@
 //! - [`json`]: Python `json.dumps` / `int()` / `str()` behaviour.
 //! - [`ot`]: operations, apply, transform, compose.
 //! - [`session`]: the session state machine (logins, joins, barrier, relays), no I/O.
-//! - [`server`]: the tokio network loop around a session.
+//! - [`server`]: the tokio network loop around a session (and the server side of the control
+//!   channel).
+//! - [`control`]: the hub's control channel on the Troop port (`CONTROL.md`): its protocol
+//!   types and the hub's client.
 //! - [`client`]: a Troop client (login, join, client-side OT) for tests, benchmarks and the hub.
 
 pub mod client;
+pub mod control;
 pub mod frame;
 pub mod json;
 pub mod message;

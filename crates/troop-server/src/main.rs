@@ -1,16 +1,24 @@
-//! `troop-server`: one Troop 0.10.3 compatible session on one TCP port.
+//! `troop-server`: one Troop 0.10.3 compatible session on one TCP port, with the hub's control
+//! channel on the same port when `TROOP_CONTROL_SECRET` is set (see CONTROL.md).
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tracing::{info, warn};
+use troop_server::control::{ControlSecret, SECRET_ENV};
 use troop_server::server::{self, Config, Exit};
 use troop_server::session::{Limits, PEER_CHARS};
 
 /// A Troop session server, wire-compatible with Troop 0.10.3 clients.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "The hub's control channel is enabled by the environment variable TROOP_CONTROL_SECRET \
+                  (32 or more hex digits; never a flag). Without a password it then starts locked: \
+                  every login is refused until the hub arms the session. See CONTROL.md."
+)]
 struct Args {
     /// TCP port to listen on.
     #[arg(short, long, default_value_t = 57890)]
@@ -60,6 +68,15 @@ struct Args {
     history_bytes: usize,
 }
 
+/// The control secret from the environment, if set; refused (without echoing it) if malformed.
+fn control_secret() -> anyhow::Result<Option<ControlSecret>> {
+    match std::env::var(SECRET_ENV) {
+        Ok(value) => Ok(Some(ControlSecret::new(&value)?)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{SECRET_ENV} must be hex digits"),
+    }
+}
+
 fn password_md5(args: &Args) -> anyhow::Result<String> {
     match (&args.password, &args.password_md5) {
         (Some(p), _) => Ok(troop_server::md5_hex(p)),
@@ -83,11 +100,20 @@ async fn main() -> anyhow::Result<()> {
         bail!("--max-clients must be between 1 and {}", PEER_CHARS.len());
     }
     let password_md5 = password_md5(&args)?;
-    if password_md5 == troop_server::md5_hex("") {
+    let control = control_secret()?;
+    let locked = control.is_some() && args.password.is_none() && args.password_md5.is_none();
+    if locked {
+        info!("control channel enabled; no password: every login is refused until the hub arms the session");
+    } else if control.is_some() {
+        info!("control channel enabled");
+    }
+    if !locked && password_md5 == troop_server::md5_hex("") {
         warn!("no password set: anyone who can reach this port can join");
     }
     let config = Config {
         password_md5,
+        locked,
+        control,
         limits: Limits {
             max_clients: args.max_clients,
             max_document: args.max_document,
@@ -112,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
     match exit {
         Exit::Shutdown => info!("stopped by signal; clients were sent MSG_KILL"),
         Exit::Idle => info!("no client for the idle-exit time; exiting"),
+        Exit::Ended => info!("the hub ended the session; clients were sent MSG_KILL"),
     }
     Ok(())
 }

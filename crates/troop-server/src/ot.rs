@@ -8,8 +8,10 @@
 
 use std::fmt;
 
-/// One part of an operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One part of an operation. In JSON (Troop's form): an integer or a string (read by hand in
+/// `control/types.rs`: serde's `untagged` would buffer every part).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum Part {
     /// `n > 0` retains `n` characters, `n < 0` deletes `-n`, `0` does nothing.
     Int(i64),
@@ -66,8 +68,9 @@ pub enum OtError {
     OutOfRange,
 }
 
-/// An ot.py style operation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An ot.py style operation. In JSON: the list of its parts, e.g. `[4, -1, "g"]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Operation {
     pub parts: Vec<Part>,
 }

@@ -1,16 +1,21 @@
 //! The state of one Troop session: logins, peers, the document, the operation history and the
 //! join barrier. Pure logic, no I/O: every method records what should be sent or closed as
-//! [`Action`]s, which the network loop (`server.rs`) carries out in order. The order of those
+//! [`Action`]s, which the network loop (`server/`) carries out in order. The order of those
 //! actions is what Troop clients see, and it follows upstream 0.10.3 (see the conformance
-//! transcripts) except where upstream breaks: those places say so.
+//! transcripts) except where upstream breaks: those places say so. What the hub's control
+//! channel sees of it (events, performers, arming) is in `observe.rs`.
 
+use crate::control::EventKind;
 use crate::message::{Body, Message, KILL_TEXT};
 use crate::ot::{Operation, OtError};
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+mod join;
+mod observe;
+pub use observe::block_text;
 
 /// A client id: `0..62`, one per peer character.
 pub type ClientId = i64;
@@ -107,6 +112,8 @@ struct Peer {
     dummy: i64,
     index: i64,
     connected: bool,
+    /// When it joined.
+    since: Instant,
 }
 
 #[derive(Debug)]
@@ -137,7 +144,8 @@ pub enum DropReason {
 /// One Troop session.
 #[derive(Debug)]
 pub struct Session {
-    password_md5: String,
+    /// `None` while locked: every login is refused until [`Session::arm`].
+    password_md5: Option<String>,
     limits: Limits,
     issued: usize,
     live: HashMap<ClientId, Conn>,
@@ -154,14 +162,22 @@ pub struct Session {
     constraint: Bytes,
     actions: Vec<Action>,
     dropped: Vec<(ClientId, DropReason)>,
+    obs: observe::Observer,
 }
 
 impl Session {
     /// A session whose password has this md5 hex digest.
     pub fn new(password_md5: impl Into<String>, limits: Limits) -> Self {
+        let mut session = Session::locked(limits);
+        session.password_md5 = Some(password_md5.into());
+        session
+    }
+
+    /// A session that refuses every login (as a wrong password) until it is armed.
+    pub fn locked(limits: Limits) -> Self {
         let constraint = Message::new(-1, Body::Constraint { constraint_id: 0 }).encode();
         Session {
-            password_md5: password_md5.into(),
+            password_md5: None,
             limits,
             issued: 0,
             live: HashMap::new(),
@@ -176,6 +192,7 @@ impl Session {
             constraint: Bytes::from(constraint),
             actions: Vec::new(),
             dropped: Vec::new(),
+            obs: observe::Observer::default(),
         }
     }
 
@@ -210,7 +227,7 @@ impl Session {
         version: &str,
         now: Instant,
     ) -> Result<ClientId, LoginError> {
-        if !constant_time_eq(password_md5.as_bytes(), self.password_md5.as_bytes()) {
+        if !self.verify(password_md5) {
             return Err(LoginError::WrongPassword);
         }
         let known = self.peers.iter().find(|p| p.ip == ip && p.name == name);
@@ -254,17 +271,22 @@ impl Session {
             Body::SetMark { index, .. } => {
                 if let Some(peer) = self.peer_mut(msg.src_id) {
                     peer.index = index;
+                    self.emit(|_| EventKind::Mark { id: msg.src_id, index });
                     self.relay(&msg);
                 } else {
                     self.drop_client(from, DropReason::UnknownPeer(msg.src_id));
                 }
             }
-            Body::Constraint { .. } => {
+            Body::Constraint { constraint_id } => {
+                self.emit(|_| EventKind::Constraint { id: constraint_id });
                 self.constraint = Bytes::from(msg.encode());
                 let bytes = self.constraint.clone();
                 self.broadcast(bytes, None);
             }
-            _ => self.relay(&msg),
+            _ => {
+                self.observe_relay(&msg);
+                self.relay(&msg);
+            }
         }
     }
 
@@ -274,8 +296,9 @@ impl Session {
         if self.live.remove(&id).is_none() {
             return;
         }
-        if let Some(peer) = self.peer_mut(id) {
+        if let Some(peer) = self.peer_mut(id).filter(|p| p.connected) {
             peer.connected = false;
+            self.emit(|_| EventKind::Leave { id });
         }
         self.actions.push(Action::Close(id));
         let remove = Bytes::from(Message::new(id, Body::Remove).encode());
@@ -296,7 +319,16 @@ impl Session {
     /// Upstream's shutdown: for each joined client in order, KILL to it, then REMOVE with its
     /// id to the others still connected. Then every connection is closed.
     pub fn shutdown(&mut self) {
-        let kill = Bytes::from(Message::new(-1, Body::Kill { string: KILL_TEXT.into() }).encode());
+        self.kill_all(KILL_TEXT);
+    }
+
+    /// [`Session::shutdown`] with another MSG_KILL text (the hub ending the session).
+    pub fn end(&mut self, reason: &str) {
+        self.kill_all(reason);
+    }
+
+    fn kill_all(&mut self, text: &str) {
+        let kill = Bytes::from(Message::new(-1, Body::Kill { string: text.into() }).encode());
         let ids: Vec<ClientId> = self.peers.iter().filter(|p| p.connected).map(|p| p.id).collect();
         for id in ids {
             self.actions.push(Action::Send(id, kill.clone()));
@@ -362,104 +394,6 @@ impl Session {
         self.broadcast(Bytes::from(msg.encode()), skip);
     }
 
-    /// MSG_CONNECT: register the peer, introduce it, raise the barrier, clear the history.
-    fn join(&mut self, id: ClientId, name: String, dummy: i64, now: Instant) {
-        let Some(conn) = self.live.get(&id) else {
-            return;
-        };
-        let peer = Peer { id, name, ip: conn.ip, port: conn.port, dummy, index: 0, connected: true };
-        match self.peers.iter().position(|p| p.id == id) {
-            Some(k) => self.peers[k] = peer,
-            None => self.peers.push(peer),
-        }
-        let about = |p: &Peer| {
-            Bytes::from(
-                Message::new(
-                    p.id,
-                    Body::Connect {
-                        name: p.name.clone(),
-                        hostname: p.ip.to_string(),
-                        port: i64::from(p.port),
-                        dummy: p.dummy,
-                    },
-                )
-                .encode(),
-            )
-        };
-        let Some(newcomer) = self.peers.iter().find(|p| p.id == id).map(about) else {
-            return;
-        };
-        for peer in self.peers.iter().filter(|p| p.connected) {
-            self.actions.push(Action::Send(peer.id, newcomer.clone()));
-            if peer.id != id {
-                self.actions.push(Action::Send(id, about(peer)));
-            }
-        }
-        self.barrier = Some(Barrier { acked: HashSet::new(), since: now });
-        let raise = Bytes::from(Message::new(-1, Body::RequestAck { flag: 1, reply: json!(0) }).encode());
-        self.broadcast(raise, None);
-        self.history.clear();
-        self.base = 0;
-        self.history_size = 0;
-    }
-
-    /// Once every joined client has acknowledged: RESET + CONSTRAINT to each, barrier down.
-    fn finish_barrier_if_acked(&mut self) {
-        let Some(b) = &self.barrier else { return };
-        if !self.connected_ids().all(|id| b.acked.contains(&id)) {
-            return;
-        }
-        self.barrier = None;
-        let reset = Bytes::from(
-            Message::new(
-                -1,
-                Body::Reset {
-                    document: self.document.clone(),
-                    peer_tag_loc: self.tag_ranges(),
-                    peer_loc: self.locations(),
-                },
-            )
-            .encode(),
-        );
-        let constraint = self.constraint.clone();
-        let ids: Vec<ClientId> = self.connected_ids().collect();
-        for &id in &ids {
-            self.actions.push(Action::Send(id, reset.clone()));
-            self.actions.push(Action::Send(id, constraint.clone()));
-        }
-        let lower = Bytes::from(Message::new(-1, Body::RequestAck { flag: 0, reply: json!(0) }).encode());
-        for id in ids {
-            self.actions.push(Action::Send(id, lower.clone()));
-        }
-    }
-
-    /// `[[id, count], ...]`: who typed each run of the document.
-    fn tag_ranges(&self) -> Value {
-        let mut runs: Vec<Value> = Vec::new();
-        let mut current: Option<(u8, u64)> = None;
-        for &t in &self.tags {
-            match &mut current {
-                Some((c, n)) if *c == t => *n += 1,
-                _ => {
-                    if let Some((c, n)) = current {
-                        runs.push(json!([peer_id(c), n]));
-                    }
-                    current = Some((t, 1));
-                }
-            }
-        }
-        if let Some((c, n)) = current {
-            runs.push(json!([peer_id(c), n]));
-        }
-        Value::Array(runs)
-    }
-
-    /// `{"id": index}` for every peer ever joined, in registration order.
-    fn locations(&self) -> Value {
-        let map: Map<String, Value> = self.peers.iter().map(|p| (p.id.to_string(), json!(p.index))).collect();
-        Value::Object(map)
-    }
-
     /// MSG_OPERATION: transform against what the sender had not seen, apply, broadcast.
     fn operation(&mut self, from: ClientId, msg: Message) {
         let Body::Operation { operation, revision } = msg.body else {
@@ -502,6 +436,8 @@ impl Session {
         if let Some(peer) = self.peer_mut(src) {
             peer.index = op.cursor_after();
         }
+        self.obs.operations += 1;
+        self.emit(|_| EventKind::Operation { author: src, ops: op.clone() });
         let out =
             Message { msg_id: msg.msg_id, src_id: src, body: Body::Operation { operation: op.clone(), revision } };
         self.history_size += op_size(&op);
@@ -529,10 +465,6 @@ fn op_size(op: &Operation) -> usize {
         .sum()
 }
 
-fn peer_id(c: u8) -> i64 {
-    PEER_CHARS.iter().position(|&p| p == c).map_or(-1, |k| k as i64)
-}
-
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -542,132 +474,4 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frame::Decoder;
-    use std::net::Ipv4Addr;
-
-    const PW: &str = "2e50a1e45ce0e092669ae02336db5e7d";
-    const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-    fn msg(wire: &str) -> Message {
-        let mut d = Decoder::new(1 << 20);
-        d.feed(wire.as_bytes());
-        d.next_message().unwrap().unwrap()
-    }
-
-    fn sent_to(actions: &[Action], id: ClientId) -> Vec<String> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send(to, b) if *to == id => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A session with `n` joined clients named c0, c1, ... on ports 1000, 1001, ...
-    fn joined(n: i64) -> Session {
-        let mut s = Session::new(PW, Limits::default());
-        let now = Instant::now();
-        for id in 0..n {
-            assert_eq!(s.login(IP, 1000 + id as u16, PW, &format!("c{id}"), VERSION, now), Ok(id));
-            s.receive(id, msg(&format!("<1><0><{id}><\"c{id}\"><\"h\"><57890><0>")), now);
-            for k in 0..=id {
-                s.receive(k, msg(&format!("<13><1><{k}><0>")), now);
-            }
-        }
-        s.take_actions();
-        s
-    }
-
-    #[test]
-    fn login_checks_in_upstream_order() {
-        let mut s = joined(1);
-        let now = Instant::now();
-        assert_eq!(s.login(IP, 1, "bad", "c0", "0.1", now), Err(LoginError::WrongPassword));
-        assert_eq!(s.login(IP, 1, PW, "c0", "0.1", now), Err(LoginError::NameTaken));
-        assert_eq!(s.login(IP, 1, PW, "new", "0.1", now), Err(LoginError::VersionMismatch));
-        s.leave(0);
-        assert_eq!(s.login(IP, 1, PW, "c0", "0.1", now), Ok(0), "a returning name gets its id back");
-    }
-
-    #[test]
-    fn ids_run_out_after_max_clients() {
-        let limits = Limits { max_clients: 2, ..Limits::default() };
-        let mut s = Session::new(PW, limits);
-        let now = Instant::now();
-        assert_eq!(s.login(IP, 1, PW, "a", VERSION, now), Ok(0));
-        assert_eq!(s.login(IP, 2, PW, "b", VERSION, now), Ok(1));
-        assert_eq!(s.login(IP, 3, PW, "c", VERSION, now), Err(LoginError::TooManyUsers));
-    }
-
-    #[test]
-    fn bad_operation_drops_the_sender_and_keeps_the_document() {
-        let mut s = joined(2);
-        let now = Instant::now();
-        s.receive(0, msg("<2><1><0><[\"abc\"]><0>"), now);
-        s.take_actions();
-        s.receive(1, msg("<2><1><1><[10, \"x\"]><1>"), now);
-        let actions = s.take_actions();
-        assert_eq!(s.document(), "abc");
-        assert!(actions.contains(&Action::Close(1)));
-        assert_eq!(sent_to(&actions, 0), vec!["<5><0><1>"]);
-        assert!(matches!(s.take_dropped()[..], [(1, DropReason::BadOperation(_))]));
-    }
-
-    #[test]
-    fn history_is_bounded_and_stale_revisions_are_refused() {
-        let limits = Limits { history: 4, ..Limits::default() };
-        let mut s = Session::new(PW, limits);
-        let now = Instant::now();
-        s.login(IP, 1, PW, "a", VERSION, now).unwrap();
-        s.receive(0, msg("<1><0><0><\"a\"><\"h\"><1><0>"), now);
-        s.receive(0, msg("<13><1><0><0>"), now);
-        for rev in 0..10 {
-            s.receive(0, msg(&format!("<2><1><0><[\"x\", {rev}]><{rev}>")), now);
-        }
-        assert_eq!(s.history.len(), 4);
-        let limits = Limits { history_bytes: 1000, ..Limits::default() };
-        let mut big = Session::new(PW, limits);
-        big.login(IP, 1, PW, "a", VERSION, now).unwrap();
-        big.receive(0, msg("<1><0><0><\"a\"><\"h\"><1><0>"), now);
-        big.receive(0, msg("<13><1><0><0>"), now);
-        for rev in 0..5 {
-            let text = "y".repeat(400);
-            big.receive(0, msg(&format!("<2><1><0><[\"{text}\", {}]><{rev}>", rev * 400)), now);
-        }
-        assert_eq!(big.document().len(), 2000, "every operation applied");
-        assert!(big.history_size <= 1000 && big.history.len() == 2, "history bounded in bytes");
-        assert_eq!(s.document().len(), 10);
-        s.receive(0, msg("<2><1><0><[\"y\", 4]><4>"), now);
-        assert!(matches!(s.take_dropped()[..], [(0, DropReason::StaleRevision(4))]));
-    }
-
-    #[test]
-    fn a_leaving_client_does_not_hold_the_barrier_up() {
-        let mut s = joined(2);
-        let now = Instant::now();
-        s.login(IP, 3, PW, "late", VERSION, now).unwrap();
-        s.receive(2, msg("<1><0><2><\"late\"><\"h\"><1><0>"), now);
-        s.receive(2, msg("<13><1><2><0>"), now);
-        s.receive(0, msg("<13><1><0><0>"), now);
-        s.take_actions();
-        s.leave(1);
-        let to_late = sent_to(&s.take_actions(), 2);
-        assert_eq!(to_late[0], "<5><0><1>");
-        assert!(to_late[1].starts_with("<11>"), "RESET once the rest acked: {to_late:?}");
-    }
-
-    #[test]
-    fn barrier_timeout_drops_the_silent() {
-        let mut s = joined(1);
-        let now = Instant::now();
-        s.login(IP, 3, PW, "late", VERSION, now).unwrap();
-        s.receive(1, msg("<1><0><1><\"late\"><\"h\"><1><0>"), now);
-        s.receive(1, msg("<13><1><1><0>"), now);
-        s.tick(now + Duration::from_secs(11));
-        assert!(matches!(s.take_dropped()[..], [(0, DropReason::NoAck)]));
-        assert!(sent_to(&s.take_actions(), 1).iter().any(|m| m.starts_with("<11>")));
-    }
-}
+mod tests;
