@@ -32,12 +32,15 @@ pub async fn list(hub: SocketAddr) -> anyhow::Result<String> {
             s.get("host").and_then(Value::as_str).unwrap_or("?"),
             s.get("port").and_then(Value::as_u64).unwrap_or(0)
         );
+        let performers: Vec<&str> =
+            s.get("performers").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         out.push_str(&format!(
-            "{:<24} {:<22} {:<8} owner {}\n",
+            "{:<24} {:<22} {:<8} owner {:<9} {}\n",
             s.get("name").and_then(Value::as_str).unwrap_or("?"),
             at,
             s.get("state").and_then(Value::as_str).unwrap_or("?"),
             if s.get("owner_connected").and_then(Value::as_bool).unwrap_or(false) { "connected" } else { "away" },
+            performers.join(", "),
         ));
     }
     if out.is_empty() {

@@ -26,6 +26,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     latency: Mutex<Histogram>,
     docker_errors: AtomicU64,
+    /// Operations applied and evaluations, over every session (from their live streams).
+    operations: AtomicU64,
+    evaluations: AtomicU64,
     open_connections: AtomicI64,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -42,6 +45,8 @@ pub struct Gauges {
     pub cap: usize,
     /// Nodes that take new sessions (1 for the local Docker runtime).
     pub nodes_usable: usize,
+    /// Performers connected, over every session.
+    pub performers: usize,
 }
 
 impl Metrics {
@@ -71,6 +76,16 @@ impl Metrics {
         bump(&self.requests, (kind, outcome));
     }
 
+    /// A performer's operation was applied in some session.
+    pub fn operation(&self) {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A performer evaluated code in some session.
+    pub fn evaluation(&self) {
+        self.evaluations.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn docker_error(&self) {
         self.docker_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -98,6 +113,7 @@ impl Metrics {
         gauge("ports_free", "Session ports neither used nor set aside.", g.free_ports as f64);
         gauge("sessions_cap", "The configured session cap (max_sessions).", g.cap as f64);
         gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
+        gauge("performers", "Performers connected, over every session.", g.performers as f64);
         gauge(
             "tcp_connections_open",
             "Open connections to the hub protocol port.",
@@ -113,6 +129,14 @@ impl Metrics {
             "# HELP troop_hub_docker_errors_total Docker Engine API calls that failed.\n# TYPE troop_hub_docker_errors_total counter\ntroop_hub_docker_errors_total {}",
             self.docker_errors.load(Ordering::Relaxed)
         );
+        for (name, help, v) in [
+            ("session_operations_total", "Edits applied, over every session.", &self.operations),
+            ("session_evaluations_total", "Code evaluations, over every session.", &self.evaluations),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ =
+                writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} counter\ntroop_hub_{name} {v}");
+        }
         let labelled =
             |out: &mut String, name: &str, help: &str, label: &str, m: &Mutex<BTreeMap<&'static str, u64>>| {
                 let _ = writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} counter");
@@ -161,7 +185,7 @@ mod tests {
         m.session_started(Duration::from_millis(180));
         m.session_ended("owner_left");
         m.request("query", "ok");
-        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1 });
+        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2 });
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
         assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
@@ -169,5 +193,7 @@ mod tests {
         assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.2\"} 1"));
         assert!(text.contains("troop_hub_sessions_cap 10"));
         assert!(text.contains("troop_hub_nodes_usable 1"));
+        assert!(text.contains("troop_hub_performers 2"));
+        assert!(text.contains("troop_hub_session_operations_total 0"));
     }
 }

@@ -193,6 +193,7 @@ fn list_reply(hub: &Hub) -> Value {
             json!({
                 "name": s.name, "id": s.id, "host": s.host, "port": s.port, "state": s.state,
                 "created": s.created, "owner_connected": s.owner_connected, "daemon": s.daemon,
+                "performers": s.performers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -52,7 +52,8 @@ async fn a_session_starts_answers_queries_admits_its_password_and_ends_with_its_
     alice.insert(0, "hello").await.unwrap();
     alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
 
-    // The container: labelled, hardened, and the password only as its md5.
+    // The container: labelled, hardened, and no password material (the hub armed the server
+    // over its control channel; only the per-session control secret is in its environment).
     let containers = hub.containers();
     assert_eq!(containers.len(), 1);
     let fmt = "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.Config.User}} {{.HostConfig.PidsLimit}} {{.HostConfig.Memory}}";
@@ -60,7 +61,8 @@ async fn a_session_starts_answers_queries_admits_its_password_and_ends_with_its_
     assert_eq!(hardening, "true [ALL] [no-new-privileges=true] 65534:65534 64 67108864");
     let everything = docker_ok(&["inspect", &containers[0]]);
     assert!(!everything.contains("\"pw\"") && !everything.contains("=pw\""), "no plaintext password in the container");
-    assert!(everything.contains(&troop_server::md5_hex("pw")));
+    assert!(!everything.contains(&troop_server::md5_hex("pw")), "not even its md5");
+    assert!(everything.contains("TROOP_CONTROL_SECRET="));
     let label = docker_ok(&["inspect", "-f", "{{index .Config.Labels \"io.troop-hub.session\"}}", &containers[0]]);
     assert_eq!(label, "mySession");
 

@@ -349,7 +349,8 @@ async fn a_swarm_session_starts_on_its_node_admits_its_password_and_ends_with_it
     assert_eq!(spec("{{index .Spec.Labels \"io.troop-hub.session\"}}"), "mySession");
     let everything = docker_ok(&["service", "inspect", &svc[0]]);
     assert!(!everything.contains("\"pw\"") && !everything.contains("=pw\""), "no plaintext password in the service");
-    assert!(everything.contains(&troop_server::md5_hex("pw")));
+    assert!(!everything.contains(&troop_server::md5_hex("pw")), "not even its md5 (the hub armed the server)");
+    assert!(everything.contains("TROOP_CONTROL_SECRET="));
     // The image is named by its local id: Swarm does not try a registry for it.
     let image = spec("{{.Spec.TaskTemplate.ContainerSpec.Image}}");
     assert_eq!(image, docker_ok(&["image", "inspect", "-f", "{{.Id}}", "troop-hub/troop-server:latest"]));
@@ -614,10 +615,16 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     let mut a = owner(&hub, "a", "pw").await;
     let mut b = owner(&hub, "b", "pw").await;
     assert_eq!(services(&hub).len(), 2);
+    // A performer in `a`, joined at its node's address, hears why it ends.
+    let at: std::net::SocketAddr = format!("{}:{}", a.host, a.port).parse().expect("a node address");
+    let mut judy = troop_server::client::TroopClient::join(at, "judy", "pw", T).await.expect("a performer joins");
     let addr = hub.addr;
     let late = tokio::spawn(async move { start_session(addr, "late", "pw", T).await });
     eventually("the third service being created", &hub, || (services(&hub).len() == 3).then_some(())).await;
     hub.signal("TERM");
+    let kill = judy.recv_until_match(T, |_, m| matches!(m.body, troop_server::message::Body::Kill { .. })).await;
+    let said = format!("{:?}", kill.expect("MSG_KILL arrives").body);
+    assert!(said.contains("Troop Hub: the session has ended: the hub is shutting down."), "{said}");
     assert_eq!(hub.wait_exit(T).await, Some(0), "{}", hub.log());
     for o in [&mut a, &mut b] {
         let msg = o.ended(T).await.expect("told");

@@ -89,6 +89,10 @@ pub struct Config {
     pub trusted_networks: Vec<IpNet>,
     pub runtime: RuntimeKind,
     pub image: String,
+    /// The session image speaks the hub's control channel (troop-server does; upstream Troop's
+    /// image does not: then the password md5 goes in its environment and sessions end by
+    /// SIGTERM, without the hub's sentence or live insight).
+    pub control_channel: bool,
     pub limits: Limits,
     /// The sessions' bridge network (swarm: the name prefix of each session's overlay).
     pub network: String,
@@ -142,6 +146,7 @@ impl Default for Config {
             trusted_networks: vec![Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8).into()],
             runtime: RuntimeKind::Docker,
             image: "troop-hub/troop-server:latest".into(),
+            control_channel: true,
             limits: Limits::default(),
             network: "troop-hub-sessions".into(),
             start_timeout: Duration::from_secs(15),

@@ -174,6 +174,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("trusted_networks", "[10.0.0.0/8, 192.168.1.5]"),
     ("runtime", "swarm"),
     ("image", "registry.example.org/troop-server:1"),
+    ("control_channel", "false"),
     ("limits", "{memory: 128m, cpus: 1, pids: 32}"),
     ("network", "other-sessions"),
     ("start_timeout", "30s"),

@@ -84,20 +84,22 @@ fn sessions_table(sessions: Option<&[SessionInfo]>) -> String {
     };
     let mut rows = String::new();
     for s in sessions {
+        let performers: Vec<String> = s.performers.iter().map(|p| escape(&p.name)).collect();
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}:{}</td><td>{}</td><td>{} min</td></tr>\n",
+            "<tr><td>{}</td><td>{}:{}</td><td>{}</td><td>{} min</td><td>{}</td></tr>\n",
             escape(&s.name),
             escape(&s.host),
             s.port,
             s.state,
-            s.age_seconds / 60
+            s.age_seconds / 60,
+            performers.join(", ")
         ));
     }
     if sessions.is_empty() {
-        rows.push_str("<tr><td colspan=\"4\">No sessions running.</td></tr>\n");
+        rows.push_str("<tr><td colspan=\"5\">No sessions running.</td></tr>\n");
     }
     format!(
-        "<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th></tr></thead>\n<tbody>\n{rows}</tbody></table>"
+        "<table><thead><tr><th>Name</th><th>Address</th><th>State</th><th>Age</th><th>Performers</th></tr></thead>\n<tbody>\n{rows}</tbody></table>"
     )
 }
 
@@ -165,8 +167,13 @@ mod tests {
             owner_connected: true,
             daemon: false,
             container: None,
+            performers: vec![crate::hub::PerformerInfo { id: 0, name: "a<b".into(), since: 0 }],
+            last_activity: None,
+            operations: 0,
+            evaluations: 0,
         };
         let table = sessions_table(Some(&[s]));
-        assert!(table.contains("<tr><td>&lt;b&gt;</td><td>h:7</td><td>running</td><td>2 min</td></tr>"), "{table}");
+        let row = "<tr><td>&lt;b&gt;</td><td>h:7</td><td>running</td><td>2 min</td><td>a&lt;b</td></tr>";
+        assert!(table.contains(row), "{table}");
     }
 }

@@ -122,13 +122,62 @@ pub struct Session {
     pub daemon: bool,
     /// Its container's short id, once it has one.
     pub container: Option<String>,
+    /// Performers connected now, from the session's live stream.
+    pub performers: Vec<Performer>,
+    /// When something last happened in it, in seconds since 1970.
+    pub last_activity: Option<u64>,
+    /// Edits applied and code evaluations so far.
+    pub operations: u64,
+    pub evaluations: u64,
+}
+
+/// A performer in a session (its address is never shown).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Performer {
+    /// Its Troop client id in the session.
+    pub id: i64,
+    pub name: String,
+    /// When it joined, in seconds since 1970.
+    pub since: u64,
 }
 
 impl From<SessionInfo> for Session {
     fn from(s: SessionInfo) -> Session {
-        let SessionInfo { name, id, host, node, port, state, created, age_seconds, owner_connected, daemon, container } =
-            s;
-        Session { name, id, host, node, port, state, created, age_seconds, owner_connected, daemon, container }
+        let SessionInfo {
+            name,
+            id,
+            host,
+            node,
+            port,
+            state,
+            created,
+            age_seconds,
+            owner_connected,
+            daemon,
+            container,
+            performers,
+            last_activity,
+            operations,
+            evaluations,
+        } = s;
+        let performers = performers.into_iter().map(|p| Performer { id: p.id, name: p.name, since: p.since }).collect();
+        Session {
+            name,
+            id,
+            host,
+            node,
+            port,
+            state,
+            created,
+            age_seconds,
+            owner_connected,
+            daemon,
+            container,
+            performers,
+            last_activity,
+            operations,
+            evaluations,
+        }
     }
 }
 
@@ -203,6 +252,10 @@ mod tests {
             owner_connected: true,
             daemon: false,
             container: None,
+            performers: vec![crate::hub::PerformerInfo { id: 1, name: "alice".into(), since: 4 }],
+            last_activity: Some(5),
+            operations: 6,
+            evaluations: 7,
         };
         let hubs = serde_json::to_value(&info).unwrap_or_default();
         assert_eq!(serde_json::to_value(Session::from(info)).unwrap_or_default(), hubs);

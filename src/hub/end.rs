@@ -1,9 +1,10 @@
 //! Ending sessions: for any reason (owner left, killed, server exited, too old, hub
-//! stopping) the owner is told why, the server removed, the name freed at once and the port
-//! once the server is gone. A session still starting is cancelled and undoes itself.
-//! Shutting the hub down ends them all.
+//! stopping) the owner is told why, every performer is told by their own server (MSG_KILL
+//! with the hub's sentence, over the control channel), the server is stopped gently (SIGTERM
+//! first) and removed, the name freed at once and the port once the server is gone. A
+//! session still starting is cancelled and undoes itself. Shutting the hub down ends them all.
 
-use super::{lock, now, short, EndReason, Hub};
+use super::{control, lock, now, short, EndReason, Hub};
 use crate::registry::{Gone, Session, State};
 use tracing::{info, warn};
 
@@ -17,6 +18,7 @@ impl Hub {
             // Its start undoes itself and frees the slot.
             start.cancel();
         }
+        self.unfollow(id);
         self.finish(session, reason).await;
         true
     }
@@ -32,6 +34,15 @@ impl Hub {
         let handle = session.handle.clone().unwrap_or_default();
         info!(session = %session.name, id = %session.id, container = %short(&handle), reason = reason.label(), "session ended");
         let Some(handle) = session.handle else { return };
+        // Performers hear why from their own server; if it cannot be told, the gentle stop
+        // below still makes it say goodbye (troop-server sends MSG_KILL on SIGTERM).
+        if let (Some(access), Some(sentence), State::Running) =
+            (&session.control, reason.performer_message(), &session.state)
+        {
+            if !control::end(access, &sentence).await {
+                info!(session = %session.name, "the server could not be told to end; stopping it");
+            }
+        }
         let removed = self.runtime.remove(handle.clone()).await;
         if let Err(e) = &removed {
             self.metrics.docker_error();

@@ -5,13 +5,17 @@
 //! - [`end`]: ending one for any reason, and shutting the hub down;
 //! - [`supervise`]: the engine's events, reconcile, recovery after a restart, deadlines, nodes;
 //! - [`views`]: what the front doors read (queries, lists, nodes, gauges, warnings);
+//! - [`control`]: talking to session servers (arm, verify an owner, say why a session ends);
+//! - [`live`]: one subscription per live session, for who is playing and what they do;
 //! - [`outcome`]: why sessions end and why requests are refused.
 //!
 //! The registry sits behind a plain mutex held only for bookkeeping, never across an engine
 //! call. Shutdown is one [`CancellationToken`]; starts run on a [`TaskTracker`] so shutdown
 //! can wait for them.
 
+mod control;
 mod end;
+mod live;
 mod outcome;
 mod start;
 mod supervise;
@@ -19,9 +23,10 @@ mod supervise;
 mod tests;
 mod views;
 
+pub use live::LiveView;
 pub use outcome::{EndReason, HubError};
 pub use start::{Owned, StartRequest};
-pub use views::{NodeInfo, SessionInfo};
+pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -47,6 +52,8 @@ pub struct Hub {
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     /// Starts in flight by session id: cancelled when the session is ended meanwhile.
     starting: Mutex<HashMap<String, CancellationToken>>,
+    /// The live view of each followed session by id, and what stops following it.
+    live: Mutex<HashMap<String, (LiveView, CancellationToken)>>,
     public_host: String,
     /// Set when performers outside this network would be given an address they cannot reach.
     public_host_warning: Option<String>,
@@ -148,6 +155,7 @@ impl Hub {
             runtime,
             owners: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             public_host,
             public_host_warning,
             shutdown: CancellationToken::new(),

@@ -31,6 +31,21 @@ impl EndReason {
         }
     }
 
+    /// The sentence every performer's Troop console shows (MSG_KILL), naming who or what
+    /// ended the session; `None` when its server is already gone.
+    pub fn performer_message(&self) -> Option<String> {
+        let why = match self {
+            EndReason::OwnerLeft | EndReason::OwnerKilled => "its owner left",
+            EndReason::AdminKilled => "an admin ended it",
+            EndReason::ContainerExited(_) => return None,
+            EndReason::Idle => "nobody was playing for the idle time",
+            EndReason::MaxAge => "it reached the hub's time limit for sessions",
+            EndReason::Expired => "its time to live ran out",
+            EndReason::HubShutdown => "the hub is shutting down",
+        };
+        Some(format!("Troop Hub: the session has ended: {why}."))
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             EndReason::OwnerLeft => "owner_left",

@@ -3,9 +3,9 @@
 //! with its owner's channel in place. An adopted session waiting for its owner is handed back
 //! to whoever repeats its name with the same password.
 
-use super::{lock, now, short, Hub, HubError};
-use crate::registry::{Gone, NewSession, Placement};
-use crate::runtime::{SessionSpec, StartError};
+use super::{control, lock, now, short, Hub, HubError};
+use crate::registry::{ControlAccess, Gone, NewSession, Placement};
+use crate::runtime::{Credentials, SessionSpec, StartError, Started};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl Hub {
         result
     }
 
-    async fn try_start(&self, req: &StartRequest) -> Result<Owned, HubError> {
+    async fn try_start(self: &Arc<Self>, req: &StartRequest) -> Result<Owned, HubError> {
         let config = self.config();
         let trusted = req.peer.is_none_or(|ip| config.is_trusted(ip));
         if req.daemon && !trusted {
@@ -91,7 +91,7 @@ impl Hub {
         // A session waiting for its owner (adopted after a restart) goes back to that owner;
         // API and daemon requests never take one over.
         if !req.daemon {
-            if let Some(owned) = self.reclaim(&req.name, password_md5.expose_secret()) {
+            if let Some(owned) = self.reclaim(&req.name, password_md5.expose_secret()).await {
                 return Ok(owned);
             }
         }
@@ -110,7 +110,12 @@ impl Hub {
         let span = info_span!("session", session = %req.name, id = %id);
         let cancel = self.shutdown.child_token();
         lock(&self.starting).insert(id.clone(), cancel.clone());
-        let launched = self.launch(&id, &req.name, placed, password_md5, cancel).instrument(span.clone()).await;
+        let credentials = match config.control_channel {
+            true => Credentials::Control(control::new_secret()),
+            false => Credentials::PasswordMd5(password_md5.clone()),
+        };
+        let launch = self.launch(&id, &req.name, placed, credentials, &password_md5, cancel);
+        let launched = launch.instrument(span.clone()).await;
         lock(&self.starting).remove(&id);
         match &launched {
             Ok(o) => {
@@ -126,35 +131,58 @@ impl Hub {
     /// Starts the placed session's server (retrying elsewhere while that helps), then makes
     /// it live. On failure nothing of it is left and its slot is freed.
     async fn launch(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         name: &str,
         mut placed: Placement,
-        password_md5: SecretString,
+        credentials: Credentials,
+        password_md5: &SecretString,
         cancel: CancellationToken,
     ) -> Result<Owned, HubError> {
         let start_timeout = self.config().start_timeout;
         let deadline = Instant::now() + start_timeout;
         let mut failed = Failed::default();
-        let handle = loop {
+        let started = loop {
             let spec = SessionSpec {
                 id: id.into(),
                 name: name.into(),
                 node: placed.node.clone(),
                 port: placed.port,
-                password_md5: password_md5.clone(),
+                credentials: credentials.clone(),
                 deadline,
                 cancel: cancel.clone(),
             };
             match self.runtime.start(spec).await {
-                Ok(handle) => break handle,
+                Ok(started) => break started,
                 Err(e) => match self.after_failed_start(id, e, deadline, start_timeout, &mut failed) {
                     Next::Retry(p) => placed = p,
                     Next::GiveUp(err) => return Err(err),
                 },
             }
         };
-        self.go_live(id, name, handle).await
+        let access = match credentials {
+            Credentials::Control(secret) => Some(ControlAccess { addr: started.control, secret }),
+            Credentials::PasswordMd5(_) => None,
+        };
+        if let Some(access) = &access {
+            let idle = self.config().idle_exit;
+            if let Err(e) = control::arm(access, password_md5, name, idle).await {
+                warn!(error = %e, "the server did not take its password over the control channel");
+                self.discard(id, started.handle).await;
+                return Err(HubError::StartFailed(
+                    "its server did not answer the hub (details in the hub's log)".into(),
+                ));
+            }
+        }
+        self.go_live(id, name, started, access).await
+    }
+
+    /// Removes the server of a start that cannot go live, and frees the session's slot.
+    async fn discard(&self, id: &str, handle: String) {
+        lock(&self.registry).release(id);
+        let removed = self.runtime.remove(handle).await;
+        let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
+        lock(&self.registry).free(id, gone, now());
     }
 
     /// Decides, after a start failed (the runtime has undone it), whether to try another
@@ -203,41 +231,60 @@ impl Hub {
         })
     }
 
-    /// The server listens: record it and its owner's channel, and mark it running, unless it
-    /// was ended meanwhile (then its server goes).
-    async fn go_live(&self, id: &str, name: &str, handle: String) -> Result<Owned, HubError> {
+    /// The server listens (and is armed): record it and its owner's channel, mark it
+    /// running and follow it, unless it was ended meanwhile (then its server goes).
+    async fn go_live(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+        started: Started,
+        access: Option<ControlAccess>,
+    ) -> Result<Owned, HubError> {
+        let handle = started.handle;
         let (tx, ended) = mpsc::unbounded_channel();
         let live = {
             let mut registry = lock(&self.registry);
             // The owner's channel is in place before anyone can see the session running, so
             // an end that comes right after is always passed on.
-            let live = registry.set_handle(id, &handle) && registry.set_running(id);
+            let live = registry.set_handle(id, &handle, access.clone()) && registry.set_running(id);
             if live {
                 lock(&self.owners).insert(id.to_string(), tx);
             }
             live.then(|| registry.by_id(id).map(|s| (self.host_for(s.host.as_ref()), s.port))).flatten()
         };
         let Some((host, port)) = live else {
-            let removed = self.runtime.remove(handle.clone()).await;
-            let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
-            lock(&self.registry).free(id, gone, now());
+            self.discard(id, handle).await;
             return Err(match self.shutdown.is_cancelled() {
                 true => HubError::shutting_down(),
                 false => HubError::ended_while_starting(),
             });
         };
+        if let Some(access) = access {
+            self.follow(id, access);
+        }
         info!(container = %short(&handle), port, "session live");
         Ok(Owned { name: name.into(), id: id.into(), host, port, ended })
     }
 
-    fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
-        let mut registry = lock(&self.registry);
-        let s = registry.running(name)?;
-        let same = crate::constant_time_eq(s.password_md5.expose_secret().as_bytes(), password_md5.as_bytes());
-        if s.owner_connected || s.daemon || !same {
+    /// Gives a running session that has no owner (adopted after a restart) to whoever knows
+    /// its password: checked against the md5 the hub knows, else by its server.
+    async fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
+        let (id, known, access) = {
+            let r = lock(&self.registry);
+            let s = r.running(name).filter(|s| !s.owner_connected && !s.daemon)?;
+            (s.id.clone(), s.password_md5.clone(), s.control.clone())
+        };
+        let same = match (known, access) {
+            (Some(md5), _) => crate::constant_time_eq(md5.expose_secret().as_bytes(), password_md5.as_bytes()),
+            (None, Some(access)) => control::verify(&access, password_md5).await,
+            (None, None) => false,
+        };
+        if !same {
             return None;
         }
-        let (id, port) = (s.id.clone(), s.port);
+        let mut registry = lock(&self.registry);
+        let s = registry.by_id(&id).filter(|s| !s.owner_connected)?;
+        let port = s.port;
         let host = self.host_for(s.host.as_ref());
         let (tx, ended) = mpsc::unbounded_channel();
         lock(&self.owners).insert(id.clone(), tx);

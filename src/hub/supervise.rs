@@ -4,8 +4,8 @@
 
 use super::{lock, now, short, EndReason, Hub};
 use crate::config::Orphans;
-use crate::registry::{Session, State, LOCAL_NODE};
-use crate::runtime::{Existing, RuntimeError, RuntimeEvent};
+use crate::registry::{ControlAccess, Session, State, LOCAL_NODE};
+use crate::runtime::{Credentials, Existing, RuntimeError, RuntimeEvent};
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl Hub {
     }
 
     /// At start: find this hub's servers from before and adopt or remove them.
-    pub async fn recover(&self) -> Result<(), RuntimeError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let mut found = self.runtime.list().await?;
         // A hub killed mid-start leaves servers the engine is still starting: give them a few
         // seconds to settle (running: adopted; exited: removed) rather than force-removing
@@ -76,10 +76,19 @@ impl Hub {
     }
 
     /// Registers a running server from before as a session waiting for its owner, when
-    /// `orphans: adopt` and its labels say what it is. False if it should go.
-    fn adopt(&self, c: &Existing) -> bool {
-        let (Some(id), Some(name), Some(port), Some(md5)) = (&c.session_id, &c.name, c.port, &c.password_md5) else {
+    /// `orphans: adopt` and its labels say what it is, and follows it again. False if it
+    /// should go. The owner's password is then checked by the server (control channel), or
+    /// against the md5 in its environment (images without one).
+    fn adopt(self: &Arc<Self>, c: &Existing) -> bool {
+        let (Some(id), Some(name), Some(port)) = (&c.session_id, &c.name, c.port) else {
             return false;
+        };
+        let (password_md5, control) = match (&c.credentials, c.control) {
+            (Some(Credentials::Control(secret)), Some(addr)) => {
+                (None, Some(ControlAccess { addr, secret: secret.clone() }))
+            }
+            (Some(Credentials::PasswordMd5(md5)), _) => (Some(md5.clone()), None),
+            _ => return false,
         };
         if self.config().orphans != Orphans::Adopt || !c.running {
             return false;
@@ -92,7 +101,8 @@ impl Hub {
             node: c.node.clone().unwrap_or_else(|| LOCAL_NODE.to_string()),
             host: None,
             port,
-            password_md5: md5.clone(),
+            password_md5,
+            control: control.clone(),
             owner_ip: None,
             counts_for_address: false,
             daemon: false,
@@ -106,6 +116,9 @@ impl Hub {
         match lock(&self.registry).adopt(session) {
             Ok(()) => {
                 info!(session = %name, container = %short(&c.handle), "adopted a session from before the restart");
+                if let Some(access) = control {
+                    self.follow(id, access);
+                }
                 true
             }
             Err(e) => {
@@ -157,7 +170,7 @@ impl Hub {
 
     /// Ends sessions whose servers are gone (events missed while the engine was away) and
     /// removes servers no session owns.
-    pub(super) async fn reconcile(&self) {
+    pub(super) async fn reconcile(self: &Arc<Self>) {
         // The engine was away when the hub started: adopt or remove per `orphans` first.
         if !self.recovered.load(Ordering::SeqCst) && self.recover().await.is_err() {
             return;

@@ -7,14 +7,18 @@
 use super::*;
 use crate::registry::Node;
 use crate::runtime::fake::FakeRuntime;
-use crate::runtime::Existing;
+use crate::runtime::{Credentials, Existing};
 use std::time::{Duration, SystemTime};
 
 const PW: &str = "pw";
 
+/// The fake runs no real servers, so there is no control channel to arm (the real-engine
+/// tests in tests/control.rs cover it).
+const BASE: &str = "ports: 100-103\npublic_host: hub.example\ncontrol_channel: false\n";
+
 /// A hub on the fake runtime with ports 100-103, its nodes known and recovery done.
 async fn hub(fake: &Arc<FakeRuntime>, yaml: &str) -> Arc<Hub> {
-    let config = Config::from_yaml(&format!("ports: 100-103\npublic_host: hub.example\n{yaml}")).unwrap();
+    let config = Config::from_yaml(&format!("{BASE}{yaml}")).unwrap();
     let hub = Hub::new(config, fake.clone());
     hub.refresh_nodes().await;
     hub.recover().await.unwrap();
@@ -129,7 +133,8 @@ fn left(handle: &str, name: &str, running: bool, age: Duration) -> Existing {
         node: Some(crate::registry::LOCAL_NODE.into()),
         port: Some(if name == "a" { 100 } else { 101 }),
         created: SystemTime::now().checked_sub(age),
-        password_md5: Some(troop_server::md5_hex(PW).into()),
+        credentials: Some(Credentials::PasswordMd5(troop_server::md5_hex(PW).into())),
+        control: None,
     }
 }
 
@@ -138,7 +143,7 @@ async fn recovery_waits_for_servers_still_starting_then_adopts_the_running_and_r
     let fake = Arc::new(FakeRuntime::default());
     fake.leave(left("c-a", "a", false, Duration::from_secs(1)));
     fake.leave(left("c-b", "b", false, Duration::from_secs(3600)));
-    let config = Config::from_yaml("ports: 100-103\npublic_host: hub.example").unwrap();
+    let config = Config::from_yaml(BASE).unwrap();
     let hub = Hub::new(config, fake.clone());
     hub.refresh_nodes().await;
     let settle = tokio::spawn({
@@ -264,7 +269,7 @@ async fn caps_and_trust_are_enforced_before_anything_starts() {
 #[tokio::test]
 async fn a_hub_without_nodes_places_nothing() {
     let fake = Arc::new(FakeRuntime::default());
-    let config = Config::from_yaml("ports: 100-103").unwrap();
+    let config = Config::from_yaml(BASE).unwrap();
     let hub = Hub::new(config, fake.clone());
     let e = hub.start_session(req("early", PW)).await.err().unwrap();
     assert_eq!(e.to_string(), "No machine of the hub can take a new session right now; try again later");

@@ -23,6 +23,24 @@ pub struct SessionInfo {
     pub daemon: bool,
     /// The short id of its container (swarm: its service).
     pub container: Option<String>,
+    /// Performers connected now (from the session's live stream; empty for images without
+    /// a control channel).
+    pub performers: Vec<PerformerInfo>,
+    /// Unix time (seconds) of the last thing that happened in it, if known.
+    pub last_activity: Option<u64>,
+    /// Edits applied and evaluations so far.
+    pub operations: u64,
+    pub evaluations: u64,
+}
+
+/// A performer as the lists show it (never its address).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PerformerInfo {
+    /// Its Troop client id in the session.
+    pub id: i64,
+    pub name: String,
+    /// Unix time (seconds) it joined.
+    pub since: u64,
 }
 
 /// A node as the placement table sees it.
@@ -49,7 +67,8 @@ impl Hub {
         let now = now();
         registry
             .list()
-            .map(|s| SessionInfo {
+            .map(|s| (s, self.live_view(&s.id).unwrap_or_default()))
+            .map(|(s, live)| SessionInfo {
                 name: s.name.clone(),
                 id: s.id.clone(),
                 host: self.host_for(s.host.as_ref()),
@@ -64,6 +83,14 @@ impl Hub {
                 owner_connected: s.owner_connected,
                 daemon: s.daemon,
                 container: s.handle.as_deref().map(|c| short(c).to_string()),
+                performers: live
+                    .performers
+                    .iter()
+                    .map(|p| PerformerInfo { id: p.id, name: p.name.clone(), since: p.since_ms / 1000 })
+                    .collect(),
+                last_activity: live.last_activity_ms.map(|t| t / 1000),
+                operations: live.counters.operations,
+                evaluations: live.counters.evaluations,
             })
             .collect()
     }
@@ -92,6 +119,7 @@ impl Hub {
             free_ports: r.free_ports(now()),
             cap: r.max_sessions(),
             nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
+            performers: lock(&self.live).values().map(|(v, _)| v.performers.len()).sum(),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Why a session cannot be registered. The texts are upstream's where it had one.
@@ -78,8 +78,11 @@ pub struct Session {
     pub node: String,
     pub host: Option<String>,
     pub port: u16,
-    /// md5 hex of the password; used to give an adopted session back to its owner.
-    pub password_md5: SecretString,
+    /// md5 hex of the password, when the hub knows it (it started the session, or adopted
+    /// one without a control channel); else its server checks it (`verify`).
+    pub password_md5: Option<SecretString>,
+    /// How the hub reaches its server's control channel (`None` for images without one).
+    pub control: Option<ControlAccess>,
     pub owner_ip: Option<IpAddr>,
     /// Counted against the per-address limit.
     pub counts_for_address: bool,
@@ -94,6 +97,13 @@ pub struct Session {
     pub started: Instant,
     /// When an API-owned session's ttl runs out.
     pub expires: Option<Instant>,
+}
+
+/// How the hub reaches a session server's control channel: its address and secret.
+#[derive(Debug, Clone)]
+pub struct ControlAccess {
+    pub addr: SocketAddr,
+    pub secret: SecretString,
 }
 
 /// What a new session needs to be registered.
@@ -270,7 +280,8 @@ impl Registry {
             node: placed.node.clone(),
             host: placed.host.clone(),
             port: placed.port,
-            password_md5: new.password_md5,
+            password_md5: Some(new.password_md5),
+            control: None,
             owner_ip: new.owner_ip,
             counts_for_address: !new.trusted,
             daemon: new.daemon,
@@ -350,9 +361,15 @@ impl Registry {
         Ok(())
     }
 
-    /// Records the handle of session `id`'s server; false if the session is gone.
-    pub fn set_handle(&mut self, id: &str, handle: &str) -> bool {
-        self.by_id_mut(id).map(|s| s.handle = Some(handle.to_string())).is_some()
+    /// Records the handle of session `id`'s server (and how to reach its control channel);
+    /// false if the session is gone.
+    pub fn set_handle(&mut self, id: &str, handle: &str, control: Option<ControlAccess>) -> bool {
+        self.by_id_mut(id)
+            .map(|s| {
+                s.handle = Some(handle.to_string());
+                s.control = control;
+            })
+            .is_some()
     }
 
     /// Marks session `id` running; false if the session is gone.

@@ -37,7 +37,7 @@ fn names_ports_and_limits() {
     assert_eq!(r.reserve(new("b", "127.0.0.1", true), now).unwrap().port, 101, "trusted is exempt");
     assert_eq!(r.reserve(new("c", "3.3.3.3", false), now).unwrap().port, 102);
     assert_eq!(r.reserve(new("d", "4.4.4.4", false), now).unwrap_err(), RegistryError::Full);
-    r.set_handle("id-b", "container-b");
+    r.set_handle("id-b", "container-b", None);
     assert_eq!(r.by_handle("container-b").map(|s| s.name.as_str()), Some("b"));
     assert!(r.release("id-b").is_some());
     assert!(r.release("id-b").is_none(), "released once");
@@ -174,7 +174,8 @@ fn adoption_and_freeing_are_per_node() {
         node: node.into(),
         host: None,
         port: 100,
-        password_md5: SecretString::from(""),
+        password_md5: None,
+        control: None,
         owner_ip: None,
         counts_for_address: false,
         daemon: false,
@@ -203,7 +204,7 @@ fn a_name_restarted_before_its_old_container_is_gone_frees_the_old_slot_later() 
     let mut first = new("foo", "1.1.1.1", true);
     first.id = "first".into();
     r.reserve(first, now).unwrap();
-    r.set_handle("first", "c1");
+    r.set_handle("first", "c1", None);
     r.release("first");
     // The performer starts "foo" again while the old container is still being removed.
     let mut second = new("foo", "1.1.1.1", true);

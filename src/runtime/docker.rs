@@ -7,21 +7,20 @@
 
 use super::engine::{classify, hub_filter, timed_within, Engine};
 use super::probe::{accepts, host_port_listening, USERLAND_PROXY_WARNING};
-use super::spec::{labelled, password_from_env, ServerSpec};
+use super::spec::{credentials_from_env, labelled, ServerSpec, STOP_GRACE};
 use super::{
-    exit_reason, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError, LABEL_HUB,
-    LABEL_MANAGED,
+    exit_reason, Credentials, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec,
+    StartError, Started, LABEL_HUB, LABEL_MANAGED,
 };
 use crate::config::Config;
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
-    ListNetworksOptions, RemoveContainerOptions,
+    ListNetworksOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +46,7 @@ pub struct DockerRuntime {
 struct Inspected {
     running: bool,
     exit_code: Option<i64>,
-    password_md5: Option<SecretString>,
+    credentials: Option<Credentials>,
     addr: Option<SocketAddr>,
 }
 
@@ -118,7 +117,7 @@ impl DockerRuntime {
         Ok(Inspected {
             running: state.and_then(|s| s.running).unwrap_or(false),
             exit_code: state.and_then(|s| s.exit_code),
-            password_md5: info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(password_from_env),
+            credentials: info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(credentials_from_env),
             addr: ip.map(|ip| SocketAddr::new(ip, c.session_port)),
         })
     }
@@ -146,9 +145,15 @@ impl DockerRuntime {
         Ok(id)
     }
 
-    /// Waits until the server accepts on the container's own address, its container stops,
-    /// the deadline passes or the hub cancels the start.
-    async fn wait_ready(&self, docker: &Docker, id: &str, c: &Config, spec: &SessionSpec) -> Result<(), StartError> {
+    /// Waits until the server accepts on the container's own address (returned), its
+    /// container stops, the deadline passes or the hub cancels the start.
+    async fn wait_ready(
+        &self,
+        docker: &Docker,
+        id: &str,
+        c: &Config,
+        spec: &SessionSpec,
+    ) -> Result<SocketAddr, StartError> {
         let mut addr = None;
         let mut next_look = Instant::now();
         loop {
@@ -174,7 +179,7 @@ impl DockerRuntime {
             }
             if let Some(a) = addr {
                 if tokio::time::timeout(left, accepts(a, false)).await == Ok(true) {
-                    return Ok(());
+                    return Ok(a);
                 }
             }
             tokio::select! {
@@ -233,27 +238,37 @@ impl Runtime for DockerRuntime {
         Box::pin(async { Ok(vec![Node::local()]) })
     }
 
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, StartError>> {
         Box::pin(async move {
             let c = self.config();
             let docker = self.engine.client().await?;
             let id = self.create(&docker, &c, &spec).await?;
-            if let Err(e) = self.wait_ready(&docker, &id, &c, &spec).await {
-                self.discard(&id).await;
-                return Err(e);
+            match self.wait_ready(&docker, &id, &c, &spec).await {
+                Ok(control) => {
+                    self.check_userland_proxy(spec.port);
+                    Ok(Started { handle: id, control })
+                }
+                Err(e) => {
+                    self.discard(&id).await;
+                    Err(e)
+                }
             }
-            self.check_userland_proxy(spec.port);
-            Ok(id)
         })
     }
 
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let _permit = self.removals.acquire().await;
-            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
             let limit = self.config().engine_timeout * 6;
             let docker = self.engine.client().await?;
+            // SIGTERM first (troop-server then tells its performers), SIGKILL after the grace.
+            let stop = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
+            match timed_within(limit, docker.stop_container(&container_id, Some(stop))).await {
+                Ok(()) | Err(RuntimeError::NotFound) => {}
+                Err(e) => debug!(container = %container_id, error = %e, "stop failed; removing by force"),
+            }
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
             match timed_within(limit, docker.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
@@ -273,9 +288,9 @@ impl Runtime for DockerRuntime {
             for summary in found {
                 let Some(handle) = summary.id.clone() else { continue };
                 let running = summary.state.map(|s| s.to_string() == "running").unwrap_or(false);
-                // The md5 is read only for running containers (adoption needs it).
-                let password_md5 = match running {
-                    true => self.inspect(&docker, &handle, &c).await.ok().and_then(|i| i.password_md5),
+                // Credentials and address only for running containers (adoption needs them).
+                let seen = match running {
+                    true => self.inspect(&docker, &handle, &c).await.ok(),
                     false => None,
                 };
                 let l = labelled(&summary.labels.unwrap_or_default());
@@ -287,7 +302,8 @@ impl Runtime for DockerRuntime {
                     node: Some(crate::registry::LOCAL_NODE.to_string()),
                     port: l.port,
                     created: l.created,
-                    password_md5,
+                    credentials: seen.as_ref().and_then(|i| i.credentials.clone()),
+                    control: seen.and_then(|i| i.addr),
                 });
             }
             Ok(out)

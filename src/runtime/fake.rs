@@ -3,11 +3,10 @@
 //! starts, the engine down) and what happens to running sessions (an exit event). It keeps
 //! the [`Runtime`] contract: a start returns when "listening", and undoes itself on error.
 
-use super::{EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError};
+use super::{EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError, Started};
 use crate::config::Config;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -116,7 +115,7 @@ impl FakeRuntime {
         }
     }
 
-    async fn run(&self, spec: SessionSpec) -> Result<String, StartError> {
+    async fn run(&self, spec: SessionSpec) -> Result<Started, StartError> {
         self.engine()?;
         let delay = self.state().start_delay;
         tokio::select! {
@@ -133,6 +132,7 @@ impl FakeRuntime {
         }
         st.next += 1;
         let handle = format!("fake-{}", st.next);
+        let control = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
         let existing = Existing {
             handle: handle.clone(),
             running: true,
@@ -141,12 +141,11 @@ impl FakeRuntime {
             node: Some(spec.node.clone()),
             port: Some(spec.port),
             created: Some(SystemTime::now()),
-            password_md5: Some(SecretString::from(
-                secrecy::ExposeSecret::expose_secret(&spec.password_md5).to_string(),
-            )),
+            credentials: Some(spec.credentials.clone()),
+            control: Some(control),
         };
         st.servers.insert(handle.clone(), FakeServer { spec: Some(spec), existing });
-        Ok(handle)
+        Ok(Started { handle, control })
     }
 }
 
@@ -163,7 +162,7 @@ impl Runtime for FakeRuntime {
         Box::pin(async move { self.engine().map(|()| self.state().nodes.clone()) })
     }
 
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, StartError>> {
         Box::pin(self.run(spec))
     }
 

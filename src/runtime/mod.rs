@@ -25,6 +25,7 @@ use crate::config::Config;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use secrecy::SecretString;
+use std::net::SocketAddr;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
@@ -94,11 +95,31 @@ pub struct SessionSpec {
     /// The node the hub placed it on (a [`Node::id`]).
     pub node: String,
     pub port: u16,
-    pub password_md5: SecretString,
+    /// What the server is given to let the hub (or performers) in.
+    pub credentials: Credentials,
     /// When the hub gives up on this start (`start_timeout` after the request).
     pub deadline: tokio::time::Instant,
     /// Cancelled when the hub ends the session before it is ready.
     pub cancel: CancellationToken,
+}
+
+/// What a session server is started with, in its environment (never labels or arguments).
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A random per-session secret for the hub's control channel; the server starts locked
+    /// and the hub arms it with the password md5 over that channel.
+    Control(SecretString),
+    /// The password md5 itself, for images without a control channel (upstream Troop).
+    PasswordMd5(SecretString),
+}
+
+/// A started session server.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The runtime's handle on it: a container id, or a Swarm service id.
+    pub handle: String,
+    /// Where the hub reaches its control channel (the Troop port, from the hub's side).
+    pub control: SocketAddr,
 }
 
 /// A session found on the engine.
@@ -112,7 +133,10 @@ pub struct Existing {
     pub node: Option<String>,
     pub port: Option<u16>,
     pub created: Option<SystemTime>,
-    pub password_md5: Option<SecretString>,
+    /// What it was started with (read back from its environment, for adoption).
+    pub credentials: Option<Credentials>,
+    /// Where the hub reaches its control channel, if known.
+    pub control: Option<SocketAddr>,
 }
 
 /// Something that happened to a session.
@@ -136,9 +160,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, RuntimeError>>;
     /// Starts a session's server and returns its handle once the server really accepts
     /// connections, before `spec.deadline`. On any error nothing of this start is left.
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>>;
-    /// Stops and removes a session (and waits until its port is free); a handle the engine
-    /// does not know counts as done. The runtime bounds how many run at once.
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, StartError>>;
+    /// Stops a session's server gently (SIGTERM, a short grace, then SIGKILL), removes it and
+    /// waits until its port is free; a handle the engine does not know counts as done. The
+    /// runtime bounds how many run at once.
     fn remove(&self, handle: String) -> BoxFuture<'_, Result<(), RuntimeError>>;
     /// This hub's sessions on the engine. No side effects.
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>>;

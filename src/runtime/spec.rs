@@ -3,13 +3,15 @@
 //! it onto a Docker container and [`ServerSpec::task`] onto a Swarm task, so "the same
 //! hardening on every runtime" holds by construction. Labels never carry the password.
 
-use super::{SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PORT, LABEL_SESSION, LABEL_SESSION_ID};
+use super::{
+    Credentials, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PORT, LABEL_SESSION, LABEL_SESSION_ID,
+};
 use crate::config::Config;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Limit, PortBinding, TaskSpec, TaskSpecContainerSpec,
     TaskSpecContainerSpecPrivileges, TaskSpecLogDriver, TaskSpecResources,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,8 +42,8 @@ impl ServerSpec {
     pub fn new(c: &Config, session: &SessionSpec) -> ServerSpec {
         ServerSpec {
             image: c.image.clone(),
-            args: session_command(c),
-            env: vec![password_env(&session.password_md5)],
+            args: session_command(c, matches!(session.credentials, Credentials::PasswordMd5(_))),
+            env: vec![credentials_env(&session.credentials)],
             user: c.user.clone(),
             labels: session_labels(c, session),
             memory_bytes: c.limits.memory_bytes,
@@ -146,8 +148,10 @@ pub fn labelled(labels: &HashMap<String, String>) -> Labelled {
 }
 
 /// The session server's arguments: its port, bounds fitted to the memory limit (so a busy
-/// session is refused input rather than OOM-killed), the operator's `session_args`, idle exit.
-pub fn session_command(c: &Config) -> Vec<String> {
+/// session is refused input rather than OOM-killed), the operator's `session_args`, and idle
+/// exit when `with_idle` (a server with a control channel gets it when armed instead, so it
+/// counts from arming).
+pub fn session_command(c: &Config, with_idle: bool) -> Vec<String> {
     let mut cmd = vec!["--port".to_string(), c.session_port.to_string()];
     let mem = c.limits.memory_bytes.max(8 << 20) as u64;
     for (flag, value) in [
@@ -162,26 +166,37 @@ pub fn session_command(c: &Config) -> Vec<String> {
         }
     }
     cmd.extend(c.session_args.iter().cloned());
-    if let Some(idle) = c.idle_exit {
+    if let (Some(idle), true) = (c.idle_exit, with_idle) {
         cmd.push("--idle-exit".into());
         cmd.push(format!("{}ms", idle.as_millis()));
     }
     cmd
 }
 
-/// The password reaches the server only as the md5 the Troop protocol compares.
-fn password_env(password_md5: &SecretString) -> String {
-    format!("TROOP_PASSWORD_MD5={}", password_md5.expose_secret())
+const CONTROL_ENV: &str = "TROOP_CONTROL_SECRET=";
+const MD5_ENV: &str = "TROOP_PASSWORD_MD5=";
+
+/// The server's one secret variable: the control secret, or (images without a control
+/// channel) the md5 the Troop protocol compares. The password itself never reaches it.
+fn credentials_env(credentials: &Credentials) -> String {
+    match credentials {
+        Credentials::Control(secret) => format!("{CONTROL_ENV}{}", secret.expose_secret()),
+        Credentials::PasswordMd5(md5) => format!("{MD5_ENV}{}", md5.expose_secret()),
+    }
 }
 
-/// The md5 a session server was started with, read back from its environment (adoption).
-pub fn password_from_env(env: &[String]) -> Option<SecretString> {
-    env.iter().find_map(|e| e.strip_prefix("TROOP_PASSWORD_MD5=").map(SecretString::from))
+/// What a session server was started with, read back from its environment (adoption).
+pub fn credentials_from_env(env: &[String]) -> Option<Credentials> {
+    env.iter().find_map(|e| {
+        let control = e.strip_prefix(CONTROL_ENV).map(|s| Credentials::Control(s.into()));
+        control.or_else(|| e.strip_prefix(MD5_ENV).map(|s| Credentials::PasswordMd5(s.into())))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn spec() -> ServerSpec {
         let c = Config::default();
@@ -190,7 +205,7 @@ mod tests {
             name: "jam".into(),
             node: "local".into(),
             port: 57991,
-            password_md5: SecretString::from("0123456789abcdef0123456789abcdef"),
+            credentials: Credentials::Control(SecretString::from("0123456789abcdef0123456789abcdef")),
             deadline: tokio::time::Instant::now(),
             cancel: Default::default(),
         };
@@ -225,9 +240,7 @@ mod tests {
         let s = spec();
         let shown = format!("{:?} {:?}", s.labels, s.args);
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
-        assert_eq!(
-            password_from_env(&s.env).map(|p| p.expose_secret().to_string()).as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
+        let Some(Credentials::Control(secret)) = credentials_from_env(&s.env) else { panic!("no secret") };
+        assert_eq!(Some(secret.expose_secret()), Some("0123456789abcdef0123456789abcdef"));
     }
 }

@@ -15,9 +15,10 @@ mod service;
 mod tasks;
 
 use super::engine::{hub_filter, Engine};
-use super::spec::{labelled, password_from_env};
+use super::spec::{credentials_from_env, labelled};
 use super::{
-    EventStream, Existing, Node, Runtime, RuntimeError, SessionSpec, StartError, LABEL_PUBLIC_HOST, LABEL_SESSION_ID,
+    EventStream, Existing, Node, Runtime, RuntimeError, SessionSpec, StartError, Started, LABEL_PUBLIC_HOST,
+    LABEL_SESSION_ID,
 };
 use crate::config::Config;
 use bollard::models::Task;
@@ -300,7 +301,7 @@ impl Runtime for SwarmRuntime {
         })
     }
 
-    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<String, StartError>> {
+    fn start(&self, spec: SessionSpec) -> BoxFuture<'_, Result<Started, StartError>> {
         Box::pin(async move {
             let c = self.config();
             let docker = self.engine.client().await?;
@@ -332,7 +333,7 @@ impl Runtime for SwarmRuntime {
                 }
                 return Err(e);
             }
-            Ok(service)
+            Ok(Started { handle: service, control: probe })
         })
     }
 
@@ -365,15 +366,21 @@ impl Runtime for SwarmRuntime {
                     .and_then(|p| p.constraints.as_ref())
                     .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
                 let env = template.and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
+                let node = running_task.and_then(|t| t.node_id.clone()).or(constraint);
+                let control = match (&node, l.port) {
+                    (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
+                    _ => None,
+                };
                 out.push(Existing {
                     handle: id,
                     running: running_task.is_some(),
                     session_id: l.session_id,
                     name: l.name,
-                    node: running_task.and_then(|t| t.node_id.clone()).or(constraint),
+                    node,
                     port: l.port,
                     created: l.created,
-                    password_md5: env.as_deref().and_then(password_from_env),
+                    credentials: env.as_deref().and_then(credentials_from_env),
+                    control,
                 });
             }
             Ok(out)

@@ -1,0 +1,58 @@
+//! Talking to session servers over their control channel (troop-server's CONTROL.md): arming
+//! a new server with its password md5, checking an owner's password against an adopted server
+//! (the hub keeps no md5 across a restart), and telling performers why a session ends. Every
+//! call is bounded; a server that does not answer is treated as gone.
+
+use crate::registry::ControlAccess;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+use troop_server::control::{ControlClient, ControlError};
+
+/// How long one control call (connect and request) may take.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A new random per-session control secret: 256 bits from the OS, hex.
+pub fn new_secret() -> SecretString {
+    let mut bytes = [0u8; 32];
+    // Without OS randomness no session can be secured; fall back to fresh uuids (also OS
+    // randomness, through another path) rather than fail the start.
+    if getrandom::fill(&mut bytes).is_err() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        bytes[..16].copy_from_slice(a.as_bytes());
+        bytes[16..].copy_from_slice(b.as_bytes());
+    }
+    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> {
+    ControlClient::connect(access.addr, access.secret.expose_secret(), CONTROL_TIMEOUT).await
+}
+
+/// Gives a locked server its password md5, display name and idle exit.
+pub async fn arm(
+    access: &ControlAccess,
+    md5: &SecretString,
+    name: &str,
+    idle_exit: Option<Duration>,
+) -> Result<(), ControlError> {
+    let mut client = connect(access).await?;
+    client.arm(md5.expose_secret(), Some(name), idle_exit).await
+}
+
+/// Whether `md5` is the session's password, as its server judges it.
+pub async fn verify(access: &ControlAccess, md5: &str) -> bool {
+    match connect(access).await {
+        Ok(mut client) => client.verify(md5).await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Every performer gets MSG_KILL with `sentence` and the server exits. False if it could not
+/// be told (already gone, or no answer).
+pub async fn end(access: &ControlAccess, sentence: &str) -> bool {
+    let told = async {
+        let mut client = connect(access).await?;
+        client.end(sentence).await
+    };
+    tokio::time::timeout(CONTROL_TIMEOUT * 2, told).await.is_ok_and(|r| r.is_ok())
+}
