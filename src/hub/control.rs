@@ -11,17 +11,12 @@ use troop_server::control::{ControlClient, ControlError};
 /// How long one control call (connect and request) may take.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A new random per-session control secret: 256 bits from the OS, hex.
-pub fn new_secret() -> SecretString {
+/// A new random per-session control secret: 256 bits from the OS, hex. `None` when the OS
+/// gives no randomness (then no session can be secured, and the start fails).
+pub fn new_secret() -> Option<SecretString> {
     let mut bytes = [0u8; 32];
-    // Without OS randomness no session can be secured; fall back to fresh uuids (also OS
-    // randomness, through another path) rather than fail the start.
-    if getrandom::fill(&mut bytes).is_err() {
-        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        bytes[..16].copy_from_slice(a.as_bytes());
-        bytes[16..].copy_from_slice(b.as_bytes());
-    }
-    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    getrandom::fill(&mut bytes).ok()?;
+    Some(SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> {

@@ -106,14 +106,17 @@ impl Hub {
             daemon: req.daemon,
             expires: req.ttl.map(|t| now() + t),
         };
+        let credentials = match config.control_channel {
+            true => match control::new_secret() {
+                Some(secret) => Credentials::Control(secret),
+                None => return Err(HubError::StartFailed("the hub has no randomness for its secret".into())),
+            },
+            false => Credentials::PasswordMd5(password_md5.clone()),
+        };
         let placed = lock(&self.registry).reserve(new, now())?;
         let span = info_span!("session", session = %req.name, id = %id);
         let cancel = self.shutdown.child_token();
         lock(&self.starting).insert(id.clone(), cancel.clone());
-        let credentials = match config.control_channel {
-            true => Credentials::Control(control::new_secret()),
-            false => Credentials::PasswordMd5(password_md5.clone()),
-        };
         let launch = self.launch(&id, &req.name, placed, credentials, &password_md5, cancel);
         let launched = launch.instrument(span.clone()).await;
         lock(&self.starting).remove(&id);

@@ -132,6 +132,13 @@ impl SwarmRuntime {
         self.engine.config()
     }
 
+    /// The session ids that still have a service.
+    async fn live_sessions(&self, docker: &Docker, c: &Config) -> Result<HashSet<String>, RuntimeError> {
+        let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
+        let services = self.timed(docker.list_services(Some(opts))).await?;
+        Ok(services.iter().filter_map(|s| s.spec.as_ref()?.labels.as_ref()?.get(LABEL_SESSION_ID).cloned()).collect())
+    }
+
     /// Is the engine a swarm manager? The error says what is wrong and how to fix it.
     async fn ensure_manager(&self) -> Result<Docker, RuntimeError> {
         let docker = self.engine.client().await?;
@@ -392,12 +399,7 @@ impl Runtime for SwarmRuntime {
         Box::pin(async move {
             let c = self.config();
             let Ok(docker) = self.engine.client().await else { return };
-            let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
-            let Ok(services) = self.timed(docker.list_services(Some(opts))).await else { return };
-            let live: HashSet<String> = services
-                .iter()
-                .filter_map(|s| s.spec.as_ref()?.labels.as_ref()?.get(LABEL_SESSION_ID).cloned())
-                .collect();
+            let Ok(live) = self.live_sessions(&docker, &c).await else { return };
             self.sweep_networks(&docker, &live).await;
         })
     }
@@ -437,12 +439,7 @@ impl Runtime for SwarmRuntime {
         Box::pin(async move {
             let Ok(docker) = self.engine.client().await else { return };
             let c = self.config();
-            let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
-            let Ok(services) = self.timed(docker.list_services(Some(opts))).await else { return };
-            let live: HashSet<String> = services
-                .iter()
-                .filter_map(|s| s.spec.as_ref()?.labels.as_ref()?.get(LABEL_SESSION_ID).cloned())
-                .collect();
+            let Ok(live) = self.live_sessions(&docker, &c).await else { return };
             let opts = ListNetworksOptions { filters: Some(hub_filter(&c.hub_id)) };
             let Ok(nets) = self.timed(docker.list_networks(Some(opts))).await else { return };
             for n in nets {
