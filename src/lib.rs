@@ -7,6 +7,7 @@
 //!   on this engine) or Swarm (one service per session, placed on a node), through bollard.
 //! - [`hub`]: shared state and every session lifecycle path (start, end, supervision of the
 //!   engine and the nodes, the read-side views).
+//! - [`audience`]: the audience view's model (the followed document, viewers' messages).
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
@@ -16,6 +17,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod audience;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -47,6 +47,8 @@ pub struct Gauges {
     pub nodes_usable: usize,
     /// Performers connected, over every session.
     pub performers: usize,
+    /// Audience viewers watching, over every session.
+    pub viewers: usize,
 }
 
 impl Metrics {
@@ -114,6 +116,7 @@ impl Metrics {
         gauge("sessions_cap", "The configured session cap (max_sessions).", g.cap as f64);
         gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
         gauge("performers", "Performers connected, over every session.", g.performers as f64);
+        gauge("viewers", "Audience viewers watching in a browser, over every session.", g.viewers as f64);
         gauge(
             "tcp_connections_open",
             "Open connections to the hub protocol port.",
@@ -185,7 +188,7 @@ mod tests {
         m.session_started(Duration::from_millis(180));
         m.session_ended("owner_left");
         m.request("query", "ok");
-        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2 });
+        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3 });
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
         assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
@@ -194,6 +197,7 @@ mod tests {
         assert!(text.contains("troop_hub_sessions_cap 10"));
         assert!(text.contains("troop_hub_nodes_usable 1"));
         assert!(text.contains("troop_hub_performers 2"));
+        assert!(text.contains("troop_hub_viewers 3"));
         assert!(text.contains("troop_hub_session_operations_total 0"));
     }
 }

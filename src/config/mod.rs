@@ -50,6 +50,18 @@ pub enum RuntimeKind {
     Swarm,
 }
 
+/// Who may watch a session's audience view (`/s/{name}`) and its live feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// Whoever knows the session's password (an owner can open their session to everyone).
+    Password,
+    /// Anyone with the link.
+    Public,
+    /// No audience view at all (404).
+    Off,
+}
+
 /// Resource limits of each session container, written `{memory: 64m, cpus: 0.5, pids: 64}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -130,6 +142,14 @@ pub struct Config {
     pub api_session_max_ttl: Duration,
     /// The HTTP API, metrics and status page.
     pub http_listen: SocketAddr,
+    /// Who may watch sessions in a browser (`/s/{name}`).
+    pub audience: Audience,
+    /// Viewers of one session at once, and of all sessions together.
+    pub audience_viewers_per_session: usize,
+    pub audience_viewers_total: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for per-address limits on
+    /// password attempts.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for Config {
@@ -165,6 +185,10 @@ impl Default for Config {
             api_session_ttl: Duration::from_secs(3600),
             api_session_max_ttl: Duration::from_secs(24 * 3600),
             http_listen: SocketAddr::from((everywhere, 8080)),
+            audience: Audience::Password,
+            audience_viewers_per_session: 200,
+            audience_viewers_total: 2000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -261,6 +285,16 @@ impl Config {
             !self.session_args.iter().any(|a| a.to_ascii_lowercase().contains("password")),
             "session_args",
             "must not carry a password (the hub passes it as an md5 in the environment)",
+        )?;
+        ensure(
+            self.audience_viewers_per_session >= 1,
+            "audience_viewers_per_session",
+            "must be at least 1 (audience: off turns the view off)",
+        )?;
+        ensure(
+            self.audience_viewers_total >= 1,
+            "audience_viewers_total",
+            "must be at least 1 (audience: off turns the view off)",
         )?;
         let Limits { memory_bytes, nano_cpus, pids } = self.limits;
         ensure(memory_bytes >= 6 << 20, "limits.memory", "must be a size of at least 6m (like 64m)")?;

@@ -193,6 +193,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("api_session_ttl", "2h"),
     ("api_session_max_ttl", "48h"),
     ("http_listen", "127.0.0.1:8081"),
+    ("audience", "off"),
+    ("audience_viewers_per_session", "50"),
+    ("audience_viewers_total", "500"),
+    ("trusted_proxies", "[10.0.0.0/8]"),
 ];
 
 #[test]

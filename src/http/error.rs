@@ -23,11 +23,23 @@ pub struct ErrorBody {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds after which a refused client may try again (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// 429: this address sent too many wrong passwords; it may try again after `wait`.
+    pub fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("Too many wrong passwords from your address; try again in {secs} s"),
+            retry_after: Some(secs),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -52,6 +64,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(ErrorBody { error: self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

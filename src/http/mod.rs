@@ -11,8 +11,12 @@
 //! - `sessions.rs` + `types.rs`: the `/api/v1` handlers and their JSON types.
 //! - `status.rs`: status page, healthz, readyz, metrics. `openapi.rs`: the document.
 //! - `log.rs`: one log line per request.
+//! - `audience.rs`: the audience view (`/s/{name}`, its assets, the live WebSocket, the
+//!   owner's public switch); `client.rs`: the client's address for per-address limits.
 
+mod audience;
 mod auth;
+mod client;
 mod error;
 mod json;
 mod log;
@@ -52,6 +56,10 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(sessions::list_nodes))
         .routes(routes!(sessions::list_sessions, sessions::create_session))
         .routes(routes!(sessions::get_session, sessions::delete_session))
+        .routes(routes!(audience::view_page))
+        .routes(routes!(audience::asset))
+        .routes(routes!(audience::live))
+        .routes(routes!(audience::set_audience))
 }
 
 /// What every path without a route gets.

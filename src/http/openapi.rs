@@ -18,6 +18,7 @@ use utoipa::Modify;
     modifiers(&BearerScheme),
     tags(
         (name = "sessions", description = "Start, find, list and end sessions"),
+        (name = "audience", description = "Watch a session live in a browser, read-only"),
         (name = "admin", description = "For the hub's operator (admin token)"),
         (name = "monitoring", description = "Health, readiness, metrics and the status page"),
         (name = "meta", description = "This document"),

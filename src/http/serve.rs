@@ -7,10 +7,14 @@
 
 use crate::accept::AcceptBackoff;
 use crate::hub::Hub;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 /// Open HTTP connections at most; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -41,10 +46,10 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: CancellationT
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
                 backoff.reset();
-                stream
+                accepted
             }
             Err(e) => {
                 let pause = backoff.failed("http", &e);
@@ -56,7 +61,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: CancellationT
         };
         // Over the cap: the stream is dropped, which closes it.
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        connections.spawn(connection(stream, app.clone(), shutdown.clone(), slot));
+        connections.spawn(connection(stream, peer, app.clone(), shutdown.clone(), slot));
     }
     drop(listener);
     connections.close();
@@ -72,10 +77,23 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: CancellationT
 
 /// One connection, from its first byte until it closes, is cut at its lifetime, or has been
 /// shut down gracefully (bounded by [`DRAIN_TIMEOUT`]) after `shutdown`.
-async fn connection(stream: TcpStream, app: Router, shutdown: CancellationToken, _slot: OwnedSemaphorePermit) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    // Every request knows its peer (`ConnectInfo`, read by `ClientIp`).
+    let app = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    // An upgraded connection (an audience viewer's WebSocket) leaves this task, its slot and
+    // its lifetime: the viewer caps and the session's end bound it instead.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(conn);
     let cut_at = Instant::now() + CONNECTION_LIFETIME;
     tokio::select! {

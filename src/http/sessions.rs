@@ -110,8 +110,9 @@ pub async fn get_session(State(hub): State<Arc<Hub>>, Path(name): Path<String>) 
     valid_name(&name)?;
     let found = hub.query(&name);
     hub.metrics.request("http_query", if found.is_some() { "ok" } else { "error" });
+    let audience = hub.audience_access(&name).unwrap_or(crate::audience::Access::Off);
     match found {
-        Some((host, port)) => Ok(Json(Address { name, host, port })),
+        Some((host, port)) => Ok(Json(Address { name, host, port, audience })),
         None => Err(ApiError::not_found(format!("No session named '{name}'"))),
     }
 }

@@ -4,7 +4,7 @@
 
 use super::auth::AdminToken;
 use super::error::{ApiError, ErrorBody};
-use crate::hub::{Hub, SessionInfo};
+use crate::hub::{Hub, LobbyEntry, SessionInfo};
 use crate::runtime::RuntimeError;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -103,6 +103,26 @@ fn sessions_table(sessions: Option<&[SessionInfo]>) -> String {
     )
 }
 
+/// The lobby: sessions whose view is public, each with a link to watch it.
+fn lobby_list(lobby: &[LobbyEntry]) -> String {
+    if lobby.is_empty() {
+        return String::new();
+    }
+    let mut items = String::new();
+    for s in lobby {
+        let performers = match s.performers {
+            1 => "1 performer".to_string(),
+            n => format!("{n} performers"),
+        };
+        items.push_str(&format!(
+            "<li><a href=\"s/{name}\">{name}</a>: {performers}, playing for {age} min</li>\n",
+            name = escape(&s.name),
+            age = s.age_seconds / 60,
+        ));
+    }
+    format!("<h2>Watch live</h2>\n<ul class=\"lobby\">\n{items}</ul>\n")
+}
+
 /// Status page (HTML)
 ///
 /// How to start and join a session, and how full the hub is. Session names and addresses are
@@ -116,6 +136,7 @@ pub async fn status_page(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>)
     let gauges = hub.gauges();
     let sessions = (config.public_listing || admin.is_some()).then(|| hub.list());
     let table = sessions_table(sessions.as_deref());
+    let lobby = lobby_list(&hub.lobby());
     let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
     let nodes = hub.nodes();
     let machines = if nodes.len() > 1 {
@@ -136,7 +157,7 @@ td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></hea
 <h1>Troop hub at {host}:{port}</h1>
 <p>Start a session with Troop 0.10.3: <code>python run-server.py --hub NAME@{host}:{port}</code></p>
 <p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
-<h2>Sessions</h2>
+{lobby}<h2>Sessions</h2>
 <p>{running} running of {cap}; {free} free slots.{machines}</p>
 {table}
 <p><small>This page refreshes every 10 seconds.</small></p>
@@ -173,6 +194,9 @@ mod tests {
             evaluations: 0,
         };
         let table = sessions_table(Some(&[s]));
+        assert_eq!(lobby_list(&[]), "");
+        let lobby = lobby_list(&[LobbyEntry { name: "a<b".into(), performers: 1, age_seconds: 180 }]);
+        assert!(lobby.contains("<li><a href=\"s/a&lt;b\">a&lt;b</a>: 1 performer, playing for 3 min</li>"), "{lobby}");
         let row = "<tr><td>&lt;b&gt;</td><td>h:7</td><td>running</td><td>2 min</td><td>a&lt;b</td></tr>";
         assert!(table.contains(row), "{table}");
     }

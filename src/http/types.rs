@@ -3,6 +3,7 @@
 //! hub's own (every field named, so a field the hub adds is a compile error here, not a silent
 //! gap in the API or its document).
 
+use crate::audience::Access;
 use crate::hub::{NodeInfo, SessionInfo};
 use secrecy::SecretString;
 use serde::de::{self, Deserializer, Visitor};
@@ -93,6 +94,25 @@ pub struct Address {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Who may watch it in a browser at `/s/{name}` now: "public", "password" or "off".
+    pub audience: Access,
+}
+
+/// Opens a session's audience view to everyone, or closes it again.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AudienceSwitch {
+    /// The session's password (or send the admin token instead).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// true: anyone with the link may watch; false: only who knows the password.
+    pub public: bool,
+}
+
+/// A session's audience view after the switch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AudienceState {
+    pub name: String,
+    pub audience: Access,
 }
 
 /// Every session, by name.

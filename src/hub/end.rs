@@ -18,7 +18,7 @@ impl Hub {
             // Its start undoes itself and frees the slot.
             start.cancel();
         }
-        self.unfollow(id);
+        self.unfollow(id, reason.audience_message());
         self.finish(session, reason).await;
         true
     }

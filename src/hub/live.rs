@@ -1,16 +1,92 @@
 //! The hub's live view of each session: one subscription to its server's event stream
 //! (performers joining and leaving, edits, evaluations), kept while the session lives and
 //! re-established when it breaks (also for sessions adopted after a restart). The status page,
-//! the API, `list` and Prometheus read it.
+//! the API, `list` and Prometheus read it. The same stream keeps the session's document for
+//! its audience ([`Followed::doc`]) and is fanned out to viewers ([`super::audience`]): the
+//! session server always has one subscriber, the hub, however many watch.
 
 use super::{lock, Hub};
+use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot};
 use crate::registry::ControlAccess;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 use troop_server::control::{ControlClient, Counters, Event, EventKind, Performer, Snapshot};
+
+/// Messages a session's viewers may fall behind by before they are dropped.
+pub const FEED_BACKLOG: usize = 1024;
+
+/// A followed session: what the hub knows of it and what its viewers get.
+pub(super) struct Followed {
+    pub view: LiveView,
+    /// Stops following it.
+    pub stop: CancellationToken,
+    /// The document as of event `seq`, once the first snapshot arrived.
+    pub doc: Option<(LiveDoc, u64)>,
+    /// Every viewer message, serialised once.
+    pub feed: broadcast::Sender<Arc<str>>,
+    /// The owner (or the admin) opened its view to everyone.
+    pub public: bool,
+    /// Viewers watching it now.
+    pub viewers: usize,
+    pub name: String,
+}
+
+impl Followed {
+    /// A viewer's snapshot of it now, if it has one.
+    pub fn snapshot(&self) -> Option<LiveMessage> {
+        let (doc, seq) = self.doc.as_ref()?;
+        Some(LiveMessage::Snapshot(LiveSnapshot::new(&self.name, *seq, doc, &self.view.performers, self.public)))
+    }
+
+    /// Sends `message` to every viewer (none listening is fine).
+    pub fn publish(&self, message: &LiveMessage) {
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::from(message.to_text()));
+        }
+    }
+
+    /// A fresh snapshot from the server: the view, the document, and every viewer resynchronised.
+    fn resync(&mut self, s: Snapshot) {
+        let doc = LiveDoc::from_snapshot(&s.document, self.doc.as_ref().map(|(d, _)| d));
+        self.doc = Some((doc, s.seq));
+        self.view = LiveView::from_snapshot(s);
+        if let Some(m) = self.snapshot() {
+            self.publish(&m);
+        }
+    }
+
+    /// One event, in order. False if the document went out of step (then resubscribe).
+    fn apply(&mut self, e: &Event) -> bool {
+        self.view.apply(e);
+        let Some((doc, seq)) = self.doc.as_mut() else { return true };
+        if e.seq != *seq + 1 {
+            return false;
+        }
+        *seq = e.seq;
+        let fits = match &e.kind {
+            EventKind::Operation { author, ops } => doc.apply(*author, ops).is_ok(),
+            EventKind::Mark { id, index } => {
+                doc.set_mark(*id, *index);
+                true
+            }
+            EventKind::Leave { id } => {
+                doc.remove_mark(*id);
+                true
+            }
+            _ => true,
+        };
+        if fits {
+            if let Some(m) = LiveMessage::from_event(e) {
+                self.publish(&m);
+            }
+        }
+        fits
+    }
+}
 
 /// What the hub knows of a live session.
 #[derive(Debug, Clone, Default)]
@@ -48,22 +124,34 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// Starts following session `id`'s server (until the session ends).
-    pub(super) fn follow(self: &Arc<Self>, id: &str, access: ControlAccess) {
+    pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) {
         let stop = self.shutdown.child_token();
-        lock(&self.live).insert(id.to_string(), (LiveView::default(), stop.clone()));
+        let followed = Followed {
+            view: LiveView::default(),
+            stop: stop.clone(),
+            doc: None,
+            feed: broadcast::channel(FEED_BACKLOG).0,
+            public: false,
+            viewers: 0,
+            name: name.to_string(),
+        };
+        lock(&self.live).insert(id.to_string(), followed);
         tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop));
     }
 
-    /// Stops following session `id`.
-    pub(super) fn unfollow(&self, id: &str) {
-        if let Some((_, stop)) = lock(&self.live).remove(id) {
-            stop.cancel();
+    /// Stops following session `id`; its viewers get `why` (the session ended) and are let go.
+    pub(super) fn unfollow(&self, id: &str, why: Option<String>) {
+        if let Some(followed) = lock(&self.live).remove(id) {
+            followed.stop.cancel();
+            if let Some(reason) = why {
+                followed.publish(&LiveMessage::Ended { reason });
+            }
         }
     }
 
     /// The live view of session `id`, if the hub follows it.
     pub fn live_view(&self, id: &str) -> Option<LiveView> {
-        lock(&self.live).get(id).map(|(v, _)| v.clone())
+        lock(&self.live).get(id).map(|f| f.view.clone())
     }
 
     async fn subscribe_loop(self: Arc<Self>, id: String, access: ControlAccess, stop: CancellationToken) {
@@ -94,8 +182,8 @@ impl Hub {
                 return false;
             }
         };
-        if let Some(entry) = lock(&self.live).get_mut(id) {
-            entry.0 = LiveView::from_snapshot(snapshot);
+        if let Some(followed) = lock(&self.live).get_mut(id) {
+            followed.resync(snapshot);
         }
         loop {
             let event = tokio::select! {
@@ -108,8 +196,10 @@ impl Hub {
                 EventKind::Evaluate { .. } => self.metrics.evaluation(),
                 _ => {}
             }
-            if let Some(entry) = lock(&self.live).get_mut(id) {
-                entry.0.apply(&event);
+            let in_step = lock(&self.live).get_mut(id).is_none_or(|f| f.apply(&event));
+            if !in_step {
+                warn!(id, seq = event.seq, "the session's document went out of step; resubscribing");
+                return true;
             }
         }
     }

@@ -7,12 +7,14 @@
 //! - [`views`]: what the front doors read (queries, lists, nodes, gauges, warnings);
 //! - [`control`]: talking to session servers (arm, verify an owner, say why a session ends);
 //! - [`live`]: one subscription per live session, for who is playing and what they do;
+//! - [`audience`]: who may watch a session in a browser, and admitting viewers to its feed;
 //! - [`outcome`]: why sessions end and why requests are refused.
 //!
 //! The registry sits behind a plain mutex held only for bookkeeping, never across an engine
 //! call. Shutdown is one [`CancellationToken`]; starts run on a [`TaskTracker`] so shutdown
 //! can wait for them.
 
+mod audience;
 mod control;
 mod end;
 mod live;
@@ -23,11 +25,13 @@ mod supervise;
 mod tests;
 mod views;
 
-pub use live::LiveView;
+pub use audience::{LobbyEntry, Watch, WatchError};
+pub use live::{LiveView, FEED_BACKLOG};
 pub use outcome::{EndReason, HubError};
 pub use start::{Owned, StartRequest};
 pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
+use crate::audience::FailureLimiter;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -35,7 +39,7 @@ use crate::runtime::Runtime;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +57,11 @@ pub struct Hub {
     /// Starts in flight by session id: cancelled when the session is ended meanwhile.
     starting: Mutex<HashMap<String, CancellationToken>>,
     /// The live view of each followed session by id, and what stops following it.
-    live: Mutex<HashMap<String, (LiveView, CancellationToken)>>,
+    live: Mutex<HashMap<String, live::Followed>>,
+    /// Audience viewers watching now, in all.
+    viewers: AtomicUsize,
+    /// Wrong session passwords by source address (audience view, its public switch).
+    pub password_failures: FailureLimiter,
     public_host: String,
     /// Set when performers outside this network would be given an address they cannot reach.
     public_host_warning: Option<String>,
@@ -156,6 +164,8 @@ impl Hub {
             owners: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            viewers: AtomicUsize::new(0),
+            password_failures: FailureLimiter::default(),
             public_host,
             public_host_warning,
             shutdown: CancellationToken::new(),

@@ -46,6 +46,14 @@ impl EndReason {
         Some(format!("Troop Hub: the session has ended: {why}."))
     }
 
+    /// The sentence the session's audience view shows.
+    pub fn audience_message(&self) -> Option<String> {
+        match self {
+            EndReason::ContainerExited(why) => Some(format!("Troop Hub: the session has ended: {why}.")),
+            other => other.performer_message(),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             EndReason::OwnerLeft => "owner_left",

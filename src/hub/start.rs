@@ -263,7 +263,7 @@ impl Hub {
             });
         };
         if let Some(access) = access {
-            self.follow(id, access);
+            self.follow(id, name, access);
         }
         info!(container = %short(&handle), port, "session live");
         Ok(Owned { name: name.into(), id: id.into(), host, port, ended })

@@ -117,7 +117,7 @@ impl Hub {
             Ok(()) => {
                 info!(session = %name, container = %short(&c.handle), "adopted a session from before the restart");
                 if let Some(access) = control {
-                    self.follow(id, access);
+                    self.follow(id, name, access);
                 }
                 true
             }

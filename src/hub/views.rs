@@ -119,7 +119,8 @@ impl Hub {
             free_ports: r.free_ports(now()),
             cap: r.max_sessions(),
             nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
-            performers: lock(&self.live).values().map(|(v, _)| v.performers.len()).sum(),
+            performers: lock(&self.live).values().map(|f| f.view.performers.len()).sum(),
+            viewers: self.viewer_count(),
         }
     }
 

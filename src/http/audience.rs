@@ -1,0 +1,293 @@
+//! The audience view over HTTP: the page `/s/{name}` and its assets (plain HTML, CSS and JS
+//! compiled into the hub, relative URLs, a strict CSP), the live feed
+//! `GET /api/v1/sessions/{name}/live` (a WebSocket: the password first when the view needs
+//! one, then a snapshot and the session's events), and the owner's public switch
+//! `POST /api/v1/sessions/{name}/audience`. Wrong passwords are limited per address.
+
+use super::auth::AdminToken;
+use super::client::ClientIp;
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonBody;
+use super::types::{AudienceState, AudienceSwitch};
+use crate::audience::{Access, LiveMessage};
+use crate::config::Audience;
+use crate::hub::{Hub, Watch, WatchError};
+use crate::wire::validate_name;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{SinkExt, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
+
+const OFF: &str = "This hub does not show sessions to an audience (audience: off)";
+/// A viewer must send its password within this.
+pub const PASSWORD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A viewer whose socket takes longer than this to take one message is dropped.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest message a viewer may send (its password).
+const MAX_INCOMING: usize = 4096;
+
+/// Close codes viewers get (4000-4999 are the application's).
+pub mod close {
+    pub const WRONG_PASSWORD: u16 = 4403;
+    pub const NO_SESSION: u16 = 4404;
+    pub const NO_PASSWORD: u16 = 4408;
+    pub const TOO_MANY: u16 = 4429;
+    pub const TOO_SLOW: u16 = 4413;
+}
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                   base-uri 'none'; form-action 'none'; frame-ancestors *";
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn no_session(name: &str) -> ApiError {
+    ApiError::not_found(format!("No session named '{name}' is running"))
+}
+
+/// A page or asset with the headers every audience file gets.
+fn file(content_type: &'static str, body: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    (headers, body).into_response()
+}
+
+/// A session's audience view (HTML)
+///
+/// The session's code, live and read-only, in the performers' Troop colours. `?font=N` sets
+/// the font size in pixels.
+#[utoipa::path(get, path = "/s/{name}", tag = "audience",
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The page; it connects to the live feed itself", content_type = "text/html", body = String),
+        (status = 400, description = "Not a valid session name", body = ErrorBody),
+        (status = 404, description = "The audience view is off on this hub", body = ErrorBody),
+    ))]
+pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    valid_name(&name)?;
+    if hub.config().audience == Audience::Off {
+        return Err(ApiError::not_found(OFF));
+    }
+    Ok(file("text/html; charset=utf-8", include_str!("assets/view.html")))
+}
+
+/// The audience view's scripts and style
+#[utoipa::path(get, path = "/assets/{file}", tag = "audience",
+    params(("file" = String, Path, description = "view.css, doc.js or view.js")),
+    responses(
+        (status = 200, description = "The file", content_type = "text/plain", body = String),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let js = "text/javascript; charset=utf-8";
+    match name.as_str() {
+        "view.css" => Ok(file("text/css; charset=utf-8", include_str!("assets/view.css"))),
+        "doc.js" => Ok(file(js, include_str!("assets/doc.js"))),
+        "view.js" => Ok(file(js, include_str!("assets/view.js"))),
+        _ => Err(ApiError::not_found("No such file")),
+    }
+}
+
+/// Watch a session live (WebSocket)
+///
+/// Upgrades to a WebSocket. When the session's view needs its password, the client's first
+/// message is `{"password": "..."}` (within 10 s). The hub then sends JSON text messages
+/// ([`LiveMessage`]): a `snapshot`, then `join`, `leave`, `operation`, `evaluate`, `mark`,
+/// `select` in the session's order, and `ended` with the reason when it ends. A later
+/// `snapshot` replaces everything (the hub resynchronised). Applying each operation to the
+/// snapshot's document in order gives the server's document. Close codes: 4403 wrong
+/// password, 4404 no such session, 4408 no password in time, 4413 the viewer fell behind (it
+/// may reconnect), 4429 too many wrong passwords.
+#[utoipa::path(get, path = "/api/v1/sessions/{name}/live", tag = "audience",
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 101, description = "Upgraded; the messages follow", body = LiveMessage),
+        (status = 400, description = "Not a valid session name, or not a WebSocket request", body = ErrorBody),
+        (status = 404, description = "No such session, it cannot be watched, or the audience view is off", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+        (status = 503, description = "The session or the hub has as many viewers as allowed", body = ErrorBody),
+    ))]
+pub async fn live(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    valid_name(&name)?;
+    let access = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
+    if access == Access::Off {
+        return Err(ApiError::not_found(OFF));
+    }
+    if access == Access::Password {
+        hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+    }
+    let watch = hub.watch(&name).map_err(|e| match e {
+        WatchError::NoSession(_) | WatchError::NotFollowed(_) => ApiError::not_found(e.to_string()),
+        WatchError::SessionFull { .. } | WatchError::HubFull(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    })?;
+    let viewer = Viewer { hub, name, ip, needs_password: access == Access::Password };
+    Ok(ws
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+        .on_upgrade(move |socket| viewer.run(socket, watch)))
+}
+
+/// Open a session's view to everyone, or close it (the session's password or the admin token)
+#[utoipa::path(post, path = "/api/v1/sessions/{name}/audience", tag = "audience", security(("bearer" = []), ()),
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = AudienceSwitch,
+    responses(
+        (status = 200, description = "Who may watch it now", body = AudienceState),
+        (status = 400, description = "Not a valid name or body, or neither password nor admin token", body = ErrorBody),
+        (status = 403, description = "Wrong password", body = ErrorBody),
+        (status = 404, description = "No such session, it cannot be watched, or the audience view is off", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address (10, then one every 6 s)", body = ErrorBody),
+    ))]
+pub async fn set_audience(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    admin: Option<AdminToken>,
+    JsonBody(switch): JsonBody<AudienceSwitch>,
+) -> Result<Json<AudienceState>, ApiError> {
+    valid_name(&name)?;
+    let access = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
+    if access == Access::Off {
+        return Err(ApiError::not_found(OFF));
+    }
+    if admin.is_none() {
+        let password = switch
+            .password
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
+        check_password(&hub, &name, ip, password).await?;
+    }
+    if !hub.set_audience_public(&name, switch.public) {
+        return Err(ApiError::not_found(WatchError::NotFollowed(name).to_string()));
+    }
+    let audience = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
+    tracing::info!(session = %name, public = switch.public, "audience view switched");
+    Ok(Json(AudienceState { name, audience }))
+}
+
+/// Checks a session password within the per-address limit: 429, 403 or 404 when it fails.
+async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
+    hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+    match hub.check_session_password(name, password.expose_secret()).await {
+        Some(true) => Ok(()),
+        Some(false) => {
+            hub.password_failures.failed(ip, Instant::now());
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'")))
+        }
+        None => Err(no_session(name)),
+    }
+}
+
+/// The password message a viewer sends first.
+#[derive(serde::Deserialize)]
+struct Hello {
+    password: SecretString,
+}
+
+/// One admitted viewer's connection.
+struct Viewer {
+    hub: Arc<Hub>,
+    name: String,
+    ip: IpAddr,
+    needs_password: bool,
+}
+
+impl Viewer {
+    async fn run(self, socket: WebSocket, mut watch: Watch) {
+        let (mut out, mut incoming) = socket.split();
+        if self.needs_password {
+            if let Err((code, message, retry)) = self.password(&mut incoming).await {
+                let _ = send(&mut out, &LiveMessage::Error { message: message.clone(), retry }.to_text()).await;
+                let _ = out.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
+                return;
+            }
+        }
+        if let Some(snapshot) = watch.snapshot.take() {
+            if send(&mut out, &snapshot).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                m = watch.feed.recv() => match m {
+                    Ok(text) => if send(&mut out, &text).await.is_err() { return },
+                    Err(RecvError::Lagged(_)) => {
+                        tracing::debug!(session = %self.name, "a viewer fell behind; dropped");
+                        let why = "This view fell behind the session; reconnect to catch up";
+                        let _ = send(&mut out, &LiveMessage::Error { message: why.into(), retry: true }.to_text()).await;
+                        let frame = CloseFrame { code: close::TOO_SLOW, reason: "".into() };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(Some(frame)))).await;
+                        return;
+                    }
+                    // The session ended (its `ended` message went first).
+                    Err(RecvError::Closed) => {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(None))).await;
+                        return;
+                    }
+                },
+                // Viewers have nothing to say; reading lets pings and the close through.
+                m = incoming.next() => match m {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Reads and checks the viewer's password: `Err((close code, sentence, may retry))`.
+    async fn password(
+        &self,
+        incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) -> Result<(), (u16, String, bool)> {
+        let first = tokio::time::timeout(PASSWORD_TIMEOUT, async {
+            loop {
+                match incoming.next().await {
+                    Some(Ok(Message::Text(text))) => return Some(text),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => return None,
+                }
+            }
+        });
+        let no_password = (close::NO_PASSWORD, "Send {\"password\": \"...\"} first".to_string(), false);
+        let text = first.await.ok().flatten().ok_or_else(|| no_password.clone())?;
+        let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password)?;
+        match check_password(&self.hub, &self.name, self.ip, &hello.password).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.status() == StatusCode::FORBIDDEN => {
+                Err((close::WRONG_PASSWORD, "Wrong password".into(), false))
+            }
+            Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Err((close::TOO_MANY, e.message().to_string(), false))
+            }
+            Err(e) => Err((close::NO_SESSION, e.message().to_string(), false)),
+        }
+    }
+}
+
+/// Sends one text message, or fails if the viewer does not take it in time.
+async fn send(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, text: &str) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}

@@ -1,0 +1,147 @@
+//! The audience side of live sessions: who may watch a session ([`Hub::audience_access`]),
+//! the owner's public switch, the lobby of public sessions, checking a session password for a
+//! viewer, and admitting viewers to a session's feed within the caps (a [`Watch`] holds a
+//! viewer's place until it is dropped).
+
+use super::{control, live::Followed, lock, now, Hub};
+use crate::audience::Access;
+use crate::config::Audience;
+use secrecy::ExposeSecret;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Why a viewer cannot watch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    #[error("No session named '{0}' is running")]
+    NoSession(String),
+    #[error("The session '{0}' cannot be watched: its server has no control channel")]
+    NotFollowed(String),
+    #[error("The session '{name}' has as many viewers as the hub allows ({cap}); try again later")]
+    SessionFull { name: String, cap: usize },
+    #[error("The hub has as many viewers as it allows ({0}); try again later")]
+    HubFull(usize),
+}
+
+/// A viewer admitted to a session's feed: the snapshot to start from (none yet if the hub has
+/// not heard from the server; it follows on the feed) and the feed. Dropping it frees the place.
+pub struct Watch {
+    pub snapshot: Option<Arc<str>>,
+    pub feed: broadcast::Receiver<Arc<str>>,
+    _place: ViewerPlace,
+}
+
+struct ViewerPlace {
+    hub: Arc<Hub>,
+    id: String,
+}
+
+impl Drop for ViewerPlace {
+    fn drop(&mut self) {
+        self.hub.viewers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(f) = lock(&self.hub.live).get_mut(&self.id) {
+            f.viewers = f.viewers.saturating_sub(1);
+        }
+    }
+}
+
+/// A session in the lobby: its view is public.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LobbyEntry {
+    pub name: String,
+    pub performers: usize,
+    pub age_seconds: u64,
+}
+
+impl Hub {
+    /// How session `name`'s view may be watched now; `None` if no such session is running.
+    pub fn audience_access(&self, name: &str) -> Option<Access> {
+        let id = lock(&self.registry).running(name).map(|s| s.id.clone())?;
+        let public = lock(&self.live).get(&id).is_some_and(|f| f.public);
+        Some(match self.config().audience {
+            Audience::Off => Access::Off,
+            Audience::Public => Access::Public,
+            Audience::Password if public => Access::Public,
+            Audience::Password => Access::Password,
+        })
+    }
+
+    /// Opens session `name`'s view to everyone, or closes it again. False if the hub does
+    /// not follow such a session.
+    pub fn set_audience_public(&self, name: &str, public: bool) -> bool {
+        let Some(id) = lock(&self.registry).running(name).map(|s| s.id.clone()) else { return false };
+        let mut live = lock(&self.live);
+        let Some(f) = live.get_mut(&id) else { return false };
+        f.public = public;
+        true
+    }
+
+    /// Sessions whose view is public now, by name (the status page's lobby).
+    pub fn lobby(&self) -> Vec<LobbyEntry> {
+        let everyone = match self.config().audience {
+            Audience::Off => return Vec::new(),
+            Audience::Public => true,
+            Audience::Password => false,
+        };
+        let registry = lock(&self.registry);
+        let live = lock(&self.live);
+        let now = now();
+        let mut lobby: Vec<LobbyEntry> = registry
+            .list()
+            .filter_map(|s| live.get(&s.id).filter(|f| everyone || f.public).map(|f| (s, f)))
+            .map(|(s, f)| LobbyEntry {
+                name: s.name.clone(),
+                performers: f.view.performers.len(),
+                age_seconds: now.saturating_duration_since(s.started).as_secs(),
+            })
+            .collect();
+        lobby.sort_by(|a, b| a.name.cmp(&b.name));
+        lobby
+    }
+
+    /// Whether `password` is running session `name`'s password (`None`: no such session),
+    /// judged like a Troop server judges it: by its md5, against what the hub knows, else by
+    /// the session's own server (sessions adopted after a restart).
+    pub async fn check_session_password(&self, name: &str, password: &str) -> Option<bool> {
+        let md5 = troop_server::md5_hex(password);
+        let (known, access) = {
+            let r = lock(&self.registry);
+            let s = r.running(name)?;
+            (s.password_md5.clone(), s.control.clone())
+        };
+        Some(match (known, access) {
+            (Some(known), _) => crate::constant_time_eq(known.expose_secret().as_bytes(), md5.as_bytes()),
+            (None, Some(access)) => control::verify(&access, &md5).await,
+            (None, None) => false,
+        })
+    }
+
+    /// Admits a viewer to session `name`'s feed, within the per-session and total caps.
+    pub fn watch(self: &Arc<Self>, name: &str) -> Result<Watch, WatchError> {
+        let config = self.config();
+        let id = lock(&self.registry)
+            .running(name)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| WatchError::NoSession(name.to_string()))?;
+        let mut live = lock(&self.live);
+        let f: &mut Followed = live.get_mut(&id).ok_or_else(|| WatchError::NotFollowed(name.to_string()))?;
+        if f.viewers >= config.audience_viewers_per_session {
+            return Err(WatchError::SessionFull { name: name.to_string(), cap: config.audience_viewers_per_session });
+        }
+        let total = config.audience_viewers_total;
+        if self.viewers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < total).then_some(n + 1)).is_err() {
+            return Err(WatchError::HubFull(total));
+        }
+        f.viewers += 1;
+        let snapshot = f.snapshot().map(|m| Arc::from(m.to_text()));
+        let feed = f.feed.subscribe();
+        drop(live);
+        Ok(Watch { snapshot, feed, _place: ViewerPlace { hub: self.clone(), id } })
+    }
+
+    /// Viewers watching now, in all.
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+}

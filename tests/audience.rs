@@ -1,0 +1,376 @@
+//! The audience view against real Docker and real sockets: viewers on the live WebSocket
+//! rebuild exactly the server's document while performers edit concurrently; the view's
+//! password, the owner's public switch, the per-address limit, `audience: off`, the lobby; a
+//! viewer that stops reading is dropped while performers keep playing; viewers hear why the
+//! session ended.
+
+mod common;
+
+use common::{http, TestHub, T};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::{self, Message};
+use troop_hub::admin::{start_session, Owner};
+use troop_server::client::TroopClient;
+use troop_server::message::Body;
+use troop_server::ot::Operation;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const TOKEN: &str = "audience-admin-token";
+
+async fn hub_with(extra: &str) -> TestHub {
+    let mut hub = TestHub::new(extra);
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
+    hub.start().await
+}
+
+async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
+    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
+        Ok(o) => o,
+        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
+    }
+}
+
+async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
+    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
+}
+
+/// How a connection attempt was refused: an HTTP status before the upgrade, or the hub's
+/// error message and close code after it.
+#[derive(Debug)]
+enum Refused {
+    Status(u16, String),
+    Closed(String, u16),
+}
+
+/// A viewer on the live WebSocket, rebuilding the document from what it is sent.
+struct Viewer {
+    ws: Socket,
+    doc: String,
+    revision: u64,
+    performers: BTreeMap<i64, String>,
+    authors: Vec<(Option<i64>, u64)>,
+    ended: Option<String>,
+    snapshots: usize,
+}
+
+impl Viewer {
+    /// Connects, sends the password if given, and reads up to the first snapshot.
+    async fn connect(http: SocketAddr, name: &str, password: Option<&str>) -> Result<Viewer, Refused> {
+        let url = format!("ws://{http}/api/v1/sessions/{name}/live");
+        let (ws, _) = match tokio_tungstenite::connect_async(url).await {
+            Ok(c) => c,
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+                return Err(Refused::Status(resp.status().as_u16(), body));
+            }
+            Err(e) => panic!("websocket connect: {e}"),
+        };
+        let mut v = Viewer {
+            ws,
+            doc: String::new(),
+            revision: 0,
+            performers: BTreeMap::new(),
+            authors: Vec::new(),
+            ended: None,
+            snapshots: 0,
+        };
+        if let Some(pw) = password {
+            v.ws.send(Message::text(json!({ "password": pw }).to_string())).await.expect("send the password");
+        }
+        let mut error = None;
+        loop {
+            match tokio::time::timeout(T, v.ws.next()).await.expect("the hub answers in time") {
+                Some(Ok(Message::Text(t))) => {
+                    let m: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    if m["type"] == "error" {
+                        error = Some(m["message"].as_str().unwrap_or_default().to_string());
+                        continue;
+                    }
+                    v.apply(&m);
+                    if v.snapshots > 0 {
+                        return Ok(v);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(0);
+                    return Err(Refused::Closed(error.unwrap_or_default(), code));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended without a close: {other:?}"),
+            }
+        }
+    }
+
+    fn apply(&mut self, m: &Value) {
+        assert!(m.get("address").is_none() && !m.to_string().contains("127.0.0.1"), "no addresses: {m}");
+        match m["type"].as_str().unwrap_or_default() {
+            "snapshot" => {
+                self.snapshots += 1;
+                self.doc = m["document"].as_str().unwrap().to_string();
+                self.revision = m["revision"].as_u64().unwrap();
+                self.performers = m["performers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p["id"].as_i64().unwrap(), p["name"].as_str().unwrap().to_string()))
+                    .collect();
+                self.authors = serde_json::from_value(m["authors"].clone()).expect("authors are [id, length] runs");
+            }
+            "ended" => self.ended = Some(m["reason"].as_str().unwrap().to_string()),
+            kind => {
+                let seq = m["seq"].as_u64().unwrap_or_else(|| panic!("{kind} without seq: {m}"));
+                // In order; numbers of events viewers do not get (console text) are skipped.
+                assert!(seq > self.revision, "events arrive in order: {m} after {}", self.revision);
+                self.revision = seq;
+                match kind {
+                    "operation" => {
+                        let op: Operation = serde_json::from_value(m["ops"].clone()).expect("Troop's operation form");
+                        self.doc = op.apply(&self.doc).expect("the operation fits the viewer's document");
+                    }
+                    "join" => {
+                        self.performers.insert(m["id"].as_i64().unwrap(), m["name"].as_str().unwrap().into());
+                    }
+                    "leave" => {
+                        self.performers.remove(&m["id"].as_i64().unwrap());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Reads messages until `done` holds (or the socket closes), within `within`.
+    async fn until(&mut self, within: Duration, done: impl Fn(&Viewer) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => self.apply(&serde_json::from_str(t.as_str()).expect("JSON")),
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return done(self),
+                Ok(Some(Ok(_))) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Alice and Bob, joined, each past the RESET of Bob's join (which replaces the document
+/// of a client that has not read it yet), so their next edits start from the same state.
+async fn duo(o: &Owner) -> (TroopClient, TroopClient) {
+    let mut a = performer(o, "alice", "pw").await;
+    let b = performer(o, "bob", "pw").await;
+    a.recv_until_match(T, |_, m| matches!(m.body, Body::Reset { .. })).await.expect("bob's join resets alice");
+    (a, b)
+}
+
+/// The server's document as a fresh Troop client gets it.
+async fn server_document(o: &Owner, pw: &str) -> String {
+    let late = performer(o, "late", pw).await;
+    let doc = late.document().to_string();
+    late.close().await;
+    doc
+}
+
+#[tokio::test]
+async fn twenty_viewers_rebuild_the_servers_document_while_two_performers_edit() {
+    let hub = hub_with("audience: public").await;
+    let o = owner(&hub, "jam", "pw").await;
+    let (mut a, b) = duo(&o).await;
+    a.insert(0, "d1 >> play('x')\n").await.unwrap();
+    let mut viewers = Vec::new();
+    for _ in 0..10 {
+        viewers.push(Viewer::connect(hub.http, "jam", None).await.expect("a public view needs no password"));
+    }
+    let names = |v: &Viewer| v.performers.values().cloned().collect::<Vec<String>>();
+    assert!(viewers[0].until(T, |v| names(v) == ["alice", "bob"]).await, "the performers are named");
+    assert_eq!(names(&viewers[9]), ["alice", "bob"], "a later snapshot names them too");
+    // Both type at once, with client-side OT, unicode included; ten more viewers arrive midway.
+    let typing = |mut c: TroopClient, k: u64| async move {
+        for round in 0..60u64 {
+            let len = c.document().chars().count() as u64;
+            if round % 4 == 3 && len > 0 {
+                c.delete((round * 7 + k) % len, 1).await.unwrap();
+            } else {
+                let text = if k == 0 { "é🎵" } else { "b" };
+                c.insert((round * 5 + k) % (len + 1), text).await.unwrap();
+            }
+            while c.try_recv().await.unwrap().is_some() {}
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while !c.is_synchronized() {
+            c.recv(T).await.unwrap();
+        }
+        c
+    };
+    let (ta, tb) = (tokio::spawn(typing(a, 0)), tokio::spawn(typing(b, 1)));
+    for _ in 0..10 {
+        viewers.push(Viewer::connect(hub.http, "jam", None).await.expect("a late viewer"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut a, mut b) = (ta.await.unwrap(), tb.await.unwrap());
+    let truth = server_document(&o, "pw").await;
+    for c in [&mut a, &mut b] {
+        c.recv_until_match(T, |c, _| c.document() == truth).await.expect("the performers converge");
+    }
+    assert!(truth.contains('🎵'), "{truth}");
+    for (k, v) in viewers.iter_mut().enumerate() {
+        let same = v.until(Duration::from_secs(10), |v| v.doc == truth).await;
+        assert!(same, "viewer {k} has {:?}, the server {truth:?}", v.doc);
+    }
+    // A late viewer's snapshot says who wrote what, covering the whole document.
+    let late = Viewer::connect(hub.http, "jam", None).await.unwrap();
+    assert_eq!(late.doc, truth);
+    assert_eq!(late.authors.iter().map(|r| r.1).sum::<u64>(), truth.chars().count() as u64);
+    let by: Vec<Option<i64>> = late.authors.iter().map(|r| r.0).collect();
+    let ids: Vec<i64> = late.performers.iter().filter(|(_, n)| *n != "late").map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 2, "{:?}", late.performers);
+    assert!(ids.iter().all(|id| by.contains(&Some(*id))), "both performers' text is theirs: {by:?}");
+    // Viewers are not performers: the session counts two (once the late client has left).
+    let deadline = Instant::now() + T;
+    loop {
+        let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
+        if info["sessions"][0]["performers"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "21 viewers, 2 performers: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((a, b));
+    let metrics = http(hub.http, "GET", "/metrics", None, None).await.body;
+    assert!(metrics.contains("troop_hub_viewers 21"), "{metrics}");
+
+    // The owner leaves: every viewer hears why, and the socket closes.
+    drop(o);
+    for v in viewers.iter_mut() {
+        assert!(v.until(T, |v| v.ended.is_some()).await, "ended arrives");
+        assert_eq!(v.ended.as_deref(), Some("Troop Hub: the session has ended: its owner left."));
+    }
+    let deadline = Instant::now() + T;
+    while !http(hub.http, "GET", "/metrics", None, None).await.body.contains("troop_hub_viewers 0\n") {
+        assert!(Instant::now() < deadline, "viewers are let go");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_view_asks_for_the_password_and_the_owner_can_open_it() {
+    let hub = hub_with("").await;
+    let o = owner(&hub, "class", "s3cret").await;
+    let page = http(hub.http, "GET", "/s/class", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.headers.to_ascii_lowercase().contains("content-security-policy: default-src 'none'"));
+    assert!(page.body.contains("../assets/view.js"), "relative URLs: {}", page.body);
+    let info = http(hub.http, "GET", "/api/v1/sessions/class", None, None).await.json();
+    assert_eq!(info["audience"], "password");
+
+    match Viewer::connect(hub.http, "class", None).await {
+        Err(Refused::Closed(msg, 4408)) => assert!(msg.contains("password"), "{msg}"),
+        other => panic!("no password: {:?}", other.err()),
+    }
+    match Viewer::connect(hub.http, "class", Some("wrong")).await {
+        Err(Refused::Closed(msg, 4403)) => assert_eq!(msg, "Wrong password"),
+        other => panic!("wrong password: {:?}", other.err()),
+    }
+    let v = Viewer::connect(hub.http, "class", Some("s3cret")).await.expect("the right password");
+    assert_eq!(v.doc, "");
+    match Viewer::connect(hub.http, "nothing", None).await {
+        Err(Refused::Status(404, body)) => assert!(body.contains("No session named 'nothing'"), "{body}"),
+        other => panic!("no session: {:?}", other.err()),
+    }
+    // The lobby does not list it yet.
+    assert!(!http(hub.http, "GET", "/", None, None).await.body.contains("s/class"));
+
+    // The owner opens it with the session's password; a wrong one is refused.
+    let switch = |pw: &str, public: bool| json!({"password": pw, "public": public}).to_string();
+    let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("nope", true))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("s3cret", true))).await;
+    assert_eq!((r.status, r.json()["audience"].clone()), (200, json!("public")), "{}", r.body);
+    assert_eq!(http(hub.http, "GET", "/api/v1/sessions/class", None, None).await.json()["audience"], "public");
+    let v2 = Viewer::connect(hub.http, "class", None).await.expect("public now: no password");
+    assert_eq!(v2.snapshots, 1);
+    let status = http(hub.http, "GET", "/", None, None).await.body;
+    assert!(status.contains("<a href=\"s/class\">class</a>: 0 performers"), "the lobby lists it: {status}");
+    // The admin token works instead of the password, and closes it again.
+    let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", Some(TOKEN), Some(r#"{"public": false}"#)).await;
+    assert_eq!((r.status, r.json()["audience"].clone()), (200, json!("password")), "{}", r.body);
+    assert!(matches!(Viewer::connect(hub.http, "class", None).await, Err(Refused::Closed(_, 4408))));
+    let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(r#"{"public": true}"#)).await;
+    assert_eq!(r.status, 400, "neither password nor token: {}", r.body);
+
+    // Wrong passwords: 10 per address, then 429 (with Retry-After) without checking.
+    for _ in 0..9 {
+        let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("nope", true))).await;
+        assert_eq!(r.status, 403);
+    }
+    let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("s3cret", true))).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.headers.to_ascii_lowercase().contains("retry-after: "), "{}", r.headers);
+    assert!(matches!(Viewer::connect(hub.http, "class", Some("s3cret")).await, Err(Refused::Status(429, _))));
+    let log = hub.log();
+    assert!(!log.contains("s3cret") && !log.contains(&troop_server::md5_hex("s3cret")), "no password in the log");
+    drop((v, o));
+}
+
+#[tokio::test]
+async fn audience_off_hides_the_view_and_applies_on_reload() {
+    let mut hub = hub_with("audience: public").await;
+    let _o = owner(&hub, "quiet", "pw").await;
+    assert_eq!(http(hub.http, "GET", "/s/quiet", None, None).await.status, 200);
+    assert!(http(hub.http, "GET", "/", None, None).await.body.contains("s/quiet"), "public: in the lobby");
+    hub.extra_yaml = "audience: off".into();
+    hub.write_config();
+    let deadline = Instant::now() + T;
+    while http(hub.http, "GET", "/s/quiet", None, None).await.status != 404 {
+        assert!(Instant::now() < deadline, "audience: off applies without a restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(Viewer::connect(hub.http, "quiet", None).await, Err(Refused::Status(404, _))));
+    assert!(!http(hub.http, "GET", "/", None, None).await.body.contains("s/quiet"), "off: no lobby");
+    assert_eq!(http(hub.http, "GET", "/api/v1/sessions/quiet", None, None).await.json()["audience"], "off");
+}
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_is_dropped_and_performers_play_on() {
+    let hub = hub_with("audience: public").await;
+    let o = owner(&hub, "flood", "pw").await;
+    let (mut a, mut b) = duo(&o).await;
+    // A viewer that connects, then never reads again (a small receive buffer fills fast).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.http).await.unwrap();
+    let url = format!("ws://{}/api/v1/sessions/flood/live", hub.http);
+    let (stuck, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgraded");
+    let mut reader = Viewer::connect(hub.http, "flood", None).await.unwrap();
+    let metrics = || async { http(hub.http, "GET", "/metrics", None, None).await.body };
+    assert!(metrics().await.contains("troop_hub_viewers 2"));
+    // Alice types big chunks; Bob must keep seeing them, in time, while the stuck viewer
+    // falls behind and is dropped.
+    let chunk = "x".repeat(2000);
+    let started = Instant::now();
+    let mut dropped = false;
+    let mut round = 0u64;
+    while !dropped && started.elapsed() < Duration::from_secs(60) {
+        let len = a.document().chars().count() as u64;
+        let op = if len > 20_000 { a.delete(0, 2000).await } else { a.insert(len, &chunk).await };
+        op.unwrap();
+        let want = a.document().to_string();
+        while !a.is_synchronized() {
+            a.recv(T).await.unwrap();
+        }
+        b.recv_until_match(T, |c, _| c.document() == want).await.expect("bob keeps up with alice");
+        round += 1;
+        if round.is_multiple_of(50) {
+            dropped = !metrics().await.contains("troop_hub_viewers 2");
+        }
+    }
+    assert!(dropped, "the stuck viewer was dropped within {:?}", started.elapsed());
+    let want = a.document().to_string();
+    assert!(reader.until(T, |v| v.doc == want).await, "a reading viewer stays in step");
+    drop(stuck);
+}
