@@ -276,8 +276,11 @@
     }, FLASH_MS + 20);
   }
 
+  // Troop colours a client by its id (id % 10), so text by someone who left before this
+  // page arrived keeps its colour too; "u" is text whose author the hub never saw.
   function colourOf(id) {
     var c = colours.get(id);
+    if (typeof c !== "number" && typeof id === "number" && id >= 0) c = id % 10;
     return typeof c === "number" && c >= 0 && c <= 9 ? String(Math.floor(c)) : "u";
   }
 
