@@ -62,6 +62,35 @@ pub enum Audience {
     Off,
 }
 
+/// Where and how long sessions' code and timelines are kept (`archive:` in hub.yaml; `off`
+/// keeps nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSpec {
+    /// The SQLite database file (its directory is created).
+    pub path: PathBuf,
+    /// Ended sessions older than this are removed.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+    /// One session's timeline is cut (keeping its final code) beyond this many bytes.
+    #[serde(with = "serde_forms::memory")]
+    pub max_session_bytes: i64,
+    /// The oldest ended sessions are removed while all together exceed this.
+    #[serde(with = "serde_forms::memory")]
+    pub max_total_bytes: i64,
+}
+
+impl Default for ArchiveSpec {
+    fn default() -> Self {
+        ArchiveSpec {
+            path: PathBuf::from("data/archive.db"),
+            keep: Duration::from_secs(30 * 24 * 3600),
+            max_session_bytes: 16 << 20,
+            max_total_bytes: 1 << 30,
+        }
+    }
+}
+
 /// Resource limits of each session container, written `{memory: 64m, cpus: 0.5, pids: 64}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -150,6 +179,9 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` names the client, for per-address limits on
     /// password attempts.
     pub trusted_proxies: Vec<IpNet>,
+    /// Every session's code and timeline, kept after it ends; `None` (`archive: off`) keeps nothing.
+    #[serde(with = "serde_forms::archive")]
+    pub archive: Option<ArchiveSpec>,
 }
 
 impl Default for Config {
@@ -189,6 +221,7 @@ impl Default for Config {
             audience_viewers_per_session: 200,
             audience_viewers_total: 2000,
             trusted_proxies: Vec::new(),
+            archive: Some(ArchiveSpec::default()),
         }
     }
 }
@@ -296,6 +329,16 @@ impl Config {
             "audience_viewers_total",
             "must be at least 1 (audience: off turns the view off)",
         )?;
+        if let Some(a) = &self.archive {
+            ensure(!a.path.as_os_str().is_empty(), "archive.path", "must name a file (or write archive: off)")?;
+            ensure(a.max_session_bytes >= 64 << 10, "archive.max_session_bytes", "must be a size of at least 64k")?;
+            ensure(
+                a.max_total_bytes >= a.max_session_bytes,
+                "archive.max_total_bytes",
+                "must be at least max_session_bytes",
+            )?;
+            ensure(a.keep >= Duration::from_secs(60), "archive.keep", "must be at least 1m")?;
+        }
         let Limits { memory_bytes, nano_cpus, pids } = self.limits;
         ensure(memory_bytes >= 6 << 20, "limits.memory", "must be a size of at least 6m (like 64m)")?;
         ensure(

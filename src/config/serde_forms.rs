@@ -144,3 +144,43 @@ pub mod cpus {
         Ok((cpus * 1e9).round() as i64)
     }
 }
+
+/// `archive`: a mapping of its settings (missing ones take their defaults), or `off`
+/// (also `false` or `null`) for no archive. Written back as the mapping, or `off`.
+pub mod archive {
+    use super::super::ArchiveSpec;
+    use super::*;
+    use serde::Serialize;
+
+    pub fn serialize<S: Serializer>(spec: &Option<ArchiveSpec>, s: S) -> Result<S::Ok, S::Error> {
+        match spec {
+            Some(spec) => spec.serialize(s),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ArchiveSpec>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Off(OffWord),
+            On(ArchiveSpec),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OffWord {
+            Word(String),
+            Flag(bool),
+            Null(()),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::On(spec)) => Ok(Some(spec)),
+            Ok(Form::Off(OffWord::Word(w))) if w == "off" => Ok(None),
+            Ok(Form::Off(OffWord::Flag(false) | OffWord::Null(()))) => Ok(None),
+            Ok(Form::Off(OffWord::Flag(true))) => Ok(Some(ArchiveSpec::default())),
+            _ => Err(de::Error::custom(
+                "write `off`, or a mapping like {path: data/archive.db, keep: 30d, max_session_bytes: 16m, max_total_bytes: 1g}",
+            )),
+        }
+    }
+}

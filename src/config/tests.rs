@@ -197,6 +197,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("audience_viewers_per_session", "50"),
     ("audience_viewers_total", "500"),
     ("trusted_proxies", "[10.0.0.0/8]"),
+    ("archive", "off"),
 ];
 
 #[test]
@@ -253,4 +254,24 @@ fn trust_covers_loopback_and_listed_networks() {
     assert!(c.is_trusted("fd12::1".parse().unwrap()));
     assert!(!c.is_trusted("192.168.1.6".parse().unwrap()));
     assert!(!c.is_trusted("10.2.0.1".parse().unwrap()));
+}
+
+#[test]
+fn the_archive_is_a_mapping_or_off() {
+    assert_eq!(Config::from_yaml("archive: off").unwrap().archive, None);
+    assert_eq!(Config::from_yaml("archive: false").unwrap().archive, None);
+    let some = Config::from_yaml("archive: {path: /var/lib/troop-hub/a.db, keep: 7d}").unwrap().archive.unwrap();
+    assert_eq!(some.path, PathBuf::from("/var/lib/troop-hub/a.db"));
+    assert_eq!((some.keep, some.max_session_bytes), (Duration::from_secs(7 * 86400), 16 << 20));
+    let off = yaml_map(&Config::from_yaml("archive: off").unwrap());
+    assert_eq!(off[&Value::from("archive")], Value::from("off"), "written back as off");
+    for (yaml, key) in [
+        ("archive: maybe", "archive"),
+        ("archive: {keep: 1s}", "archive.keep"),
+        ("archive: {max_session_bytes: 2g}", "archive.max_total_bytes"),
+        ("archive: {colour: red}", "archive"),
+    ] {
+        let e = Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(e.contains(key), "{yaml}: {e}");
+    }
 }

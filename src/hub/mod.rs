@@ -203,7 +203,7 @@ impl Hub {
                 }
             )*};
         }
-        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address, runtime);
+        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address, runtime, archive);
         {
             let mut r = lock(&self.registry);
             if new.ports != old.ports {
