@@ -8,6 +8,7 @@
 //! - [`hub`]: shared state and every session lifecycle path (start, end, supervision of the
 //!   engine and the nodes, the read-side views).
 //! - [`audience`]: the audience view's model (the followed document, viewers' messages).
+//! - [`archive`]: the archive store (SQLite): every session's code and timeline, kept after it ends.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
@@ -17,6 +18,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod archive;
 pub mod audience;
 pub mod config;
 pub mod http;

@@ -1,0 +1,449 @@
+//! The archive store against real SQLite files in temporary directories: round trips,
+//! duplicates after a restart, passwords, caps, pruning, closing, deleting, reopening,
+//! schema versions and a writer that falls behind.
+
+use super::*;
+use std::time::Instant;
+
+const MIB: u64 = 1 << 20;
+
+fn settings(dir: &tempfile::TempDir) -> ArchiveSettings {
+    ArchiveSettings {
+        path: dir.path().join("nested/dir/archive.sqlite"),
+        keep: Duration::from_secs(3600),
+        max_session_bytes: 64 * MIB,
+        max_total_bytes: 1 << 40,
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Archive {
+    Archive::open(settings(dir)).unwrap()
+}
+
+fn line(seq: u64, kind: &str) -> String {
+    format!(r#"{{"seq":{seq},"type":"{kind}","text":"x"}}"#)
+}
+
+fn timeline(archive: &Archive, id: &str) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    archive.timeline(id, &mut |l| lines.push(l.to_owned())).unwrap().then_some(lines)
+}
+
+/// Records `seqs` of plain operation lines.
+fn record_ops(archive: &Archive, id: &str, seqs: impl IntoIterator<Item = u64>) {
+    for seq in seqs {
+        archive.record(id, seq, 1000 + seq, "operation", None, line(seq, "operation"));
+    }
+}
+
+#[tokio::test]
+async fn begin_record_finish_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    assert!(archive.path().exists());
+    archive.begin("s1", "jam", 1_000, None);
+    archive.record("s1", 1, 1_001, "join", Some("alice".into()), line(1, "join"));
+    archive.record("s1", 2, 1_002, "operation", None, line(2, "operation"));
+    archive.record("s1", 3, 1_003, "join", Some("bob".into()), line(3, "join"));
+    archive.record("s1", 4, 1_004, "evaluate", None, line(4, "evaluate"));
+    archive.record("s1", 5, 1_005, "join", Some("alice".into()), line(5, "join"));
+    archive.record("s1", 6, 1_006, "mark", None, line(6, "mark"));
+    archive.document("s1", "draft".into());
+    let document = "d1 >> play(\"x-o-\") # ünïcödé 🎶 \u{0}\r\n\ttabs".to_owned();
+    archive.finish("s1", 9_000, "its owner left", document.clone());
+    archive.flush().await;
+
+    let summary = archive.summary("s1").unwrap().unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            id: "s1".into(),
+            name: "jam".into(),
+            started_ms: 1_000,
+            ended_ms: Some(9_000),
+            end_reason: Some("its owner left".into()),
+            performers: vec!["alice".into(), "bob".into()],
+            operations: 1,
+            evaluations: 1,
+            bytes: (1..=6)
+                .map(|s| [1, 2, 1, 4, 1, 6][s - 1])
+                .zip(["join", "operation", "join", "evaluate", "join", "mark"])
+                .map(|_| 0)
+                .sum::<u64>()
+                + summary.bytes,
+            truncated: false,
+        }
+    );
+    let lines = timeline(&archive, "s1").unwrap();
+    assert_eq!(
+        lines,
+        vec![
+            line(1, "join"),
+            line(2, "operation"),
+            line(3, "join"),
+            line(4, "evaluate"),
+            line(5, "join"),
+            line(6, "mark")
+        ]
+    );
+    assert_eq!(summary.bytes, lines.iter().map(|l| l.len() as u64).sum::<u64>());
+    assert_eq!(archive.code("s1").unwrap().unwrap().as_bytes(), document.as_bytes());
+    assert_eq!(archive.summaries(None).unwrap(), vec![summary.clone()]);
+    assert_eq!(archive.summaries(Some("jam")).unwrap(), vec![summary]);
+    assert!(archive.summaries(Some("other")).unwrap().is_empty());
+    assert_eq!(archive.last_seq("s1").unwrap(), Some(6));
+    // Unknown sessions.
+    assert_eq!(archive.summary("nope").unwrap(), None);
+    assert_eq!(archive.code("nope").unwrap(), None);
+    assert_eq!(timeline(&archive, "nope"), None);
+    assert_eq!(archive.last_seq("nope").unwrap(), None);
+}
+
+#[tokio::test]
+async fn document_keeps_the_newest_and_summaries_are_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("old", "jam", 1_000, None);
+    archive.begin("new", "jam", 2_000, None);
+    archive.begin("other", "solo", 1_500, None);
+    for i in 0..50 {
+        archive.document("new", format!("version {i}"));
+    }
+    archive.flush().await;
+    assert_eq!(archive.code("new").unwrap().unwrap(), "version 49");
+    assert_eq!(archive.code("old").unwrap().unwrap(), "");
+    assert_eq!(archive.last_seq("old").unwrap(), None, "no line recorded yet");
+    let ids = |v: Vec<Summary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(archive.summaries(None).unwrap()), ["new", "other", "old"]);
+    assert_eq!(ids(archive.summaries(Some("jam")).unwrap()), ["new", "old"]);
+    // A restarted hub begins again: the row is kept as it is.
+    archive.begin("old", "renamed", 5_000, Some(troop_server::md5_hex("pw")));
+    archive.flush().await;
+    let old = archive.summary("old").unwrap().unwrap();
+    assert_eq!((old.name.as_str(), old.started_ms), ("jam", 1_000));
+    assert!(!archive.verify("old", "pw").unwrap());
+}
+
+#[tokio::test]
+async fn duplicates_after_a_restart_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("s", "jam", 0, None);
+    record_ops(&archive, "s", 1..=10);
+    archive.flush().await;
+    assert_eq!(archive.last_seq("s").unwrap(), Some(10));
+    // The hub restarts and replays from 5.
+    drop(archive);
+    let archive = open(&dir);
+    archive.begin("s", "jam", 0, None);
+    record_ops(&archive, "s", 5..=15);
+    archive.flush().await;
+    let lines = timeline(&archive, "s").unwrap();
+    assert_eq!(lines.len(), 15);
+    assert_eq!(lines, (1..=15).map(|s| line(s, "operation")).collect::<Vec<_>>());
+    let summary = archive.summary("s").unwrap().unwrap();
+    assert_eq!(summary.operations, 15);
+    assert_eq!(archive.last_seq("s").unwrap(), Some(15));
+}
+
+#[tokio::test]
+async fn lines_for_unknown_sessions_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    record_ops(&archive, "ghost", 1..=3);
+    archive.document("ghost", "x".into());
+    archive.finish("ghost", 1, "gone", "x".into());
+    archive.flush().await;
+    assert_eq!(timeline(&archive, "ghost"), None);
+    assert!(archive.summaries(None).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("a", "jam", 1_000, Some(troop_server::md5_hex("secret")));
+    archive.begin("b", "jam", 2_000, Some(troop_server::md5_hex("other")));
+    archive.begin("c", "jam", 3_000, Some(troop_server::md5_hex("secret").to_uppercase()));
+    archive.begin("d", "jam", 4_000, None);
+    archive.flush().await;
+
+    // Nothing but the argon2id PHC string is stored.
+    let conn = Connection::open(archive.path()).unwrap();
+    let hashes: Vec<Option<String>> = conn
+        .prepare("SELECT password_hash FROM sessions ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(hashes[..3].iter().all(|h| h.as_deref().unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$")));
+    assert_eq!(hashes[3], None);
+    assert_ne!(hashes[0], hashes[2], "random salts");
+    let md5 = troop_server::md5_hex("secret");
+    let found: i64 = conn
+        .query_row("SELECT count(*) FROM sessions WHERE instr(password_hash, ?1) OR instr(document, ?1)", [&md5], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(found, 0);
+
+    let ids = |v: Vec<Summary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(archive.summaries_for("jam", "secret").unwrap()), ["c", "a"]);
+    assert_eq!(ids(archive.summaries_for("jam", "other").unwrap()), ["b"]);
+    assert!(archive.summaries_for("jam", "wrong").unwrap().is_empty());
+    assert!(archive.summaries_for("unknown", "secret").unwrap().is_empty());
+
+    assert!(archive.verify("a", "secret").unwrap());
+    assert!(!archive.verify("a", "other").unwrap());
+    assert!(archive.verify("b", "other").unwrap());
+    assert!(!archive.verify("d", "").unwrap(), "no password: admin only");
+    assert!(!archive.verify("unknown", "secret").unwrap());
+}
+
+#[tokio::test]
+async fn the_session_cap_truncates_and_keeps_the_final_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(ArchiveSettings { max_session_bytes: 100, ..settings(&dir) }).unwrap();
+    archive.begin("s", "jam", 0, None);
+    let big = "y".repeat(40);
+    for seq in 1..=5 {
+        archive.record("s", seq, seq, "operation", None, big.clone());
+    }
+    archive.record("s", 6, 6, "evaluate", None, "z".into()); // would fit, but the timeline stays whole
+    archive.record("s", 7, 7, "join", Some("carol".into()), "j".into());
+    archive.finish("s", 10, "its owner left", "final code".into());
+    archive.flush().await;
+    let summary = archive.summary("s").unwrap().unwrap();
+    assert!(summary.truncated);
+    assert_eq!(summary.bytes, 80);
+    assert_eq!((summary.operations, summary.evaluations), (5, 1), "counted when truncated");
+    assert_eq!(summary.performers, ["carol"]);
+    assert_eq!(timeline(&archive, "s").unwrap(), [big.clone(), big]);
+    assert_eq!(archive.code("s").unwrap().unwrap(), "final code");
+    assert_eq!(archive.last_seq("s").unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn prune_by_age_never_touches_live_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(ArchiveSettings { keep: Duration::from_secs(10), ..settings(&dir) }).unwrap();
+    archive.begin("old", "a", 0, None);
+    record_ops(&archive, "old", 1..=3);
+    archive.finish("old", 1_000, "done", "code".into());
+    archive.begin("recent", "b", 0, None);
+    archive.finish("recent", 15_000, "done", "".into());
+    archive.begin("live", "c", 0, None);
+    record_ops(&archive, "live", 1..=3);
+    archive.flush().await;
+    let old_size = archive.summary("old").unwrap().unwrap().bytes + 4;
+
+    let report = archive.prune(20_000).unwrap();
+    assert_eq!(report, PruneReport { removed: 1, bytes_freed: old_size });
+    assert_eq!(archive.summary("old").unwrap(), None);
+    assert_eq!(timeline(&archive, "old"), None);
+    assert!(archive.summary("recent").unwrap().is_some());
+    assert!(archive.summary("live").unwrap().is_some());
+    // Far in the future: everything ended goes, the live one stays.
+    assert_eq!(archive.prune(u64::MAX).unwrap().removed, 1);
+    assert_eq!(archive.summaries(None).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["live"]);
+    assert_eq!(archive.prune(u64::MAX).unwrap(), PruneReport::default());
+}
+
+#[tokio::test]
+async fn prune_by_total_removes_the_oldest_ended_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(ArchiveSettings { max_total_bytes: 2_500, ..settings(&dir) }).unwrap();
+    let line = "x".repeat(1_000);
+    // Ended in the order b, a, c; d is live and bigger than the cap on its own.
+    for (id, ended) in [("a", Some(200)), ("b", Some(100)), ("c", Some(300)), ("d", None)] {
+        archive.begin(id, "jam", 0, None);
+        archive.record(id, 1, 1, "operation", None, line.clone());
+        if let Some(ended) = ended {
+            archive.finish(id, ended, "done", String::new());
+        }
+    }
+    archive.flush().await;
+    // 4000 bytes: b then a go (2000 left).
+    let report = archive.prune(400).unwrap();
+    assert_eq!(report, PruneReport { removed: 2, bytes_freed: 2_000 });
+    let ids = |v: Vec<Summary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(archive.summaries(None).unwrap()), ["d", "c"]);
+    // Live sessions are never pruned, even past the total.
+    archive.record("d", 2, 2, "operation", None, line.clone());
+    archive.record("d", 3, 3, "operation", None, line);
+    archive.flush().await;
+    assert_eq!(archive.prune(400).unwrap().removed, 1);
+    assert_eq!(ids(archive.summaries(None).unwrap()), ["d"]);
+    assert_eq!(archive.prune(400).unwrap().removed, 0);
+    // Freed pages go back to the file system (auto_vacuum = INCREMENTAL).
+    let conn = Connection::open(archive.path()).unwrap();
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+    assert_eq!(free, 0);
+}
+
+#[tokio::test]
+async fn close_unfinished_spares_the_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("dead", "a", 0, None);
+    archive.begin("adopted", "b", 0, None);
+    archive.begin("ended", "c", 0, None);
+    archive.finish("ended", 50, "its owner left", String::new());
+    archive.flush().await;
+    assert_eq!(archive.close_unfinished(&["adopted".to_owned()], 99, "the hub stopped").unwrap(), 1);
+    let dead = archive.summary("dead").unwrap().unwrap();
+    assert_eq!((dead.ended_ms, dead.end_reason.as_deref()), (Some(99), Some("the hub stopped")));
+    assert_eq!(archive.summary("adopted").unwrap().unwrap().ended_ms, None);
+    let ended = archive.summary("ended").unwrap().unwrap();
+    assert_eq!((ended.ended_ms, ended.end_reason.as_deref()), (Some(50), Some("its owner left")));
+    assert_eq!(archive.close_unfinished(&[], 100, "again").unwrap(), 1);
+    assert_eq!(archive.close_unfinished(&[], 100, "again").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn delete_and_delete_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    for (id, name) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        archive.begin(id, name, 0, None);
+        record_ops(&archive, id, 1..=3);
+    }
+    archive.flush().await;
+    assert!(archive.delete("a1").unwrap());
+    assert!(!archive.delete("a1").unwrap());
+    assert_eq!(timeline(&archive, "a1"), None);
+    assert_eq!(archive.delete_name("a").unwrap(), 1);
+    assert_eq!(archive.delete_name("a").unwrap(), 0);
+    assert_eq!(archive.summaries(None).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["b1"]);
+    let conn = Connection::open(archive.path()).unwrap();
+    let lines: i64 = conn.query_row("SELECT count(*) FROM lines", [], |r| r.get(0)).unwrap();
+    assert_eq!(lines, 3, "the deleted sessions' lines are gone");
+    // Lines of a deleted live session are ignored afterwards.
+    assert!(archive.delete("b1").unwrap());
+    record_ops(&archive, "b1", 4..=5);
+    archive.flush().await;
+    let lines: i64 = conn.query_row("SELECT count(*) FROM lines", [], |r| r.get(0)).unwrap();
+    assert_eq!(lines, 0);
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("s", "jam", 7, Some(troop_server::md5_hex("pw")));
+    record_ops(&archive, "s", 1..=4);
+    archive.finish("s", 8, "done", "code ✓".into());
+    archive.flush().await;
+    let before = archive.summary("s").unwrap().unwrap();
+    let path = archive.path().to_owned();
+    drop(archive);
+
+    let archive = open(&dir);
+    assert_eq!(archive.summary("s").unwrap().unwrap(), before);
+    assert_eq!(timeline(&archive, "s").unwrap().len(), 4);
+    assert_eq!(archive.code("s").unwrap().unwrap(), "code ✓");
+    assert!(archive.verify("s", "pw").unwrap());
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, schema::LATEST);
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    assert_eq!(auto_vacuum, 2, "incremental");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&dir);
+    std::fs::create_dir_all(settings.path.parent().unwrap()).unwrap();
+    Connection::open(&settings.path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    let err = Archive::open(settings.clone()).unwrap_err();
+    assert!(matches!(err, ArchiveError::NewerSchema { version: 99, .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.starts_with("archive database is from a newer troop-hub (schema 99)"), "{message}");
+    assert!(message.contains("archive.sqlite"), "{message}");
+    // Left as it was.
+    let version: i64 =
+        Connection::open(&settings.path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 99);
+}
+
+#[test]
+fn an_unopenable_path_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let err = Archive::open(ArchiveSettings { path: file.join("archive.sqlite"), ..settings(&dir) }).unwrap_err();
+    assert!(matches!(err, ArchiveError::CreateDir { .. }), "{err:?}");
+    assert!(err.to_string().contains("file"), "{err}");
+    let err = Archive::open(ArchiveSettings { path: file.clone(), ..settings(&dir) }).unwrap_err();
+    assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+}
+
+#[tokio::test]
+async fn recording_never_blocks_when_the_writer_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("s", "jam", 0, None);
+    archive.flush().await;
+    let total = 100_000u64;
+    let started;
+    {
+        // The writer stops between batches: the queue fills, then lines are dropped.
+        let _paused = lock(&archive.inner.shared.gate);
+        started = Instant::now();
+        for seq in 1..=total {
+            let (kind, performer) =
+                if seq % 1000 == 0 { ("join", Some(format!("p{seq}"))) } else { ("operation", None) };
+            archive.record("s", seq, seq, kind, performer, line(seq, kind));
+        }
+        let elapsed = started.elapsed();
+        eprintln!("{total} record calls with the writer paused: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        assert_eq!(archive.dropped_lines(), total - MAX_QUEUED_LINES as u64);
+    }
+    archive.flush().await;
+    eprintln!("and written by {:?}", started.elapsed());
+    let summary = archive.summary("s").unwrap().unwrap();
+    assert!(summary.truncated);
+    assert_eq!(summary.operations, total - total / 1000, "dropped lines are still counted");
+    assert_eq!(summary.performers.len(), 100, "names on dropped join lines are kept");
+    let lines = timeline(&archive, "s").unwrap();
+    assert_eq!(lines.len(), MAX_QUEUED_LINES);
+    assert_eq!(lines[0], line(1, "operation"));
+    assert_eq!(archive.inner.shared.queued_lines.load(Ordering::Relaxed), 0);
+    assert_eq!(archive.inner.shared.queued_bytes.load(Ordering::Relaxed), 0);
+    // The queue has room again.
+    archive.record("s", total + 1, 0, "operation", None, line(total + 1, "operation"));
+    archive.flush().await;
+    assert_eq!(archive.last_seq("s").unwrap(), Some(total + 1));
+}
+
+#[tokio::test]
+async fn clones_share_one_writer_and_the_last_drop_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    let clone = archive.clone();
+    archive.begin("s", "jam", 0, None);
+    record_ops(&clone, "s", 1..=1000);
+    drop(archive);
+    drop(clone); // no flush: dropping the last clone waits for the writer
+    let archive = open(&dir);
+    assert_eq!(archive.last_seq("s").unwrap(), Some(1000));
+    assert_eq!(timeline(&archive, "s").unwrap().len(), 1000);
+}
+
+#[test]
+#[ignore = "timing: cargo test --release archive::tests::argon2_cost -- --ignored --nocapture"]
+fn argon2_cost() {
+    let md5 = troop_server::md5_hex("pw");
+    let phc = password::hash(&md5).unwrap();
+    let runs = 10;
+    let started = Instant::now();
+    for _ in 0..runs {
+        assert!(password::verify(&phc, &md5));
+    }
+    eprintln!("argon2id verify (19 MiB, t=2, p=1): {:?}", started.elapsed() / runs);
+}
