@@ -1,0 +1,609 @@
+//! The audience view in a real browser: Debian's headless chromium, driven over the Chrome
+//! DevTools Protocol, opens `/s/{name}` on a real hub whose session runs on real Docker while
+//! real Troop clients type and evaluate. The page must show the server's document at once, in
+//! each performer's colour, flash evaluated lines, say why the session ended, ask for the
+//! password when the view needs one, and fetch nothing from outside the hub.
+//!
+//! Without chromium these tests fail (they never skip): `apt-get install chromium`
+//! (scripts/test installs it).
+
+mod common;
+
+use common::{TestHub, T};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use troop_hub::admin::{start_session, Owner};
+use troop_server::client::TroopClient;
+use troop_server::message::Body;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const NO_CHROMIUM: &str =
+    "Debian's chromium is needed for this test (apt-get install chromium; scripts/test installs it)";
+
+/// The size of the browser window: a projector's.
+const WIDTH: u32 = 1920;
+const HEIGHT: u32 = 1080;
+
+/// One browser at a time: with two cores, a second chromium would only add noise to the timing
+/// checks.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Headless chromium in its own process group and profile directory; the whole group is
+/// killed and the directory removed on drop, also when a test panics.
+struct Chromium {
+    proc: Child,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    /// The last lines chromium wrote to stderr (for failure messages).
+    fn stderr_tail(&self) -> String {
+        self.stderr.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.proc.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.proc.wait();
+        // The browser's helpers (renderer, GPU, zygote) share its group: wait until every one
+        // is gone before the profile directory is removed under them.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let alive = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+            if !alive.is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One page in chromium, over the DevTools Protocol (a WebSocket to the browser, the page's
+/// session attached with `flatten`). What the page requests and complains about is recorded
+/// from the protocol's events as they pass.
+struct Page {
+    ws: Socket,
+    session: Option<String>,
+    next_id: u64,
+    /// Every URL the page requested: documents, scripts, fetches, WebSockets.
+    requests: Vec<String>,
+    /// Exceptions, console errors and warnings, and log errors (CSP violations among them).
+    complaints: Vec<String>,
+    chromium: Chromium,
+}
+
+impl Page {
+    /// Starts chromium and opens a blank page of WIDTH x HEIGHT.
+    async fn launch() -> Page {
+        let profile = tempfile::tempdir().expect("a temp dir for chromium's profile");
+        let mut cmd = Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={WIDTH},{HEIGHT}"))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+        let mut proc = match cmd.spawn() {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{NO_CHROMIUM}"),
+            Err(e) => panic!("{NO_CHROMIUM}: starting it failed: {e}"),
+        };
+        // Read stderr to its end (chromium blocks when the pipe fills): the DevTools address
+        // goes to this test, the last lines are kept for failure messages.
+        let err = proc.stderr.take().expect("piped stderr");
+        let chromium = Chromium { proc, stderr: Arc::default(), _profile: profile };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lines = chromium.stderr.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url.trim().to_string());
+                    }
+                }
+                let mut kept = lines.lock().unwrap();
+                if kept.len() == 40 {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        let url = match tokio::time::timeout(T, rx).await {
+            Ok(Ok(url)) => url,
+            Ok(Err(_)) => panic!("chromium exited without listening for DevTools:\n{}", chromium.stderr_tail()),
+            Err(_) => panic!("chromium did not listen for DevTools within {T:?}:\n{}", chromium.stderr_tail()),
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("the DevTools socket {url}: {e}"));
+        let mut page = Page { ws, session: None, next_id: 0, requests: Vec::new(), complaints: Vec::new(), chromium };
+        let target = page
+            .call(
+                "Target.createTarget",
+                json!({"url": "about:blank", "newWindow": true, "width": WIDTH, "height": HEIGHT}),
+            )
+            .await;
+        let attached =
+            page.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
+        page.session = Some(attached["sessionId"].as_str().expect("a session id").to_string());
+        let metrics = json!({"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": false});
+        page.call("Emulation.setDeviceMetricsOverride", metrics).await;
+        for domain in ["Page", "Network", "Runtime", "Log"] {
+            page.call(&format!("{domain}.enable"), json!({})).await;
+        }
+        page
+    }
+
+    /// Sends one command (to the page once attached) and reads up to its answer; the events
+    /// read meanwhile are recorded.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            command["sessionId"] = json!(s);
+        }
+        if let Err(e) = self.ws.send(Message::text(command.to_string())).await {
+            panic!("sending {method} to chromium: {e}\n{}", self.chromium.stderr_tail());
+        }
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let text = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("the DevTools socket ended ({other:?}):\n{}", self.chromium.stderr_tail()),
+                Err(_) => panic!("chromium did not answer {method} within {T:?}:\n{}", self.chromium.stderr_tail()),
+            };
+            let m: Value = serde_json::from_str(text.as_str()).expect("DevTools messages are JSON");
+            if m["id"] == id {
+                if let Some(e) = m.get("error") {
+                    panic!("{method} failed: {e}");
+                }
+                return m["result"].clone();
+            }
+            self.event(&m);
+        }
+    }
+
+    fn event(&mut self, m: &Value) {
+        let p = &m["params"];
+        match m["method"].as_str().unwrap_or_default() {
+            "Network.requestWillBeSent" => self.requests.push(p["request"]["url"].as_str().unwrap_or("?").into()),
+            "Network.webSocketCreated" => self.requests.push(p["url"].as_str().unwrap_or("?").into()),
+            "Runtime.exceptionThrown" => {
+                let d = &p["exceptionDetails"];
+                self.complaints.push(format!("exception: {} {}", d["text"], d["exception"]["description"]));
+            }
+            "Runtime.consoleAPICalled" if matches!(p["type"].as_str(), Some("error" | "warning" | "assert")) => {
+                let args: Vec<String> = p["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.get("value").unwrap_or(&a["description"]).to_string())
+                    .collect();
+                self.complaints.push(format!("console.{}: {}", p["type"].as_str().unwrap_or("?"), args.join(" ")));
+            }
+            "Log.entryAdded" if matches!(p["entry"]["level"].as_str(), Some("error" | "warning")) => {
+                let e = &p["entry"];
+                self.complaints.push(format!("log {} {}: {} ({})", e["source"], e["level"], e["text"], e["url"]));
+            }
+            _ => {}
+        }
+    }
+
+    /// Navigates and waits until the document has loaded.
+    async fn open(&mut self, url: &str) {
+        let r = self.call("Page.navigate", json!({"url": url})).await;
+        assert!(r.get("errorText").is_none(), "opening {url}: {r}");
+        self.wait_for("document.readyState === 'complete'", Instant::now() + T, "the page loads").await;
+    }
+
+    /// The value of a JavaScript expression in the page (awaited if it is a promise).
+    async fn eval(&mut self, js: &str) -> Value {
+        let params = json!({"expression": js, "returnByValue": true, "awaitPromise": true});
+        let r = self.call("Runtime.evaluate", params).await;
+        if let Some(e) = r.get("exceptionDetails") {
+            panic!("{js} threw: {}", e["exception"]["description"].as_str().unwrap_or(&e["text"].to_string()));
+        }
+        r["result"].get("value").cloned().unwrap_or(Value::Null)
+    }
+
+    /// Polls `condition` every 50 ms until it is true; fails at `deadline` with the page's
+    /// state. Returns when it held.
+    async fn wait_for(&mut self, condition: &str, deadline: Instant, what: &str) -> Instant {
+        loop {
+            if self.eval(&format!("!!({condition})")).await == json!(true) {
+                return Instant::now();
+            }
+            if Instant::now() >= deadline {
+                let state = self.eval(PAGE_STATE).await;
+                panic!(
+                    "{what}: `{condition}` did not hold in time\npage: {state:#}\nrequests: {:#?}\ncomplaints: {:#?}",
+                    self.requests, self.complaints
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types text into the focused element as a keyboard would.
+    async fn type_text(&mut self, text: &str) {
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// A PNG of the viewport.
+    async fn screenshot(&mut self) -> Vec<u8> {
+        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        base64_decode(r["data"].as_str().expect("the screenshot's data"))
+    }
+}
+
+/// What a failed wait shows of the page.
+const PAGE_STATE: &str = r#"(() => {
+  const $ = id => document.getElementById(id);
+  const v = window.troopView;
+  return {
+    url: location.href,
+    state: document.body && document.body.dataset.state,
+    evaluations: document.body && document.body.dataset.evaluations,
+    doc: $("doc") && $("doc").textContent,
+    banner: $("banner") && $("banner").textContent,
+    message: $("message") && !$("message").hidden && $("message").textContent,
+    passwordError: $("password-error") && $("password-error").textContent,
+    view: v && { state: v.state, document: v.document, revision: v.revision, performers: v.performers,
+                 evaluations: v.evaluations },
+    flashes: window.flashes,
+  };
+})()"#;
+
+/// A JavaScript string literal.
+fn js(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
+    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
+        Ok(o) => o,
+        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
+    }
+}
+
+async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
+    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
+}
+
+/// Performers joined in order, each past the RESET of every later join (which replaces the
+/// document of a client that has not read it yet), so their next edits start from the same
+/// state.
+async fn troupe(o: &Owner, names: &[&str]) -> Vec<TroopClient> {
+    let mut joined: Vec<TroopClient> = Vec::new();
+    for name in names {
+        let next = performer(o, name, "pw").await;
+        for c in &mut joined {
+            c.recv_until_match(T, |_, m| matches!(m.body, Body::Reset { .. })).await.expect("a join resets the others");
+        }
+        joined.push(next);
+    }
+    joined
+}
+
+/// Reads until the server has acknowledged the client's own edits.
+async fn synced(c: &mut TroopClient) {
+    while !c.is_synchronized() {
+        c.recv(T).await.expect("the server acknowledges the edit");
+    }
+}
+
+/// Reads until the client's document is `want`.
+async fn sees(c: &mut TroopClient, want: &str) {
+    if c.document() == want {
+        return;
+    }
+    c.recv_until_match(T, |c, _| c.document() == want).await.expect("the performer sees the others' edits");
+}
+
+/// Asserts that the page fetched only from the hub and complained about nothing.
+fn assert_clean(page: &Page, hub: &TestHub) {
+    let http = format!("http://{}/", hub.http);
+    let ws = format!("ws://{}/", hub.http);
+    let outside: Vec<&String> = page
+        .requests
+        .iter()
+        .filter(|u| !(u.starts_with(&http) || u.starts_with(&ws) || u.starts_with("data:") || *u == "about:blank"))
+        .collect();
+    assert!(outside.is_empty(), "requests outside the hub: {outside:?} (all: {:?})", page.requests);
+    assert!(page.complaints.is_empty(), "the page complained: {:#?}", page.complaints);
+}
+
+/// The class and computed colour of the first text span of the document containing `text`.
+const SPAN_OF: &str = r##"(text => {
+  const span = [...document.querySelectorAll("#doc span.t")].find(s => s.textContent.includes(text));
+  return span ? { class: span.className, color: getComputedStyle(span).color } : null;
+})"##;
+
+#[tokio::test]
+async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
+    let _one = ONE_BROWSER.lock().await;
+    let mut page = Page::launch().await;
+    let hub = TestHub::new("audience: public").start().await;
+    let o = owner(&hub, "jam", "pw").await;
+    let mut duo = troupe(&o, &["alice", "bob"]).await;
+    let (mut a, mut b) = (duo.remove(0), duo.remove(0));
+
+    let origin = format!("http://{}", hub.http);
+    page.open(&format!("{origin}/s/jam")).await;
+    page.wait_for("document.body.dataset.state === 'live'", Instant::now() + T, "the view goes live").await;
+    assert_eq!(page.eval("[innerWidth, innerHeight]").await, json!([WIDTH, HEIGHT]));
+    // The hub may hear of a join just after the page's snapshot; the page draws once per
+    // animation frame: both are waited for.
+    let named = "troopView.performers.map(p => p.name).sort().join() === 'alice,bob'";
+    page.wait_for(named, Instant::now() + T, "the page knows the performers").await;
+    let listed =
+        "[...document.querySelectorAll('#performers li')].map(li => li.textContent).sort().join() === 'alice,bob'";
+    page.wait_for(listed, Instant::now() + T, "the bar names the performers").await;
+    assert_eq!(page.eval("document.getElementById('session').textContent").await, json!("jam"));
+    assert_eq!(page.eval("document.getElementById('doc').textContent").await, json!(""));
+
+    // Alice types: the page shows the server's document within a second of her edit being
+    // acknowledged.
+    let alice_text = "d1 >> play(\"x-o-[--]\", dur=1/2)\n";
+    a.insert(0, alice_text).await.unwrap();
+    synced(&mut a).await;
+    let acked = Instant::now();
+    let want = a.document().to_string();
+    assert_eq!(want, alice_text);
+    let doc_is = |want: &str| format!("document.getElementById('doc').textContent === {}", js(want));
+    let shown = page.wait_for(&doc_is(&want), acked + Duration::from_secs(1), "alice's edit shows within 1 s").await;
+    eprintln!("alice's edit showed {:?} after its acknowledgement", shown - acked);
+    assert_eq!(page.eval("troopView.document").await, json!(want));
+
+    // Bob types on the next line, the ü and the note counted as one code point each.
+    sees(&mut b, &want).await;
+    let bob_text = "p1 >> pluck([0, 2, 4], oct=5) # über 🎵";
+    b.insert(want.chars().count() as u64, bob_text).await.unwrap();
+    synced(&mut b).await;
+    let acked = Instant::now();
+    let want = b.document().to_string();
+    assert_eq!(want, format!("{alice_text}{bob_text}"));
+    let shown = page.wait_for(&doc_is(&want), acked + Duration::from_secs(1), "bob's edit shows within 1 s").await;
+    eprintln!("bob's edit showed {:?} after its acknowledgement", shown - acked);
+    sees(&mut a, &want).await;
+
+    // Each one's text in their own Troop colour, their cursors tagged with their names.
+    let colour_of = |who: &str| format!("troopView.performers.find(p => p.name === {}).colour", js(who));
+    let (ca, cb) = (page.eval(&colour_of("alice")).await, page.eval(&colour_of("bob")).await);
+    let alice_span = page.eval(&format!("{SPAN_OF}({})", js("d1 >> play"))).await;
+    let bob_span = page.eval(&format!("{SPAN_OF}({})", js("p1 >> pluck"))).await;
+    assert!(alice_span["class"].as_str().is_some_and(|c| c.contains(&format!("p{ca}"))), "{alice_span} {ca}");
+    assert!(bob_span["class"].as_str().is_some_and(|c| c.contains(&format!("p{cb}"))), "{bob_span} {cb}");
+    assert_ne!(alice_span["color"], bob_span["color"], "alice and bob in different colours");
+    for span in [&alice_span, &bob_span] {
+        assert_ne!(span["color"], json!("rgb(248, 248, 242)"), "a performer's colour, not the default: {span}");
+    }
+    let cursors = page
+        .eval("[...document.querySelectorAll('#doc span.cur')].map(c => [c.dataset.name, c.className]).sort()")
+        .await;
+    assert_eq!(cursors, json!([["alice", format!("cur p{ca}")], ["bob", format!("cur p{cb}")]]));
+
+    // Bob evaluates line 1: it flashes in his colour for a moment, and the counter counts it.
+    page.eval(
+        r#"window.flashes = [];
+        new MutationObserver(ms => ms.forEach(m => {
+          if (m.target.hasAttribute("data-flash")) flashes.push([m.target.dataset.n, m.target.dataset.flash]);
+        })).observe(document.getElementById("doc"), { subtree: true, attributes: true, attributeFilter: ["data-flash"] })"#,
+    )
+    .await;
+    b.send(Body::EvaluateBlock { start: 1, end: 2, reply: 1 }).await.unwrap();
+    let sent = Instant::now();
+    page.wait_for("document.body.dataset.evaluations === '1'", sent + T, "the evaluation is counted").await;
+    page.wait_for(&format!("flashes.some(f => f[0] === '1' && f[1] === '{cb}')"), sent + T, "line 1 flashes").await;
+    assert_eq!(page.eval("troopView.evaluations").await, json!(1));
+    assert_eq!(page.eval("flashes.every(f => f[0] === '1')").await, json!(true), "only line 1 flashes");
+    let flashed = page.wait_for("!document.querySelector('#doc [data-flash]')", sent + T, "the flash ends").await;
+    assert!(flashed - sent >= Duration::from_millis(500), "the flash lasts ~600 ms, not {:?}", flashed - sent);
+
+    // The owner leaves: the page says why, verbatim, and keeps the last document on show.
+    drop(o);
+    page.wait_for("document.body.dataset.state === 'ended'", Instant::now() + T, "the page hears the end").await;
+    let banner = page.eval("(b => [b.textContent, !b.hidden && b.getBoundingClientRect().height > 0])(document.getElementById('banner'))").await;
+    assert_eq!(banner, json!(["Troop Hub: the session has ended: its owner left.", true]));
+    assert_eq!(page.eval("troopView.state").await, json!("ended"));
+    assert_eq!(page.eval("document.getElementById('doc').textContent").await, json!(want));
+    let no_cursors = "document.querySelectorAll('#doc span.cur').length === 0";
+    page.wait_for(no_cursors, Instant::now() + T, "the performers' cursors go with the session").await;
+
+    page.eval("0").await; // reads the last events
+    for path in ["/s/jam", "/assets/view.css", "/assets/doc.js", "/assets/view.js", "/api/v1/sessions/jam"] {
+        assert!(page.requests.contains(&format!("{origin}{path}")), "{path} requested: {:?}", page.requests);
+    }
+    assert!(page.requests.contains(&format!("ws://{}/api/v1/sessions/jam/live", hub.http)), "{:?}", page.requests);
+    assert_clean(&page, &hub);
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn a_real_browser_asks_for_the_password_and_a_wrong_one_is_refused() {
+    let _one = ONE_BROWSER.lock().await;
+    let mut page = Page::launch().await;
+    let hub = TestHub::new("").start().await;
+    let o = owner(&hub, "class", "s3cret").await;
+    let mut carol = performer(&o, "carol", "s3cret").await;
+    carol.insert(0, "Clock.bpm = 120\n").await.unwrap();
+    synced(&mut carol).await;
+
+    page.open(&format!("http://{}/s/class", hub.http)).await;
+    let form_shown = "!document.getElementById('password-form').hidden \
+                      && document.getElementById('password-form').getBoundingClientRect().height > 0";
+    page.wait_for(
+        &format!("document.body.dataset.state === 'password' && {form_shown}"),
+        Instant::now() + T,
+        "the page asks for the password",
+    )
+    .await;
+    assert_eq!(page.eval("document.activeElement.id").await, json!("password"), "the password field has focus");
+    assert_eq!(page.eval("getComputedStyle(document.getElementById('doc')).visibility").await, json!("hidden"));
+
+    // A wrong password: the form again, saying so.
+    page.type_text("wrong").await;
+    page.eval("document.getElementById('watch').click()").await;
+    page.wait_for(
+        &format!("document.getElementById('password-error').textContent === 'Wrong password' && {form_shown}"),
+        Instant::now() + T,
+        "a wrong password is refused",
+    )
+    .await;
+    assert_eq!(page.eval("document.body.dataset.state").await, json!("password"));
+
+    // The right one: live, with carol's code.
+    page.eval("document.getElementById('password').focus()").await;
+    page.type_text("s3cret").await;
+    page.eval("document.getElementById('watch').click()").await;
+    page.wait_for("document.body.dataset.state === 'live'", Instant::now() + T, "the right password goes live").await;
+    assert_eq!(page.eval("document.getElementById('password-form').hidden").await, json!(true));
+    page.wait_for(
+        "document.getElementById('doc').textContent === 'Clock.bpm = 120\\n'",
+        Instant::now() + T,
+        "carol's code shows",
+    )
+    .await;
+    assert_eq!(page.eval("getComputedStyle(document.getElementById('doc')).visibility").await, json!("visible"));
+
+    page.eval("0").await;
+    assert!(page.requests.iter().all(|u| !u.contains("s3cret")), "no password in a URL: {:?}", page.requests);
+    assert_clean(&page, &hub);
+    drop((carol, o));
+}
+
+/// The README's picture of the view: three performers' FoxDot code in their colours, their
+/// cursors, a selection and a line flashing as it is evaluated. Not part of the suite:
+/// `cargo test --test audience_browser -- --ignored --exact readme_screenshot` writes
+/// docs/audience-view.png (or the file named by AUDIENCE_SCREENSHOT).
+#[tokio::test]
+#[ignore = "writes docs/audience-view.png; run it on purpose"]
+async fn readme_screenshot() {
+    let _one = ONE_BROWSER.lock().await;
+    let hub = TestHub::new("audience: public").start().await;
+    let o = owner(&hub, "friday-jam", "pw").await;
+    let mut troupe = troupe(&o, &["ada", "ben", "cleo"]).await;
+
+    // Each performer types their part in pieces, in turn.
+    let parts: [(usize, &str); 12] = [
+        (0, "Clock.bpm = 124\nScale.default = Scale.minor\n\n"),
+        (1, "d1 >> play(\"x-o-[--]x-o{-[-o]}\", sample=2, amp=0.9)\n"),
+        (1, "d2 >> play(\"  * \", dur=1/2, rate=[1, 2], pan=[-0.6, 0.6])\n\n"),
+        (2, "b1 >> bass([0, 3, 5, 4], dur=[3/4, 3/4, 1/2], oct=4, amp=0.8)\n"),
+        (0, "p1 >> pluck(P[0:8] + (0, 2), dur=1/4, amp=linvar([0.3, 0.8], 8))\n"),
+        (2, "p2 >> blip(var([0, 4, 5, 3], 4), dur=PDur(3, 8), oct=6, sus=1/2)\n\n"),
+        (0, "k1 >> keys(p1.pitch + 2, delay=0.25, room=0.6, mix=0.3)\n"),
+        (1, "s1 >> space(b1.pitch, dur=8, chop=4, lpf=linvar([500, 3000], 16))\n\n"),
+        (2, "Group(p1, p2).every(8, \"stutter\", 4)\n"),
+        (0, "d1.every(16, \"trim\", 3)\n\n"),
+        (1, "# ben: drop on the next cycle\n"),
+        (2, "Master().hpf = var([0, 0, 0, 800], 4)"),
+    ];
+    let mut doc = String::new();
+    let at = |doc: &str, needle: &str| doc[..doc.find(needle).expect(needle)].chars().count() as u64;
+    for (who, text) in parts {
+        let p = &mut troupe[who];
+        sees(p, &doc).await;
+        p.insert(doc.chars().count() as u64, text).await.unwrap();
+        synced(p).await;
+        doc = p.document().to_string();
+    }
+    // Ben tweaks Ada's pluck line, Ada turns Cleo's blip up an octave.
+    sees(&mut troupe[1], &doc).await;
+    troupe[1].insert(at(&doc, "amp=linvar([0.3"), "lpf=1200, ").await.unwrap();
+    synced(&mut troupe[1]).await;
+    doc = troupe[1].document().to_string();
+    sees(&mut troupe[0], &doc).await;
+    let six = at(&doc, "oct=6") + 4;
+    troupe[0].delete(six, 1).await.unwrap();
+    troupe[0].insert(six, "7").await.unwrap();
+    synced(&mut troupe[0]).await;
+    doc = troupe[0].document().to_string();
+    for p in &mut troupe {
+        sees(p, &doc).await;
+    }
+    // Ada's cursor goes back to her keys.
+    let k = at(&doc, "room=0.6") as i64 + 5;
+    troupe[0].send(Body::SetMark { index: k, reply: 1 }).await.unwrap();
+
+    let mut page = Page::launch().await;
+    page.open(&format!("http://{}/s/friday-jam", hub.http)).await;
+    page.wait_for(&format!("troopView.document === {}", js(&doc)), Instant::now() + T, "the code shows").await;
+    page.wait_for("document.querySelectorAll('#doc span.cur').length === 3", Instant::now() + T, "cursors").await;
+    // Cleo selects her group (a snapshot carries no selections: after the page is live).
+    let s = at(&doc, "Group(") as i64;
+    troupe[2].send(Body::Select { start: s, end: s + "Group(p1, p2)".len() as i64, reply: 1 }).await.unwrap();
+    page.wait_for(
+        "document.querySelector('#doc .s' + troopView.performers.find(p => p.name === 'cleo').colour)",
+        Instant::now() + T,
+        "the selection",
+    )
+    .await;
+    page.eval("document.fonts.ready.then(() => true)").await;
+    // Ben runs his drums: the picture catches the flash as it fades (its animation held at 400 ms).
+    let d1 = doc[..doc.find("d1 >> play").unwrap()].matches('\n').count() as i64 + 1;
+    troupe[1].send(Body::EvaluateBlock { start: d1, end: d1 + 2, reply: 1 }).await.unwrap();
+    page.wait_for("document.querySelector('#doc [data-flash]')", Instant::now() + T, "a flash").await;
+    page.eval("document.getAnimations().forEach(a => { a.pause(); a.currentTime = 400; })").await;
+    let png = page.screenshot().await;
+    let path = std::env::var("AUDIENCE_SCREENSHOT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audience-view.png").into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&path, png).unwrap();
+    eprintln!("wrote {path}");
+    assert_clean(&page, &hub);
+}
