@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{error, info, warn};
-use troop_hub::config::{Config, RuntimeKind};
+use troop_hub::archive::{Archive, ArchiveSettings};
+use troop_hub::config::{ArchiveSpec, Config, RuntimeKind};
 use troop_hub::hub::Hub;
 use troop_hub::runtime::{DockerRuntime, Runtime, RuntimeError, SwarmRuntime};
 
@@ -45,6 +46,17 @@ enum Cmd {
         #[arg(long)]
         hub: Option<SocketAddr>,
     },
+    /// Work on the archive of past sessions (hub.yaml `archive`).
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCmd {
+    /// Remove ended sessions older than `keep`, then the oldest while over `max_total_bytes`.
+    Prune,
 }
 
 fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
@@ -67,6 +79,15 @@ async fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(&args.config)?;
     match args.command.unwrap_or(Cmd::Run) {
+        Cmd::Archive { action: ArchiveCmd::Prune } => {
+            let spec = config.archive.as_ref().context("hub.yaml has `archive: off`: there is nothing to prune")?;
+            let archive = Archive::open(archive_settings(spec))
+                .with_context(|| format!("cannot open the archive at {}", spec.path.display()))?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let report = archive.prune(now.as_millis() as u64)?;
+            println!("pruned {} sessions ({} bytes of timelines)", report.removed, report.bytes_freed);
+            Ok(())
+        }
         Cmd::Check => {
             println!("{}: valid", args.config.display());
             Ok(())
@@ -106,14 +127,26 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         }
     }
     let hub = Hub::new(config.clone(), runtime);
+    if let Some(spec) = &config.archive {
+        let settings = archive_settings(spec);
+        let path = settings.path.display().to_string();
+        let archive = tokio::task::spawn_blocking(move || Archive::open(settings)).await?.with_context(|| {
+            format!("cannot open the archive at {path} (hub.yaml `archive`; `archive: off` keeps none)")
+        })?;
+        info!(path = %path, "archive open: every session's code and timeline are kept");
+        hub.set_archive(archive);
+    }
     hub.refresh_nodes().await;
     if admin_token.is_none() {
         warn!("no admin token: the HTTP admin endpoints answer 403 (set TROOP_HUB_ADMIN_TOKEN or admin_token_file)");
     }
     hub.set_admin_token(admin_token);
-    if let Err(e) = hub.recover().await {
+    let recovered = hub.recover().await;
+    if let Err(e) = &recovered {
         warn!(error = %e, "could not look for sessions left from before");
     }
+    // Sessions the archive holds as running are closed only once the hub knows what it adopted.
+    tokio::spawn(hub.clone().archive_upkeep(recovered.is_ok()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;
@@ -148,4 +181,14 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The archive's settings from hub.yaml's `archive`.
+fn archive_settings(spec: &ArchiveSpec) -> ArchiveSettings {
+    ArchiveSettings {
+        path: spec.path.clone(),
+        keep: spec.keep,
+        max_session_bytes: spec.max_session_bytes.max(0) as u64,
+        max_total_bytes: spec.max_total_bytes.max(0) as u64,
+    }
 }

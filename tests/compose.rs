@@ -155,6 +155,33 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     let inspect = docker_ok(&["inspect", &hub_container]);
     assert!(!inspect.contains(&token), "the admin token is not in the hub container's config");
     assert!(!project.labelled("container").is_empty());
+
+    // The archive lives on the named volume: the session's code survives `down` and `up`.
+    drop(owner);
+    let archived = |body: &str| body.contains("\"compose-jam\"") && body.contains("\"ended_ms\":1");
+    let list = "/api/v1/archive?name=compose-jam";
+    let deadline = Instant::now() + T;
+    while !archived(&common::http(http_addr, "GET", list, Some(&token), None).await.body) {
+        assert!(Instant::now() < deadline, "the ended session is archived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let down = project.compose(&["down", "-t", "20"]);
+    assert!(down.status.success(), "compose down failed: {}", String::from_utf8_lossy(&down.stderr));
+    let up = project.compose(&["up", "-d"]);
+    assert!(up.status.success(), "compose up again failed: {}", String::from_utf8_lossy(&up.stderr));
+    let deadline = Instant::now() + T;
+    let body = loop {
+        let r = common::http(http_addr, "GET", list, Some(&token), None).await;
+        if r.status == 200 {
+            break r.body;
+        }
+        assert!(Instant::now() < deadline, "the hub is back: {} {}", r.status, r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("a JSON list");
+    let id = listed[0]["id"].as_str().expect("the session is still archived after down and up");
+    let code = common::http(http_addr, "GET", &format!("/api/v1/archive/{id}/code"), Some(&token), None).await;
+    assert_eq!(code.body, "hello from compose");
     let down = project.compose(&["down", "-v", "-t", "20"]);
     assert!(down.status.success(), "compose down failed: {}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(project.labelled("container"), "", "no container left");

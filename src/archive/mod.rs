@@ -355,8 +355,9 @@ impl Archive {
         }
     }
 
-    /// The session ended: its final document and why ("its owner left", ...).
-    pub fn finish(&self, id: &str, ended_ms: u64, reason: &str, document: String) {
+    /// The session ended: its final document (`None`: the hub never had it, keep the last
+    /// one written) and why ("its owner left", ...).
+    pub fn finish(&self, id: &str, ended_ms: u64, reason: &str, document: Option<String>) {
         self.send(Op::Finish { id: id.to_owned(), ended_ms, reason: reason.to_owned(), document });
     }
 

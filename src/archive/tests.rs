@@ -50,7 +50,7 @@ async fn begin_record_finish_round_trip() {
     archive.record("s1", 6, 1_006, "mark", None, line(6, "mark"));
     archive.document("s1", "draft".into());
     let document = "d1 >> play(\"x-o-\") # ünïcödé 🎶 \u{0}\r\n\ttabs".to_owned();
-    archive.finish("s1", 9_000, "its owner left", document.clone());
+    archive.finish("s1", 9_000, "its owner left", Some(document.clone()));
     archive.flush().await;
 
     let summary = archive.summary("s1").unwrap().unwrap();
@@ -152,7 +152,7 @@ async fn lines_for_unknown_sessions_are_ignored() {
     let archive = open(&dir);
     record_ops(&archive, "ghost", 1..=3);
     archive.document("ghost", "x".into());
-    archive.finish("ghost", 1, "gone", "x".into());
+    archive.finish("ghost", 1, "gone", Some("x".into()));
     archive.flush().await;
     assert_eq!(timeline(&archive, "ghost"), None);
     assert!(archive.summaries(None).unwrap().is_empty());
@@ -212,7 +212,7 @@ async fn the_session_cap_truncates_and_keeps_the_final_document() {
     }
     archive.record("s", 6, 6, "evaluate", None, "z".into()); // would fit, but the timeline stays whole
     archive.record("s", 7, 7, "join", Some("carol".into()), "j".into());
-    archive.finish("s", 10, "its owner left", "final code".into());
+    archive.finish("s", 10, "its owner left", Some("final code".into()));
     archive.flush().await;
     let summary = archive.summary("s").unwrap().unwrap();
     assert!(summary.truncated);
@@ -230,9 +230,9 @@ async fn prune_by_age_never_touches_live_sessions() {
     let archive = Archive::open(ArchiveSettings { keep: Duration::from_secs(10), ..settings(&dir) }).unwrap();
     archive.begin("old", "a", 0, None);
     record_ops(&archive, "old", 1..=3);
-    archive.finish("old", 1_000, "done", "code".into());
+    archive.finish("old", 1_000, "done", Some("code".into()));
     archive.begin("recent", "b", 0, None);
-    archive.finish("recent", 15_000, "done", "".into());
+    archive.finish("recent", 15_000, "done", Some("".into()));
     archive.begin("live", "c", 0, None);
     record_ops(&archive, "live", 1..=3);
     archive.flush().await;
@@ -260,7 +260,7 @@ async fn prune_by_total_removes_the_oldest_ended_first() {
         archive.begin(id, "jam", 0, None);
         archive.record(id, 1, 1, "operation", None, line.clone());
         if let Some(ended) = ended {
-            archive.finish(id, ended, "done", String::new());
+            archive.finish(id, ended, "done", Some(String::new()));
         }
     }
     archive.flush().await;
@@ -289,7 +289,7 @@ async fn close_unfinished_spares_the_adopted() {
     archive.begin("dead", "a", 0, None);
     archive.begin("adopted", "b", 0, None);
     archive.begin("ended", "c", 0, None);
-    archive.finish("ended", 50, "its owner left", String::new());
+    archive.finish("ended", 50, "its owner left", Some(String::new()));
     archive.flush().await;
     assert_eq!(archive.close_unfinished(&["adopted".to_owned()], 99, "the hub stopped").unwrap(), 1);
     let dead = archive.summary("dead").unwrap().unwrap();
@@ -333,7 +333,7 @@ async fn reopening_keeps_everything() {
     let archive = open(&dir);
     archive.begin("s", "jam", 7, Some(troop_server::md5_hex("pw")));
     record_ops(&archive, "s", 1..=4);
-    archive.finish("s", 8, "done", "code ✓".into());
+    archive.finish("s", 8, "done", Some("code ✓".into()));
     archive.flush().await;
     let before = archive.summary("s").unwrap().unwrap();
     let path = archive.path().to_owned();
@@ -446,4 +446,19 @@ fn argon2_cost() {
         assert!(password::verify(&phc, &md5));
     }
     eprintln!("argon2id verify (19 MiB, t=2, p=1): {:?}", started.elapsed() / runs);
+}
+
+#[tokio::test]
+async fn an_end_without_a_document_keeps_the_last_one_and_snapshots_name_performers() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(settings(&dir)).unwrap();
+    archive.begin("s", "jam", 0, None);
+    let snapshot =
+        r#"{"type":"snapshot","revision":3,"document":"ab","performers":[{"id":0,"name":"ann"},{"id":1,"name":"bo"}]}"#;
+    archive.record("s", 3, 1, "snapshot", None, snapshot.into());
+    archive.document("s", "ab".into());
+    archive.finish("s", 9, "the hub stopped while it ran", None);
+    archive.flush().await;
+    assert_eq!(archive.code("s").unwrap().as_deref(), Some("ab"), "finish(None) keeps the document");
+    assert_eq!(archive.summary("s").unwrap().unwrap().performers, ["ann", "bo"]);
 }

@@ -47,7 +47,7 @@ pub(super) enum Op {
         id: String,
         ended_ms: u64,
         reason: String,
-        document: String,
+        document: Option<String>,
     },
     Flush(oneshot::Sender<()>),
 }
@@ -90,10 +90,13 @@ impl Writer {
                     flushes.push(done);
                     break;
                 }
+                // A session's start (its password hash) and end are committed at once: a
+                // hub killed right after cannot lose them (lines may wait for the batch).
+                let urgent = matches!(op, Op::Begin { .. } | Op::Finish { .. });
                 self.apply(op);
                 calls += 1;
                 let left = deadline.saturating_duration_since(Instant::now());
-                if calls >= BATCH_ROWS || left.is_zero() {
+                if urgent || calls >= BATCH_ROWS || left.is_zero() {
                     break;
                 }
                 match self.rx.recv_timeout(left) {
@@ -143,7 +146,7 @@ impl Writer {
                 self.apply_overflow(Some(&id));
                 let result = self
                     .conn
-                    .prepare_cached("UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = ?4 WHERE id = ?1")
+                    .prepare_cached("UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document) WHERE id = ?1")
                     .and_then(|mut s| s.execute(params![id, sql_int(ended_ms), reason, document]))
                     .map(drop);
                 ("finishing", id, result)
@@ -226,6 +229,13 @@ impl Writer {
                 self.add_performers(id, &[name])?;
             }
         }
+        if kind == "snapshot" {
+            // Performers already playing when the hub (re)subscribed are named only here.
+            let names = snapshot_performers(line);
+            if !names.is_empty() {
+                self.add_performers(id, &names)?;
+            }
+        }
         Ok(())
     }
 
@@ -290,4 +300,20 @@ pub(super) fn counts(kind: &str) -> (i64, i64) {
         "evaluate" => (0, 1),
         _ => (0, 0),
     }
+}
+
+/// The performers' names in a snapshot line (`{"performers": [{"name": ...}, ...]}`).
+fn snapshot_performers(line: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Snapshot {
+        #[serde(default)]
+        performers: Vec<Named>,
+    }
+    serde_json::from_str::<Snapshot>(line)
+        .map(|s| s.performers.into_iter().map(|p| p.name).collect())
+        .unwrap_or_default()
 }

@@ -68,6 +68,9 @@ pub struct LiveSnapshot {
     pub marks: Vec<ViewerMark>,
     /// Whether anyone with the link may watch.
     pub public: bool,
+    /// When it was taken (Unix ms), in archived timelines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
 }
 
 /// A performer as viewers see them: no address.
@@ -102,6 +105,7 @@ impl LiveSnapshot {
             authors: doc.runs().iter().map(|r| (r.author, r.len)).collect(),
             marks: doc.marks().iter().map(|(&id, &index)| ViewerMark { id, index }).collect(),
             public,
+            time_ms: None,
         }
     }
 }

@@ -10,13 +10,12 @@ use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::types::{AudienceState, AudienceSwitch};
 use crate::audience::{Access, LiveMessage};
-use crate::config::Audience;
 use crate::hub::{Hub, Watch, WatchError};
 use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -25,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 
-const OFF: &str = "This hub does not show sessions to an audience (audience: off)";
+use super::pages::AUDIENCE_OFF as OFF;
 /// A viewer must send its password within this.
 pub const PASSWORD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer whose socket takes longer than this to take one message is dropped.
@@ -42,63 +41,12 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4413;
 }
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
-                   base-uri 'none'; form-action 'none'; frame-ancestors *";
-
 fn valid_name(name: &str) -> Result<(), ApiError> {
     validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn no_session(name: &str) -> ApiError {
     ApiError::not_found(format!("No session named '{name}' is running"))
-}
-
-/// A page or asset with the headers every audience file gets.
-fn file(content_type: &'static str, body: &'static str) -> Response {
-    let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    (headers, body).into_response()
-}
-
-/// A session's audience view (HTML)
-///
-/// The session's code, live and read-only, in the performers' Troop colours. `?font=N` sets
-/// the font size in pixels.
-#[utoipa::path(get, path = "/s/{name}", tag = "audience",
-    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
-    responses(
-        (status = 200, description = "The page; it connects to the live feed itself", content_type = "text/html", body = String),
-        (status = 400, description = "Not a valid session name", body = ErrorBody),
-        (status = 404, description = "The audience view is off on this hub", body = ErrorBody),
-    ))]
-pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    valid_name(&name)?;
-    if hub.config().audience == Audience::Off {
-        return Err(ApiError::not_found(OFF));
-    }
-    Ok(file("text/html; charset=utf-8", include_str!("assets/view.html")))
-}
-
-/// The audience view's scripts and style
-#[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "view.css, doc.js or view.js")),
-    responses(
-        (status = 200, description = "The file", content_type = "text/plain", body = String),
-        (status = 404, description = "No such file", body = ErrorBody),
-    ))]
-pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
-    let js = "text/javascript; charset=utf-8";
-    match name.as_str() {
-        "view.css" => Ok(file("text/css; charset=utf-8", include_str!("assets/view.css"))),
-        "doc.js" => Ok(file(js, include_str!("assets/doc.js"))),
-        "view.js" => Ok(file(js, include_str!("assets/view.js"))),
-        _ => Err(ApiError::not_found("No such file")),
-    }
 }
 
 /// Watch a session live (WebSocket)

@@ -11,9 +11,11 @@
 //! - `sessions.rs` + `types.rs`: the `/api/v1` handlers and their JSON types.
 //! - `status.rs`: status page, healthz, readyz, metrics. `openapi.rs`: the document.
 //! - `log.rs`: one log line per request.
-//! - `audience.rs`: the audience view (`/s/{name}`, its assets, the live WebSocket, the
-//!   owner's public switch); `client.rs`: the client's address for per-address limits.
+//! - `pages.rs`: the browser pages (`/s/{name}`, `/archive`, `/a/{id}`) and their assets.
+//! - `audience.rs`: the live WebSocket and the owner's public switch.
+//! - `archive.rs`: past sessions' code and timelines. `client.rs`: the client's address.
 
+mod archive;
 mod audience;
 mod auth;
 mod client;
@@ -21,6 +23,7 @@ mod error;
 mod json;
 mod log;
 mod openapi;
+mod pages;
 mod serve;
 mod sessions;
 mod status;
@@ -56,10 +59,16 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(sessions::list_nodes))
         .routes(routes!(sessions::list_sessions, sessions::create_session))
         .routes(routes!(sessions::get_session, sessions::delete_session))
-        .routes(routes!(audience::view_page))
-        .routes(routes!(audience::asset))
+        .routes(routes!(pages::view_page))
+        .routes(routes!(pages::archive_page))
+        .routes(routes!(pages::replay_page))
+        .routes(routes!(pages::asset))
         .routes(routes!(audience::live))
         .routes(routes!(audience::set_audience))
+        .routes(routes!(archive::list, archive::delete_name))
+        .routes(routes!(archive::get_one, archive::delete_one))
+        .routes(routes!(archive::code))
+        .routes(routes!(archive::timeline))
 }
 
 /// What every path without a route gets.

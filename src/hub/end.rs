@@ -6,7 +6,11 @@
 
 use super::{control, lock, now, short, EndReason, Hub};
 use crate::registry::{Gone, Session, State};
+use std::time::Duration;
 use tracing::{info, warn};
+
+/// How long an ended session's last events may take to reach the hub.
+const DRAIN_EVENTS: Duration = Duration::from_secs(2);
 
 impl Hub {
     /// Ends session `id` if it is still registered. False if it was not.
@@ -18,12 +22,19 @@ impl Hub {
             // Its start undoes itself and frees the slot.
             start.cancel();
         }
-        self.unfollow(id, reason.audience_message());
-        self.finish(session, reason).await;
+        // The server is told to end and removed first; the events it sent until then are
+        // taken in (for the archive and viewers) before the hub stops following it.
+        let followed = self.finish(session, reason.clone()).await;
+        if followed {
+            self.drain_follow(id, DRAIN_EVENTS).await;
+        }
+        self.unfollow(id, &reason);
         true
     }
 
-    async fn finish(&self, session: Session, reason: EndReason) {
+    /// Tells the owner and the performers, stops and removes the server. True if the server
+    /// was running with a control channel (its event stream then ends with it).
+    async fn finish(&self, session: Session, reason: EndReason) -> bool {
         let owner = lock(&self.owners).remove(&session.id);
         if let (Some(owner), Some(msg)) = (owner, reason.owner_message()) {
             let _ = owner.send(msg);
@@ -33,7 +44,8 @@ impl Hub {
         }
         let handle = session.handle.clone().unwrap_or_default();
         info!(session = %session.name, id = %session.id, container = %short(&handle), reason = reason.label(), "session ended");
-        let Some(handle) = session.handle else { return };
+        let followed = session.control.is_some() && session.state == State::Running;
+        let Some(handle) = session.handle else { return followed };
         // Performers hear why from their own server; if it cannot be told, the gentle stop
         // below still makes it say goodbye (troop-server sends MSG_KILL on SIGTERM).
         if let (Some(access), Some(sentence), State::Running) =
@@ -50,6 +62,7 @@ impl Hub {
         }
         let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
         lock(&self.registry).free(&session.id, gone, now());
+        followed
     }
 
     /// Admin kill by name.
@@ -76,6 +89,10 @@ impl Hub {
         let all: Vec<String> = lock(&self.registry).list().map(|s| s.id.clone()).collect();
         let ends = all.iter().map(|id| self.end_session(id, EndReason::HubShutdown));
         futures_util::future::join_all(ends).await;
+        if let Some(archive) = self.archive.get() {
+            // Every ended session's final code is on disk before the hub exits.
+            archive.flush().await;
+        }
         let c = self.config();
         let limit = c.start_timeout + c.engine_timeout * 7;
         if tokio::time::timeout(limit, self.starts.wait()).await.is_err() {

@@ -5,7 +5,8 @@
 //! its audience ([`Followed::doc`]) and is fanned out to viewers ([`super::audience`]): the
 //! session server always has one subscriber, the hub, however many watch.
 
-use super::{lock, Hub};
+use super::record::Recorder;
+use super::{lock, EndReason, Hub};
 use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot};
 use crate::registry::ControlAccess;
 use secrecy::ExposeSecret;
@@ -33,6 +34,10 @@ pub(super) struct Followed {
     /// Viewers watching it now.
     pub viewers: usize,
     pub name: String,
+    /// Its recording in the archive, when the hub keeps one.
+    pub recorder: Option<Recorder>,
+    /// The task reading the server's events.
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Followed {
@@ -45,17 +50,30 @@ impl Followed {
     /// Sends `message` to every viewer (none listening is fine).
     pub fn publish(&self, message: &LiveMessage) {
         if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(Arc::from(message.to_text()));
+            self.publish_text(message.to_text());
+        }
+    }
+
+    fn publish_text(&self, text: String) {
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::from(text));
         }
     }
 
     /// A fresh snapshot from the server: the view, the document, and every viewer resynchronised.
     fn resync(&mut self, s: Snapshot) {
         let doc = LiveDoc::from_snapshot(&s.document, self.doc.as_ref().map(|(d, _)| d));
-        self.doc = Some((doc, s.seq));
+        let seq = s.seq;
+        self.doc = Some((doc, seq));
         self.view = LiveView::from_snapshot(s);
-        if let Some(m) = self.snapshot() {
+        if let Some(mut m) = self.snapshot() {
             self.publish(&m);
+            if let (Some(recorder), Some((doc, _)), LiveMessage::Snapshot(snap)) =
+                (&mut self.recorder, &self.doc, &mut m)
+            {
+                snap.time_ms = Some(super::record::unix_ms());
+                recorder.snapshot(seq, &m, doc);
+            }
         }
     }
 
@@ -81,7 +99,13 @@ impl Followed {
         };
         if fits {
             if let Some(m) = LiveMessage::from_event(e) {
-                self.publish(&m);
+                if self.recorder.is_some() || self.feed.receiver_count() > 0 {
+                    let text = m.to_text();
+                    if let (Some(recorder), Some((doc, _))) = (&mut self.recorder, &self.doc) {
+                        recorder.event(&m, &text, doc);
+                    }
+                    self.publish_text(text);
+                }
             }
         }
         fits
@@ -126,7 +150,19 @@ impl Hub {
     /// Starts following session `id`'s server (until the session ends).
     pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) {
         let stop = self.shutdown.child_token();
+        let recorder = self.archive.get().map(|archive| {
+            let (started_ms, md5) = lock(&self.registry)
+                .by_id(id)
+                .map(|s| {
+                    let started = s.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
+                    (started.unwrap_or(0), s.password_md5.as_ref().map(|m| m.expose_secret().to_string()))
+                })
+                .unwrap_or((super::record::unix_ms(), None));
+            Recorder::begin(archive.clone(), id, name, started_ms, md5)
+        });
         let followed = Followed {
+            recorder,
+            task: None,
             view: LiveView::default(),
             stop: stop.clone(),
             doc: None,
@@ -135,17 +171,35 @@ impl Hub {
             viewers: 0,
             name: name.to_string(),
         };
-        lock(&self.live).insert(id.to_string(), followed);
-        tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop));
+        let mut live = lock(&self.live);
+        live.insert(id.to_string(), followed);
+        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop));
+        if let Some(f) = live.get_mut(id) {
+            f.task = Some(task);
+        }
     }
 
-    /// Stops following session `id`; its viewers get `why` (the session ended) and are let go.
-    pub(super) fn unfollow(&self, id: &str, why: Option<String>) {
-        if let Some(followed) = lock(&self.live).remove(id) {
-            followed.stop.cancel();
-            if let Some(reason) = why {
-                followed.publish(&LiveMessage::Ended { reason });
+    /// Waits (at most `limit`) for session `id`'s event stream to end: once its server has
+    /// been told to end, every event it sent before exiting has been taken in.
+    pub(super) async fn drain_follow(&self, id: &str, limit: Duration) {
+        let task = lock(&self.live).get_mut(id).and_then(|f| f.task.take());
+        if let Some(task) = task {
+            if tokio::time::timeout(limit, task).await.is_err() {
+                debug!(id, "the session's event stream did not end in time");
             }
+        }
+    }
+
+    /// Stops following session `id`, which ended for `reason`: its viewers hear why and are
+    /// let go, its recording gets the final code.
+    pub(super) fn unfollow(&self, id: &str, reason: &EndReason) {
+        let Some(mut followed) = lock(&self.live).remove(id) else { return };
+        followed.stop.cancel();
+        if let Some(reason) = reason.audience_message() {
+            followed.publish(&LiveMessage::Ended { reason });
+        }
+        if let Some(recorder) = followed.recorder.take() {
+            recorder.finish(&reason.archive_reason(), followed.doc.as_ref().map(|(d, _)| d));
         }
     }
 
@@ -159,6 +213,9 @@ impl Hub {
         while !stop.is_cancelled() && lock(&self.registry).by_id(&id).is_some() {
             if self.subscribe_once(&id, &access, &stop).await {
                 backoff = Duration::from_millis(100);
+            }
+            if lock(&self.registry).by_id(&id).is_none() {
+                break; // the session ended: its stream ran to its end
             }
             tokio::select! {
                 _ = stop.cancelled() => break,

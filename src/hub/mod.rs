@@ -8,6 +8,7 @@
 //! - [`control`]: talking to session servers (arm, verify an owner, say why a session ends);
 //! - [`live`]: one subscription per live session, for who is playing and what they do;
 //! - [`audience`]: who may watch a session in a browser, and admitting viewers to its feed;
+//! - [`record`]: recording each followed session into the archive;
 //! - [`outcome`]: why sessions end and why requests are refused.
 //!
 //! The registry sits behind a plain mutex held only for bookkeeping, never across an engine
@@ -19,6 +20,7 @@ mod control;
 mod end;
 mod live;
 mod outcome;
+mod record;
 mod start;
 mod supervise;
 #[cfg(test)]
@@ -31,6 +33,7 @@ pub use outcome::{EndReason, HubError};
 pub use start::{Owned, StartRequest};
 pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
+use crate::archive::Archive;
 use crate::audience::FailureLimiter;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -40,7 +43,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +63,8 @@ pub struct Hub {
     live: Mutex<HashMap<String, live::Followed>>,
     /// Audience viewers watching now, in all.
     viewers: AtomicUsize,
+    /// Where sessions are recorded, once the archive is open.
+    archive: OnceLock<Archive>,
     /// Wrong session passwords by source address (audience view, its public switch).
     pub password_failures: FailureLimiter,
     public_host: String,
@@ -165,6 +170,7 @@ impl Hub {
             starting: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
+            archive: OnceLock::new(),
             password_failures: FailureLimiter::default(),
             public_host,
             public_host_warning,
@@ -174,6 +180,16 @@ impl Hub {
             admin_token: RwLock::new(None),
             recovered: AtomicBool::new(false),
         })
+    }
+
+    /// Records every session followed from now on into `archive` (set once, at start).
+    pub fn set_archive(&self, archive: Archive) {
+        let _ = self.archive.set(archive);
+    }
+
+    /// The archive, if the hub keeps one.
+    pub fn archive(&self) -> Option<&Archive> {
+        self.archive.get()
     }
 
     /// Sets the admin token (from the environment or `admin_token_file`).

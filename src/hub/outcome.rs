@@ -54,6 +54,19 @@ impl EndReason {
         }
     }
 
+    /// Why it ended, as the archive keeps it ("its owner left").
+    pub fn archive_reason(&self) -> String {
+        match self {
+            EndReason::ContainerExited(why) => why.clone(),
+            other => other
+                .performer_message()
+                .and_then(|m| {
+                    m.strip_prefix("Troop Hub: the session has ended: ").map(|s| s.trim_end_matches('.').to_string())
+                })
+                .unwrap_or_else(|| self.label().to_string()),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             EndReason::OwnerLeft => "owner_left",

@@ -113,7 +113,9 @@ impl Hub {
             started: now().checked_sub(age).unwrap_or_else(now),
             expires: None,
         };
-        match lock(&self.registry).adopt(session) {
+        // (The registry's lock is released before following: `follow` takes it too.)
+        let adopted = lock(&self.registry).adopt(session);
+        match adopted {
             Ok(()) => {
                 info!(session = %name, container = %short(&c.handle), "adopted a session from before the restart");
                 if let Some(access) = control {

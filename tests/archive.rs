@@ -1,0 +1,243 @@
+//! The archive against real Docker and real sockets: a session's code and timeline outlive
+//! it and are given only to whoever proves its password (or the admin); a container killed
+//! from outside loses nothing that reached the hub; a hub SIGKILLed and restarted continues
+//! the same timeline without a gap or a duplicate.
+
+mod common;
+
+use common::{docker_ok, http, TestHub, T};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use troop_hub::admin::{start_session, Owner};
+use troop_server::client::TroopClient;
+use troop_server::message::Body;
+use troop_server::ot::Operation;
+
+const TOKEN: &str = "archive-admin-token";
+
+/// A hub whose archive lives in its own temp dir.
+async fn hub_with(extra: &str) -> TestHub {
+    let mut hub = TestHub::new("");
+    let db = hub.dir.path().join("data").join("archive.db");
+    hub.extra_yaml = format!("archive: {{path: {}}}\n{extra}", db.display());
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
+    hub.start().await
+}
+
+async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
+    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
+        Ok(o) => o,
+        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
+    }
+}
+
+async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
+    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
+}
+
+/// Alice types (unicode included) and evaluates a block; returns her document.
+async fn play(alice: &mut TroopClient, text: &str) -> String {
+    let len = alice.document().chars().count() as u64;
+    alice.insert(len, text).await.unwrap();
+    alice.send(Body::EvaluateBlock { start: 1, end: 2, reply: 0 }).await.unwrap();
+    while !alice.is_synchronized() {
+        alice.recv(T).await.unwrap();
+    }
+    alice.document().to_string()
+}
+
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// A GET with the session password header (or the admin token).
+async fn get(hub: &TestHub, path: &str, password: Option<&str>, admin: bool) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(hub.http).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some(pw) = password {
+        req.push_str(&format!("X-Session-Password: {pw}\r\n"));
+    }
+    if admin {
+        req.push_str(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut raw)).await.expect("answered in time").unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
+    Answer { status, headers: head.to_string(), body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// The archived sessions of `name` once the hub has them (its writer commits in batches).
+async fn listed(hub: &TestHub, name: &str, pw: &str, ended: usize) -> Vec<Value> {
+    let deadline = Instant::now() + T;
+    loop {
+        let a = get(hub, &format!("/api/v1/archive?name={name}"), Some(pw), false).await;
+        if a.status == 200 {
+            let list: Vec<Value> = serde_json::from_str(&a.body).unwrap();
+            if list.iter().filter(|s| !s["ended_ms"].is_null()).count() >= ended {
+                return list;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} archived: {} {}", a.status, a.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The document a timeline gives, applied from empty; and its event numbers.
+fn replay(timeline: &str) -> (String, Vec<u64>) {
+    let (mut doc, mut seqs) = (String::new(), Vec::new());
+    for line in timeline.lines() {
+        let m: Value = serde_json::from_str(line).expect("each line is JSON");
+        match m["type"].as_str().unwrap() {
+            "snapshot" => {
+                doc = m["document"].as_str().unwrap().to_string();
+                seqs.push(m["revision"].as_u64().unwrap());
+            }
+            kind => {
+                seqs.push(m["seq"].as_u64().unwrap());
+                if kind == "operation" {
+                    let op: Operation = serde_json::from_value(m["ops"].clone()).unwrap();
+                    doc = op.apply(&doc).expect("each operation fits");
+                }
+            }
+        }
+    }
+    (doc, seqs)
+}
+
+#[tokio::test]
+async fn the_code_outlives_the_session_for_whoever_knows_its_password() {
+    let hub = hub_with("").await;
+    let o = owner(&hub, "gig", "pw-gig").await;
+    let mut alice = performer(&o, "alice", "pw-gig").await;
+    play(&mut alice, "d1 >> play(\"x-o-\")  # ünïcödé 🎵\n").await;
+    let doc = play(&mut alice, &format!("p1 >> pads([0, 2]) {}\n", "é".repeat(3))).await;
+    drop(o);
+    let list = listed(&hub, "gig", "pw-gig", 1).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let s = &list[0];
+    let id = s["id"].as_str().unwrap();
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw-gig"), false).await;
+    assert_eq!(s["performers"], serde_json::json!(["alice"]), "{s}\n{}", tl.body);
+    assert_eq!(s["end_reason"], "its owner left");
+    assert!(s["operations"].as_u64().unwrap() >= 2 && s["evaluations"].as_u64() == Some(2), "{s}");
+
+    // The code, byte for byte, as a file named after the session and the day.
+    let code = get(&hub, &format!("/api/v1/archive/{id}/code"), Some("pw-gig"), false).await;
+    assert_eq!(code.status, 200);
+    assert_eq!(code.body, doc, "the downloaded code is the last document");
+    assert!(code.headers.contains("attachment; filename=\"gig-20"), "{}", code.headers);
+    // The timeline replayed from empty gives the same document, in order.
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw-gig"), false).await;
+    assert_eq!(tl.status, 200);
+    let (replayed, seqs) = replay(&tl.body);
+    assert_eq!(replayed, doc);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no duplicate: {seqs:?}");
+    assert!(tl.body.contains("\"type\":\"evaluate\"") && tl.body.contains("\"type\":\"join\""));
+
+    // Proof: a wrong password, none, an unknown name; the admin sees all.
+    assert_eq!(get(&hub, "/api/v1/archive?name=gig", Some("nope"), false).await.status, 403);
+    assert_eq!(get(&hub, "/api/v1/archive?name=gig", None, false).await.status, 401);
+    assert_eq!(get(&hub, "/api/v1/archive?name=nobody", Some("pw-gig"), false).await.status, 403);
+    assert_eq!(get(&hub, &format!("/api/v1/archive/{id}/code"), Some("nope"), false).await.status, 403);
+    let all = get(&hub, "/api/v1/archive", None, true).await;
+    assert_eq!(all.status, 200);
+    assert!(all.body.contains(id));
+    assert!(http(hub.http, "GET", "/archive", None, None).await.status == 200, "the archive form");
+    assert!(http(hub.http, "GET", &format!("/a/{id}"), None, None).await.status == 200, "the replay page");
+    // The admin deletes it.
+    let gone = http(hub.http, "DELETE", &format!("/api/v1/archive/{id}"), Some(TOKEN), None).await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(get(&hub, &format!("/api/v1/archive/{id}"), None, true).await.status, 404);
+    let log = hub.log();
+    assert!(!log.contains("pw-gig") && !log.contains(&troop_server::md5_hex("pw-gig")), "no password in the log");
+}
+
+#[tokio::test]
+async fn a_container_killed_from_outside_loses_nothing_that_reached_the_hub() {
+    let hub = hub_with("").await;
+    let o = owner(&hub, "crash", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    let doc = play(&mut alice, "Clock.bpm = 140 # ⏱\n").await;
+    // Everything alice did has reached the hub once the session list counts her evaluation.
+    let deadline = Instant::now() + T;
+    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"] != 1 {
+        assert!(Instant::now() < deadline, "the hub saw the evaluation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let container = hub.containers().pop().expect("the session's container");
+    docker_ok(&["kill", &container]);
+    let list = listed(&hub, "crash", "pw", 1).await;
+    let id = list[0]["id"].as_str().unwrap();
+    let code = get(&hub, &format!("/api/v1/archive/{id}/code"), Some("pw"), false).await;
+    assert_eq!(code.body, doc);
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw"), false).await;
+    assert_eq!(replay(&tl.body).0, doc);
+    drop(o);
+}
+
+#[tokio::test]
+async fn a_hub_killed_and_restarted_continues_the_same_timeline() {
+    let mut hub = hub_with("orphans: adopt").await;
+    let o = owner(&hub, "onward", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    play(&mut alice, "first part\n").await;
+    // The session's row (with its password's slow hash) is on disk: the hub's writer commits
+    // a session's start at once, lines within 100 ms.
+    let deadline = Instant::now() + T;
+    while !get(&hub, "/api/v1/archive?name=onward", None, true).await.body.contains("\"operations\":1") {
+        assert!(Instant::now() < deadline, "the first part is archived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.signal("KILL");
+    hub.wait_exit(T).await;
+    drop(o);
+    // Alice plays on while the hub is away: the restarted hub cannot hear those events.
+    play(&mut alice, "while the hub was away\n").await;
+    hub.spawn().await;
+    let deadline = Instant::now() + T;
+    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["performers"]
+        .as_array()
+        .map_or(0, Vec::len)
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the restarted hub follows the session again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let doc = play(&mut alice, "after the restart\n").await;
+    let r = http(hub.http, "DELETE", "/api/v1/sessions/onward", Some(TOKEN), None).await;
+    assert_eq!(r.status, 204);
+    let list = listed(&hub, "onward", "pw", 1).await;
+    assert_eq!(list.len(), 1, "one timeline, not two: {list:?}");
+    assert_eq!(list[0]["end_reason"], "an admin ended it");
+    let id = list[0]["id"].as_str().unwrap();
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw"), false).await;
+    let (replayed, seqs) = replay(&tl.body);
+    assert_eq!(replayed, doc, "no gap: the replay reaches the final document");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no duplicate: {seqs:?}");
+    assert!(tl.body.contains("\"type\":\"snapshot\""), "what the hub missed is bridged by a snapshot");
+    let code = get(&hub, &format!("/api/v1/archive/{id}/code"), Some("pw"), false).await;
+    assert_eq!(code.body, doc);
+}
