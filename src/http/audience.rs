@@ -12,7 +12,7 @@ use super::types::{AudienceState, AudienceSwitch};
 use crate::audience::{Access, LiveMessage};
 use crate::hub::{Hub, Watch, WatchError};
 use crate::wire::validate_name;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -31,6 +31,8 @@ pub const PASSWORD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message a viewer may send (its password).
 const MAX_INCOMING: usize = 4096;
+/// Messages sent in one write at most.
+const MAX_BATCH: usize = 256;
 
 /// Close codes viewers get (4000-4999 are the application's).
 pub mod close {
@@ -92,6 +94,9 @@ pub async fn live(
     Ok(ws
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
+        // Viewers only ever send a password: a small read buffer (the default is 128 KiB).
+        .read_buffer_size(MAX_INCOMING)
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| viewer.run(socket, watch)))
 }
 
@@ -165,24 +170,36 @@ impl Viewer {
         let (mut out, mut incoming) = socket.split();
         if self.needs_password {
             if let Err((code, message, retry)) = self.password(&mut incoming).await {
-                let _ = send(&mut out, &LiveMessage::Error { message: message.clone(), retry }.to_text()).await;
+                let _ = send(&mut out, vec![error_text(&message, retry)]).await;
                 let _ = out.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
                 return;
             }
         }
         if let Some(snapshot) = watch.snapshot.take() {
-            if send(&mut out, &snapshot).await.is_err() {
+            if send(&mut out, vec![snapshot]).await.is_err() {
                 return;
             }
         }
         loop {
             tokio::select! {
                 m = watch.feed.recv() => match m {
-                    Ok(text) => if send(&mut out, &text).await.is_err() { return },
+                    Ok(first) => {
+                        // Everything already waiting goes out in one write.
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match watch.feed.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        if send(&mut out, batch).await.is_err() {
+                            return;
+                        }
+                    }
                     Err(RecvError::Lagged(_)) => {
                         tracing::debug!(session = %self.name, "a viewer fell behind; dropped");
                         let why = "This view fell behind the session; reconnect to catch up";
-                        let _ = send(&mut out, &LiveMessage::Error { message: why.into(), retry: true }.to_text()).await;
+                        let _ = send(&mut out, vec![error_text(why, true)]).await;
                         let frame = CloseFrame { code: close::TOO_SLOW, reason: "".into() };
                         let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(Some(frame)))).await;
                         return;
@@ -232,9 +249,21 @@ impl Viewer {
     }
 }
 
-/// Sends one text message, or fails if the viewer does not take it in time.
-async fn send(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, text: &str) -> Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Text(text.into()))).await {
+/// An `error` message's text.
+fn error_text(message: &str, retry: bool) -> Utf8Bytes {
+    Utf8Bytes::from(LiveMessage::Error { message: message.to_string(), retry }.to_text())
+}
+
+/// Sends text messages in one write (one flush), or fails if the viewer does not take them
+/// within [`SEND_TIMEOUT`].
+async fn send(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, batch: Vec<Utf8Bytes>) -> Result<(), ()> {
+    let write = async {
+        for text in batch {
+            out.feed(Message::Text(text)).await?;
+        }
+        out.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }

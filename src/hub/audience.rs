@@ -9,6 +9,7 @@ use crate::config::Audience;
 use secrecy::ExposeSecret;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 /// Why a viewer cannot watch.
@@ -27,8 +28,8 @@ pub enum WatchError {
 /// A viewer admitted to a session's feed: the snapshot to start from (none yet if the hub has
 /// not heard from the server; it follows on the feed) and the feed. Dropping it frees the place.
 pub struct Watch {
-    pub snapshot: Option<Arc<str>>,
-    pub feed: broadcast::Receiver<Arc<str>>,
+    pub snapshot: Option<Utf8Bytes>,
+    pub feed: broadcast::Receiver<Utf8Bytes>,
     _place: ViewerPlace,
 }
 
@@ -134,7 +135,7 @@ impl Hub {
             return Err(WatchError::HubFull(total));
         }
         f.viewers += 1;
-        let snapshot = f.snapshot().map(|m| Arc::from(m.to_text()));
+        let snapshot = f.snapshot().map(|m| Utf8Bytes::from(m.to_text()));
         let feed = f.feed.subscribe();
         drop(live);
         Ok(Watch { snapshot, feed, _place: ViewerPlace { hub: self.clone(), id } })

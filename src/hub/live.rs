@@ -12,6 +12,7 @@ use crate::registry::ControlAccess;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -27,8 +28,8 @@ pub(super) struct Followed {
     pub stop: CancellationToken,
     /// The document as of event `seq`, once the first snapshot arrived.
     pub doc: Option<(LiveDoc, u64)>,
-    /// Every viewer message, serialised once.
-    pub feed: broadcast::Sender<Arc<str>>,
+    /// Every viewer message, serialised once and shared by every viewer (no copy each).
+    pub feed: broadcast::Sender<Utf8Bytes>,
     /// The owner (or the admin) opened its view to everyone.
     pub public: bool,
     /// Viewers watching it now.
@@ -56,7 +57,7 @@ impl Followed {
 
     fn publish_text(&self, text: String) {
         if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(Arc::from(text));
+            let _ = self.feed.send(Utf8Bytes::from(text));
         }
     }
 
