@@ -241,3 +241,26 @@ async fn a_hub_killed_and_restarted_continues_the_same_timeline() {
     let code = get(&hub, &format!("/api/v1/archive/{id}/code"), Some("pw"), false).await;
     assert_eq!(code.body, doc);
 }
+
+#[test]
+fn troop_hub_archive_prune_runs_on_the_configured_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.yaml");
+    let db = dir.path().join("kept").join("archive.db");
+    std::fs::write(&config, format!("archive: {{path: {}}}\n", db.display())).unwrap();
+    let prune = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_troop-hub"))
+            .args(["--config", &config.display().to_string(), "archive", "prune"])
+            .output()
+            .expect("run troop-hub")
+    };
+    let out = prune(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.lines().last(), Some("pruned 0 sessions (0 bytes of timelines)"), "{said}");
+    assert!(db.exists(), "the file and its directory are created");
+    std::fs::write(&config, "archive: off\n").unwrap();
+    let out = prune(&config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`archive: off`"), "one clear line");
+}

@@ -137,6 +137,12 @@ pub async fn status_page(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>)
     let sessions = (config.public_listing || admin.is_some()).then(|| hub.list());
     let table = sessions_table(sessions.as_deref());
     let lobby = lobby_list(&hub.lobby());
+    let archive = if hub.archive().is_some() {
+        "<p>Played here before? <a href=\"archive\">Your past sessions</a>: their code to download and \
+         a replay, with the session's name and password.</p>\n"
+    } else {
+        ""
+    };
     let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
     let nodes = hub.nodes();
     let machines = if nodes.len() > 1 {
@@ -157,7 +163,7 @@ td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></hea
 <h1>Troop hub at {host}:{port}</h1>
 <p>Start a session with Troop 0.10.3: <code>python run-server.py --hub NAME@{host}:{port}</code></p>
 <p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
-{lobby}<h2>Sessions</h2>
+{archive}{lobby}<h2>Sessions</h2>
 <p>{running} running of {cap}; {free} free slots.{machines}</p>
 {table}
 <p><small>This page refreshes every 10 seconds.</small></p>

@@ -6,10 +6,10 @@
 use super::{control, live::Followed, lock, now, Hub};
 use crate::audience::Access;
 use crate::config::Audience;
+use axum::extract::ws::Utf8Bytes;
 use secrecy::ExposeSecret;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 /// Why a viewer cannot watch.
