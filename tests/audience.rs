@@ -374,3 +374,35 @@ async fn a_viewer_that_stops_reading_is_dropped_and_performers_play_on() {
     assert!(reader.until(T, |v| v.doc == want).await, "a reading viewer stays in step");
     drop(stuck);
 }
+
+#[tokio::test]
+async fn viewers_beyond_the_cap_are_refused_and_their_places_come_back() {
+    let hub = hub_with("audience: public\naudience_viewers_per_session: 2\naudience_viewers_total: 3").await;
+    let o = owner(&hub, "full", "pw").await;
+    let first = Viewer::connect(hub.http, "full", None).await.expect("1 of 2");
+    let second = Viewer::connect(hub.http, "full", None).await.expect("2 of 2");
+    match Viewer::connect(hub.http, "full", None).await {
+        Err(Refused::Status(503, body)) => assert!(body.contains("as many viewers as the hub allows (2)"), "{body}"),
+        other => panic!("a third viewer: {:?}", other.err()),
+    }
+    // The hub-wide cap counts every session's viewers.
+    let _o2 = owner(&hub, "other", "pw").await;
+    let third = Viewer::connect(hub.http, "other", None).await.expect("3 of 3 in all");
+    match Viewer::connect(hub.http, "other", None).await {
+        Err(Refused::Status(503, body)) => assert!(body.contains("The hub has as many viewers"), "{body}"),
+        other => panic!("a fourth viewer: {:?}", other.err()),
+    }
+    // A viewer that leaves frees its place.
+    drop(first);
+    let deadline = Instant::now() + T;
+    loop {
+        match Viewer::connect(hub.http, "full", None).await {
+            Ok(_) => break,
+            Err(Refused::Status(503, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the place came back: {e:?}"),
+        }
+    }
+    drop((second, third, o));
+}
