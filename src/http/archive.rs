@@ -88,6 +88,7 @@ async fn prove(hub: &Hub, archive: &Archive, id: &str, proof: Proof) -> Result<(
 
 /// `?name=`
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ByName {
     /// The session name (required unless the admin asks for everything).
     pub name: Option<String>,

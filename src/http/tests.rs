@@ -170,3 +170,12 @@ async fn a_bad_body_gets_a_json_400_saying_what_is_wrong() {
         assert!(error.is_some_and(|e| e.contains(says)), "{body}: {answer}");
     }
 }
+
+#[test]
+fn the_archive_listing_takes_its_name_from_the_query_and_its_password_from_a_header() {
+    let doc = document();
+    let params = doc["paths"]["/api/v1/archive"]["get"]["parameters"].as_array().cloned().unwrap_or_default();
+    let place = |name: &str| params.iter().find(|p| p["name"] == name).map(|p| p["in"].clone());
+    assert_eq!(place("name"), Some(Value::from("query")), "{params:?}");
+    assert_eq!(place("X-Session-Password"), Some(Value::from("header")), "never in a URL");
+}
