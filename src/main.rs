@@ -141,12 +141,10 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         warn!("no admin token: the HTTP admin endpoints answer 403 (set TROOP_HUB_ADMIN_TOKEN or admin_token_file)");
     }
     hub.set_admin_token(admin_token);
-    let recovered = hub.recover().await;
-    if let Err(e) = &recovered {
+    if let Err(e) = hub.recover().await {
         warn!(error = %e, "could not look for sessions left from before");
     }
-    // Sessions the archive holds as running are closed only once the hub knows what it adopted.
-    tokio::spawn(hub.clone().archive_upkeep(recovered.is_ok()));
+    tokio::spawn(hub.clone().archive_upkeep());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;

@@ -55,6 +55,7 @@ struct Viewer {
     performers: BTreeMap<i64, String>,
     authors: Vec<(Option<i64>, u64)>,
     ended: Option<String>,
+    error: Option<String>,
     snapshots: usize,
 }
 
@@ -77,6 +78,7 @@ impl Viewer {
             performers: BTreeMap::new(),
             authors: Vec::new(),
             ended: None,
+            error: None,
             snapshots: 0,
         };
         if let Some(pw) = password {
@@ -122,6 +124,7 @@ impl Viewer {
                 self.authors = serde_json::from_value(m["authors"].clone()).expect("authors are [id, length] runs");
             }
             "ended" => self.ended = Some(m["reason"].as_str().unwrap().to_string()),
+            "error" => self.error = Some(m["message"].as_str().unwrap().to_string()),
             kind => {
                 let seq = m["seq"].as_u64().unwrap_or_else(|| panic!("{kind} without seq: {m}"));
                 // In order; numbers of events viewers do not get (console text) are skipped.
@@ -299,15 +302,27 @@ async fn the_view_asks_for_the_password_and_the_owner_can_open_it() {
     // The admin token works instead of the password, and closes it again.
     let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", Some(TOKEN), Some(r#"{"public": false}"#)).await;
     assert_eq!((r.status, r.json()["audience"].clone()), (200, json!("password")), "{}", r.body);
+    // Closing it lets go of whoever watched without the password; who gave it stays.
+    let mut v2 = v2;
+    assert!(v2.until(T, |v| v.error.is_some()).await, "the public viewer is told");
+    assert_eq!(v2.error.as_deref(), Some("This view now needs the session's password"));
+    assert!(http(hub.http, "GET", "/metrics", None, None).await.body.contains("troop_hub_viewers 1\n"));
     assert!(matches!(Viewer::connect(hub.http, "class", None).await, Err(Refused::Closed(_, 4408))));
     let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(r#"{"public": true}"#)).await;
     assert_eq!(r.status, 400, "neither password nor token: {}", r.body);
 
-    // Wrong passwords: 10 per address, then 429 (with Retry-After) without checking.
-    for _ in 0..9 {
+    // Wrong passwords: 10 per address, then one every 6 s (silence counts too; the waits above
+    // earned some back), then 429 with Retry-After, without checking even a right password.
+    let mut refused = None;
+    for _ in 0..12 {
         let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("nope", true))).await;
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
         assert_eq!(r.status, 403);
     }
+    assert!(refused.is_some(), "429 within 12 wrong passwords");
     let r = http(hub.http, "POST", "/api/v1/sessions/class/audience", None, Some(&switch("s3cret", true))).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.headers.to_ascii_lowercase().contains("retry-after: "), "{}", r.headers);

@@ -1,8 +1,10 @@
 //! The limit on wrong session passwords per source address (the audience view, its public
-//! switch): each address may get [`BURST`] wrong, then one more every [`REFILL`]; beyond that
-//! it is refused without the password being checked, until it has waited. Memory is bounded:
-//! at most [`MAX_ADDRESSES`] addresses are remembered, and addresses back to a full allowance
-//! are forgotten first.
+//! switch, the archive): each address may get [`BURST`] wrong, then one more every [`REFILL`];
+//! beyond that it is refused without the password being checked, until it has waited. A check
+//! is paid for before the password is looked at ([`FailureLimiter::take`]) and refunded when
+//! it was right, so many requests at once cannot all slip through. IPv6 addresses count by
+//! their /64 (one host usually has the whole /64). Memory is bounded: at most
+//! [`MAX_ADDRESSES`] addresses are remembered, those back to a full allowance forgotten first.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,19 +37,53 @@ pub struct FailureLimiter {
     addresses: Mutex<HashMap<IpAddr, Allowance>>,
 }
 
+/// The key an address counts under: itself (IPv4), or its /64 (IPv6).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 impl FailureLimiter {
     /// `Err(wait)` if `ip` has used up its wrong passwords: it may try again after `wait`.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&ip).map(|a| a.now(now)) {
+        match map.get(&key(ip)).map(|a| a.now(now)) {
             Some(left) if left < 1.0 => Err(REFILL.mul_f64(1.0 - left)),
             _ => Ok(()),
         }
     }
 
-    /// `ip` sent a wrong password.
+    /// Pays for one password check from `ip`'s allowance before it is made (`Err(wait)` if
+    /// none is left); [`FailureLimiter::refund`] gives it back when the password was right.
+    pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(left) = map.get(&key(ip)).map(|a| a.now(now)).filter(|left| *left < 1.0) {
+            return Err(REFILL.mul_f64(1.0 - left));
+        }
+        Self::charge(&mut map, key(ip), now);
+        Ok(())
+    }
+
+    /// The password `ip` paid for with [`FailureLimiter::take`] was right.
+    pub fn refund(&self, ip: IpAddr, now: Instant) {
+        let mut map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = map.get_mut(&key(ip)) {
+            *a = Allowance { left: (a.now(now) + 1.0).min(BURST), at: now };
+        }
+    }
+
+    /// `ip` sent a wrong password (or none in time).
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        Self::charge(&mut map, key(ip), now);
+    }
+
+    fn charge(map: &mut HashMap<IpAddr, Allowance>, ip: IpAddr, now: Instant) {
         if map.len() >= MAX_ADDRESSES && !map.contains_key(&ip) {
             map.retain(|_, a| a.now(now) < BURST);
             if map.len() >= MAX_ADDRESSES {
@@ -81,6 +117,29 @@ mod tests {
         assert!(l.check(a, t + REFILL).is_ok());
         l.failed(a, t + REFILL);
         assert!(l.check(a, t + REFILL).is_err());
+    }
+
+    #[test]
+    fn checks_are_paid_before_and_refunded_when_right() {
+        let l = FailureLimiter::default();
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        let t = Instant::now();
+        // Ten checks in flight at once use the whole allowance; the eleventh waits.
+        for _ in 0..10 {
+            assert!(l.take(ip, t).is_ok());
+        }
+        assert!(l.take(ip, t).is_err(), "no eleventh check while ten are in flight");
+        for _ in 0..10 {
+            l.refund(ip, t);
+        }
+        assert!(l.take(ip, t).is_ok(), "right passwords cost nothing");
+        // A whole IPv6 /64 is one address.
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::ffff:2".parse().unwrap());
+        for _ in 0..10 {
+            l.failed(a, t);
+        }
+        assert!(l.check(b, t).is_err(), "the same /64");
+        assert!(l.check("2001:db8:0:1::1".parse().unwrap(), t).is_ok(), "another /64");
     }
 
     #[test]

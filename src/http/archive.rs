@@ -73,16 +73,29 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Slow password hashes (argon2id, 19 MiB each) run at most [`crate::hub::SLOW_CHECKS`] at a time; a
+/// request that waits longer than 5 s for its turn gets 503.
+async fn slow_check<T: Send + 'static>(
+    hub: &Hub,
+    f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let turn = tokio::time::timeout(Duration::from_secs(5), hub.slow_checks.acquire()).await;
+    let Ok(Ok(_permit)) = turn else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The hub is busy checking passwords; try again"));
+    };
+    blocking(f).await
+}
+
 /// Checks a password proof of archive `id` (admin proofs pass).
 async fn prove(hub: &Hub, archive: &Archive, id: &str, proof: Proof) -> Result<(), ApiError> {
     let Proof::Password { password, ip } = proof else { return Ok(()) };
-    hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+    hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
     let (a, id) = (archive.clone(), id.to_string());
-    let ok = blocking(move || a.verify(&id, password.expose_secret())).await?;
+    let ok = slow_check(hub, move || a.verify(&id, password.expose_secret())).await?;
     if !ok {
-        hub.password_failures.failed(ip, Instant::now());
         return Err(ApiError::new(StatusCode::FORBIDDEN, WRONG));
     }
+    hub.password_failures.refund(ip, Instant::now());
     Ok(())
 }
 
@@ -121,12 +134,12 @@ pub async fn list(
         Proof::Admin => Ok(Json(blocking(move || archive.summaries(q.name.as_deref())).await?)),
         Proof::Password { password, ip } => {
             let name = q.name.ok_or_else(|| ApiError::bad_request("Say which session: ?name=NAME"))?;
-            hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
-            let found = blocking(move || archive.summaries_for(&name, password.expose_secret())).await?;
+            hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+            let found = slow_check(&hub, move || archive.summaries_for(&name, password.expose_secret())).await?;
             if found.is_empty() {
-                hub.password_failures.failed(ip, Instant::now());
                 return Err(ApiError::new(StatusCode::FORBIDDEN, WRONG));
             }
+            hub.password_failures.refund(ip, Instant::now());
             Ok(Json(found))
         }
     }

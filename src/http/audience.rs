@@ -41,6 +41,7 @@ pub mod close {
     pub const NO_PASSWORD: u16 = 4408;
     pub const TOO_MANY: u16 = 4429;
     pub const TOO_SLOW: u16 = 4413;
+    pub const FULL: u16 = 4503;
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
@@ -59,8 +60,9 @@ fn no_session(name: &str) -> ApiError {
 /// `select` in the session's order, and `ended` with the reason when it ends. A later
 /// `snapshot` replaces everything (the hub resynchronised). Applying each operation to the
 /// snapshot's document in order gives the server's document. Close codes: 4403 wrong
-/// password, 4404 no such session, 4408 no password in time, 4413 the viewer fell behind (it
-/// may reconnect), 4429 too many wrong passwords.
+/// password (or the view stopped being public), 4404 no such session (or the view was turned
+/// off), 4408 no password in time, 4413 the viewer fell behind (it may reconnect), 4429 too
+/// many wrong passwords, 4503 the view filled up meanwhile (it may retry).
 #[utoipa::path(get, path = "/api/v1/sessions/{name}/live", tag = "audience",
     params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
@@ -84,20 +86,23 @@ pub async fn live(
     if access == Access::Password {
         hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
     }
-    let watch = hub.watch(&name).map_err(|e| match e {
+    // Full now: refused before the upgrade. A place is taken only once the password (if any)
+    // is proved, so silent sockets cannot hold a session's places.
+    hub.can_watch(&name).map_err(|e| match e {
         WatchError::NoSession(_) | WatchError::NotFollowed(_) => ApiError::not_found(e.to_string()),
         WatchError::SessionFull { .. } | WatchError::HubFull(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     })?;
-    let viewer = Viewer { hub, name, ip, needs_password: access == Access::Password };
+    let viewer = Viewer { hub, name, ip, proved: false };
+    let needs_password = access == Access::Password;
     Ok(ws
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
         // Viewers only ever send a password: a small read buffer (the default is 128 KiB).
         .read_buffer_size(MAX_INCOMING)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| viewer.run(socket, watch)))
+        .on_upgrade(move |socket| viewer.run(socket, needs_password)))
 }
 
 /// Open a session's view to everyone, or close it (the session's password or the admin token)
@@ -140,14 +145,18 @@ pub async fn set_audience(
 
 /// Checks a session password within the per-address limit: 429, 403 or 404 when it fails.
 async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
-    hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+    // Paid for before it is checked (so a burst cannot slip through), refunded when right.
+    hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
     match hub.check_session_password(name, password.expose_secret()).await {
-        Some(true) => Ok(()),
-        Some(false) => {
-            hub.password_failures.failed(ip, Instant::now());
-            Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'")))
+        Some(true) => {
+            hub.password_failures.refund(ip, Instant::now());
+            Ok(())
         }
-        None => Err(no_session(name)),
+        Some(false) => Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'"))),
+        None => {
+            hub.password_failures.refund(ip, Instant::now());
+            Err(no_session(name))
+        }
     }
 }
 
@@ -157,24 +166,39 @@ struct Hello {
     password: SecretString,
 }
 
-/// One admitted viewer's connection.
+/// One viewer's connection.
 struct Viewer {
     hub: Arc<Hub>,
     name: String,
     ip: IpAddr,
-    needs_password: bool,
+    /// It gave the session's password (it may stay when the view stops being public).
+    proved: bool,
+}
+
+/// Sends an error and closes.
+async fn refuse(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, code: u16, message: &str, retry: bool) {
+    let _ = send(out, vec![error_text(message, retry)]).await;
+    let frame = CloseFrame { code, reason: "".into() };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(Some(frame)))).await;
 }
 
 impl Viewer {
-    async fn run(self, socket: WebSocket, mut watch: Watch) {
+    async fn run(mut self, socket: WebSocket, needs_password: bool) {
         let (mut out, mut incoming) = socket.split();
-        if self.needs_password {
+        if needs_password {
             if let Err((code, message, retry)) = self.password(&mut incoming).await {
-                let _ = send(&mut out, vec![error_text(&message, retry)]).await;
-                let _ = out.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
-                return;
+                return refuse(&mut out, code, &message, retry).await;
             }
+            self.proved = true;
         }
+        let mut epoch = self.hub.audience_epoch();
+        let mut watch: Watch = match self.hub.watch(&self.name) {
+            Ok(w) => w,
+            Err(e @ (WatchError::NoSession(_) | WatchError::NotFollowed(_))) => {
+                return refuse(&mut out, close::NO_SESSION, &e.to_string(), false).await;
+            }
+            Err(e) => return refuse(&mut out, close::FULL, &e.to_string(), true).await,
+        };
         if let Some(snapshot) = watch.snapshot.take() {
             if send(&mut out, vec![snapshot]).await.is_err() {
                 return;
@@ -215,6 +239,17 @@ impl Viewer {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                     Some(Ok(_)) => {}
                 },
+                // The owner closed the view, or hub.yaml changed: is this viewer still let in?
+                Ok(()) = epoch.changed() => match self.hub.audience_access(&self.name) {
+                    Some(Access::Off) | None => {
+                        return refuse(&mut out, close::NO_SESSION, OFF, false).await;
+                    }
+                    Some(Access::Password) if !self.proved => {
+                        let why = "This view now needs the session's password";
+                        return refuse(&mut out, close::WRONG_PASSWORD, why, false).await;
+                    }
+                    Some(_) => {}
+                },
             }
         }
     }
@@ -234,7 +269,11 @@ impl Viewer {
             }
         });
         let no_password = (close::NO_PASSWORD, "Send {\"password\": \"...\"} first".to_string(), false);
-        let text = first.await.ok().flatten().ok_or_else(|| no_password.clone())?;
+        let Some(text) = first.await.ok().flatten() else {
+            // Silence counts like a wrong password.
+            self.hub.password_failures.failed(self.ip, Instant::now());
+            return Err(no_password);
+        };
         let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password)?;
         match check_password(&self.hub, &self.name, self.ip, &hello.password).await {
             Ok(()) => Ok(()),

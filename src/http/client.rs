@@ -28,11 +28,41 @@ impl FromRequestParts<Arc<Hub>> for ClientIp {
             return Ok(ClientIp(peer));
         }
         // Right to left: each trusted proxy appended the address it heard from.
-        let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-        let hops: Vec<IpAddr> = forwarded
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
-            .collect();
-        Ok(ClientIp(hops.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer)))
+        let forwarded = parts.headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("?"));
+        let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).map(str::trim).collect();
+        // The nearest hop that is not a trusted proxy; an entry that is no address (a port
+        // appended, "unknown") ends the walk at the last hop known good, so a client cannot
+        // slip a forged address past it.
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            match parse_hop(hop) {
+                Some(ip) if trusted(&ip) => client = ip,
+                Some(ip) => return Ok(ClientIp(ip)),
+                None => break,
+            }
+        }
+        Ok(ClientIp(client))
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:5`,
+/// `[2001:db8::1]:5`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<SocketAddr>().ok().map(|a| a.ip().to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hop;
+
+    #[test]
+    fn hops_are_addresses_with_or_without_a_port() {
+        assert_eq!(parse_hop("203.0.113.7"), "203.0.113.7".parse().ok());
+        assert_eq!(parse_hop("203.0.113.7:51234"), "203.0.113.7".parse().ok());
+        assert_eq!(parse_hop("[2001:db8::1]:443"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_hop("unknown"), None);
     }
 }

@@ -75,6 +75,8 @@ impl Hub {
         let mut live = lock(&self.live);
         let Some(f) = live.get_mut(&id) else { return false };
         f.public = public;
+        drop(live);
+        self.audience_changed();
         true
     }
 
@@ -116,6 +118,34 @@ impl Hub {
             (None, Some(access)) => control::verify(&access, &md5).await,
             (None, None) => false,
         })
+    }
+
+    /// Whether a viewer could be admitted to session `name` now (nothing is reserved).
+    pub fn can_watch(&self, name: &str) -> Result<(), WatchError> {
+        let config = self.config();
+        let id = lock(&self.registry)
+            .running(name)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| WatchError::NoSession(name.to_string()))?;
+        let live = lock(&self.live);
+        let f = live.get(&id).ok_or_else(|| WatchError::NotFollowed(name.to_string()))?;
+        if f.viewers >= config.audience_viewers_per_session {
+            return Err(WatchError::SessionFull { name: name.to_string(), cap: config.audience_viewers_per_session });
+        }
+        if self.viewers.load(Ordering::Relaxed) >= config.audience_viewers_total {
+            return Err(WatchError::HubFull(config.audience_viewers_total));
+        }
+        Ok(())
+    }
+
+    /// Changes whenever who may watch may have changed (a public switch, a reload): viewers
+    /// check again then.
+    pub fn audience_epoch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.audience_epoch.subscribe()
+    }
+
+    pub(super) fn audience_changed(&self) {
+        self.audience_epoch.send_modify(|n| *n += 1);
     }
 
     /// Admits a viewer to session `name`'s feed, within the per-session and total caps.

@@ -150,16 +150,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl Hub {
     /// Starts following session `id`'s server (until the session ends).
     pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) {
-        let stop = self.shutdown.child_token();
+        // Its own token, not the hub's shutdown: at shutdown the session is ended like any
+        // other, and its last events are still taken in (`drain_follow`).
+        let stop = CancellationToken::new();
+        // Registry, then live (the hub's lock order), held together: a session ended
+        // meanwhile is not followed at all, so nothing is left behind.
+        let registry = lock(&self.registry);
+        let Some(session) = registry.by_id(id) else { return };
         let recorder = self.archive.get().map(|archive| {
-            let (started_ms, md5) = lock(&self.registry)
-                .by_id(id)
-                .map(|s| {
-                    let started = s.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
-                    (started.unwrap_or(0), s.password_md5.as_ref().map(|m| m.expose_secret().to_string()))
-                })
-                .unwrap_or((super::record::unix_ms(), None));
-            Recorder::begin(archive.clone(), id, name, started_ms, md5)
+            let started = session.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
+            let md5 = session.password_md5.as_ref().map(|m| m.expose_secret().to_string());
+            Recorder::begin(archive.clone(), id, name, started.unwrap_or(0), md5)
         });
         let followed = Followed {
             recorder,
@@ -173,11 +174,10 @@ impl Hub {
             name: name.to_string(),
         };
         let mut live = lock(&self.live);
-        live.insert(id.to_string(), followed);
         let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop));
-        if let Some(f) = live.get_mut(id) {
-            f.task = Some(task);
-        }
+        live.insert(id.to_string(), Followed { task: Some(task), ..followed });
+        drop(live);
+        drop(registry);
     }
 
     /// Waits (at most `limit`) for session `id`'s event stream to end: once its server has

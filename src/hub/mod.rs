@@ -65,8 +65,12 @@ pub struct Hub {
     viewers: AtomicUsize,
     /// Where sessions are recorded, once the archive is open.
     archive: OnceLock<Archive>,
-    /// Wrong session passwords by source address (audience view, its public switch).
+    /// Wrong session passwords by source address (audience view, its public switch, archive).
     pub password_failures: FailureLimiter,
+    /// Bumped when who may watch may have changed (viewers check again).
+    audience_epoch: tokio::sync::watch::Sender<u64>,
+    /// Slow password hashes (the archive's argon2id) running at once, at most.
+    pub slow_checks: tokio::sync::Semaphore,
     public_host: String,
     /// Set when performers outside this network would be given an address they cannot reach.
     public_host_warning: Option<String>,
@@ -80,6 +84,9 @@ pub struct Hub {
     /// then reconciling must not take them for strays.
     recovered: AtomicBool,
 }
+
+/// Slow password hashes at once (each takes ~20 ms of a core and 19 MiB).
+pub const SLOW_CHECKS: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -172,6 +179,8 @@ impl Hub {
             viewers: AtomicUsize::new(0),
             archive: OnceLock::new(),
             password_failures: FailureLimiter::default(),
+            slow_checks: tokio::sync::Semaphore::new(SLOW_CHECKS),
+            audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,
             public_host_warning,
             shutdown: CancellationToken::new(),
@@ -231,8 +240,12 @@ impl Hub {
             r.set_limits(new.max_sessions, new.max_sessions_per_address);
         }
         self.runtime.reconfigure(new.clone());
+        let audience_changed = new.audience != old.audience;
         if let Ok(mut c) = self.config.write() {
             *c = new;
+        }
+        if audience_changed {
+            self.audience_changed();
         }
         warnings
     }

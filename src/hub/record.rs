@@ -81,14 +81,9 @@ impl Recorder {
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl super::Hub {
-    /// After recovery, until shutdown: sessions the archive holds as running that this hub
-    /// did not adopt are closed ("the hub stopped while it ran"; only when `recovered`, as a
-    /// late recovery may still adopt them), then old archives are pruned now and every hour.
-    pub async fn archive_upkeep(self: std::sync::Arc<Self>, recovered: bool) {
+    /// Until shutdown: old archives are pruned now and every hour.
+    pub async fn archive_upkeep(self: std::sync::Arc<Self>) {
         let Some(archive) = self.archive.get().cloned() else { return };
-        if recovered {
-            self.close_unfinished(&archive).await;
-        }
         loop {
             let a = archive.clone();
             match tokio::task::spawn_blocking(move || a.prune(unix_ms())).await {
@@ -105,7 +100,10 @@ impl super::Hub {
         }
     }
 
-    async fn close_unfinished(&self, archive: &Archive) {
+    /// After a recovery: sessions the archive holds as running that this hub did not adopt
+    /// are closed ("the hub stopped while it ran").
+    pub(super) async fn close_unfinished(&self) {
+        let Some(archive) = self.archive.get() else { return };
         let live: Vec<String> = super::lock(&self.registry).list().map(|s| s.id.clone()).collect();
         let a = archive.clone();
         let closed =

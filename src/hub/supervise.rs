@@ -72,6 +72,8 @@ impl Hub {
                 }
             }
         }
+        // Only now does the hub know what it adopted (also after a late recovery).
+        self.close_unfinished().await;
         Ok(())
     }
 
