@@ -5,266 +5,18 @@
 //! password when the view needs one, and fetch nothing from outside the hub.
 //!
 //! Without chromium these tests fail (they never skip): `apt-get install chromium`
-//! (scripts/test installs it).
+//! (scripts/test installs it). The browser harness is tests/common/browser.rs.
 
 mod common;
 
+use common::browser::{assert_clean, js, Page, HEIGHT, ONE_BROWSER, WIDTH};
 use common::{TestHub, T};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use serde_json::json;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 use troop_hub::admin::{start_session, Owner};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const NO_CHROMIUM: &str =
-    "Debian's chromium is needed for this test (apt-get install chromium; scripts/test installs it)";
-
-/// The size of the browser window: a projector's.
-const WIDTH: u32 = 1920;
-const HEIGHT: u32 = 1080;
-
-/// One browser at a time: with two cores, a second chromium would only add noise to the timing
-/// checks.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Headless chromium in its own process group and profile directory; the whole group is
-/// killed and the directory removed on drop, also when a test panics.
-struct Chromium {
-    proc: Child,
-    stderr: Arc<Mutex<VecDeque<String>>>,
-    _profile: tempfile::TempDir,
-}
-
-impl Chromium {
-    /// The last lines chromium wrote to stderr (for failure messages).
-    fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.proc.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
-        let _ = self.proc.wait();
-        // The browser's helpers (renderer, GPU, zygote) share its group: wait until every one
-        // is gone before the profile directory is removed under them.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let alive = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
-            if !alive.is_ok_and(|s| s.success()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// One page in chromium, over the DevTools Protocol (a WebSocket to the browser, the page's
-/// session attached with `flatten`). What the page requests and complains about is recorded
-/// from the protocol's events as they pass.
-struct Page {
-    ws: Socket,
-    session: Option<String>,
-    next_id: u64,
-    /// Every URL the page requested: documents, scripts, fetches, WebSockets.
-    requests: Vec<String>,
-    /// Exceptions, console errors and warnings, and log errors (CSP violations among them).
-    complaints: Vec<String>,
-    chromium: Chromium,
-}
-
-impl Page {
-    /// Starts chromium and opens a blank page of WIDTH x HEIGHT.
-    async fn launch() -> Page {
-        let profile = tempfile::tempdir().expect("a temp dir for chromium's profile");
-        let mut cmd = Command::new("chromium");
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--window-size={WIDTH},{HEIGHT}"))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-        let mut proc = match cmd.spawn() {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{NO_CHROMIUM}"),
-            Err(e) => panic!("{NO_CHROMIUM}: starting it failed: {e}"),
-        };
-        // Read stderr to its end (chromium blocks when the pipe fills): the DevTools address
-        // goes to this test, the last lines are kept for failure messages.
-        let err = proc.stderr.take().expect("piped stderr");
-        let chromium = Chromium { proc, stderr: Arc::default(), _profile: profile };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let lines = chromium.stderr.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url.trim().to_string());
-                    }
-                }
-                let mut kept = lines.lock().unwrap();
-                if kept.len() == 40 {
-                    kept.pop_front();
-                }
-                kept.push_back(line);
-            }
-        });
-        let url = match tokio::time::timeout(T, rx).await {
-            Ok(Ok(url)) => url,
-            Ok(Err(_)) => panic!("chromium exited without listening for DevTools:\n{}", chromium.stderr_tail()),
-            Err(_) => panic!("chromium did not listen for DevTools within {T:?}:\n{}", chromium.stderr_tail()),
-        };
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("the DevTools socket {url}: {e}"));
-        let mut page = Page { ws, session: None, next_id: 0, requests: Vec::new(), complaints: Vec::new(), chromium };
-        let target = page
-            .call(
-                "Target.createTarget",
-                json!({"url": "about:blank", "newWindow": true, "width": WIDTH, "height": HEIGHT}),
-            )
-            .await;
-        let attached =
-            page.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
-        page.session = Some(attached["sessionId"].as_str().expect("a session id").to_string());
-        let metrics = json!({"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": false});
-        page.call("Emulation.setDeviceMetricsOverride", metrics).await;
-        for domain in ["Page", "Network", "Runtime", "Log"] {
-            page.call(&format!("{domain}.enable"), json!({})).await;
-        }
-        page
-    }
-
-    /// Sends one command (to the page once attached) and reads up to its answer; the events
-    /// read meanwhile are recorded.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut command = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = &self.session {
-            command["sessionId"] = json!(s);
-        }
-        if let Err(e) = self.ws.send(Message::text(command.to_string())).await {
-            panic!("sending {method} to chromium: {e}\n{}", self.chromium.stderr_tail());
-        }
-        let deadline = tokio::time::Instant::now() + T;
-        loop {
-            let text = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => t,
-                Ok(Some(Ok(_))) => continue,
-                Ok(other) => panic!("the DevTools socket ended ({other:?}):\n{}", self.chromium.stderr_tail()),
-                Err(_) => panic!("chromium did not answer {method} within {T:?}:\n{}", self.chromium.stderr_tail()),
-            };
-            let m: Value = serde_json::from_str(text.as_str()).expect("DevTools messages are JSON");
-            if m["id"] == id {
-                if let Some(e) = m.get("error") {
-                    panic!("{method} failed: {e}");
-                }
-                return m["result"].clone();
-            }
-            self.event(&m);
-        }
-    }
-
-    fn event(&mut self, m: &Value) {
-        let p = &m["params"];
-        match m["method"].as_str().unwrap_or_default() {
-            "Network.requestWillBeSent" => self.requests.push(p["request"]["url"].as_str().unwrap_or("?").into()),
-            "Network.webSocketCreated" => self.requests.push(p["url"].as_str().unwrap_or("?").into()),
-            "Runtime.exceptionThrown" => {
-                let d = &p["exceptionDetails"];
-                self.complaints.push(format!("exception: {} {}", d["text"], d["exception"]["description"]));
-            }
-            "Runtime.consoleAPICalled" if matches!(p["type"].as_str(), Some("error" | "warning" | "assert")) => {
-                let args: Vec<String> = p["args"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| a.get("value").unwrap_or(&a["description"]).to_string())
-                    .collect();
-                self.complaints.push(format!("console.{}: {}", p["type"].as_str().unwrap_or("?"), args.join(" ")));
-            }
-            "Log.entryAdded" if matches!(p["entry"]["level"].as_str(), Some("error" | "warning")) => {
-                let e = &p["entry"];
-                self.complaints.push(format!("log {} {}: {} ({})", e["source"], e["level"], e["text"], e["url"]));
-            }
-            _ => {}
-        }
-    }
-
-    /// Navigates and waits until the document has loaded.
-    async fn open(&mut self, url: &str) {
-        let r = self.call("Page.navigate", json!({"url": url})).await;
-        assert!(r.get("errorText").is_none(), "opening {url}: {r}");
-        self.wait_for("document.readyState === 'complete'", Instant::now() + T, "the page loads").await;
-    }
-
-    /// The value of a JavaScript expression in the page (awaited if it is a promise).
-    async fn eval(&mut self, js: &str) -> Value {
-        let params = json!({"expression": js, "returnByValue": true, "awaitPromise": true});
-        let r = self.call("Runtime.evaluate", params).await;
-        if let Some(e) = r.get("exceptionDetails") {
-            panic!("{js} threw: {}", e["exception"]["description"].as_str().unwrap_or(&e["text"].to_string()));
-        }
-        r["result"].get("value").cloned().unwrap_or(Value::Null)
-    }
-
-    /// Polls `condition` every 50 ms until it is true; fails at `deadline` with the page's
-    /// state. Returns when it held.
-    async fn wait_for(&mut self, condition: &str, deadline: Instant, what: &str) -> Instant {
-        loop {
-            if self.eval(&format!("!!({condition})")).await == json!(true) {
-                return Instant::now();
-            }
-            if Instant::now() >= deadline {
-                let state = self.eval(PAGE_STATE).await;
-                panic!(
-                    "{what}: `{condition}` did not hold in time\npage: {state:#}\nrequests: {:#?}\ncomplaints: {:#?}",
-                    self.requests, self.complaints
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Types text into the focused element as a keyboard would.
-    async fn type_text(&mut self, text: &str) {
-        self.call("Input.insertText", json!({"text": text})).await;
-    }
-
-    /// A PNG of the viewport.
-    async fn screenshot(&mut self) -> Vec<u8> {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
-        base64_decode(r["data"].as_str().expect("the screenshot's data"))
-    }
-}
 
 /// What a failed wait shows of the page.
 const PAGE_STATE: &str = r#"(() => {
@@ -283,33 +35,6 @@ const PAGE_STATE: &str = r#"(() => {
     flashes: window.flashes,
   };
 })()"#;
-
-/// A JavaScript string literal.
-fn js(s: &str) -> String {
-    Value::from(s).to_string()
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        acc = (acc << 6) | u32::from(value(c));
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
 
 async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
     match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
@@ -352,19 +77,6 @@ async fn sees(c: &mut TroopClient, want: &str) {
     c.recv_until_match(T, |c, _| c.document() == want).await.expect("the performer sees the others' edits");
 }
 
-/// Asserts that the page fetched only from the hub and complained about nothing.
-fn assert_clean(page: &Page, hub: &TestHub) {
-    let http = format!("http://{}/", hub.http);
-    let ws = format!("ws://{}/", hub.http);
-    let outside: Vec<&String> = page
-        .requests
-        .iter()
-        .filter(|u| !(u.starts_with(&http) || u.starts_with(&ws) || u.starts_with("data:") || *u == "about:blank"))
-        .collect();
-    assert!(outside.is_empty(), "requests outside the hub: {outside:?} (all: {:?})", page.requests);
-    assert!(page.complaints.is_empty(), "the page complained: {:#?}", page.complaints);
-}
-
 /// The class and computed colour of the first text span of the document containing `text`.
 const SPAN_OF: &str = r##"(text => {
   const span = [...document.querySelectorAll("#doc span.t")].find(s => s.textContent.includes(text));
@@ -374,7 +86,7 @@ const SPAN_OF: &str = r##"(text => {
 #[tokio::test]
 async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
     let _one = ONE_BROWSER.lock().await;
-    let mut page = Page::launch().await;
+    let mut page = Page::launch(PAGE_STATE).await;
     let hub = TestHub::new("audience: public").start().await;
     let o = owner(&hub, "jam", "pw").await;
     let mut duo = troupe(&o, &["alice", "bob"]).await;
@@ -474,7 +186,7 @@ async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
 #[tokio::test]
 async fn a_real_browser_asks_for_the_password_and_a_wrong_one_is_refused() {
     let _one = ONE_BROWSER.lock().await;
-    let mut page = Page::launch().await;
+    let mut page = Page::launch(PAGE_STATE).await;
     let hub = TestHub::new("").start().await;
     let o = owner(&hub, "class", "s3cret").await;
     let mut carol = performer(&o, "carol", "s3cret").await;
@@ -578,7 +290,7 @@ async fn readme_screenshot() {
     let k = at(&doc, "room=0.6") as i64 + 5;
     troupe[0].send(Body::SetMark { index: k, reply: 1 }).await.unwrap();
 
-    let mut page = Page::launch().await;
+    let mut page = Page::launch(PAGE_STATE).await;
     page.open(&format!("http://{}/s/friday-jam", hub.http)).await;
     page.wait_for(&format!("troopView.document === {}", js(&doc)), Instant::now() + T, "the code shows").await;
     page.wait_for("document.querySelectorAll('#doc span.cur').length === 3", Instant::now() + T, "cursors").await;

@@ -79,10 +79,15 @@
   // Adds one parsed timeline line to the store; its index, or -1 if it is nothing to replay.
   function ingest(m) {
     if (!m || typeof m !== "object") return -1;
+    var t = num(m.time_ms), seq = num(m.seq), last = store.n - 1;
+    // A snapshot is stamped when the hub took it, which can be after the events that follow
+    // it happened (a hub that subscribed late is sent them since): its state held before the
+    // first of them, so it moves back to that event's time instead of holding them up.
+    if (last >= 0 && store.K[last] === SNAP && t < store.T[last] && seq > num(store.X[last].revision)) {
+      store.T[last] = last ? Math.max(store.T[last - 1], t) : t;
+    }
     var prev = store.n ? store.T[store.n - 1] : (summary ? summary.started_ms : 0);
-    var t = num(m.time_ms);
     t = t === t ? (store.n ? Math.max(prev, t) : t) : prev;
-    var seq = num(m.seq);
     switch (m.type) {
       case "operation": {
         var c = compact(m.ops);
