@@ -110,13 +110,19 @@ impl TestHub {
 
     pub fn write_config(&self) {
         let yaml = format!(
-            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\n{network}public_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\n{network}{archive}public_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
             id = self.id,
             ip = self.listen_ip,
             port = self.addr.port(),
             http = self.http.port(),
             bind = self.bind_address,
             network = if self.extra_yaml.contains("network:") { String::new() } else { format!("network: {}-net\n", self.id) },
+            archive = if self.extra_yaml.contains("archive:") {
+                String::new()
+            } else {
+                // Each hub its own archive, in its own temp dir (never the working directory).
+                format!("archive: {{path: {}}}\n", self.dir.path().join("archive.db").display())
+            },
             a = self.ports.0,
             b = self.ports.1,
             extra = self.extra_yaml
