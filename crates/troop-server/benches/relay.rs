@@ -54,7 +54,9 @@ impl Server {
 
     async fn start_with(envs: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_troop-server"))
+        // TROOP_BENCH_SERVER: another build of the server (to compare two builds under one load).
+        let bin = std::env::var("TROOP_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_troop-server").into());
+        let child = Command::new(bin)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--password", PW])
             .env("RUST_LOG", "warn")
             .envs(envs.iter().copied())

@@ -16,15 +16,21 @@ pub enum WireError {
 /// Encodes `value` as one frame.
 pub fn encode(value: &impl Serialize) -> Bytes {
     let mut out = Vec::with_capacity(256);
+    encode_into(&mut out, value);
+    Bytes::from(out)
+}
+
+/// Replaces `out`'s contents with `value` as one frame (a buffer reused for many frames).
+pub fn encode_into(out: &mut Vec<u8>, value: &impl Serialize) {
+    out.clear();
     out.extend_from_slice(&[0; 4]);
     // Serializing our own types into a Vec cannot fail (no maps with non-string keys).
-    if serde_json::to_writer(&mut out, value).is_err() {
+    if serde_json::to_writer(&mut *out, value).is_err() {
         out.truncate(4);
         out.extend_from_slice(b"{}");
     }
     let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
     out[..4].copy_from_slice(&len.to_be_bytes());
-    Bytes::from(out)
 }
 
 /// Takes one complete frame body off the front of `buf`; `Ok(None)` if more bytes are needed.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::debug;
@@ -22,11 +22,13 @@ use tracing::debug;
 /// The largest login message (a PASSWORD is well under 1 KiB).
 const MAX_LOGIN: usize = 4096;
 
-/// How long a coalescing writer (a control subscriber's) lets frames pile up before a write,
-/// and how many it writes at once at most: one write per event would cost the server a system
-/// call per operation.
+/// How long a coalescing writer (a control subscriber's) lets frames pile up before a write:
+/// one write per event would cost the server a system call per operation.
 const COALESCE: Duration = Duration::from_millis(2);
-const MAX_BATCH: usize = 1024;
+
+/// A coalescing writer's buffers keep at most this much room once written (a backlog's worth
+/// is given back).
+const KEEP_CAPACITY: usize = 256 << 10;
 
 /// Open connections per address, shared by the accept loop and the connection tasks.
 pub(super) type Counts = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
@@ -64,19 +66,37 @@ impl Drop for Slot {
 #[derive(Clone)]
 pub(super) struct Outbox {
     tx: mpsc::Sender<Bytes>,
+    /// Bytes queued and not yet written (in the channel, in `pending`, or being written).
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     max_messages: usize,
     /// Take one message of any size into an empty queue (control replies carry documents).
     any_size_when_empty: bool,
-    coalesce: Arc<AtomicBool>,
+    coalesce: Arc<Coalesce>,
+}
+
+/// A coalescing connection's frames: once [`Outbox::coalesce`] is on, frames are appended to
+/// one buffer (no allocation, queue slot or wake-up per frame), and the writer is woken once
+/// per batch, when the buffer stops being empty.
+#[derive(Default)]
+struct Coalesce {
+    on: AtomicBool,
+    pending: std::sync::Mutex<Pending>,
+    notify: Notify,
+}
+
+/// Frames appended and not yet taken by the writer.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    frames: usize,
 }
 
 /// The writer's side of an [`Outbox`].
 pub(super) struct Drain {
     queue: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
-    coalesce: Arc<AtomicBool>,
+    coalesce: Arc<Coalesce>,
 }
 
 impl Outbox {
@@ -85,7 +105,7 @@ impl Outbox {
     pub(super) fn new(capacity: usize, max_messages: usize, max_bytes: usize) -> (Outbox, Drain) {
         let (tx, queue) = mpsc::channel(capacity.max(2));
         let queued = Arc::new(AtomicUsize::new(0));
-        let coalesce = Arc::new(AtomicBool::new(false));
+        let coalesce = Arc::new(Coalesce::default());
         let outbox = Outbox {
             tx,
             queued: queued.clone(),
@@ -97,10 +117,13 @@ impl Outbox {
         (outbox, Drain { queue, queued, coalesce })
     }
 
-    /// From now on the writer waits [`COALESCE`] after a frame arrives and writes everything
-    /// queued by then in one go (for a subscriber, whose events need no sub-millisecond latency).
+    /// From now on frames are appended to one buffer, and the writer waits [`COALESCE`] after
+    /// the first and writes everything appended by then in one go (for a subscriber, whose events
+    /// need no sub-millisecond latency). What was queued before is written first.
     pub(super) fn coalesce(&self) {
-        self.coalesce.store(true, Ordering::Relaxed);
+        self.coalesce.on.store(true, Ordering::Relaxed);
+        // An empty frame wakes a writer waiting on the channel, so it starts coalescing.
+        let _ = self.tx.try_send(Bytes::new());
     }
 
     /// The same queue with other bounds (a control connection's).
@@ -113,6 +136,9 @@ impl Outbox {
 
     /// Queues `b`; false if the queue is full (in messages or bytes) or the writer is gone.
     pub(super) fn push(&self, b: Bytes) -> bool {
+        if self.coalesce.on.load(Ordering::Relaxed) {
+            return self.push_slice(&b);
+        }
         let len = b.len();
         let queued = self.queued.load(Ordering::Relaxed);
         let fits = queued + len <= self.max_bytes || (self.any_size_when_empty && queued == 0);
@@ -124,6 +150,31 @@ impl Outbox {
         if self.tx.try_send(b).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
+        }
+        true
+    }
+
+    /// Appends a copy of `frame` to a coalescing connection's buffer (see [`Outbox::push`]); the
+    /// same bounds, frames counted as messages.
+    pub(super) fn push_slice(&self, frame: &[u8]) -> bool {
+        let len = frame.len();
+        let queued = self.queued.load(Ordering::Relaxed);
+        let fits = queued + len <= self.max_bytes || (self.any_size_when_empty && queued == 0);
+        if !fits || self.tx.is_closed() {
+            return false;
+        }
+        let messages = self.tx.max_capacity() - self.tx.capacity();
+        let mut pending = self.coalesce.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if messages + pending.frames >= self.max_messages {
+            return false;
+        }
+        let first = pending.buf.is_empty();
+        pending.buf.extend_from_slice(frame);
+        pending.frames += 1;
+        drop(pending);
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if first {
+            self.coalesce.notify.notify_one();
         }
         true
     }
@@ -193,33 +244,86 @@ async fn sniff(source: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, S
     }
 }
 
-/// The writer: drains the queue into the socket, many messages per write when they pile up.
+/// The writer: drains the queue into the socket, many messages per write when they pile up;
+/// once the connection coalesces, the channel's last messages and then the appended frames.
 pub(super) async fn writer(mut sink: OwnedWriteHalf, drain: Drain) {
     let Drain { mut queue, queued, coalesce } = drain;
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::new();
     while queue.recv_many(&mut batch, 64).await > 0 {
-        if coalesce.load(Ordering::Relaxed) {
-            tokio::time::sleep(COALESCE).await;
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(b) => batch.push(b),
-                    Err(_) => break,
-                }
-            }
+        if write_batch(&mut sink, &mut batch, &mut buf, &queued).await.is_err() {
+            return;
         }
-        let result = if batch.len() == 1 {
-            sink.write_all(&batch[0]).await
-        } else {
+        if coalesce.on.load(Ordering::Relaxed) {
+            return coalescing(sink, queue, queued, &coalesce).await;
+        }
+    }
+    let _ = sink.shutdown().await;
+}
+
+/// Writes `batch` (one write) and forgets it.
+async fn write_batch(
+    sink: &mut OwnedWriteHalf,
+    batch: &mut Vec<Bytes>,
+    buf: &mut BytesMut,
+    queued: &AtomicUsize,
+) -> std::io::Result<()> {
+    let written: usize = batch.iter().map(Bytes::len).sum();
+    let result = match batch.as_slice() {
+        [] => Ok(()),
+        _ if written == 0 => Ok(()),
+        [one] => sink.write_all(one).await,
+        many => {
             buf.clear();
-            for b in &batch {
+            for b in many {
                 buf.extend_from_slice(b);
             }
-            sink.write_all(&buf).await
-        };
-        let written: usize = batch.iter().map(Bytes::len).sum();
-        queued.fetch_sub(written, Ordering::Relaxed);
-        batch.clear();
+            sink.write_all(buf).await
+        }
+    };
+    queued.fetch_sub(written, Ordering::Relaxed);
+    batch.clear();
+    result
+}
+
+/// A coalescing writer: woken when the buffer stops being empty, it waits [`COALESCE`], then
+/// writes what the channel still held (queued before coalescing began) and everything appended
+/// by then, in one write. Ends, after a last flush, once every [`Outbox`] is gone.
+async fn coalescing(
+    mut sink: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    c: &Coalesce,
+) {
+    let mut batch = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut spare = Vec::new();
+    let mut open = true;
+    while open {
+        tokio::select! {
+            () = c.notify.notified() => tokio::time::sleep(COALESCE).await,
+            n = queue.recv_many(&mut batch, 64) => open = n > 0,
+        }
+        while let Ok(b) = queue.try_recv() {
+            batch.push(b);
+        }
+        if write_batch(&mut sink, &mut batch, &mut buf, &queued).await.is_err() {
+            return;
+        }
+        {
+            let mut pending = c.pending.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut pending.buf, &mut spare);
+            pending.frames = 0;
+        }
+        if spare.is_empty() {
+            continue;
+        }
+        let result = sink.write_all(&spare).await;
+        queued.fetch_sub(spare.len(), Ordering::Relaxed);
+        spare.clear();
+        if spare.capacity() > KEEP_CAPACITY {
+            spare = Vec::new();
+        }
         if result.is_err() {
             return;
         }

@@ -280,14 +280,16 @@ impl Loop {
         let time_ms = unix_ms();
         self.last_activity_ms = Some(time_ms);
         let mut dropped: Vec<ConnKey> = Vec::new();
+        let mut frame = std::mem::take(&mut self.frame);
         for (seq, kind) in self.session.drain_events() {
-            let frame = wire::encode(&Numbered { seq, time_ms, kind });
+            wire::encode_into(&mut frame, &Numbered { seq, time_ms, kind });
             for (&key, c) in self.controls.iter().filter(|(_, c)| c.subscribed) {
-                if !dropped.contains(&key) && !c.outbox.push(frame.clone()) {
+                if !dropped.contains(&key) && !c.outbox.push_slice(&frame) {
                     dropped.push(key);
                 }
             }
         }
+        self.frame = frame;
         for key in dropped {
             warn!("a control subscriber is not keeping up; dropping it");
             self.drop_control(key, true);

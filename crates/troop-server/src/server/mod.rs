@@ -156,6 +156,8 @@ struct Loop {
     /// The event number last published, and when.
     last_seq: u64,
     last_activity_ms: Option<u64>,
+    /// Where each event is encoded (once, for every subscriber).
+    frame: Vec<u8>,
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, the idle timeout passes or the hub
@@ -222,6 +224,7 @@ impl Loop {
             bytes_relayed: 0,
             last_seq: 0,
             last_activity_ms: None,
+            frame: Vec::new(),
         }
     }
 
