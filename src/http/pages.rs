@@ -87,7 +87,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 
 /// The pages' scripts and styles
 #[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "view.css, doc.js, view.js, archive.js, replay.js or replay.css")),
+    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js or replay.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -97,6 +97,7 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     match name.as_str() {
         "view.css" => Ok(file(css, include_str!("assets/view.css"))),
         "doc.js" => Ok(file(js, include_str!("assets/doc.js"))),
+        "render.js" => Ok(file(js, include_str!("assets/render.js"))),
         "view.js" => Ok(file(js, include_str!("assets/view.js"))),
         "archive.js" => Ok(file(js, include_str!("assets/archive.js"))),
         "replay.js" => Ok(file(js, include_str!("assets/replay.js"))),

@@ -3,15 +3,16 @@
 // the summary, streams the timeline (JSON lines) into compact typed arrays while building
 // keyframes (the whole state every KEYFRAME_EVERY events) so that seeking anywhere costs one
 // keyframe restore plus at most that many events, then plays it with the live view's look:
-// TroopDoc (doc.js) for the document, the same line/cursor/flash drawing as view.js.
+// TroopDoc (doc.js) for the document, the line/cursor/flash drawing it shares with view.js
+// (TroopRender, render.js).
 // Archived data is hostile: it only reaches the page through textContent and attributes.
 (function () {
   "use strict";
 
+  var R = window.TroopRender;
   var GAP_CAP_MS = 5000;          // a silence longer than this plays as this long (session time)
   var KEYFRAME_EVERY = 1000;      // events between keyframes, at first
   var KEYFRAME_BUDGET = 16e6;     // code points + author runs kept in keyframes, at most
-  var FLASH_MS = 600;
   var SLICE_MS = 12;              // work between yields while loading
   var PASSWORD_KEY = "troop-archive-password:";   // + id, in sessionStorage (set by archive.js)
   var SPEEDS = [1, 4, 16];
@@ -213,7 +214,7 @@
         });
         rep.revision = typeof m.revision === "number" ? m.revision : -Infinity;
         rep.broken = false;
-        if (live) flashes = [];
+        if (live) painter.clearFlashes();
         return;
       }
     }
@@ -543,7 +544,7 @@
       var kf = keyframeFor(idx);
       if (idx < player.i || kf.i > player.i) {
         player = restore(kf);
-        flashes = [];
+        painter.clearFlashes();
       }
     }
     while (player.i < idx) apply(player, player.i, live);
@@ -553,7 +554,7 @@
     abs = Math.min(Math.max(abs, base), endAbs);
     goToIndex(countUpTo(abs), live);
     pos = abs;
-    if (!live) followId = player.lastAuthor;
+    if (!live) painter.keepInSight(player.lastAuthor);
     scheduleRender();
   }
 
@@ -616,7 +617,7 @@
     var before = player.i;
     while (player.i < store.n && store.T[player.i] <= target) {
       apply(player, player.i, true);
-      if (store.K[player.i - 1] === OP || store.K[player.i - 1] === GOP) followId = player.lastAuthor;
+      if (store.K[player.i - 1] === OP || store.K[player.i - 1] === GOP) painter.keepInSight(player.lastAuthor);
     }
     if (player.i !== before) silenceFrom = store.T[player.i - 1];
     pos = Math.min(target, endAbs);
@@ -677,33 +678,17 @@
     el.ticks.replaceChildren(frag);
   }
 
-  // ---- drawing (as view.js) ---------------------------------------------------------------
-  var flashes = [], flashIds = 0, followId = null, userScrolledAt = -1e9;
-
-  function colourOf(cid) {
-    var c = colours.get(cid);
-    if (typeof c !== "number" && typeof cid === "number" && cid >= 0) c = cid % 10;
-    return typeof c === "number" && c >= 0 && c <= 9 ? String(Math.floor(c)) : "u";
-  }
+  // ---- drawing (render.js, shared with view.js) -------------------------------------------
+  function colourOf(cid) { return R.colourOf(colours, cid); }
 
   function flash(rep, i) {
-    var from, to, a = who(store.A[i]);
-    if (store.L[i] !== 1) {
-      from = rep.doc.lineOf(rep.doc.marks.has(a) ? rep.doc.marks.get(a) : 0);
-      to = from + 1;
-    } else {
-      from = store.P[i];
-      to = store.D[i] > store.P[i] ? store.D[i] : store.P[i] + 1;
-    }
-    var f = { from: from, to: to, colour: colourOf(a), until: Date.now() + FLASH_MS, id: ++flashIds };
-    flashes.push(f);
-    setTimeout(function () {
-      flashes = flashes.filter(function (x) { return x !== f; });
-      scheduleRender();
-    }, FLASH_MS + 20);
+    var a = who(store.A[i]);
+    var f = R.flashLines(rep.doc, a, store.L[i] === 1, store.P[i], store.D[i]);
+    painter.flash(f.from, f.to, a);
   }
 
-  var frame = 0, lineEls = [], drawn = { doc: null, version: -1, perf: "", digits: 0, perfList: "" };
+  var frame = 0, drawn = { doc: null, version: -1, perf: "", perfList: "" };
+  var painter = new R.Lines({ docEl: el.doc, editor: el.editor, colour: colourOf, schedule: scheduleRender, altRestart: true });
 
   function scheduleRender() {
     if (!frame) frame = requestAnimationFrame(render);
@@ -717,10 +702,16 @@
     frame = 0;
     if (!player) return;
     var perfKey = performersKey();
-    if (drawn.perfList !== perfKey) drawPerformers(perfKey);
-    if (drawn.doc !== player.doc || drawn.version !== player.doc.version || drawn.perf !== perfKey) drawDoc(perfKey);
-    drawFlashes();
-    follow();
+    if (drawn.perfList !== perfKey) {
+      drawn.perfList = perfKey;
+      R.drawPerformers(el.performers, player.performers, colourOf);
+    }
+    if (drawn.doc !== player.doc || drawn.version !== player.doc.version || drawn.perf !== perfKey) {
+      drawn.doc = player.doc; drawn.version = player.doc.version; drawn.perf = perfKey;
+      painter.drawDoc(player.doc, player.performers);
+    }
+    painter.drawFlashes();
+    painter.follow();
     if (!dragging) el.scrubber.value = String(Math.round(pos - base));
     el.scrubber.style.setProperty("--pct", ((pos - base) / Math.max(1, endAbs - base) * 100).toFixed(2) + "%");
     var now = clockOf(pos - base);
@@ -737,165 +728,9 @@
     return parts.join("\u0003");
   }
 
-  function drawPerformers(key) {
-    drawn.perfList = key;
-    var frag = document.createDocumentFragment();
-    player.performers.forEach(function (p) {
-      var li = document.createElement("li");
-      li.className = "p" + colourOf(p.id);
-      li.dataset.id = String(p.id);
-      li.textContent = p.name;
-      frag.appendChild(li);
-    });
-    el.performers.replaceChildren(frag);
-  }
-
-  function drawDoc(perfKey) {
-    var doc = player.doc;
-    drawn.doc = doc; drawn.version = doc.version; drawn.perf = perfKey;
-    var chars = doc.chars, authors = doc.authors, n = chars.length;
-    var cursorsAt = new Map();
-    doc.marks.forEach(function (index, cid) {
-      var p = player.performers.get(cid);
-      if (!p) return;
-      var list = cursorsAt.get(index) || [];
-      list.push(p);
-      cursorsAt.set(index, list);
-    });
-
-    var lines = [], line = [], seg = null;
-    for (var i = 0; i <= n; i++) {
-      var here = cursorsAt.get(i);
-      if (here) {
-        here.forEach(function (p) { line.push({ cur: p }); });
-        seg = null;
-      }
-      if (i === n) break;
-      var cls = "t p" + colourOf(authors[i]);
-      var ch = chars[i];
-      if (seg && seg.cls === cls) seg.text += ch;
-      else { seg = { cls: cls, text: ch }; line.push(seg); }
-      if (ch === "\n") { lines.push(line); line = []; seg = null; }
-    }
-    lines.push(line);
-
-    var digits = String(lines.length).length;
-    if (digits !== drawn.digits) {
-      drawn.digits = digits;
-      el.doc.style.setProperty("--gw", (Math.max(digits, 2) + 0.5) + "ch");
-    }
-    for (var l = 0; l < lines.length; l++) {
-      var key = lineKey(lines[l]);
-      var le = lineEls[l];
-      if (!le) {
-        le = lineEls[l] = document.createElement("span");
-        le.className = "line";
-        le.dataset.n = String(l + 1);
-        le._key = null;
-        el.doc.appendChild(le);
-      }
-      if (le._key !== key) { le._key = key; le.replaceChildren(buildLine(lines[l])); }
-    }
-    while (lineEls.length > lines.length) lineEls.pop().remove();
-  }
-
-  function lineKey(line) {
-    var parts = [];
-    for (var i = 0; i < line.length; i++) {
-      var x = line[i];
-      parts.push(x.cur ? "\u0001" + x.cur.id + "\u0002" + x.cur.name + "\u0002" + colourOf(x.cur.id) : x.cls + "\u0002" + x.text);
-    }
-    return parts.join("\u0003");
-  }
-
-  function buildLine(line) {
-    var frag = document.createDocumentFragment();
-    line.forEach(function (x) {
-      var s = document.createElement("span");
-      if (x.cur) {
-        s.className = "cur p" + colourOf(x.cur.id);
-        s.dataset.name = x.cur.name;
-        s.dataset.id = String(x.cur.id);
-      } else {
-        s.className = x.cls;
-        s.textContent = x.text;
-      }
-      frag.appendChild(s);
-    });
-    return frag;
-  }
-
-  var flashTimer = 0;
-  function drawFlashes() {
-    var now = Date.now();
-    flashes = flashes.filter(function (f) { return f.until > now; });
-    for (var l = 0; l < lineEls.length; l++) {
-      var le = lineEls[l], want = null;
-      for (var k = flashes.length - 1; k >= 0; k--) {
-        if (l + 1 >= flashes[k].from && l + 1 < flashes[k].to) { want = flashes[k]; break; }
-      }
-      var fid = want ? want.id : 0;
-      if (le._flash === fid) continue;
-      var had = !!le._flash;
-      le._flash = fid;
-      if (want) {
-        le.className = "line f" + want.colour;
-        le.dataset.flash = want.colour;
-        // A new flash on a flashing line: the other (identical) animation name restarts it,
-        // without forcing a layout as reading offsetWidth would.
-        if (had) le.toggleAttribute("data-alt");
-      } else {
-        le.className = "line";
-        le.removeAttribute("data-flash");
-        le.removeAttribute("data-alt");
-      }
-    }
-    clearTimeout(flashTimer);
-    if (flashes.length) flashTimer = setTimeout(scheduleRender, Math.max(16, flashes[0].until - now));
-  }
-
-  // Keeps the cursor of whoever typed last in sight, unless the reader scrolled lately.
-  function follow() {
-    if (followId === null) return;
-    var fid = followId;
-    followId = null;
-    if (Date.now() - userScrolledAt < 4000) return;
-    var cur = el.doc.querySelector('.cur[data-id="' + String(fid).replace(/[^0-9A-Za-z_-]/g, "") + '"]');
-    if (!cur) return;
-    var r = cur.getBoundingClientRect(), box = el.editor.getBoundingClientRect();
-    var margin = r.height * 2;
-    if (r.top < box.top + margin) el.editor.scrollTop -= box.top + margin - r.top;
-    else if (r.bottom > box.bottom - margin) el.editor.scrollTop += r.bottom - (box.bottom - margin);
-    if (r.left < box.left + margin * 3) el.editor.scrollLeft -= box.left + margin * 3 - r.left;
-    else if (r.right > box.right - margin) el.editor.scrollLeft += r.right - (box.right - margin);
-  }
-  ["wheel", "touchmove", "keydown", "mousedown"].forEach(function (t) {
-    el.editor.addEventListener(t, function () { userScrolledAt = Date.now(); }, { passive: true });
-  });
-
   // ---- page setup -------------------------------------------------------------------------
-  function fontFromQuery() {
-    var v = new URLSearchParams(location.search).get("font");
-    if (v === null || v === "" || !isFinite(Number(v))) return;
-    var px = Math.min(96, Math.max(8, Number(v)));
-    document.documentElement.style.setProperty("--font", px + "px");
-  }
-
-  function setUpFullscreen() {
-    var target = document.documentElement;
-    if (!document.fullscreenEnabled || !target.requestFullscreen) return;
-    el.fullscreen.hidden = false;
-    el.fullscreen.addEventListener("click", function () {
-      if (document.fullscreenElement) document.exitFullscreen();
-      else target.requestFullscreen().catch(function () { /* refused: stay as we are */ });
-    });
-    document.addEventListener("fullscreenchange", function () {
-      el.fullscreen.textContent = document.fullscreenElement ? "Exit full screen" : "Full screen";
-    });
-  }
-
-  fontFromQuery();
-  setUpFullscreen();
+  R.fontFromQuery();
+  R.setUpFullscreen(el.fullscreen, document.documentElement);
   setSpeed(Number(el.speed.value) || SPEEDS[0]);
   if (!id || id.length > 200) {
     fail("That is not an archived session's address.", "");

@@ -1,13 +1,14 @@
 // view.js: the live audience page (view.html). It owns the connection (session look-up,
 // optional password, the live WebSocket, reconnects with backoff), applies each message to a
 // TroopDoc (doc.js) at once, and draws the document, cursors, selections, evaluation flashes
-// and the top bar at most once per animation frame. Wire data is hostile: it only ever goes
-// into the page through textContent and attributes, never innerHTML.
+// and the top bar at most once per animation frame with the drawing it shares with replay.js
+// (TroopRender, render.js). Wire data is hostile: it only ever goes into the page through
+// textContent and attributes, never innerHTML.
 (function () {
   "use strict";
 
+  var R = window.TroopRender;
   var NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
-  var FLASH_MS = 600;
   var MISSING_RETRY_MS = 5000;
   var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 5000;
   var SNAPSHOT_TIMEOUT_MS = 15000;
@@ -27,12 +28,10 @@
   var doc = new window.TroopDoc();
   var performers = new Map();   // id -> {id, name, colour, since_ms}, connected now
   var colours = new Map();      // id -> colour index, kept after a performer leaves
-  var flashes = [];             // {from, to (1-based lines, to excluded), colour, until, id}
-  var flashIds = 0, evaluations = 0;
+  var evaluations = 0;
   var password = null;          // kept here only, for reconnects
   var audience = null;
   var ws = null, stopped = false, backoff = BACKOFF_MIN_MS, timer = null, snapshotTimer = null;
-  var followId = null, userScrolledAt = -1e9;
 
   var view = window.troopView = {
     state: "connecting", session: name, revision: 0, performers: [], evaluations: 0, doc: doc
@@ -204,7 +203,7 @@
           later(lookUp, 0);
           return;
         }
-        followId = msg.author;
+        painter.keepInSight(msg.author);
         break;
       case "mark":
         doc.setMark(msg.id, msg.index);
@@ -231,7 +230,7 @@
     });
     view.revision = typeof msg.revision === "number" ? msg.revision : 0;
     el.body.classList.add("has-doc");
-    flashes = [];
+    painter.clearFlashes();
     backoff = BACKOFF_MIN_MS;
     hideMessage();
     el.form.hidden = true;
@@ -260,29 +259,12 @@
     evaluations++;
     view.evaluations = evaluations;
     el.body.dataset.evaluations = String(evaluations);
-    var from, to;
-    if (msg.kind === "string" || typeof msg.start !== "number") {
-      from = doc.lineOf(doc.marks.has(msg.author) ? doc.marks.get(msg.author) : 0);
-      to = from + 1;
-    } else {
-      from = msg.start;
-      to = msg.end > msg.start ? msg.end : msg.start + 1;
-    }
-    var f = { from: from, to: to, colour: colourOf(msg.author), until: Date.now() + FLASH_MS, id: ++flashIds };
-    flashes.push(f);
-    setTimeout(function () {
-      flashes = flashes.filter(function (x) { return x !== f; });
-      scheduleRender();
-    }, FLASH_MS + 20);
+    var block = msg.kind !== "string" && typeof msg.start === "number";
+    var f = R.flashLines(doc, msg.author, block, msg.start, msg.end);
+    painter.flash(f.from, f.to, msg.author);
   }
 
-  // Troop colours a client by its id (id % 10), so text by someone who left before this
-  // page arrived keeps its colour too; "u" is text whose author the hub never saw.
-  function colourOf(id) {
-    var c = colours.get(id);
-    if (typeof c !== "number" && typeof id === "number" && id >= 0) c = id % 10;
-    return typeof c === "number" && c >= 0 && c <= 9 ? String(Math.floor(c)) : "u";
-  }
+  function colourOf(id) { return R.colourOf(colours, id); }
 
   var perfVersion = 0, perfDrawn = -1;
   function performersChanged() {
@@ -290,8 +272,9 @@
     view.performers = Array.from(performers.values());
   }
 
-  // ---- drawing ----------------------------------------------------------------------------
-  var frame = 0, lineEls = [], drawn = { doc: null, version: -1, perf: -1, digits: 0 };
+  // ---- drawing (render.js) ----------------------------------------------------------------
+  var frame = 0, drawn = { doc: null, version: -1, perf: -1 };
+  var painter = new R.Lines({ docEl: el.doc, editor: el.editor, colour: colourOf, schedule: scheduleRender });
 
   function scheduleRender() {
     if (!frame) frame = requestAnimationFrame(render);
@@ -299,170 +282,21 @@
 
   function render() {
     frame = 0;
-    if (perfDrawn !== perfVersion) drawPerformers();
-    if (drawn.doc !== doc || drawn.version !== doc.version || drawn.perf !== perfVersion) drawDoc();
-    drawFlashes();
-    follow();
-  }
-
-  function drawPerformers() {
-    perfDrawn = perfVersion;
-    var frag = document.createDocumentFragment();
-    performers.forEach(function (p) {
-      var li = document.createElement("li");
-      li.className = "p" + colourOf(p.id);
-      li.dataset.id = String(p.id);
-      li.textContent = p.name;
-      frag.appendChild(li);
-    });
-    el.performers.replaceChildren(frag);
-  }
-
-  // Splits the document into lines of segments {cls, text} and cursors {cur: performer}, and
-  // rebuilds only the line elements whose content changed.
-  function drawDoc() {
-    drawn.doc = doc; drawn.version = doc.version; drawn.perf = perfVersion;
-    var chars = doc.chars, authors = doc.authors, n = chars.length;
-    var cursorsAt = new Map();
-    doc.marks.forEach(function (index, id) {
-      var p = performers.get(id);
-      if (!p) return;
-      var list = cursorsAt.get(index) || [];
-      list.push(p);
-      cursorsAt.set(index, list);
-    });
-    var sels = [];
-    doc.selections.forEach(function (s, id) { if (performers.has(id)) sels.push({ s: s, cls: " s" + colourOf(id) }); });
-
-    var lines = [], line = [], seg = null;
-    for (var i = 0; i <= n; i++) {
-      var here = cursorsAt.get(i);
-      if (here) {
-        here.forEach(function (p) { line.push({ cur: p }); });
-        seg = null;
-      }
-      if (i === n) break;
-      var cls = "t p" + colourOf(authors[i]);
-      for (var k = 0; k < sels.length; k++) if (i >= sels[k].s.start && i < sels[k].s.end) cls += sels[k].cls;
-      var ch = chars[i];
-      if (seg && seg.cls === cls) seg.text += ch;
-      else { seg = { cls: cls, text: ch }; line.push(seg); }
-      if (ch === "\n") { lines.push(line); line = []; seg = null; }
+    if (perfDrawn !== perfVersion) {
+      perfDrawn = perfVersion;
+      R.drawPerformers(el.performers, performers, colourOf);
     }
-    lines.push(line);
-
-    var digits = String(lines.length).length;
-    if (digits !== drawn.digits) {
-      drawn.digits = digits;
-      el.doc.style.setProperty("--gw", (Math.max(digits, 2) + 0.5) + "ch");
+    if (drawn.doc !== doc || drawn.version !== doc.version || drawn.perf !== perfVersion) {
+      drawn.doc = doc; drawn.version = doc.version; drawn.perf = perfVersion;
+      painter.drawDoc(doc, performers);
     }
-    for (var l = 0; l < lines.length; l++) {
-      var key = lineKey(lines[l]);
-      var le = lineEls[l];
-      if (!le) {
-        le = lineEls[l] = document.createElement("span");
-        le.className = "line";
-        le.dataset.n = String(l + 1);
-        le._key = null;
-        el.doc.appendChild(le);
-      }
-      if (le._key !== key) { le._key = key; le.replaceChildren(buildLine(lines[l])); }
-    }
-    while (lineEls.length > lines.length) lineEls.pop().remove();
+    painter.drawFlashes();
+    painter.follow();
   }
-
-  function lineKey(line) {
-    var parts = [];
-    for (var i = 0; i < line.length; i++) {
-      var x = line[i];
-      parts.push(x.cur ? "\u0001" + x.cur.id + "\u0002" + x.cur.name + "\u0002" + colourOf(x.cur.id) : x.cls + "\u0002" + x.text);
-    }
-    return parts.join("\u0003");
-  }
-
-  function buildLine(line) {
-    var frag = document.createDocumentFragment();
-    line.forEach(function (x) {
-      var s = document.createElement("span");
-      if (x.cur) {
-        s.className = "cur p" + colourOf(x.cur.id);
-        s.dataset.name = x.cur.name;
-        s.dataset.id = String(x.cur.id);
-      } else {
-        s.className = x.cls;
-        s.textContent = x.text;
-      }
-      frag.appendChild(s);
-    });
-    return frag;
-  }
-
-  var flashTimer = 0;
-  function drawFlashes() {
-    var now = Date.now();
-    flashes = flashes.filter(function (f) { return f.until > now; });
-    for (var l = 0; l < lineEls.length; l++) {
-      var le = lineEls[l], want = null;
-      for (var k = flashes.length - 1; k >= 0; k--) {
-        if (l + 1 >= flashes[k].from && l + 1 < flashes[k].to) { want = flashes[k]; break; }
-      }
-      var id = want ? want.id : 0;
-      if (le._flash === id) continue;
-      le._flash = id;
-      le.className = "line";
-      le.removeAttribute("data-flash");
-      if (want) {
-        void le.offsetWidth;   // restart the animation
-        le.className = "line f" + want.colour;
-        le.dataset.flash = want.colour;
-      }
-    }
-    clearTimeout(flashTimer);
-    if (flashes.length) flashTimer = setTimeout(scheduleRender, Math.max(16, flashes[0].until - now));
-  }
-
-  // Keeps the cursor of whoever typed last in sight, unless the reader scrolled lately.
-  function follow() {
-    if (followId === null) return;
-    var id = followId;
-    followId = null;
-    if (Date.now() - userScrolledAt < 4000) return;
-    var cur = el.doc.querySelector('.cur[data-id="' + String(id).replace(/[^0-9A-Za-z_-]/g, "") + '"]');
-    if (!cur) return;
-    var r = cur.getBoundingClientRect(), box = el.editor.getBoundingClientRect();
-    var margin = r.height * 2;
-    if (r.top < box.top + margin) el.editor.scrollTop -= box.top + margin - r.top;
-    else if (r.bottom > box.bottom - margin) el.editor.scrollTop += r.bottom - (box.bottom - margin);
-    if (r.left < box.left + margin * 3) el.editor.scrollLeft -= box.left + margin * 3 - r.left;
-    else if (r.right > box.right - margin) el.editor.scrollLeft += r.right - (box.right - margin);
-  }
-  ["wheel", "touchmove", "keydown", "mousedown"].forEach(function (t) {
-    el.editor.addEventListener(t, function () { userScrolledAt = Date.now(); }, { passive: true });
-  });
 
   // ---- page setup -------------------------------------------------------------------------
-  function fontFromQuery() {
-    var v = new URLSearchParams(location.search).get("font");
-    if (v === null || v === "" || !isFinite(Number(v))) return;
-    var px = Math.min(96, Math.max(8, Number(v)));
-    document.documentElement.style.setProperty("--font", px + "px");
-  }
-
-  function setUpFullscreen() {
-    var target = el.stage;
-    if (!document.fullscreenEnabled || !target.requestFullscreen) return;
-    el.fullscreen.hidden = false;
-    el.fullscreen.addEventListener("click", function () {
-      if (document.fullscreenElement) document.exitFullscreen();
-      else target.requestFullscreen().catch(function () { /* refused: stay as we are */ });
-    });
-    document.addEventListener("fullscreenchange", function () {
-      el.fullscreen.textContent = document.fullscreenElement ? "Exit full screen" : "Full screen";
-    });
-  }
-
-  fontFromQuery();
-  setUpFullscreen();
+  R.fontFromQuery();
+  R.setUpFullscreen(el.fullscreen, el.stage);
   el.session.textContent = name;
   $("username").value = name;
   document.title = (name || "Troop") + " · Troop audience view";
