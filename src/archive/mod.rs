@@ -421,28 +421,37 @@ impl Archive {
         )
     }
 
-    /// Summaries of `name`'s sessions whose password is `password` (argon2 verify of its md5
-    /// hex), newest first, at most [`MAX_CHECKED`] checked. When none has a password, one
-    /// verification is spent all the same (equal timing).
+    /// Summaries of `name`'s sessions whose password is `password`, newest first, at most
+    /// [`MAX_CHECKED`] looked at. Costs one argon2id computation whatever the name holds
+    /// (equal timing whether it exists or not).
     pub fn summaries_for(&self, name: &str, password: &str) -> Result<Vec<Summary>, ArchiveError> {
-        let candidates: Vec<(Summary, String)> = self.read(
+        // One slow hash per request, whether the name has no session, one, or many: the
+        // name key is compared with each row's (rows from before schema 2 have none and are
+        // checked one by one, as they were).
+        let md5 = troop_server::md5_hex(password);
+        let key = password::name_key(name, &md5).unwrap_or_default();
+        let candidates: Vec<(Summary, Option<String>, Option<String>)> = self.read(
             || format!("listing the sessions named {name:?} with a password"),
             |c| {
                 let sql = format!(
-                    "SELECT {SUMMARY_COLUMNS}, password_hash FROM sessions
+                    "SELECT {SUMMARY_COLUMNS}, password_hash, name_key FROM sessions
                      WHERE name = ?1 AND password_hash IS NOT NULL
                      ORDER BY started_ms DESC, id DESC LIMIT {MAX_CHECKED}"
                 );
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([name], |row| Ok((summary_from(row)?, row.get(10)?)))?;
+                let rows = stmt.query_map([name], |row| Ok((summary_from(row)?, row.get(10)?, row.get(11)?)))?;
                 rows.collect()
             },
         )?;
-        let md5 = troop_server::md5_hex(password);
-        if candidates.is_empty() {
-            password::dummy(&md5);
-        }
-        Ok(candidates.into_iter().filter(|(_, hash)| password::verify(hash, &md5)).map(|(s, _)| s).collect())
+        let proved = |(summary, hash, stored): (Summary, Option<String>, Option<String>)| {
+            let ok = match (stored, hash) {
+                (Some(stored), _) => crate::constant_time_eq(stored.as_bytes(), key.as_bytes()),
+                (None, Some(hash)) => password::verify(&hash, &md5),
+                (None, None) => false,
+            };
+            ok.then_some(summary)
+        };
+        Ok(candidates.into_iter().filter_map(proved).collect())
     }
 
     /// Whether `password` proves archive `id` (false for an unknown id or one without a

@@ -49,6 +49,17 @@ pub(crate) fn verify(phc: &str, md5_hex: &str) -> bool {
     }
 }
 
+/// The name key of `md5_hex` for sessions named `name`: argon2id (the same cost) with a salt
+/// made from the name, hex. The same name and password always give the same key, so one
+/// computation finds every session of a name that password proves; sessions of other names
+/// have other salts.
+pub(crate) fn name_key(name: &str, md5_hex: &str) -> Option<String> {
+    let salt = format!("troop-hub-archive-name/{name}");
+    let mut out = [0u8; 32];
+    hasher().hash_password_into(md5_hex.as_bytes(), salt.as_bytes(), &mut out).ok()?;
+    Some(out.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Spends what one [`verify`] costs, for answers about unknown sessions to take as long as
 /// answers about known ones.
 pub(crate) fn dummy(md5_hex: &str) {

@@ -12,7 +12,7 @@ use super::ArchiveError;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Migrations in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1];
+const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1, v2];
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -48,6 +48,12 @@ fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              PRIMARY KEY (session_id, seq)
          ) WITHOUT ROWID;",
     )
+}
+
+/// Version 2: `name_key`, one argon2id of the password md5 with a salt made from the session's
+/// name, so listing a name's sessions costs one hash whatever the number of sessions.
+fn v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE sessions ADD COLUMN name_key TEXT;")
 }
 
 fn sqlite<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> ArchiveError + 'a {

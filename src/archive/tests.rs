@@ -462,3 +462,24 @@ async fn an_end_without_a_document_keeps_the_last_one_and_snapshots_name_perform
     assert_eq!(archive.code("s").unwrap().as_deref(), Some("ab"), "finish(None) keeps the document");
     assert_eq!(archive.summary("s").unwrap().unwrap().performers, ["ann", "bo"]);
 }
+
+#[tokio::test]
+async fn a_name_listing_finds_each_password_s_own_sessions_with_one_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(settings(&dir)).unwrap();
+    let md5 = |pw: &str| Some(troop_server::md5_hex(pw));
+    archive.begin("a", "jam", 1, md5("first"));
+    archive.begin("b", "jam", 2, md5("second"));
+    archive.begin("c", "jam", 3, md5("first"));
+    archive.begin("d", "other", 4, md5("first"));
+    archive.flush().await;
+    let ids = |list: Vec<Summary>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(archive.summaries_for("jam", "first").unwrap()), ["c", "a"]);
+    assert_eq!(ids(archive.summaries_for("jam", "second").unwrap()), ["b"]);
+    assert!(archive.summaries_for("jam", "third").unwrap().is_empty());
+    assert!(archive.summaries_for("nobody", "first").unwrap().is_empty());
+    // A row from before schema 2 (no name key) is still found by its own hash.
+    let conn = rusqlite::Connection::open(dir.path().join("nested/dir/archive.sqlite")).unwrap();
+    conn.execute("UPDATE sessions SET name_key = NULL WHERE id = 'a'", []).unwrap();
+    assert_eq!(ids(archive.summaries_for("jam", "first").unwrap()), ["c", "a"]);
+}

@@ -190,7 +190,9 @@ impl Writer {
         if exists.is_some() {
             return Ok(()); // a restarted hub continues it: the row is kept as it is
         }
-        let hash = password_md5.and_then(|md5| match password::hash(&md5.to_ascii_lowercase()) {
+        let md5 = password_md5.map(|m| m.to_ascii_lowercase());
+        let key = md5.as_deref().and_then(|m| password::name_key(name, m));
+        let hash = md5.and_then(|md5| match password::hash(&md5) {
             Ok(hash) => Some(hash),
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "archive: cannot hash the session password; only an admin can read this archive");
@@ -198,8 +200,10 @@ impl Writer {
             }
         });
         self.conn
-            .prepare_cached("INSERT INTO sessions (id, name, started_ms, password_hash) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![id, name, sql_int(started_ms), hash])?;
+            .prepare_cached(
+                "INSERT INTO sessions (id, name, started_ms, password_hash, name_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, name, sql_int(started_ms), hash, key])?;
         Ok(())
     }
 
