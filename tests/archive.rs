@@ -5,12 +5,10 @@
 
 mod common;
 
-use common::{docker_ok, http, TestHub, T};
+use common::{docker_ok, http, owner, performer, TestHub, T};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use troop_hub::admin::{start_session, Owner};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
 use troop_server::ot::Operation;
@@ -24,17 +22,6 @@ async fn hub_with(extra: &str) -> TestHub {
     hub.extra_yaml = format!("archive: {{path: {}}}\n{extra}", db.display());
     hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
     hub.start().await
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
-}
-
-async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
-    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
 }
 
 /// Alice types (unicode included) and evaluates a block; returns her document.

@@ -12,11 +12,10 @@
 mod common;
 
 use common::browser::{assert_clean, js, Page, ONE_BROWSER};
-use common::{request, HttpResponse, TestHub, T};
+use common::{owner, request, HttpResponse, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use troop_hub::admin::{start_session, Owner};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
 use troop_server::ot::Operation;
@@ -52,13 +51,6 @@ async fn hub_with_archive() -> TestHub {
     let db = hub.dir.path().join("data").join("archive.db");
     hub.extra_yaml = format!("archive: {{path: {}}}\n", db.display());
     hub.start().await
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
 }
 
 /// A GET proving the session's password.

@@ -6,14 +6,14 @@
 
 mod common;
 
-use common::{http, TestHub, T};
+use common::{http, owner, performer, TestHub, T};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
-use troop_hub::admin::{start_session, Owner};
+use troop_hub::admin::Owner;
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
 use troop_server::ot::Operation;
@@ -23,20 +23,7 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 const TOKEN: &str = "audience-admin-token";
 
 async fn hub_with(extra: &str) -> TestHub {
-    let mut hub = TestHub::new(extra);
-    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
-    hub.start().await
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
-}
-
-async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
-    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
+    common::hub_with_token(extra, TOKEN).await
 }
 
 /// How a connection attempt was refused: an HTTP status before the upgrade, or the hub's

@@ -10,11 +10,10 @@
 mod common;
 
 use common::browser::{assert_clean, js, Page, HEIGHT, ONE_BROWSER, WIDTH};
-use common::{TestHub, T};
+use common::{owner, performer, TestHub, T};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use troop_hub::admin::{start_session, Owner};
+use troop_hub::admin::Owner;
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
 
@@ -35,17 +34,6 @@ const PAGE_STATE: &str = r#"(() => {
     flashes: window.flashes,
   };
 })()"#;
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
-}
-
-async fn performer(o: &Owner, name: &str, pw: &str) -> TroopClient {
-    TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), name, pw, T).await.expect("a performer joins")
-}
 
 /// Performers joined in order, each past the RESET of every later join (which replaces the
 /// document of a client that has not read it yet), so their next edits start from the same

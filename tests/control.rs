@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{docker_ok, http, TestHub, T};
+use common::{docker_ok, http, owner, TestHub, T};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use troop_hub::admin::{self, start_session, Owner};
@@ -15,16 +15,7 @@ use troop_server::message::Body;
 const TOKEN: &str = "control-admin-token";
 
 async fn hub_with(extra: &str) -> TestHub {
-    let mut hub = TestHub::new(extra);
-    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
-    hub.start().await
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
+    common::hub_with_token(extra, TOKEN).await
 }
 
 async fn performer(o: &Owner, name: &str) -> TroopClient {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{docker_ok, TestHub, T};
+use common::{docker_ok, owner, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,13 +27,6 @@ async fn raw(hub: SocketAddr, bytes: &[u8]) -> Option<Value> {
     s.read_exact(&mut body).await.unwrap();
     assert!(body.is_ascii());
     Some(serde_json::from_slice(&body).unwrap())
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> admin::Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{docker, docker_ok, http, TestHub, T};
+use common::{docker, docker_ok, http, owner, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -278,13 +278,6 @@ async fn nothing_left(hub: &TestHub) {
 
 async fn query(hub: SocketAddr, name: &str) -> Value {
     admin::request(hub, &json!({"type": "query", "name": name}), T).await.expect("query answered")["result"].clone()
-}
-
-async fn owner(hub: &TestHub, name: &str, pw: &str) -> admin::Owner {
-    match start_session(hub.addr, name, pw, T).await.expect("hub answered") {
-        Ok(o) => o,
-        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
-    }
 }
 
 async fn refused(hub: &TestHub, name: &str) -> String {

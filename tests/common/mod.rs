@@ -360,3 +360,24 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// A hub started with `token` as its admin token and `extra` appended to hub.yaml.
+pub async fn hub_with_token(extra: &str, token: &str) -> TestHub {
+    let mut hub = TestHub::new(extra);
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), token.into()));
+    hub.start().await
+}
+
+/// The owner of a new session named `name`; the test fails with the hub's log if it is refused.
+pub async fn owner(hub: &TestHub, name: &str, pw: &str) -> troop_hub::admin::Owner {
+    match troop_hub::admin::start_session(hub.addr, name, pw, T).await.expect("hub answered") {
+        Ok(o) => o,
+        Err(e) => panic!("start {name} refused: {e}\n{}", hub.log()),
+    }
+}
+
+/// A Troop client named `name`, joined to `o`'s session with its password.
+pub async fn performer(o: &troop_hub::admin::Owner, name: &str, pw: &str) -> troop_server::client::TroopClient {
+    let addr = SocketAddr::from(([127, 0, 0, 1], o.port));
+    troop_server::client::TroopClient::join(addr, name, pw, T).await.expect("a performer joins")
+}
