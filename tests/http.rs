@@ -244,17 +244,8 @@ async fn the_status_page_counts_sessions_for_strangers_and_lists_them_for_the_ad
     let o = start_session(hub.addr, "stage-left", "pw", T).await.unwrap().expect("started");
     let url = format!("http://{}/", hub.http);
     let out = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--dump-dom",
-            &url,
-        ])
+        .args(common::browser::HEADLESS)
+        .args(["--dump-dom", &url])
         .output()
         .expect("Debian's chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
     let dom = String::from_utf8_lossy(&out.stdout);

@@ -87,32 +87,33 @@ pub struct Page {
     chromium: Chromium,
 }
 
+/// How every test runs Debian's chromium: headless, no sandbox (root in a container), nothing
+/// fetched from the network behind the page's back.
+pub const HEADLESS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 impl Page {
     /// Starts chromium and opens a blank page of WIDTH x HEIGHT; `state_js` describes the page
     /// when a wait fails ([`BASIC_STATE`] or the test's own).
     pub async fn launch(state_js: &'static str) -> Page {
         let profile = tempfile::tempdir().expect("a temp dir for chromium's profile");
         let mut cmd = Command::new("chromium");
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--window-size={WIDTH},{HEIGHT}"))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        cmd.args(HEADLESS)
+            .args(["--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--remote-debugging-port=0"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--window-size={WIDTH},{HEIGHT}"))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut proc = match cmd.spawn() {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{NO_CHROMIUM}"),
