@@ -171,6 +171,12 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     assert!(up.status.success(), "compose up again failed: {}", String::from_utf8_lossy(&up.stderr));
     let deadline = Instant::now() + T;
     let body = loop {
+        // The hub may not listen yet: wait for its port before asking.
+        if tokio::net::TcpStream::connect(http_addr).await.is_err() {
+            assert!(Instant::now() < deadline, "the hub's HTTP port never came back after up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         let r = common::http(http_addr, "GET", list, Some(&token), None).await;
         if r.status == 200 {
             break r.body;
