@@ -181,6 +181,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(hub.clone().watch_engine());
     tokio::spawn(hub.clone().enforce_deadlines());
     tokio::spawn(hub.clone().watch_nodes());
+    tokio::spawn(hub.clone().keep_pool());
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the start latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 12] = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
+/// (The smallest ones are for starts served by the warm pool.)
+const LATENCY_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -49,6 +50,7 @@ pub struct Gauges {
     pub performers: usize,
     /// Audience viewers watching, over every session.
     pub viewers: usize,
+    pub pool: crate::hub::PoolInfo,
 }
 
 impl Metrics {
@@ -117,6 +119,9 @@ impl Metrics {
         gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
         gauge("performers", "Performers connected, over every session.", g.performers as f64);
         gauge("viewers", "Audience viewers watching in a browser, over every session.", g.viewers as f64);
+        gauge("pool_target", "Warm pool members wanted now (warm_pool per node, within the cap).", g.pool.target as f64);
+        gauge("pool_ready", "Warm pool members started, locked and ready to be taken.", g.pool.ready as f64);
+        gauge("pool_starting", "Warm pool members being started.", g.pool.starting as f64);
         gauge(
             "tcp_connections_open",
             "Open connections to the hub protocol port.",
@@ -140,6 +145,16 @@ impl Metrics {
             let _ =
                 writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} counter\ntroop_hub_{name} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_pool_refills_total Warm pool member starts, by result.\n# TYPE troop_hub_pool_refills_total counter\ntroop_hub_pool_refills_total{{result=\"ready\"}} {}\ntroop_hub_pool_refills_total{{result=\"failed\"}} {}",
+            g.pool.refilled, g.pool.refill_failures
+        );
+        let _ = writeln!(
+            out,
+            "# HELP troop_hub_session_starts_total Session starts, by path: a warm pool member armed, or a container started.\n# TYPE troop_hub_session_starts_total counter\ntroop_hub_session_starts_total{{from=\"pool\"}} {}\ntroop_hub_session_starts_total{{from=\"cold\"}} {}",
+            g.pool.warm_starts, g.pool.cold_starts
+        );
         let labelled =
             |out: &mut String, name: &str, help: &str, label: &str, m: &Mutex<BTreeMap<&'static str, u64>>| {
                 let _ = writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} counter");
@@ -188,7 +203,9 @@ mod tests {
         m.session_started(Duration::from_millis(180));
         m.session_ended("owner_left");
         m.request("query", "ok");
-        let text = m.render(&Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3 });
+        let pool = crate::hub::PoolInfo { target: 2, ready: 1, starting: 1, warm_starts: 5, ..Default::default() };
+        let g = Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3, pool };
+        let text = m.render(&g);
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
         assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
@@ -199,5 +216,8 @@ mod tests {
         assert!(text.contains("troop_hub_performers 2"));
         assert!(text.contains("troop_hub_viewers 3"));
         assert!(text.contains("troop_hub_session_operations_total 0"));
+        assert!(text.contains("troop_hub_pool_target 2\n"));
+        assert!(text.contains("troop_hub_pool_ready 1\n"));
+        assert!(text.contains("troop_hub_session_starts_total{from=\"pool\"} 5\n"));
     }
 }

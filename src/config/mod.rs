@@ -108,6 +108,9 @@ impl Default for Limits {
     }
 }
 
+/// Warm pool members per node when hub.yaml does not say (suits the default cap of 10).
+pub const DEFAULT_WARM_POOL: usize = 2;
+
 /// The configuration: hub.yaml's keys, in the file's order. Durations are humantime (`15s`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -125,6 +128,10 @@ pub struct Config {
     pub bind_address: IpAddr,
     pub max_sessions: usize,
     pub max_sessions_per_address: usize,
+    /// Session servers kept started and locked, ready to be armed for a new session (per
+    /// node under swarm); they count against `max_sessions`. 0 turns the pool off; it needs
+    /// `control_channel`. Unset: [`DEFAULT_WARM_POOL`] with a control channel, else 0.
+    pub warm_pool: Option<usize>,
     /// Networks that may kill/list/start daemon sessions (loopback always may).
     #[serde(deserialize_with = "serde_forms::networks")]
     pub trusted_networks: Vec<IpNet>,
@@ -195,6 +202,7 @@ impl Default for Config {
             bind_address: everywhere.into(),
             max_sessions: 10,
             max_sessions_per_address: 1,
+            warm_pool: None,
             trusted_networks: vec![Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8).into()],
             runtime: RuntimeKind::Docker,
             image: "troop-hub/troop-server:latest".into(),
@@ -291,6 +299,14 @@ impl Config {
         ip.is_loopback() || self.trusted_networks.iter().any(|n| n.contains(&ip))
     }
 
+    /// Pool members to keep per node (see `warm_pool`).
+    pub fn pool_size(&self) -> usize {
+        match self.control_channel {
+            true => self.warm_pool.unwrap_or(DEFAULT_WARM_POOL),
+            false => 0,
+        }
+    }
+
     /// Checks what the types do not, and reads an empty `public_host` or `admin_token_file` as
     /// unset.
     fn validate(mut self) -> Result<Config, ConfigError> {
@@ -306,6 +322,11 @@ impl Config {
         let (first, last) = self.ports;
         ensure(first >= 1 && first <= last, "ports", "the range must be FIRST-LAST with 1 <= FIRST <= LAST")?;
         ensure(!self.image.trim().is_empty(), "image", "must name an image")?;
+        ensure(
+            self.warm_pool.unwrap_or(0) == 0 || self.control_channel,
+            "warm_pool",
+            "needs control_channel: true (a pool member is armed over it); set warm_pool: 0 for this image",
+        )?;
         ensure(self.start_timeout >= Duration::from_millis(100), "start_timeout", "must be at least 100ms")?;
         ensure(self.max_connections >= 1, "max_connections", "must be at least 1")?;
         ensure(self.max_connections_per_address >= 1, "max_connections_per_address", "must be at least 1")?;

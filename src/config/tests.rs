@@ -171,6 +171,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("bind_address", "127.0.0.1"),
     ("max_sessions", "3"),
     ("max_sessions_per_address", "2"),
+    ("warm_pool", "4"),
     ("trusted_networks", "[10.0.0.0/8, 192.168.1.5]"),
     ("runtime", "swarm"),
     ("image", "registry.example.org/troop-server:1"),

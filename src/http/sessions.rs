@@ -30,7 +30,7 @@ pub async fn get_config(State(hub): State<Arc<Hub>>, _admin: AdminToken) -> Json
     Json(hub.config().to_json())
 }
 
-/// Where sessions can run: each node's host, usability and load
+/// Where sessions can run: each node's host, usability and load, and the warm pool
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "The placement table", body = NodeList),
@@ -38,7 +38,7 @@ pub async fn get_config(State(hub): State<Arc<Hub>>, _admin: AdminToken) -> Json
         (status = 403, description = "Wrong admin token, or admin endpoints disabled", body = ErrorBody),
     ))]
 pub async fn list_nodes(State(hub): State<Arc<Hub>>, _admin: AdminToken) -> Json<NodeList> {
-    Json(NodeList { nodes: hub.nodes().into_iter().map(Into::into).collect() })
+    Json(NodeList { nodes: hub.nodes().into_iter().map(Into::into).collect(), pool: hub.pool_info().into() })
 }
 
 /// All sessions (admin unless public_listing)

@@ -143,7 +143,16 @@ pub async fn status_page(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>)
     } else {
         ""
     };
-    let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports);
+    // Pool members' ports are free for a start: a start takes one (or it gives way).
+    let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports + gauges.pool.ready + gauges.pool.starting);
+    let pool = match gauges.pool.target {
+        0 => String::new(),
+        _ => format!(
+            " {} of {} warm sessions ready: a start takes one at once.",
+            gauges.pool.ready.min(free),
+            gauges.pool.target
+        ),
+    };
     let nodes = hub.nodes();
     let machines = if nodes.len() > 1 {
         format!(" Sessions run on {} of {} machines.", gauges.nodes_usable, nodes.len())
@@ -164,7 +173,7 @@ td,th{{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}}</style></hea
 <p>Start a session with Troop 0.10.3: <code>python run-server.py --hub NAME@{host}:{port}</code></p>
 <p>Join it: <code>python run-client.py --hub NAME@{host}:{port}</code></p>
 {archive}{lobby}<h2>Sessions</h2>
-<p>{running} running of {cap}; {free} free slots.{machines}</p>
+<p>{running} running of {cap}; {free} free slots.{pool}{machines}</p>
 {table}
 <p><small>This page refreshes every 10 seconds.</small></p>
 </body></html>

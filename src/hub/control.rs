@@ -31,7 +31,13 @@ pub async fn arm(
     idle_exit: Option<Duration>,
 ) -> Result<(), ControlError> {
     let mut client = connect(access).await?;
-    client.arm(md5.expose_secret(), Some(name), idle_exit).await
+    client.arm_once(md5.expose_secret(), Some(name), idle_exit).await
+}
+
+/// The server's snapshot (name and whether it is armed), `None` when it does not answer.
+pub async fn snapshot(access: &ControlAccess) -> Option<troop_server::control::Snapshot> {
+    let mut client = connect(access).await.ok()?;
+    client.snapshot().await.ok()
 }
 
 /// Whether `md5` is the session's password, as its server judges it.

@@ -29,6 +29,8 @@ impl Hub {
             self.drain_follow(id, DRAIN_EVENTS).await;
         }
         self.unfollow(id, &reason);
+        // Its slot may be the pool's again.
+        self.pool.poke();
         true
     }
 
@@ -88,7 +90,7 @@ impl Hub {
         self.starts.close();
         let all: Vec<String> = lock(&self.registry).list().map(|s| s.id.clone()).collect();
         let ends = all.iter().map(|id| self.end_session(id, EndReason::HubShutdown));
-        futures_util::future::join_all(ends).await;
+        futures_util::future::join(futures_util::future::join_all(ends), self.drain_pool()).await;
         if let Some(archive) = self.archive.get() {
             // Every ended session's final code is on disk before the hub exits.
             archive.flush().await;

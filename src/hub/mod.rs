@@ -9,6 +9,7 @@
 //! - [`live`]: one subscription per live session, for who is playing and what they do;
 //! - [`audience`]: who may watch a session in a browser, and admitting viewers to its feed;
 //! - [`record`]: recording each followed session into the archive;
+//! - [`pool`]: the warm pool of started, locked servers a start takes instead of waiting;
 //! - [`outcome`]: why sessions end and why requests are refused.
 //!
 //! The registry sits behind a plain mutex held only for bookkeeping, never across an engine
@@ -20,6 +21,7 @@ mod control;
 mod end;
 mod live;
 mod outcome;
+mod pool;
 mod record;
 mod start;
 mod supervise;
@@ -30,6 +32,7 @@ mod views;
 pub use audience::{LobbyEntry, Watch, WatchError};
 pub use live::{LiveView, FEED_BACKLOG};
 pub use outcome::{EndReason, HubError};
+pub use pool::{PoolInfo, MEMBER_MAX_AGE, REFILLS_AT_ONCE};
 pub use start::{Owned, StartRequest};
 pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
@@ -57,6 +60,8 @@ pub struct Hub {
     /// Each running session's owner channel, by session id: the sentence to pass on when
     /// the session ends for a reason other than its owner.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+    /// The warm pool's own state (its members are in the registry).
+    pool: pool::Pool,
     /// Starts in flight by session id: cancelled when the session is ended meanwhile.
     starting: Mutex<HashMap<String, CancellationToken>>,
     /// The live view of each followed session by id, and what stops following it.
@@ -175,6 +180,7 @@ impl Hub {
             runtime,
             owners: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
+            pool: pool::Pool::default(),
             live: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
             archive: OnceLock::new(),
@@ -241,9 +247,11 @@ impl Hub {
         }
         self.runtime.reconfigure(new.clone());
         let audience_changed = new.audience != old.audience;
+        let members_differ = pool::members_differ(&old, &new);
         if let Ok(mut c) = self.config.write() {
             *c = new;
         }
+        self.pool_reconfigured(members_differ);
         if audience_changed {
             self.audience_changed();
         }

@@ -1,13 +1,15 @@
-//! Starting a session: checks, placement, the runtime's start (moved to another port when a
-//! stranger holds it, to another node when it fails on its own), then the session goes live
-//! with its owner's channel in place. An adopted session waiting for its owner is handed back
+//! Starting a session: checks, then a warm pool member armed with the password when one is
+//! ready, else a cold start: placement (a pool member gives way when the hub is full), the
+//! runtime's start (moved to another port when a stranger holds it, to another node when it
+//! fails on its own). Then the session goes live with its owner's channel in place. An adopted session waiting for its owner is handed back
 //! to whoever repeats its name with the same password.
 
 use super::{control, lock, now, short, Hub, HubError};
-use crate::registry::{ControlAccess, Gone, NewSession, Placement};
+use crate::registry::{ControlAccess, Gone, NewSession, Placement, RegistryError, Taken};
 use crate::runtime::{Credentials, SessionSpec, StartError, Started};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -106,6 +108,10 @@ impl Hub {
             daemon: req.daemon,
             expires: req.ttl.map(|t| now() + t),
         };
+        if let Some(owned) = self.start_warm(&new, &password_md5, begun).await {
+            return owned;
+        }
+        self.pool.cold_starts.fetch_add(1, Ordering::Relaxed);
         let credentials = match config.control_channel {
             true => match control::new_secret() {
                 Some(secret) => Credentials::Control(secret),
@@ -113,7 +119,14 @@ impl Hub {
             },
             false => Credentials::PasswordMd5(password_md5.clone()),
         };
-        let placed = lock(&self.registry).reserve(new, now())?;
+        // A full hub (or port range) takes a pool member out before it refuses anyone.
+        let placed = loop {
+            let reserved = lock(&self.registry).reserve(new.clone(), now());
+            match reserved {
+                Err(RegistryError::Full | RegistryError::NoPort) if self.give_way().await => continue,
+                other => break other?,
+            }
+        };
         let span = info_span!("session", session = %req.name, id = %id);
         let cancel = self.shutdown.child_token();
         lock(&self.starting).insert(id.clone(), cancel.clone());
@@ -129,6 +142,44 @@ impl Hub {
             Err(e) => span.in_scope(|| warn!(error = %e, "session start failed")),
         }
         launched
+    }
+
+    /// Takes a ready warm pool member for the session and arms it. `None` when no member is
+    /// ready, or the one taken did not take its password (it is removed; start cold then).
+    async fn start_warm(
+        self: &Arc<Self>,
+        new: &NewSession,
+        password_md5: &SecretString,
+        begun: Instant,
+    ) -> Option<Result<Owned, HubError>> {
+        let taken = match lock(&self.registry).take_member(new.clone(), self.pool.generation(), now()) {
+            Ok(taken) => taken?,
+            Err(e) => return Some(Err(e.into())),
+        };
+        self.pool.poke();
+        let span = info_span!("session", session = %new.name, id = %taken.id);
+        let armed = self.arm_member(taken, &new.name, password_md5).instrument(span.clone()).await?;
+        if let Ok(o) = &armed {
+            self.pool.warm_starts.fetch_add(1, Ordering::Relaxed);
+            self.metrics.session_started(begun.elapsed());
+            let elapsed_us = begun.elapsed().as_micros() as u64;
+            span.in_scope(|| info!(port = o.port, elapsed_us, daemon = new.daemon, "session ready (warm pool)"));
+        }
+        Some(armed)
+    }
+
+    /// Arms a taken pool member with the session's password, name and idle exit (counted
+    /// from now), then makes it live. `None` if it did not take them (it is removed).
+    async fn arm_member(self: &Arc<Self>, taken: Taken, name: &str, md5: &SecretString) -> Option<Result<Owned, HubError>> {
+        let Taken { id, handle, control: access, .. } = taken;
+        let idle = self.config().idle_exit;
+        if let Err(e) = control::arm(&access, md5, name, idle).await {
+            warn!(container = %short(&handle), error = %e, "a warm pool member did not take its password; starting cold");
+            self.discard(&id, handle).await;
+            return None;
+        }
+        let started = Started { handle, control: access.addr };
+        Some(self.go_live(&id, name, started, Some(access)).await)
     }
 
     /// Starts the placed session's server (retrying elsewhere while that helps), then makes
@@ -149,6 +200,7 @@ impl Hub {
             let spec = SessionSpec {
                 id: id.into(),
                 name: name.into(),
+                pooled: false,
                 node: placed.node.clone(),
                 port: placed.port,
                 credentials: credentials.clone(),

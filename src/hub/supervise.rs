@@ -64,8 +64,18 @@ impl Hub {
         self.recovered.store(true, Ordering::SeqCst);
         for c in found {
             // A session started since this hub came up (recovery ran late: the engine was away).
-            let current = c.session_id.as_ref().is_some_and(|sid| lock(&self.registry).by_id(sid).is_some());
-            if !current && !self.adopt(&c) {
+            let current = c.session_id.as_ref().is_some_and(|sid| {
+                let r = lock(&self.registry);
+                r.by_id(sid).is_some() || r.member(sid).is_some()
+            });
+            if current {
+                continue;
+            }
+            let c = match c.pooled {
+                true => self.armed_as(c).await,
+                false => c,
+            };
+            if !self.adopt(&c) {
                 info!(container = %short(&c.handle), "removing a session server left from before");
                 if let Err(e) = self.runtime.remove(c.handle.clone()).await {
                     warn!(container = %short(&c.handle), error = %e, "could not remove; the next reconcile retries");
@@ -75,6 +85,22 @@ impl Hub {
         // Only now does the hub know what it adopted (also after a late recovery).
         self.close_unfinished().await;
         Ok(())
+    }
+
+    /// A warm pool member from before: its labels name no session, so its server is asked.
+    /// Armed, it is a session like any other (its server knows the name it was armed with);
+    /// still locked, it was never handed out and goes (the pool refills). Never put back in
+    /// the pool: a member this hub did not start is not handed out.
+    async fn armed_as(&self, mut c: Existing) -> Existing {
+        let access = match (&c.credentials, c.control, c.running) {
+            (Some(Credentials::Control(secret)), Some(addr), true) => ControlAccess { addr, secret: secret.clone() },
+            _ => return c,
+        };
+        c.name = match super::control::snapshot(&access).await {
+            Some(snap) if snap.armed => snap.name,
+            _ => None,
+        };
+        c
     }
 
     /// Registers a running server from before as a session waiting for its owner, when
@@ -165,6 +191,9 @@ impl Hub {
     }
 
     async fn exited(&self, handle: &str, reason: String, idle: bool) {
+        if self.member_exited(handle).await {
+            return;
+        }
         let id = lock(&self.registry).by_handle(handle).map(|s| s.id.clone());
         if let Some(id) = id {
             let why = if idle { EndReason::Idle } else { EndReason::ContainerExited(reason) };
@@ -187,6 +216,8 @@ impl Hub {
             .filter_map(|s| Some((s.id.clone(), s.handle.clone()?)))
             .collect();
         let Ok(found) = self.runtime.list().await else { return };
+        let up: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.handle.clone()).collect();
+        self.check_members(&up).await;
         for (id, handle) in running {
             if !found.iter().any(|c| c.running && c.handle == handle) {
                 self.end_session(&id, EndReason::ContainerExited("the session container is gone".into())).await;
@@ -204,7 +235,9 @@ impl Hub {
         for c in found {
             let owned = {
                 let r = lock(&self.registry);
-                r.by_handle(&c.handle).is_some() || c.session_id.as_ref().is_some_and(|sid| r.by_id(sid).is_some())
+                r.by_handle(&c.handle).is_some()
+                    || r.member_by_handle(&c.handle).is_some()
+                    || c.session_id.as_ref().is_some_and(|sid| r.by_id(sid).is_some() || r.member(sid).is_some())
             };
             let old = c.created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
             if !owned && old {

@@ -130,6 +130,7 @@ fn left(handle: &str, name: &str, running: bool, age: Duration) -> Existing {
         running,
         session_id: Some(format!("id-{name}")),
         name: Some(name.into()),
+        pooled: false,
         node: Some(crate::registry::LOCAL_NODE.into()),
         port: Some(if name == "a" { 100 } else { 101 }),
         created: SystemTime::now().checked_sub(age),

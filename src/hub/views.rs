@@ -53,6 +53,8 @@ pub struct NodeInfo {
     pub usable: bool,
     pub sessions: usize,
     pub free_ports: usize,
+    /// Warm pool members on it, ready or starting.
+    pub pool_members: usize,
 }
 
 impl Hub {
@@ -107,12 +109,14 @@ impl Hub {
                 usable: n.usable,
                 sessions: r.sessions_on(&n.id),
                 free_ports: r.free_ports_on(&n.id, now),
+                pool_members: r.members_on(&n.id),
             })
             .collect()
     }
 
     /// Gauges for the metrics page and the status page.
     pub fn gauges(&self) -> Gauges {
+        let pool = self.pool_info();
         let r = lock(&self.registry);
         Gauges {
             running: r.len(),
@@ -121,6 +125,7 @@ impl Hub {
             nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
             performers: lock(&self.live).values().map(|f| f.view.performers.len()).sum(),
             viewers: self.viewer_count(),
+            pool,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Registry {
     set_aside: HashMap<Slot, Instant>,
     /// Nodes where a start failed recently: placed on only when no other node has room.
     cooling: HashMap<String, Instant>,
+    /// Warm pool members by id (see [`pool`]).
+    pool: BTreeMap<String, pool::Member>,
     max_sessions: usize,
     max_per_address: usize,
 }
@@ -162,6 +164,7 @@ impl Registry {
             leases: HashMap::new(),
             set_aside: HashMap::new(),
             cooling: HashMap::new(),
+            pool: BTreeMap::new(),
             max_sessions,
             max_per_address,
         }
@@ -209,7 +212,7 @@ impl Registry {
         &self.nodes
     }
 
-    /// Sessions on a node.
+    /// Sessions on a node (pool members not counted).
     pub fn sessions_on(&self, node: &str) -> usize {
         self.sessions.values().filter(|s| s.node == node).count()
     }
@@ -258,8 +261,8 @@ impl Registry {
         self.holders.insert(slot, id.to_string());
     }
 
-    /// Registers a session in `Starting` state with a slot of its own.
-    pub fn reserve(&mut self, new: NewSession, now: Instant) -> Result<Placement, RegistryError> {
+    /// The checks every new session passes: a free name, the cap, the per-address limit.
+    fn admit(&self, new: &NewSession) -> Result<(), RegistryError> {
         if self.sessions.contains_key(&new.name) {
             return Err(RegistryError::NameTaken);
         }
@@ -271,6 +274,17 @@ impl Registry {
             if from_ip >= self.max_per_address {
                 return Err(RegistryError::AddressLimit);
             }
+        }
+        Ok(())
+    }
+
+    /// Registers a session in `Starting` state with a slot of its own. `Full` or `NoPort`
+    /// while pool members hold the room: the caller evicts one ([`Registry::evict_member`])
+    /// and asks again.
+    pub fn reserve(&mut self, new: NewSession, now: Instant) -> Result<Placement, RegistryError> {
+        self.admit(&new)?;
+        if self.sessions.len() + self.pool.len() >= self.max_sessions {
+            return Err(RegistryError::Full);
         }
         let placed = self.place(now, &[])?;
         self.hold((placed.node.clone(), placed.port), &new.id);
@@ -412,7 +426,7 @@ impl Registry {
     /// The released session `id`'s server is gone (or, `Unsure`, may not be): its slot is
     /// freed (or set aside). Does nothing while the session is still registered.
     pub fn free(&mut self, id: &str, gone: Gone, now: Instant) {
-        if self.by_id(id).is_some() {
+        if self.by_id(id).is_some() || self.pool.contains_key(id) {
             return;
         }
         if let Some(slot) = self.leases.remove(id) {
@@ -421,6 +435,11 @@ impl Registry {
                 self.set_aside.insert(slot, now + SET_ASIDE);
             }
         }
+    }
+
+    /// Whether `id` (a session, a member, or one released but not yet gone) holds a slot.
+    pub fn holds(&self, id: &str) -> bool {
+        self.leases.contains_key(id)
     }
 
     /// Every session, by name.
@@ -443,5 +462,8 @@ impl Registry {
     }
 }
 
+mod pool;
 #[cfg(test)]
 mod tests;
+
+pub use pool::{Member, Ready, Taken};

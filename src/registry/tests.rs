@@ -258,3 +258,53 @@ fn a_node_where_starts_fail_is_avoided_while_others_have_room() {
     lone.reserve(new("s", "1.1.1.1", true), now).unwrap();
     assert_eq!(lone.place_elsewhere("id-s", now, &[]), None);
 }
+
+fn ready(r: &mut Registry, id: &str) {
+    let control = ControlAccess { addr: "127.0.0.1:1".parse().unwrap(), secret: SecretString::from("s") };
+    assert!(r.member_ready(id, Ready { handle: format!("c-{id}"), control }));
+}
+
+#[test]
+fn pool_members_hold_ports_count_against_the_cap_and_are_taken_once() {
+    let now = Instant::now();
+    let mut r = local((100, 103), 3, 1);
+    assert_eq!(r.reserve_member("m1", LOCAL_NODE, 0, now).unwrap().port, 100);
+    assert_eq!(r.reserve_member("m2", LOCAL_NODE, 0, now).unwrap().port, 101);
+    assert_eq!(r.take_member(new("a", "1.1.1.1", false), 0, now).unwrap().map(|t| t.id), None, "none ready yet");
+    ready(&mut r, "m1");
+    let taken = r.take_member(new("a", "1.1.1.1", false), 0, now).unwrap().expect("a ready member");
+    assert_eq!((taken.id.as_str(), taken.placed.port, taken.handle.as_str()), ("m1", 100, "c-m1"));
+    let s = r.get("a").unwrap();
+    assert_eq!((s.id.as_str(), s.state.clone(), s.handle.as_deref()), ("m1", State::Starting, Some("c-m1")));
+    assert!(r.member("m1").is_none(), "taken out of the pool");
+    assert_eq!(r.take_member(new("b", "2.2.2.2", false), 0, now).unwrap().map(|t| t.id), None, "m1 is not taken twice");
+    // 1 session + 2 members would exceed the cap of 3: the pool is full, a start must evict.
+    assert_eq!(r.reserve_member("m3", LOCAL_NODE, 0, now).unwrap().port, 102);
+    assert_eq!(r.reserve_member("m4", LOCAL_NODE, 0, now).unwrap_err(), RegistryError::Full);
+    assert_eq!(r.reserve(new("b", "2.2.2.2", false), now).unwrap_err(), RegistryError::Full);
+    let evicted = r.evict_member().expect("the pool gives way");
+    assert!(evicted.ready.is_none(), "a member still starting goes first");
+    r.free(&evicted.id, Gone::Removed, now);
+    assert_eq!(r.reserve(new("b", "2.2.2.2", false), now).unwrap().port, 102, "its port is free again");
+    assert_eq!(r.ports_in_use(), vec![100, 101, 102]);
+    // The ordinary checks hold for a taken member too.
+    ready(&mut r, "m2");
+    assert_eq!(r.take_member(new("a", "3.3.3.3", false), 0, now).unwrap_err(), RegistryError::NameTaken);
+    assert_eq!(r.take_member(new("c", "3.3.3.3", false), 0, now).unwrap().map(|t| t.placed.port), Some(101));
+    assert_eq!(r.take_member(new("d", "4.4.4.4", false), 0, now).unwrap_err(), RegistryError::Full);
+    assert_eq!(r.evict_member().map(|m| m.id), None, "the pool is empty");
+}
+
+#[test]
+fn a_member_of_an_older_generation_is_not_handed_out_and_a_held_slot_waits_for_free() {
+    let now = Instant::now();
+    let mut r = local((100, 101), 2, 1);
+    r.reserve_member("old", LOCAL_NODE, 0, now).unwrap();
+    ready(&mut r, "old");
+    assert!(r.take_member(new("a", "1.1.1.1", false), 1, now).unwrap().is_none());
+    let m = r.remove_member("old").unwrap();
+    assert!(r.holds(&m.id), "its server still holds the port");
+    r.free(&m.id, Gone::Removed, now);
+    assert!(!r.holds(&m.id));
+    assert!(!r.member_ready("old", Ready { handle: "x".into(), control: ControlAccess { addr: "127.0.0.1:1".parse().unwrap(), secret: SecretString::from("s") } }));
+}

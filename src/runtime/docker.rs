@@ -299,6 +299,7 @@ impl Runtime for DockerRuntime {
                     running,
                     session_id: l.session_id,
                     name: l.name,
+                    pooled: l.pooled,
                     node: Some(crate::registry::LOCAL_NODE.to_string()),
                     port: l.port,
                     created: l.created,

@@ -35,6 +35,9 @@ pub const LABEL_SESSION: &str = "io.troop-hub.session";
 pub const LABEL_SESSION_ID: &str = "io.troop-hub.session-id";
 pub const LABEL_PORT: &str = "io.troop-hub.port";
 pub const LABEL_CREATED: &str = "io.troop-hub.created";
+/// Marks a warm pool member: started before any session asked for it, so its labels name no
+/// session (labels cannot change later; once armed, its server knows the session's name).
+pub const LABEL_POOL: &str = "io.troop-hub.pool";
 /// A node label naming the host performers are given for sessions on that node.
 pub const LABEL_PUBLIC_HOST: &str = "io.troop-hub.public-host";
 
@@ -91,7 +94,10 @@ impl From<RuntimeError> for StartError {
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
     pub id: String,
+    /// The session's name; empty for a warm pool member (`pooled`).
     pub name: String,
+    /// A warm pool member: labelled as one, with no session name.
+    pub pooled: bool,
     /// The node the hub placed it on (a [`Node::id`]).
     pub node: String,
     pub port: u16,
@@ -130,6 +136,8 @@ pub struct Existing {
     pub running: bool,
     pub session_id: Option<String>,
     pub name: Option<String>,
+    /// Started as a warm pool member (its labels name no session).
+    pub pooled: bool,
     pub node: Option<String>,
     pub port: Option<u16>,
     pub created: Option<SystemTime>,

@@ -4,7 +4,8 @@
 //! hardening on every runtime" holds by construction. Labels never carry the password.
 
 use super::{
-    Credentials, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_PORT, LABEL_SESSION, LABEL_SESSION_ID,
+    Credentials, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_POOL, LABEL_PORT, LABEL_SESSION,
+    LABEL_SESSION_ID,
 };
 use crate::config::Config;
 use bollard::models::{
@@ -114,23 +115,29 @@ impl ServerSpec {
     }
 }
 
-/// The labels every session object carries (never the password).
+/// The labels every session object carries (never the password). A warm pool member is
+/// marked as one instead of naming a session.
 pub fn session_labels(c: &Config, spec: &SessionSpec) -> HashMap<String, String> {
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_HUB.to_string(), c.hub_id.clone()),
-        (LABEL_SESSION.to_string(), spec.name.clone()),
         (LABEL_SESSION_ID.to_string(), spec.id.clone()),
         (LABEL_PORT.to_string(), spec.port.to_string()),
         (LABEL_CREATED.to_string(), created.to_string()),
-    ])
+    ]);
+    match spec.pooled {
+        true => labels.insert(LABEL_POOL.to_string(), "true".to_string()),
+        false => labels.insert(LABEL_SESSION.to_string(), spec.name.clone()),
+    };
+    labels
 }
 
 /// A session's labels read back: session id, name, port, creation time.
 pub struct Labelled {
     pub session_id: Option<String>,
     pub name: Option<String>,
+    pub pooled: bool,
     pub port: Option<u16>,
     pub created: Option<SystemTime>,
 }
@@ -139,6 +146,7 @@ pub fn labelled(labels: &HashMap<String, String>) -> Labelled {
     Labelled {
         session_id: labels.get(LABEL_SESSION_ID).cloned(),
         name: labels.get(LABEL_SESSION).cloned(),
+        pooled: labels.get(LABEL_POOL).is_some_and(|v| v == "true"),
         port: labels.get(LABEL_PORT).and_then(|p| p.parse().ok()),
         created: labels
             .get(LABEL_CREATED)
@@ -203,6 +211,7 @@ mod tests {
         let session = SessionSpec {
             id: "id".into(),
             name: "jam".into(),
+            pooled: false,
             node: "local".into(),
             port: 57991,
             credentials: Credentials::Control(SecretString::from("0123456789abcdef0123456789abcdef")),

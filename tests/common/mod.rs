@@ -110,7 +110,7 @@ impl TestHub {
 
     pub fn write_config(&self) {
         let yaml = format!(
-            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\n{network}{archive}public_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
+            "hub_id: {id}\nlisten: {ip}:{port}\nhttp_listen: 127.0.0.1:{http}\nports: {a}-{b}\nbind_address: {bind}\n{network}{archive}{pool}public_host: 127.0.0.1\nstart_timeout: 10s\n{extra}\n",
             id = self.id,
             ip = self.listen_ip,
             port = self.addr.port(),
@@ -123,6 +123,9 @@ impl TestHub {
                 // Each hub its own archive, in its own temp dir (never the working directory).
                 format!("archive: {{path: {}}}\n", self.dir.path().join("archive.db").display())
             },
+            // No warm pool unless the test asks for one (tests/pool.rs): the other tests count
+            // containers and ports as sessions.
+            pool = if self.extra_yaml.contains("warm_pool:") { "" } else { "warm_pool: 0\n" },
             a = self.ports.0,
             b = self.ports.1,
             extra = self.extra_yaml

@@ -151,6 +151,19 @@ async fn a_locked_server_refuses_logins_until_armed_with_the_right_md5() {
 }
 
 #[tokio::test]
+async fn arm_once_arms_a_locked_server_and_is_refused_by_an_armed_one() {
+    let (_p, addr) = spawn_binary(&[], &[("TROOP_CONTROL_SECRET", SECRET)]).await;
+    let mut ctl = ControlClient::connect(addr, SECRET, T).await.unwrap();
+    ctl.arm_once(&md5(PW), Some("jam"), None).await.expect("a locked server takes its first arm");
+    let again = ctl.arm_once(&md5("thief"), Some("other"), None).await;
+    assert!(matches!(&again, Err(ControlError::Refused(e)) if e == "already armed"), "{again:?}");
+    let snap = ctl.snapshot().await.unwrap();
+    assert_eq!(snap.name.as_deref(), Some("jam"), "the refused arm changed nothing");
+    assert!(matches!(login(addr, "a", "thief").await, Err(ClientError::Refused(-1))));
+    TroopClient::join(addr, "a", PW, T).await.expect("the first password still gets in");
+}
+
+#[tokio::test]
 async fn a_wrong_secret_arms_nothing_and_the_session_keeps_relaying() {
     let s = Server::start(Config::default()).await;
     let mut a = s.join("a").await;

@@ -383,6 +383,7 @@ impl Runtime for SwarmRuntime {
                     running: running_task.is_some(),
                     session_id: l.session_id,
                     name: l.name,
+                    pooled: l.pooled,
                     node,
                     port: l.port,
                     created: l.created,

@@ -81,13 +81,18 @@ impl ControlClient {
         name: Option<&str>,
         idle_exit: Option<Duration>,
     ) -> Result<(), ControlError> {
-        let idle_exit_ms = idle_exit.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let request = Request::Arm {
-            password_md5: md5.into(),
-            name: name.map(|n| Some(n.to_string())),
-            idle_exit_ms: Some(idle_exit_ms),
-        };
-        self.call(&request).await.map(drop)
+        self.call(&arm_request(md5, name, idle_exit, false)).await.map(drop)
+    }
+
+    /// [`ControlClient::arm`], refused (`Refused("already armed")`) unless the server is
+    /// still locked: what the hub uses, so a server is never armed for two sessions.
+    pub async fn arm_once(
+        &mut self,
+        md5: &str,
+        name: Option<&str>,
+        idle_exit: Option<Duration>,
+    ) -> Result<(), ControlError> {
+        self.call(&arm_request(md5, name, idle_exit, true)).await.map(drop)
     }
 
     /// Whether `md5` is the session's password md5 (compared in constant time by the server).
@@ -188,5 +193,15 @@ impl EventStream {
     /// [`EventStream::next`], failing with `Timeout` after `timeout`.
     pub async fn next_within(&mut self, timeout: Duration) -> Result<Option<Event>, ControlError> {
         tokio::time::timeout(timeout, self.next()).await.map_err(|_| ControlError::Timeout("an event"))?
+    }
+}
+
+fn arm_request(md5: &str, name: Option<&str>, idle_exit: Option<Duration>, once: bool) -> Request {
+    let idle_exit_ms = idle_exit.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Request::Arm {
+        password_md5: md5.into(),
+        name: name.map(|n| Some(n.to_string())),
+        idle_exit_ms: Some(idle_exit_ms),
+        once,
     }
 }

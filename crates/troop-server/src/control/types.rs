@@ -17,6 +17,10 @@ pub enum Request {
         name: Option<Option<String>>,
         #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
         idle_exit_ms: Option<Option<u64>>,
+        /// Refused (`"already armed"`) unless the server is still locked: a warm pool member
+        /// is armed for one session only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        once: bool,
     },
     /// `{"ok": true, "match": bool}`: whether this is the session's password md5.
     Verify {
@@ -234,11 +238,11 @@ mod tests {
     #[test]
     fn arm_tells_absent_from_null() {
         let absent: Request = serde_json::from_value(json!({"op": "arm", "password_md5": "x"})).unwrap();
-        assert_eq!(absent, Request::Arm { password_md5: "x".into(), name: None, idle_exit_ms: None });
+        assert_eq!(absent, Request::Arm { password_md5: "x".into(), name: None, idle_exit_ms: None, once: false });
         let null: Request =
             serde_json::from_value(json!({"op": "arm", "password_md5": "x", "name": null, "idle_exit_ms": null}))
                 .unwrap();
-        assert_eq!(null, Request::Arm { password_md5: "x".into(), name: Some(None), idle_exit_ms: Some(None) });
+        assert_eq!(null, Request::Arm { password_md5: "x".into(), name: Some(None), idle_exit_ms: Some(None), once: false });
         assert_eq!(serde_json::to_value(&null).unwrap()["idle_exit_ms"], json!(null));
     }
 

@@ -209,7 +209,8 @@ impl Loop {
         }
         let reply = match request {
             Err(e) => wire::error(&e),
-            Ok(Request::Arm { password_md5, name, idle_exit_ms }) => self.arm(&password_md5, name, idle_exit_ms),
+            Ok(Request::Arm { once: true, .. }) if self.session.is_armed() => wire::error("already armed"),
+            Ok(Request::Arm { password_md5, name, idle_exit_ms, .. }) => self.arm(&password_md5, name, idle_exit_ms),
             Ok(Request::Verify { password_md5 }) => {
                 wire::ok(serde_json::json!({ "match": self.session.verify(&password_md5) }))
             }
