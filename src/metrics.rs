@@ -9,7 +9,8 @@ use std::time::Duration;
 
 /// Upper bounds (seconds) of the start latency histogram buckets.
 /// (The smallest ones are for starts served by the warm pool.)
-const LATENCY_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -119,7 +120,11 @@ impl Metrics {
         gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
         gauge("performers", "Performers connected, over every session.", g.performers as f64);
         gauge("viewers", "Audience viewers watching in a browser, over every session.", g.viewers as f64);
-        gauge("pool_target", "Warm pool members wanted now (warm_pool per node, within the cap).", g.pool.target as f64);
+        gauge(
+            "pool_target",
+            "Warm pool members wanted now (warm_pool per node, within the cap).",
+            g.pool.target as f64,
+        );
         gauge("pool_ready", "Warm pool members started, locked and ready to be taken.", g.pool.ready as f64);
         gauge("pool_starting", "Warm pool members being started.", g.pool.starting as f64);
         gauge(

@@ -144,7 +144,8 @@ pub async fn status_page(State(hub): State<Arc<Hub>>, admin: Option<AdminToken>)
         ""
     };
     // Pool members' ports are free for a start: a start takes one (or it gives way).
-    let free = gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports + gauges.pool.ready + gauges.pool.starting);
+    let free =
+        gauges.cap.saturating_sub(gauges.running).min(gauges.free_ports + gauges.pool.ready + gauges.pool.starting);
     let pool = match gauges.pool.target {
         0 => String::new(),
         _ => format!(

@@ -262,7 +262,8 @@ impl Hub {
     }
 
     /// Removes members the pool no longer wants: of an older generation, too old, on a
-    /// node that takes no sessions, or beyond the wanted size (a reload lowered it).
+    /// node that takes no sessions, or beyond the wanted size or the cap (a reload lowered
+    /// them).
     async fn recycle(&self) {
         let per_node = self.config().pool_size();
         let generation = self.pool.generation();
@@ -270,6 +271,7 @@ impl Hub {
         let out: Vec<Member> = {
             let mut r = lock(&self.registry);
             let mut kept: HashMap<String, usize> = HashMap::new();
+            let mut room = r.max_sessions().saturating_sub(r.len());
             let mut members: Vec<Member> = r.members().cloned().collect();
             // The oldest ready members are kept first.
             members.sort_by_key(|m| (m.ready.is_none(), m.born));
@@ -278,10 +280,11 @@ impl Hub {
             for m in members {
                 let stale = m.generation != generation || now.saturating_duration_since(m.born) >= MEMBER_MAX_AGE;
                 let count = kept.entry(m.node.clone()).or_default();
-                if stale || !usable.contains(&m.node) || *count >= per_node {
+                if stale || !usable.contains(&m.node) || *count >= per_node || room == 0 {
                     out.extend(r.remove_member(&m.id));
                 } else {
                     *count += 1;
+                    room -= 1;
                 }
             }
             out

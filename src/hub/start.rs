@@ -170,7 +170,12 @@ impl Hub {
 
     /// Arms a taken pool member with the session's password, name and idle exit (counted
     /// from now), then makes it live. `None` if it did not take them (it is removed).
-    async fn arm_member(self: &Arc<Self>, taken: Taken, name: &str, md5: &SecretString) -> Option<Result<Owned, HubError>> {
+    async fn arm_member(
+        self: &Arc<Self>,
+        taken: Taken,
+        name: &str,
+        md5: &SecretString,
+    ) -> Option<Result<Owned, HubError>> {
         let Taken { id, handle, control: access, .. } = taken;
         let idle = self.config().idle_exit;
         if let Err(e) = control::arm(&access, md5, name, idle).await {

@@ -306,5 +306,11 @@ fn a_member_of_an_older_generation_is_not_handed_out_and_a_held_slot_waits_for_f
     assert!(r.holds(&m.id), "its server still holds the port");
     r.free(&m.id, Gone::Removed, now);
     assert!(!r.holds(&m.id));
-    assert!(!r.member_ready("old", Ready { handle: "x".into(), control: ControlAccess { addr: "127.0.0.1:1".parse().unwrap(), secret: SecretString::from("s") } }));
+    assert!(!r.member_ready(
+        "old",
+        Ready {
+            handle: "x".into(),
+            control: ControlAccess { addr: "127.0.0.1:1".parse().unwrap(), secret: SecretString::from("s") }
+        }
+    ));
 }

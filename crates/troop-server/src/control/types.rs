@@ -242,7 +242,10 @@ mod tests {
         let null: Request =
             serde_json::from_value(json!({"op": "arm", "password_md5": "x", "name": null, "idle_exit_ms": null}))
                 .unwrap();
-        assert_eq!(null, Request::Arm { password_md5: "x".into(), name: Some(None), idle_exit_ms: Some(None), once: false });
+        assert_eq!(
+            null,
+            Request::Arm { password_md5: "x".into(), name: Some(None), idle_exit_ms: Some(None), once: false }
+        );
         assert_eq!(serde_json::to_value(&null).unwrap()["idle_exit_ms"], json!(null));
     }
 
