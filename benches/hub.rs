@@ -8,6 +8,9 @@
 //! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
 //!   connection, as Troop does), against a trivial server that answers every connection with a
 //!   fixed frame;
+//! - warm pool: a second hub with `warm_pool`: request to reply and request to a performer's
+//!   login answered when a ready member is taken, against cold starts (pool off) and the
+//!   engine floor of the same run; a burst of 50 starts at once; the refill rate;
 //! - density: sessions started up to the cap (BENCH_DENSITY, default 200), host memory per
 //!   session (MemAvailable before and after), hub RSS, time to reach the cap and to clean up.
 
@@ -161,10 +164,88 @@ async fn query_floor() -> SocketAddr {
                 let mut buf = [0u8; 256];
                 let _ = s.read(&mut buf).await;
                 let _ = s.write_all(&reply).await;
+                // Like the hub: the client closes first (TIME_WAIT on its side).
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
             });
         }
     });
     addr
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn pool_ready(hub: &TestHub) -> (f64, f64) {
+    let m = common::http(hub.http, "GET", "/metrics", None, None).await.body;
+    (metric(&m, "troop_hub_pool_ready"), metric(&m, "troop_hub_pool_target"))
+}
+
+/// Waits until the pool is full (ready == target > 0); returns how long that took.
+async fn pool_full(hub: &TestHub) -> Duration {
+    let t = Instant::now();
+    loop {
+        let (ready, target) = pool_ready(hub).await;
+        if target > 0.0 && ready >= target {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "the pool did not fill: {}", hub.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Warm starts one at a time, each once the pool is full again: request to reply, and
+/// request to a performer's login answered.
+async fn warm_starts(hub: &TestHub, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut reply, mut login) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        pool_full(hub).await;
+        let t = Instant::now();
+        let o = start_session(hub.addr, &format!("w{i}"), "pw", Duration::from_secs(30)).await.expect("answered");
+        let o = o.unwrap_or_else(|e| panic!("warm start refused: {e}"));
+        reply.push(t.elapsed());
+        let addr = SocketAddr::from(([127, 0, 0, 1], o.port));
+        troop_server::client::login(addr, "p", "pw").await.expect("the performer's login is answered");
+        login.push(t.elapsed());
+        o.kill().await;
+    }
+    (reply, login)
+}
+
+/// `n` starts at once; returns the successes' latencies and the refusals.
+async fn burst(hub: &TestHub, n: usize) -> (Vec<Duration>, usize, Duration) {
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = hub.addr;
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let o = start_session(addr, &format!("b{i}"), "pw", Duration::from_secs(60)).await;
+                (t.elapsed(), o)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed, mut owners) = (Vec::new(), 0, Vec::new());
+    for task in tasks {
+        match task.await.expect("task") {
+            (d, Ok(Ok(o))) => {
+                ok.push(d);
+                owners.push(o);
+            }
+            (_, other) => {
+                failed += 1;
+                println!("burst start failed: {:?}", other.map(|r| r.err()));
+            }
+        }
+    }
+    let all = t0.elapsed();
+    for o in owners {
+        o.kill().await;
+    }
+    (ok, failed, all)
 }
 
 fn proc_kib(file: &str, key: &str) -> u64 {
@@ -188,7 +269,12 @@ fn main() {
         let hub = hub.start().await;
         let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
 
+        // BENCH_SECTIONS=start,queries,density runs only those (default: all; start includes the warm pool).
+        let sections = std::env::var("BENCH_SECTIONS").unwrap_or_default();
+        let want = |s: &str| sections.is_empty() || sections.split(',').any(|x| x.trim() == s);
+
         // Start latency.
+        if want("start") {
         let mut floor = Vec::new();
         for _ in 0..STARTS {
             floor.push(floor_once(&docker, hub.ports.1, &hub.id).await);
@@ -208,23 +294,63 @@ fn main() {
                    "ratio_sequential_p50_to_floor": s50 / f50}),
         );
 
+        // Warm pool: a second hub with a pool of 4 (the first one has none: its starts are cold).
+        let mut warm_hub = TestHub::new("max_sessions: 60\nwarm_pool: 4\nidle_exit: null");
+        let wfirst = hub.ports.1 + 20;
+        warm_hub.ports = (wfirst, wfirst + 70);
+        let warm_hub = warm_hub.start().await;
+        let fill = pool_full(&warm_hub).await;
+        let (reply, login) = warm_starts(&warm_hub, STARTS).await;
+        let (w50, w90, w99) = summary(reply);
+        let (l50, l90, l99) = summary(login);
+        let (ok, failed, all) = burst(&warm_hub, 50).await;
+        let burst_n = ok.len();
+        let (b50, b90, b99) = summary(ok);
+        // Refill: from the burst's end, the time until the pool is full again.
+        let refill = pool_full(&warm_hub).await;
+        println!("\nwarm pool (4 members)     p50      p90      p99");
+        println!("request to reply      {w50:8.2} {w90:8.2} {w99:8.2}   cold/warm p50 {:.0}x  floor/warm p50 {:.0}x", s50 / w50, f50 / w50);
+        println!("request to login      {l50:8.2} {l90:8.2} {l99:8.2}");
+        println!("burst of 50 at once   {b50:8.1} {b90:8.1} {b99:8.1}   {burst_n} ok, {failed} failed, all in {:.2} s", all.as_secs_f64());
+        println!("fill 4 members from empty {:.2} s at hub start; refilled after the burst in {:.2} s", fill.as_secs_f64(), refill.as_secs_f64());
+        report.insert(
+            "warm_pool_ms".into(),
+            json!({"reply": [w50, w90, w99], "login": [l50, l90, l99], "cold_reply": [s50, s90, s99], "floor": [f50, f90, f99],
+                   "ratio_cold_to_warm_p50": s50 / w50, "burst50": {"ok": burst_n, "failed": failed, "latency": [b50, b90, b99], "seconds": all.as_secs_f64()},
+                   "fill4_seconds": fill.as_secs_f64(), "refill_after_burst_seconds": refill.as_secs_f64()}),
+        );
+        drop(warm_hub);
+
+        }
+
         // Query throughput.
+        if want("queries") {
         let run = Duration::from_secs(3);
         let floor_addr = query_floor().await;
-        println!("\nqueries   clients   hub q/s   p50 ms   p99 ms   floor q/s   hub/floor");
+        println!("\nqueries   clients   hub q/s   p50 ms   p99 ms   max ms   floor q/s  floor p99  floor max   hub/floor q/s");
         let mut rows = Vec::new();
         for clients in [1usize, 32, 256] {
             let lat = queries(hub.addr, clients, run, false).await;
-            let floor_n = queries(floor_addr, clients, run, true).await.len();
+            let floor_lat = queries(floor_addr, clients, run, true).await;
             let qps = lat.len() as f64 / run.as_secs_f64();
-            let fqps = floor_n as f64 / run.as_secs_f64();
+            let fqps = floor_lat.len() as f64 / run.as_secs_f64();
+            let qmax = lat.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+            let fmax = floor_lat.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
             let (q50, _, q99) = summary(lat);
-            println!("          {clients:7} {qps:9.0} {q50:8.3} {q99:8.3} {fqps:11.0} {:11.2}", qps / fqps);
-            rows.push(json!({"clients": clients, "qps": qps, "p50_ms": q50, "p99_ms": q99, "floor_qps": fqps}));
+            let (_, _, f99) = summary(floor_lat);
+            println!(
+                "          {clients:7} {qps:9.0} {q50:8.3} {q99:8.3} {qmax:8.1} {fqps:11.0} {f99:10.3} {fmax:10.1} {:13.2}",
+                qps / fqps
+            );
+            rows.push(json!({"clients": clients, "qps": qps, "p50_ms": q50, "p99_ms": q99, "max_ms": qmax,
+                             "floor_qps": fqps, "floor_p99_ms": f99, "floor_max_ms": fmax}));
         }
         report.insert("queries".into(), json!(rows));
 
+        }
+
         // Density.
+        if want("density") {
         let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
         let status = format!("/proc/{pid}/status");
         let (mem0, rss0) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
@@ -265,6 +391,7 @@ fn main() {
             json!({"sessions": n, "seconds_to_cap": to_cap.as_secs_f64(), "host_mib_per_session": per,
                    "hub_rss_mib": [rss0 as f64 / 1024.0, rss1 as f64 / 1024.0], "cleanup_seconds": cleanup.as_secs_f64()}),
         );
+        }
         let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-hub.json");
         let _ = std::fs::write(out, serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap_or_default());
     });

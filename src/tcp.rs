@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
@@ -174,13 +174,29 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                 Ok(owned) => {
                     reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
                     if !daemon {
-                        own(stream, owned, &hub).await;
+                        return own(stream, owned, &hub).await;
                     }
                 }
                 Err(e) => error(&mut stream, &e.to_string()).await,
             }
         }
     }
+    client_closes_first(&mut stream).await;
+}
+
+/// How long the hub waits, after a one-shot reply, for the client to close first.
+pub const CLIENT_CLOSES_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a one-shot reply the hub lets the client close first (Troop's client does at once),
+/// so TCP's TIME_WAIT stays on the client's side. A hub that closes first keeps a TIME_WAIT
+/// entry per client port; a busy client (256 querying at once) soon reuses a port, its SYN
+/// meets the old entry and is dropped, and it retries only after a second.
+async fn client_closes_first(stream: &mut TcpStream) {
+    let mut sink = [0u8; 256];
+    let _ = tokio::time::timeout(CLIENT_CLOSES_WITHIN, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// The `list` reply: one frame holds at most 9999 bytes, so past that the list is cut and

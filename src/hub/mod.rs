@@ -76,6 +76,9 @@ pub struct Hub {
     audience_epoch: tokio::sync::watch::Sender<u64>,
     /// Slow password hashes (the archive's argon2id) running at once, at most.
     pub slow_checks: tokio::sync::Semaphore,
+    /// Cold starts at once ([`COLD_STARTS_AT_ONCE`]); the rest wait in request order (the
+    /// semaphore is fair), so a burst does not drown the engine.
+    cold_starts: tokio::sync::Semaphore,
     public_host: String,
     /// Set when performers outside this network would be given an address they cannot reach.
     public_host_warning: Option<String>,
@@ -89,6 +92,10 @@ pub struct Hub {
     /// then reconciling must not take them for strays.
     recovered: AtomicBool,
 }
+
+/// Container starts the hub asks of the engine at once for sessions (Docker 20.10 on two
+/// cores answers 50 concurrent creates slower than `engine_timeout`).
+pub const COLD_STARTS_AT_ONCE: usize = 8;
 
 /// Slow password hashes at once (each takes ~20 ms of a core and 19 MiB).
 pub const SLOW_CHECKS: usize = 2;
@@ -186,6 +193,7 @@ impl Hub {
             archive: OnceLock::new(),
             password_failures: FailureLimiter::default(),
             slow_checks: tokio::sync::Semaphore::new(SLOW_CHECKS),
+            cold_starts: tokio::sync::Semaphore::new(COLD_STARTS_AT_ONCE),
             audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,
             public_host_warning,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How a session is asked for.
 #[derive(Debug, Clone)]
@@ -111,6 +111,15 @@ impl Hub {
         if let Some(owned) = self.start_warm(&new, &password_md5, begun).await {
             return owned;
         }
+        // Cold starts queue in request order; a member that got ready meanwhile serves the
+        // one at the head of the queue.
+        let _permit = tokio::select! {
+            permit = self.cold_starts.acquire() => permit.ok(),
+            _ = self.shutdown.cancelled() => return Err(HubError::shutting_down()),
+        };
+        if let Some(owned) = self.start_warm(&new, &password_md5, begun).await {
+            return owned;
+        }
         self.pool.cold_starts.fetch_add(1, Ordering::Relaxed);
         let credentials = match config.control_channel {
             true => match control::new_secret() {
@@ -156,9 +165,11 @@ impl Hub {
             Ok(taken) => taken?,
             Err(e) => return Some(Err(e.into())),
         };
-        self.pool.poke();
         let span = info_span!("session", session = %new.name, id = %taken.id);
-        let armed = self.arm_member(taken, &new.name, password_md5).instrument(span.clone()).await?;
+        let armed = self.arm_member(taken, &new.name, password_md5).instrument(span.clone()).await;
+        // The refill starts once this start is done (not competing with it for the cores).
+        self.pool.poke();
+        let armed = armed?;
         if let Ok(o) = &armed {
             self.pool.warm_starts.fetch_add(1, Ordering::Relaxed);
             self.metrics.session_started(begun.elapsed());
@@ -178,7 +189,10 @@ impl Hub {
     ) -> Option<Result<Owned, HubError>> {
         let Taken { id, handle, control: access, .. } = taken;
         let idle = self.config().idle_exit;
-        if let Err(e) = control::arm(&access, md5, name, idle).await {
+        let t = Instant::now();
+        let armed = control::arm(&access, md5, name, idle).await;
+        debug!(arm_us = t.elapsed().as_micros() as u64, "armed over the control channel");
+        if let Err(e) = armed {
             warn!(container = %short(&handle), error = %e, "a warm pool member did not take its password; starting cold");
             self.discard(&id, handle).await;
             return None;
