@@ -38,7 +38,7 @@ pub async fn get_config(State(hub): State<Arc<Hub>>, _admin: AdminToken) -> Json
         (status = 403, description = "Wrong admin token, or admin endpoints disabled", body = ErrorBody),
     ))]
 pub async fn list_nodes(State(hub): State<Arc<Hub>>, _admin: AdminToken) -> Json<NodeList> {
-    Json(NodeList { nodes: hub.nodes().into_iter().map(Into::into).collect(), pool: hub.pool_info().into() })
+    Json(NodeList { nodes: hub.nodes().into_iter().map(Into::into).collect(), pool: hub.pool_info() })
 }
 
 /// All sessions (admin unless public_listing)

@@ -205,31 +205,7 @@ impl From<SessionInfo> for Session {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeList {
     pub nodes: Vec<Node>,
-    pub pool: WarmPool,
-}
-
-/// The warm pool: session servers started and locked ahead of demand.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WarmPool {
-    /// Members wanted now (`warm_pool` per usable node, within the session cap).
-    pub target: usize,
-    /// Started, locked, ready to be taken by a start.
-    pub ready: usize,
-    /// Being started.
-    pub starting: usize,
-    /// Members that became ready, and starts of members that failed, since the hub started.
-    pub refilled: u64,
-    pub refill_failures: u64,
-    /// Session starts served from the pool, and by starting a container.
-    pub warm_starts: u64,
-    pub cold_starts: u64,
-}
-
-impl From<PoolInfo> for WarmPool {
-    fn from(p: PoolInfo) -> WarmPool {
-        let PoolInfo { target, ready, starting, refilled, refill_failures, warm_starts, cold_starts } = p;
-        WarmPool { target, ready, starting, refilled, refill_failures, warm_starts, cold_starts }
-    }
+    pub pool: PoolInfo,
 }
 
 /// A machine sessions can run on.

@@ -46,15 +46,20 @@ pub struct Pool {
     backoff: Mutex<(u32, Option<Instant>)>,
 }
 
-/// What the pool looks like now (status page, API, metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The warm pool now: session servers started and locked ahead of demand (status page,
+/// `GET /api/v1/nodes`, metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolInfo {
-    /// Members wanted (per node times usable nodes, within the cap).
+    /// Members wanted now (`warm_pool` per usable node, within the session cap).
     pub target: usize,
+    /// Started, locked, ready to be taken by a start.
     pub ready: usize,
+    /// Being started.
     pub starting: usize,
+    /// Members that became ready, and member starts that failed, since the hub started.
     pub refilled: u64,
     pub refill_failures: u64,
+    /// Session starts served from the pool, and by starting a container.
     pub warm_starts: u64,
     pub cold_starts: u64,
 }

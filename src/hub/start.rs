@@ -111,15 +111,6 @@ impl Hub {
         if let Some(owned) = self.start_warm(&new, &password_md5, begun).await {
             return owned;
         }
-        // Cold starts queue in request order; a member that got ready meanwhile serves the
-        // one at the head of the queue.
-        let _permit = tokio::select! {
-            permit = self.cold_starts.acquire() => permit.ok(),
-            _ = self.shutdown.cancelled() => return Err(HubError::shutting_down()),
-        };
-        if let Some(owned) = self.start_warm(&new, &password_md5, begun).await {
-            return owned;
-        }
         self.pool.cold_starts.fetch_add(1, Ordering::Relaxed);
         let credentials = match config.control_channel {
             true => match control::new_secret() {
@@ -213,8 +204,22 @@ impl Hub {
         cancel: CancellationToken,
     ) -> Result<Owned, HubError> {
         let start_timeout = self.config().start_timeout;
-        let deadline = Instant::now() + start_timeout;
         let mut failed = Failed::default();
+        // Cold starts queue in request order, a few at a time; the slot is already held, so
+        // the cap refuses the rest at once. The time limit counts from the head of the queue.
+        let _permit = tokio::select! {
+            permit = self.cold_starts.acquire() => permit.ok(),
+            _ = cancel.cancelled() => None,
+        };
+        let deadline = Instant::now() + start_timeout;
+        if cancel.is_cancelled() {
+            return Err(
+                match self.after_failed_start(id, StartError::Cancelled, deadline, start_timeout, &mut failed) {
+                    Next::GiveUp(e) => e,
+                    Next::Retry(_) => HubError::ended_while_starting(),
+                },
+            );
+        }
         let started = loop {
             let spec = SessionSpec {
                 id: id.into(),
