@@ -6,8 +6,8 @@
 //!   image with the same port binding through the Engine API alone, until the container's port
 //!   accepts;
 //! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
-//!   connection, as Troop does), against a trivial server that answers every connection with a
-//!   fixed frame;
+//!   connection, as Troop does), against a trivial server (with the hub's accept queue) that
+//!   answers every connection with a fixed frame;
 //! - warm pool: a second hub with `warm_pool`: request to reply and request to a performer's
 //!   login answered when a ready member is taken, against cold starts (pool off) and the
 //!   engine floor of the same run; a burst of 50 starts at once; the refill rate;
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use troop_hub::admin::{self, start_session};
 
 const STARTS: usize = 50;
@@ -154,7 +154,8 @@ async fn queries(addr: SocketAddr, clients: usize, run: Duration, raw: bool) -> 
 
 /// The query floor: accepts, reads a frame, answers a fixed frame, closes.
 async fn query_floor() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // The same accept queue as the hub's (troop_hub::accept::listen).
+    let l = troop_hub::accept::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         let reply = troop_hub::wire::encode(&json!({"result": null})).expect("frame");

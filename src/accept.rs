@@ -1,8 +1,29 @@
-//! Pausing after a failed accept, for both front doors (TCP and HTTP): the error is logged and
-//! the accept loop waits 10 ms, doubling up to 1 s while accepts keep failing (out of file
-//! descriptors, most often), instead of spinning; a successful accept starts over at 10 ms.
+//! Accepting connections, for both front doors (TCP and HTTP): [`listen`] opens a listener
+//! with a deep accept queue, and [`AcceptBackoff`] pauses after a failed accept (the error is
+//! logged and the loop waits 10 ms, doubling up to 1 s while accepts keep failing, out of file
+//! descriptors most often) instead of spinning; a successful accept starts over at 10 ms.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// The accept queue asked of the kernel (it caps it at `net.core.somaxconn`, 4096 by default).
+/// tokio's `TcpListener::bind` asks for 128 (as the standard library): 256 clients querying at
+/// once then overflow it, the kernel drops their handshakes, and each waits a second for its
+/// SYN to be sent again.
+pub const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (address reuse on, as `TcpListener::bind`) with a [`BACKLOG`]-deep
+/// accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// The first pause after a failed accept.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -39,6 +60,25 @@ impl AcceptBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_listener_gets_the_deep_accept_queue() {
+        let l = listen("127.0.0.1:0".parse().unwrap()).expect("listen");
+        let port = l.local_addr().unwrap().port();
+        // /proc/net/tcp has no backlog; ss shows it as the listener's Send-Q.
+        let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]).output();
+        if let Some(out) = out.ok().filter(|o| o.status.success()) {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let send_q: Option<u32> = text.split_whitespace().nth(2).and_then(|v| v.parse().ok());
+            let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(BACKLOG);
+            assert_eq!(send_q, Some(BACKLOG.min(somaxconn)), "{text}");
+        } else {
+            panic!("this test needs `ss` (iproute2, installed by scripts/test)");
+        }
+    }
 
     #[test]
     fn pauses_double_up_to_a_second_and_start_over_after_a_success() {

@@ -12,7 +12,7 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
-//! - [`accept`]: pausing after failed accepts (both front doors).
+//! - [`accept`]: listening with a deep accept queue, pausing after failed accepts (both front doors).
 //! - [`reload`]: live reload of hub.yaml.
 //! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
 

@@ -167,8 +167,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         warn!(error = %e, "could not look for sessions left from before");
     }
     tokio::spawn(hub.clone().archive_upkeep());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = troop_hub::accept::listen(config.listen)
         .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;
     info!(
         listen = %config.listen,
@@ -182,8 +181,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(hub.clone().enforce_deadlines());
     tokio::spawn(hub.clone().watch_nodes());
     tokio::spawn(hub.clone().keep_pool());
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
+    let http_listener = troop_hub::accept::listen(config.http_listen)
         .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;
     info!(http = %config.http_listen, "HTTP API, metrics and status page listening");
     // The HTTP front door drains and stops once the hub begins shutting down.

@@ -443,7 +443,7 @@ async fn placement_follows_the_node_table_its_public_host_label_and_its_availabi
     let table = nodes(&hub).await;
     assert_eq!(
         table,
-        json!([{"id": swarm.node, "host": "127.0.0.1", "usable": true, "sessions": 2, "free_ports": 3}]),
+        json!([{"id": swarm.node, "host": "127.0.0.1", "usable": true, "sessions": 2, "free_ports": 3, "pool_members": 0}]),
         "capacity is the range times the usable nodes"
     );
 
@@ -625,4 +625,35 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     }
     let _ = late.await;
     nothing_left(&hub).await;
+}
+
+#[tokio::test]
+async fn a_warm_pool_on_a_swarm_node_serves_a_start_and_the_hub_removes_it_at_shutdown() {
+    let _swarm = Swarm::init();
+    let mut hub = swarm_hub("warm_pool: 1").await;
+    let pool = || async {
+        let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
+        r.json()["pool"]["ready"].as_u64()
+    };
+    let deadline = Instant::now() + T * 2;
+    while pool().await != Some(1) {
+        assert!(Instant::now() < deadline, "no warm member on the node\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let member = services(&hub);
+    assert_eq!(member.len(), 1, "one member service");
+    let o = owner(&hub, "warm", "pw").await;
+    let session: SocketAddr = ([127, 0, 0, 1], o.port).into();
+    let mut alice = TroopClient::join(session, "alice", "pw", T).await.expect("the member admits the performer");
+    alice.insert(0, "warm on a swarm").await.unwrap();
+    alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
+    assert!(services(&hub).contains(&member[0]), "the session is the member's service");
+    let inspected = docker_ok(&["service", "inspect", &member[0]]);
+    assert!(!inspected.contains(&troop_server::md5_hex("pw")), "no md5 in the service");
+    // The pool refills with a second service; SIGTERM removes session and member alike.
+    eventually("the pool refilled", &hub, || (services(&hub).len() == 2).then_some(())).await;
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(T * 2).await, Some(0));
+    nothing_left(&hub).await;
+    drop(o);
 }
