@@ -133,6 +133,12 @@ async fn real_main() -> anyhow::Result<()> {
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let admin_token = config.admin_token()?;
+    // Both front doors first: a port in use stops the hub before it creates anything on the
+    // engine (connections wait in the accept queue until recovery is done).
+    let listener = troop_hub::accept::listen(config.listen)
+        .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;
+    let http_listener = troop_hub::accept::listen(config.http_listen)
+        .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;
     let runtime: Arc<dyn Runtime> = match config.runtime {
         RuntimeKind::Docker => Arc::new(DockerRuntime::new(config.clone())),
         RuntimeKind::Swarm => Arc::new(SwarmRuntime::new(config.clone())),
@@ -167,8 +173,6 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         warn!(error = %e, "could not look for sessions left from before");
     }
     tokio::spawn(hub.clone().archive_upkeep());
-    let listener = troop_hub::accept::listen(config.listen)
-        .with_context(|| format!("cannot listen on {} (hub.yaml `listen`)", config.listen))?;
     info!(
         listen = %config.listen,
         public_host = %hub.public_host(),
@@ -181,8 +185,6 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(hub.clone().enforce_deadlines());
     tokio::spawn(hub.clone().watch_nodes());
     tokio::spawn(hub.clone().keep_pool());
-    let http_listener = troop_hub::accept::listen(config.http_listen)
-        .with_context(|| format!("cannot listen on {} (hub.yaml `http_listen`)", config.http_listen))?;
     info!(http = %config.http_listen, "HTTP API, metrics and status page listening");
     // The HTTP front door drains and stops once the hub begins shutting down.
     let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone(), hub.shutdown_token()));
