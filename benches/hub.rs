@@ -19,7 +19,7 @@ mod common;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
-use common::TestHub;
+use common::{metric, TestHub};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -171,13 +171,6 @@ async fn query_floor() -> SocketAddr {
         }
     });
     addr
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn pool_ready(hub: &TestHub) -> (f64, f64) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http, TestHub, T};
+use common::{http, metric, TestHub, T};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -147,13 +147,6 @@ async fn readyz_names_a_missing_image_to_the_admin_only() {
     assert_eq!(r.status, 503);
     assert!(r.json()["error"].as_str().unwrap().contains("troop-hub/not-built:latest"), "{}", r.body);
     assert!(hub.log().contains("troop-hub/not-built:latest"), "the hub's log has the details");
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -4,20 +4,13 @@
 
 mod common;
 
-use common::{docker_ok, http, owner, performer, wide_range, TestHub, T};
+use common::{docker_ok, http, metric, owner, performer, wide_range, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 use troop_server::client::{login, ClientError, TroopClient};
 use troop_server::message::Body;
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn metrics(hub: &TestHub) -> String {
     http(hub.http, "GET", "/metrics", None, None).await.body

@@ -1,8 +1,9 @@
 //! Starting a session: checks, then a warm pool member armed with the password when one is
-//! ready, else a cold start: placement (a pool member gives way when the hub is full), the
-//! runtime's start (moved to another port when a stranger holds it, to another node when it
-//! fails on its own). Then the session goes live with its owner's channel in place. An adopted session waiting for its owner is handed back
-//! to whoever repeats its name with the same password.
+//! ready, else a cold start: placement (a pool member gives way when the hub is full), a turn
+//! in the queue for the engine, the runtime's start (moved to another port when a stranger
+//! holds it, to another node when it fails on its own). Then the session goes live with its
+//! owner's channel in place. An adopted session waiting for its owner is handed back to
+//! whoever repeats its name with the same password.
 
 use super::{control, lock, now, short, Hub, HubError};
 use crate::registry::{ControlAccess, Gone, NewSession, Placement, RegistryError, Taken};

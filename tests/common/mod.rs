@@ -300,6 +300,14 @@ pub fn bridge_address() -> std::net::IpAddr {
         .unwrap_or_else(|| panic!("no IPv4 address on docker0: {text}"))
 }
 
+/// The value of one series (`name{labels}`) in a Prometheus text page; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// An HTTP response as the tests see it.
 pub struct HttpResponse {
     pub status: u16,
