@@ -435,15 +435,8 @@ async fn a_hub_whose_port_is_taken_says_so_and_leaves_nothing_on_the_engine() {
     common::session_image();
     let hub = TestHub::new("warm_pool: 2");
     let _squatter = std::net::TcpListener::bind(hub.addr).expect("hold the hub's port");
-    hub.write_config();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troop-hub"))
-        .arg("--config")
-        .arg(hub.config_path())
-        .output()
-        .expect("run troop-hub");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
+    let (code, last, stderr) = hub.run_failing();
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(last.contains(&format!("cannot listen on {}", hub.addr)) && last.contains("in use"), "{last}");
     assert!(!hub.network_exists(), "no sessions' network was created");
     assert!(hub.containers().is_empty(), "no warm pool member was started");

@@ -297,15 +297,8 @@ async fn nodes(hub: &TestHub) -> Value {
 async fn a_hub_set_to_swarm_on_an_engine_outside_a_swarm_says_so_and_exits() {
     let _turn = Swarm::turn();
     let hub = TestHub::new("runtime: swarm");
-    hub.write_config();
-    let out = Command::new(env!("CARGO_BIN_EXE_troop-hub"))
-        .arg("--config")
-        .arg(hub.config_path())
-        .output()
-        .expect("run troop-hub");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
+    let (code, last, stderr) = hub.run_failing();
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(last.starts_with("troop-hub: hub.yaml has `runtime: swarm`"), "{stderr}");
     assert!(last.contains("not part of an active swarm") && last.contains("docker swarm init"), "{last}");
 }

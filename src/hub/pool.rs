@@ -314,14 +314,15 @@ impl Hub {
         true
     }
 
-    /// Ready members whose server is no longer running (`running`: the handles that are).
-    pub(super) async fn check_members(&self, running: &[String]) {
-        let gone: Vec<String> = lock(&self.registry)
-            .members()
-            .filter_map(|m| m.ready.as_ref().map(|r| r.handle.clone()))
-            .filter(|h| !running.contains(h))
-            .collect();
-        for handle in gone {
+    /// The handles of the ready members, taken before the engine's list (so a member that
+    /// gets ready meanwhile is not judged by a list taken before it existed).
+    pub(super) fn ready_members(&self) -> Vec<String> {
+        lock(&self.registry).members().filter_map(|m| m.ready.as_ref().map(|r| r.handle.clone())).collect()
+    }
+
+    /// Ready members (as [`Hub::ready_members`] saw them) whose server is not `running`.
+    pub(super) async fn check_members(&self, members: Vec<String>, running: &[String]) {
+        for handle in members.into_iter().filter(|h| !running.contains(h)) {
             self.member_exited(&handle).await;
         }
     }

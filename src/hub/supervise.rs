@@ -215,9 +215,10 @@ impl Hub {
             .filter(|s| s.state == State::Running)
             .filter_map(|s| Some((s.id.clone(), s.handle.clone()?)))
             .collect();
+        let members = self.ready_members();
         let Ok(found) = self.runtime.list().await else { return };
         let up: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.handle.clone()).collect();
-        self.check_members(&up).await;
+        self.check_members(members, &up).await;
         for (id, handle) in running {
             if !found.iter().any(|c| c.running && c.handle == handle) {
                 self.end_session(&id, EndReason::ContainerExited("the session container is gone".into())).await;

@@ -133,6 +133,20 @@ impl TestHub {
         std::fs::write(self.config_path(), yaml).expect("write hub.yaml");
     }
 
+    /// Runs the hub binary on this config to its exit (for a hub that must refuse to start):
+    /// its exit code and the last line of its stderr (the one-line error), with all of stderr.
+    pub fn run_failing(&self) -> (Option<i32>, String, String) {
+        self.write_config();
+        let out = Command::new(env!("CARGO_BIN_EXE_troop-hub"))
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .expect("run troop-hub");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let last = stderr.lines().last().unwrap_or_default().to_string();
+        (out.status.code(), last, stderr)
+    }
+
     /// Starts the hub binary and waits until it accepts connections.
     pub async fn start(mut self) -> TestHub {
         session_image();
