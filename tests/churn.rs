@@ -137,7 +137,7 @@ async fn churn(hub: &TestHub, owners: usize, queriers: usize, target: usize, dea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_owners_and_fifty_queriers_through_150_starts_leave_everything_in_agreement() {
+async fn two_hundred_owners_and_fifty_queriers_through_100_starts_leave_everything_in_agreement() {
     // On the hub's own network. Docker 20.10 now and then leaves a stale endpoint count on it
     // under this much churn (then the network cannot be removed until dockerd restarts); the
     // default bridge avoids that but deadlocked the engine in one CI run, which is worse.
@@ -147,13 +147,13 @@ async fn two_hundred_owners_and_fifty_queriers_through_150_starts_leave_everythi
     hub.ports = common::wide_range(32);
     let hub = hub.start().await;
     let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
-    // Counted, not timed: 150 starts through 30 slots (each slot reused five times), however
+    // Counted, not timed: 100 starts through 30 slots (each slot reused three times), however
     // fast this engine is; the deadline only catches a hub that stopped starting sessions.
-    let run = churn(&hub, 200, 50, 150, Duration::from_secs(240)).await;
+    let run = churn(&hub, 200, 50, 100, Duration::from_secs(300)).await;
     eprintln!("churn: {} sessions started, {} queries answered, refused: {:?}", run.started, run.answered, run.refused);
     assert!(
-        run.started >= 150,
-        "only {} sessions started in 240 s; refused: {:?}\n{}",
+        run.started >= 100,
+        "only {} sessions started in 300 s; refused: {:?}\n{}",
         run.started,
         run.refused,
         hub.log()
