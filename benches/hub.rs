@@ -17,7 +17,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use common::{metric, TestHub};
 use serde_json::json;
@@ -42,24 +42,69 @@ fn summary(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (pct(&v, 0.5), pct(&v, 0.9), pct(&v, 0.99))
 }
 
+/// What a floor container carries besides the image and its port: the hub's settings, added
+/// one at a time by the anatomy section to see what each costs.
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    /// The hub's own sessions' network (ICC off) instead of the default bridge.
+    network: bool,
+    /// Memory, swap, CPU and pids limits.
+    limits: bool,
+    /// No capabilities, no-new-privileges, read-only root, an unprivileged user.
+    hardening: bool,
+    /// The json-file log driver with rotation.
+    logs: bool,
+    /// A control secret in the environment (the server starts locked), as the hub runs it.
+    control: bool,
+}
+
 /// The engine floor: create + start one container with a published port until its server accepts.
 async fn floor_once(docker: &bollard::Docker, port: u16, run: &str) -> Duration {
+    engine_start(docker, port, run, Extras::default()).await
+}
+
+/// Create + start one container with a published port and `extras`, until its server accepts;
+/// then removes it.
+async fn engine_start(docker: &bollard::Docker, port: u16, run: &str, extras: Extras) -> Duration {
     let t = Instant::now();
+    let mut host_config = HostConfig {
+        port_bindings: Some(HashMap::from([(
+            "57890/tcp".into(),
+            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
+        )])),
+        ..Default::default()
+    };
+    if extras.network {
+        host_config.network_mode = Some(format!("{run}-net"));
+    }
+    if extras.limits {
+        host_config.memory = Some(64 << 20);
+        host_config.memory_swap = Some(64 << 20);
+        host_config.nano_cpus = Some(500_000_000);
+        host_config.pids_limit = Some(64);
+    }
+    if extras.hardening {
+        host_config.cap_drop = Some(vec!["ALL".into()]);
+        host_config.security_opt = Some(vec!["no-new-privileges=true".into()]);
+        host_config.readonly_rootfs = Some(true);
+    }
+    if extras.logs {
+        host_config.log_config = Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".into(), "1m".into()), ("max-file".into(), "2".into())])),
+        });
+    }
     let body = ContainerCreateBody {
         image: Some("troop-hub/troop-server:latest".into()),
         cmd: Some(vec!["--port".into(), "57890".into()]),
+        env: extras.control.then(|| vec!["TROOP_CONTROL_SECRET=0123456789abcdef0123456789abcdef".into()]),
+        user: extras.hardening.then(|| "65534:65534".into()),
         labels: Some(HashMap::from([
             ("io.troop-hub.managed".into(), "true".into()),
             ("io.troop-hub.hub".into(), run.into()),
         ])),
         exposed_ports: Some(vec!["57890/tcp".into()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "57890/tcp".into(),
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
-            )])),
-            ..Default::default()
-        }),
+        host_config: Some(host_config),
         ..Default::default()
     };
     let id = docker.create_container(None::<CreateContainerOptions>, body).await.expect("create").id;
@@ -73,7 +118,7 @@ async fn floor_once(docker: &bollard::Docker, port: u16, run: &str) -> Duration 
         .expect("container address");
     let probe: SocketAddr = format!("{ip}:57890").parse().expect("address");
     while TcpStream::connect(probe).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let elapsed = t.elapsed();
     docker
@@ -81,6 +126,36 @@ async fn floor_once(docker: &bollard::Docker, port: u16, run: &str) -> Duration 
         .await
         .expect("remove");
     elapsed
+}
+
+/// The cold start's anatomy: the floor, then the hub's container settings added one at a time,
+/// then the hub itself, each `rounds` times, alternated so that drift hits them alike.
+async fn anatomy(docker: &bollard::Docker, hub: &TestHub, rounds: usize) -> Vec<(&'static str, Vec<Duration>)> {
+    let steps: [(&str, Extras); 6] = [
+        ("engine floor (default bridge)", Extras::default()),
+        ("+ the hub's network (ICC off)", Extras { network: true, ..Default::default() }),
+        ("+ limits", Extras { network: true, limits: true, ..Default::default() }),
+        ("+ hardening", Extras { network: true, limits: true, hardening: true, ..Default::default() }),
+        ("+ log rotation", Extras { network: true, limits: true, hardening: true, logs: true, control: false }),
+        (
+            "+ control secret (locked)",
+            Extras { network: true, limits: true, hardening: true, logs: true, control: true },
+        ),
+    ];
+    let mut out: Vec<(&'static str, Vec<Duration>)> = steps.iter().map(|(n, _)| (*n, Vec::new())).collect();
+    out.push(("the hub (request to reply)", Vec::new()));
+    for round in 0..rounds {
+        for (k, (_, extras)) in steps.iter().enumerate() {
+            out[k].1.push(engine_start(docker, hub.ports.1, &hub.id, *extras).await);
+        }
+        let t = Instant::now();
+        let o = start_session(hub.addr, &format!("a{round}"), "pw", Duration::from_secs(30)).await.expect("answered");
+        out[steps.len()].1.push(t.elapsed());
+        if let Ok(o) = o {
+            o.kill().await;
+        }
+    }
+    out
 }
 
 /// Starts `n` sessions, `parallel` at a time; each batch ends right after its replies.
@@ -209,6 +284,15 @@ async fn warm_starts(hub: &TestHub, n: usize) -> (Vec<Duration>, Vec<Duration>) 
     (reply, login)
 }
 
+/// The `elapsed_us` of every log line holding `what`.
+fn hub_timings(log: &str, what: &str) -> Vec<Duration> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split("elapsed_us=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .map(Duration::from_micros)
+        .collect()
+}
+
 /// `n` starts at once; returns the successes' latencies and the refusals.
 async fn burst(hub: &TestHub, n: usize) -> (Vec<Duration>, usize, Duration) {
     let t0 = Instant::now();
@@ -297,6 +381,8 @@ fn main() {
         let (reply, login) = warm_starts(&warm_hub, STARTS).await;
         let (w50, w90, w99) = summary(reply);
         let (l50, l90, l99) = summary(login);
+        // The same starts as the hub timed them, from request parsed to reply written.
+        let (h50, h90, h99) = summary(hub_timings(&warm_hub.log(), "session ready (warm pool)"));
         let (ok, failed, all) = burst(&warm_hub, 50).await;
         let burst_n = ok.len();
         let (b50, b90, b99) = summary(ok);
@@ -304,17 +390,33 @@ fn main() {
         let refill = pool_full(&warm_hub).await;
         println!("\nwarm pool (4 members)     p50      p90      p99");
         println!("request to reply      {w50:8.2} {w90:8.2} {w99:8.2}   cold/warm p50 {:.0}x  floor/warm p50 {:.0}x", s50 / w50, f50 / w50);
+        println!("inside the hub        {h50:8.2} {h90:8.2} {h99:8.2}   (its log's elapsed_us)");
         println!("request to login      {l50:8.2} {l90:8.2} {l99:8.2}");
         println!("burst of 50 at once   {b50:8.1} {b90:8.1} {b99:8.1}   {burst_n} ok, {failed} failed, all in {:.2} s", all.as_secs_f64());
         println!("fill 4 members from empty {:.2} s at hub start; refilled after the burst in {:.2} s", fill.as_secs_f64(), refill.as_secs_f64());
         report.insert(
             "warm_pool_ms".into(),
-            json!({"reply": [w50, w90, w99], "login": [l50, l90, l99], "cold_reply": [s50, s90, s99], "floor": [f50, f90, f99],
+            json!({"reply": [w50, w90, w99], "inside_hub": [h50, h90, h99], "login": [l50, l90, l99], "cold_reply": [s50, s90, s99], "floor": [f50, f90, f99],
                    "ratio_cold_to_warm_p50": s50 / w50, "burst50": {"ok": burst_n, "failed": failed, "latency": [b50, b90, b99], "seconds": all.as_secs_f64()},
                    "fill4_seconds": fill.as_secs_f64(), "refill_after_burst_seconds": refill.as_secs_f64()}),
         );
         drop(warm_hub);
 
+        }
+
+        // What a cold start is made of, step by step.
+        if want("anatomy") {
+            let rounds: usize = std::env::var("BENCH_ANATOMY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+            let steps = anatomy(&docker, &hub, rounds).await;
+            let f50 = summary(steps[0].1.clone()).0;
+            println!("\ncold start anatomy ({rounds} rounds, alternated)   p50 ms   p90 ms   /floor p50");
+            let mut rows = Vec::new();
+            for (name, times) in steps {
+                let (a, b, _) = summary(times);
+                println!("{name:<40} {a:8.1} {b:8.1} {:8.2}", a / f50);
+                rows.push(json!({"step": name, "p50": a, "p90": b, "ratio_to_floor_p50": a / f50}));
+            }
+            report.insert("cold_start_anatomy_ms".into(), json!(rows));
         }
 
         // Query throughput.

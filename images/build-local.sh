@@ -10,16 +10,17 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 target="$(uname -m)-unknown-linux-gnu"
 static_dir="$root/target/static"
 
-# build_image PACKAGE TAG IMAGE_DIR [EXTRA_FILE...]
+# build_image PACKAGE PROFILE TAG IMAGE_DIR [EXTRA_FILE...]
+# (the session server uses the `session` profile: optimised for size, see Cargo.toml)
 build_image() {
-  local package=$1 tag=$2 dir=$3
-  shift 3
+  local package=$1 profile=$2 tag=$3 dir=$4
+  shift 4
   RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release -q -p "$package" --target "$target" --target-dir "$static_dir" \
+    cargo build --profile "$profile" -q -p "$package" --target "$target" --target-dir "$static_dir" \
     --manifest-path "$root/Cargo.toml"
   local ctx="$root/target/prebuilt/$dir"
   mkdir -p "$ctx"
-  cp "$static_dir/$target/release/$package" "$ctx/$package"
+  cp "$static_dir/$target/$profile/$package" "$ctx/$package"
   cp "$root/images/$dir/Dockerfile.prebuilt" "$ctx/Dockerfile"
   for extra in "$@"; do cp "$root/$extra" "$ctx/"; done
   # The legacy builder needs no buildx; its deprecation notice is shown only if the build fails.
@@ -33,11 +34,11 @@ build_image() {
 }
 
 case "${1:-all}" in
-  troop-server) build_image troop-server troop-hub/troop-server:latest troop-server ;;
-  hub) build_image troop-hub troop-hub/hub:latest hub hub.yaml ;;
+  troop-server) build_image troop-server session troop-hub/troop-server:latest troop-server ;;
+  hub) build_image troop-hub release troop-hub/hub:latest hub hub.yaml ;;
   all)
-    build_image troop-server troop-hub/troop-server:latest troop-server
-    build_image troop-hub troop-hub/hub:latest hub hub.yaml
+    build_image troop-server session troop-hub/troop-server:latest troop-server
+    build_image troop-hub release troop-hub/hub:latest hub hub.yaml
     ;;
   *) echo "usage: $0 [troop-server|hub|all]" >&2; exit 2 ;;
 esac

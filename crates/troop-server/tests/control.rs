@@ -37,7 +37,7 @@ impl Server {
 
     /// Without the control secret unless `config` has one.
     async fn start_plain(config: Config) -> Server {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+        let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::INFO).try_init();
         let config = Config { password_md5: md5(PW), ..config };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");

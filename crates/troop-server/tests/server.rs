@@ -25,7 +25,7 @@ struct Server {
 
 impl Server {
     async fn start(mut config: Config) -> Server {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+        let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::INFO).try_init();
         config.password_md5 = troop_server::md5_hex(PW);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
