@@ -2,15 +2,19 @@
 //! writes `target/bench-hub.json`. Every figure comes with a baseline measured in the same run:
 //!
 //! - start latency, request to `address` reply (sent once the server accepts connections),
-//!   sequential and 8 at a time, against the engine's own floor: create + start of the same
-//!   image with the same port binding through the Engine API alone, until the container's port
-//!   accepts;
+//!   sequential (alternated with the floor) and 8 at a time, against the engine's own floor:
+//!   create + start of the same image with the same port binding through the Engine API alone,
+//!   until the container's port accepts;
+//! - the cold start's anatomy (`BENCH_SECTIONS=anatomy`): the floor with the hub's container
+//!   settings added one at a time (network, limits, hardening, log rotation, control secret),
+//!   then the hub, alternated round by round;
 //! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
 //!   connection, as Troop does), against a trivial server (with the hub's accept queue) that
 //!   answers every connection with a fixed frame;
 //! - warm pool: a second hub with `warm_pool`: request to reply and request to a performer's
-//!   login answered when a ready member is taken, against cold starts (pool off) and the
-//!   engine floor of the same run; a burst of 50 starts at once; the refill rate;
+//!   login answered when a ready member is taken (on a quiet hub, and back to back with the
+//!   previous session's removal), against cold starts (pool off) and the engine floor of the
+//!   same run; a burst of 50 starts at once; the refill rate;
 //! - density: sessions started up to the cap (BENCH_DENSITY, default 200), host memory per
 //!   session (MemAvailable before and after), hub RSS, time to reach the cap and to clean up.
 
@@ -99,9 +103,11 @@ async fn engine_start(docker: &bollard::Docker, port: u16, run: &str, extras: Ex
         cmd: Some(vec!["--port".into(), "57890".into()]),
         env: extras.control.then(|| vec!["TROOP_CONTROL_SECRET=0123456789abcdef0123456789abcdef".into()]),
         user: extras.hardening.then(|| "65534:65534".into()),
+        // Not the hub's id: the hub would take the container for one of its own left from
+        // before and remove it under the probe.
         labels: Some(HashMap::from([
             ("io.troop-hub.managed".into(), "true".into()),
-            ("io.troop-hub.hub".into(), run.into()),
+            ("io.troop-hub.hub".into(), format!("{run}-floor")),
         ])),
         exposed_ports: Some(vec!["57890/tcp".into()]),
         host_config: Some(host_config),
@@ -118,6 +124,7 @@ async fn engine_start(docker: &bollard::Docker, port: u16, run: &str, extras: Ex
         .expect("container address");
     let probe: SocketAddr = format!("{ip}:57890").parse().expect("address");
     while TcpStream::connect(probe).await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "floor container {id} did not accept within 30 s");
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let elapsed = t.elapsed();
@@ -154,6 +161,8 @@ async fn anatomy(docker: &bollard::Docker, hub: &TestHub, rounds: usize) -> Vec<
         if let Ok(o) = o {
             o.kill().await;
         }
+        // Its removal is done before the next round's floor starts.
+        hub.wait_containers(0).await;
     }
     out
 }
@@ -267,13 +276,18 @@ async fn pool_full(hub: &TestHub) -> Duration {
 }
 
 /// Warm starts one at a time, each once the pool is full again: request to reply, and
-/// request to a performer's login answered.
-async fn warm_starts(hub: &TestHub, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// request to a performer's login answered. `quiet`: also once the previous session's
+/// container is gone (else its removal may still keep the engine busy on the same cores).
+async fn warm_starts(hub: &TestHub, n: usize, quiet: bool, tag: &str) -> (Vec<Duration>, Vec<Duration>) {
     let (mut reply, mut login) = (Vec::new(), Vec::new());
     for i in 0..n {
         pool_full(hub).await;
+        if quiet {
+            let (_, target) = pool_ready(hub).await;
+            hub.wait_containers(target as usize).await;
+        }
         let t = Instant::now();
-        let o = start_session(hub.addr, &format!("w{i}"), "pw", Duration::from_secs(30)).await.expect("answered");
+        let o = start_session(hub.addr, &format!("{tag}{i}"), "pw", Duration::from_secs(30)).await.expect("answered");
         let o = o.unwrap_or_else(|e| panic!("warm start refused: {e}"));
         reply.push(t.elapsed());
         let addr = SocketAddr::from(([127, 0, 0, 1], o.port));
@@ -347,17 +361,18 @@ fn main() {
         let hub = hub.start().await;
         let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
 
-        // BENCH_SECTIONS=start,queries,density runs only those (default: all; start includes the warm pool).
+        // BENCH_SECTIONS=start,anatomy,queries,density runs only those (default: all; start includes the warm pool).
         let sections = std::env::var("BENCH_SECTIONS").unwrap_or_default();
         let want = |s: &str| sections.is_empty() || sections.split(',').any(|x| x.trim() == s);
 
         // Start latency.
         if want("start") {
-        let mut floor = Vec::new();
-        for _ in 0..STARTS {
+        // The floor and the hub's sequential starts alternate, so that drift hits both alike.
+        let (mut floor, mut seq) = (Vec::new(), Vec::new());
+        for i in 0..STARTS {
             floor.push(floor_once(&docker, hub.ports.1, &hub.id).await);
+            seq.extend(hub_starts(&hub, 1, 1, &format!("s{i}-")).await);
         }
-        let seq = hub_starts(&hub, STARTS, 1, "s").await;
         let par = hub_starts(&hub, STARTS + 6, 8, "p").await;
         let (f50, f90, f99) = summary(floor);
         let (s50, s90, s99) = summary(seq);
@@ -378,11 +393,13 @@ fn main() {
         warm_hub.ports = (wfirst, wfirst + 70);
         let warm_hub = warm_hub.start().await;
         let fill = pool_full(&warm_hub).await;
-        let (reply, login) = warm_starts(&warm_hub, STARTS).await;
-        let (w50, w90, w99) = summary(reply);
-        let (l50, l90, l99) = summary(login);
+        let (reply, login) = warm_starts(&warm_hub, STARTS, true, "w").await;
         // The same starts as the hub timed them, from request parsed to reply written.
         let (h50, h90, h99) = summary(hub_timings(&warm_hub.log(), "session ready (warm pool)"));
+        let (busy, _) = warm_starts(&warm_hub, STARTS, false, "v").await;
+        let (w50, w90, w99) = summary(reply);
+        let (l50, l90, l99) = summary(login);
+        let (v50, v90, v99) = summary(busy);
         let (ok, failed, all) = burst(&warm_hub, 50).await;
         let burst_n = ok.len();
         let (b50, b90, b99) = summary(ok);
@@ -391,12 +408,13 @@ fn main() {
         println!("\nwarm pool (4 members)     p50      p90      p99");
         println!("request to reply      {w50:8.2} {w90:8.2} {w99:8.2}   cold/warm p50 {:.0}x  floor/warm p50 {:.0}x", s50 / w50, f50 / w50);
         println!("inside the hub        {h50:8.2} {h90:8.2} {h99:8.2}   (its log's elapsed_us)");
+        println!("reply, back to back   {v50:8.2} {v90:8.2} {v99:8.2}   (the previous session's removal may overlap)");
         println!("request to login      {l50:8.2} {l90:8.2} {l99:8.2}");
         println!("burst of 50 at once   {b50:8.1} {b90:8.1} {b99:8.1}   {burst_n} ok, {failed} failed, all in {:.2} s", all.as_secs_f64());
         println!("fill 4 members from empty {:.2} s at hub start; refilled after the burst in {:.2} s", fill.as_secs_f64(), refill.as_secs_f64());
         report.insert(
             "warm_pool_ms".into(),
-            json!({"reply": [w50, w90, w99], "inside_hub": [h50, h90, h99], "login": [l50, l90, l99], "cold_reply": [s50, s90, s99], "floor": [f50, f90, f99],
+            json!({"reply": [w50, w90, w99], "inside_hub": [h50, h90, h99], "reply_back_to_back": [v50, v90, v99], "login": [l50, l90, l99], "cold_reply": [s50, s90, s99], "floor": [f50, f90, f99],
                    "ratio_cold_to_warm_p50": s50 / w50, "burst50": {"ok": burst_n, "failed": failed, "latency": [b50, b90, b99], "seconds": all.as_secs_f64()},
                    "fill4_seconds": fill.as_secs_f64(), "refill_after_burst_seconds": refill.as_secs_f64()}),
         );

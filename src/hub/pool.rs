@@ -24,6 +24,8 @@ pub const REFILLS_AT_ONCE: usize = 2;
 pub const MEMBER_MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// How often the pool is looked at without being poked.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a refill waits after a start took a member (see `keep_pool`).
+const REFILL_SETTLE: Duration = Duration::from_millis(100);
 /// The longest wait after failed refills.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -126,7 +128,14 @@ impl Hub {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = self.pool.poke.notified() => {}
+                _ = self.pool.poke.notified() => {
+                    // A start has just taken a member: its reply and its performers' first
+                    // logins go first; a container being created would compete for the cores.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(REFILL_SETTLE) => {}
+                    }
+                }
                 _ = tokio::time::sleep(TICK) => {}
             }
         }

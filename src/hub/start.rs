@@ -159,7 +159,7 @@ impl Hub {
         };
         let span = info_span!("session", session = %new.name, id = %taken.id);
         let armed = self.arm_member(taken, &new.name, password_md5).instrument(span.clone()).await;
-        // The refill starts once this start is done (not competing with it for the cores).
+        // The refill starts once this start is done, and a moment later (`keep_pool`).
         self.pool.poke();
         let armed = armed?;
         if let Ok(o) = &armed {
