@@ -571,6 +571,66 @@ async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_thei
 }
 
 #[tokio::test]
+async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where_it_was_taken() {
+    let _swarm = Swarm::two_nodes();
+    let mut hub = swarm_hub("warm_pool: 1").await;
+    let members = |table: &Value| -> Vec<(String, u64)> {
+        let mut m: Vec<(String, u64)> = table
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| (n["host"].as_str().unwrap_or("").to_string(), n["pool_members"].as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.sort_unstable();
+        m
+    };
+    let both = vec![(MANAGER_IP.to_string(), 1), (WORKER_IP.to_string(), 1)];
+    let ready = || async {
+        let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
+        r.json()["pool"]["ready"].as_u64()
+    };
+    let deadline = Instant::now() + T * 3;
+    while ready().await != Some(2) {
+        assert!(Instant::now() < deadline, "no warm member on each node\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(members(&nodes(&hub).await), both, "one member per node");
+    assert_eq!(Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.pool=true"]).lines().count(), 1);
+
+    // A start takes a member (no new service), is reached at its node's address, and that
+    // node's pool is refilled.
+    let before = services(&hub);
+    let o = owner(&hub, "warm", "pw").await;
+    assert!(o.host == MANAGER_IP || o.host == WORKER_IP, "{}", o.host);
+    let at: SocketAddr = (o.host.parse::<std::net::IpAddr>().unwrap(), o.port).into();
+    let mut alice = TroopClient::join(at, "alice", "pw", T).await.expect("the member admits the performer");
+    alice.insert(0, "warm on two nodes").await.unwrap();
+    alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
+    let deadline = Instant::now() + T * 2;
+    while !(services(&hub).len() == before.len() + 1 && ready().await == Some(2)) {
+        assert!(Instant::now() < deadline, "the pool was not refilled\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let table = nodes(&hub).await;
+    assert_eq!(members(&table), both, "{table}");
+    let mine = table.as_array().unwrap().iter().find(|n| n["host"] == json!(o.host)).unwrap();
+    assert_eq!(mine["sessions"], json!(1), "{table}");
+
+    // SIGTERM removes the session and both members; nothing is left on either node.
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(T * 2).await, Some(0));
+    nothing_left(&hub).await;
+    let deadline = Instant::now() + T;
+    while !Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]).is_empty() {
+        assert!(Instant::now() < deadline, "session containers left on the worker");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(o);
+}
+
+#[tokio::test]
 async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     let _swarm = Swarm::init();
     let mut hub = swarm_hub("max_session_age: 4s").await;
