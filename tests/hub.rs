@@ -441,3 +441,44 @@ async fn a_hub_whose_port_is_taken_says_so_and_leaves_nothing_on_the_engine() {
     assert!(!hub.network_exists(), "no sessions' network was created");
     assert!(hub.containers().is_empty(), "no warm pool member was started");
 }
+
+#[tokio::test]
+async fn two_networks_of_the_same_name_left_by_a_killed_hub_are_made_one_and_sessions_start() {
+    // A hub killed while creating its network and restarted at once can leave two networks of
+    // one name (the Engine API does not refuse the second); Docker then refuses to start any
+    // container on either. Made here directly through the API, as the race would.
+    let hub = TestHub::new("");
+    let (name, id) = (format!("{}-net", hub.id), hub.id.clone());
+    let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
+    let twin = || bollard::models::NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(
+            [("io.troop-hub.managed".to_string(), "true".to_string()), ("io.troop-hub.hub".to_string(), id.clone())]
+                .into(),
+        ),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        docker.create_network(twin()).await.expect("create a network");
+    }
+    let named = || docker_ok(&["network", "ls", "-q", "--filter", &format!("name=^{name}$")]).lines().count();
+    assert_eq!(named(), 2, "the test made two networks of one name");
+    let hub = hub.start().await;
+    let o = owner(&hub, "twin", "pw").await;
+    let at = SocketAddr::from(([127, 0, 0, 1], o.port));
+    TroopClient::join(at, "alice", "pw", T).await.expect("the session admits its performer");
+    assert_eq!(named(), 1, "one network of that name is left\n{}", hub.log());
+    assert!(hub.log().contains("removed a second network of the same name"), "{}", hub.log());
+
+    // The same once the hub runs (the killed hub's create landing late): the next start meets
+    // "ambiguous", keeps one network and starts again.
+    docker.create_network(twin()).await.expect("create a network");
+    assert_eq!(named(), 2);
+    let o2 = owner(&hub, "twin2", "pw").await;
+    let at = SocketAddr::from(([127, 0, 0, 1], o2.port));
+    TroopClient::join(at, "bob", "pw", T).await.expect("the second session admits its performer");
+    assert_eq!(named(), 1, "one network of that name is left\n{}", hub.log());
+    drop((o, o2));
+    hub.wait_containers(0).await;
+}

@@ -287,6 +287,19 @@ async fn refused(hub: &TestHub, name: &str) -> String {
     }
 }
 
+/// Waits until the hub reports `n` warm pool members ready.
+async fn pool_ready(hub: &TestHub, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
+        if r.json()["pool"]["ready"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {n} warm members ready\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn nodes(hub: &TestHub) -> Value {
     let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -587,15 +600,7 @@ async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where
         m
     };
     let both = vec![(MANAGER_IP.to_string(), 1), (WORKER_IP.to_string(), 1)];
-    let ready = || async {
-        let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
-        r.json()["pool"]["ready"].as_u64()
-    };
-    let deadline = Instant::now() + T * 3;
-    while ready().await != Some(2) {
-        assert!(Instant::now() < deadline, "no warm member on each node\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pool_ready(&hub, 2, T * 3).await;
     assert_eq!(members(&nodes(&hub).await), both, "one member per node");
     assert_eq!(Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.pool=true"]).lines().count(), 1);
 
@@ -608,11 +613,8 @@ async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where
     let mut alice = TroopClient::join(at, "alice", "pw", T).await.expect("the member admits the performer");
     alice.insert(0, "warm on two nodes").await.unwrap();
     alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
-    let deadline = Instant::now() + T * 2;
-    while !(services(&hub).len() == before.len() + 1 && ready().await == Some(2)) {
-        assert!(Instant::now() < deadline, "the pool was not refilled\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pool_ready(&hub, 2, T * 2).await;
+    eventually("one new service (the refill)", &hub, || (services(&hub).len() == before.len() + 1).then_some(())).await;
     let table = nodes(&hub).await;
     assert_eq!(members(&table), both, "{table}");
     let mine = table.as_array().unwrap().iter().find(|n| n["host"] == json!(o.host)).unwrap();
@@ -684,15 +686,7 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
 async fn a_warm_pool_on_a_swarm_node_serves_a_start_and_the_hub_removes_it_at_shutdown() {
     let _swarm = Swarm::init();
     let mut hub = swarm_hub("warm_pool: 1").await;
-    let pool = || async {
-        let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
-        r.json()["pool"]["ready"].as_u64()
-    };
-    let deadline = Instant::now() + T * 2;
-    while pool().await != Some(1) {
-        assert!(Instant::now() < deadline, "no warm member on the node\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pool_ready(&hub, 1, T * 2).await;
     let member = services(&hub);
     assert_eq!(member.len(), 1, "one member service");
     let o = owner(&hub, "warm", "pw").await;

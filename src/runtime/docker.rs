@@ -87,7 +87,9 @@ impl DockerRuntime {
             return Ok(id.clone());
         }
         let docker = self.engine.client().await?;
-        if let Some(id) = self.networks_named(&docker, &c.network).await?.into_iter().next() {
+        let found = self.networks_named(&docker, &c.network).await?;
+        if !found.is_empty() {
+            let id = self.keep_one_network(&docker, c, found).await?;
             *cached = Some(id.clone());
             return Ok(id);
         }
@@ -102,6 +104,42 @@ impl DockerRuntime {
         info!(network = %c.network, "created the sessions' network (no traffic between sessions)");
         *cached = Some(id.clone());
         Ok(id)
+    }
+
+    /// One network out of several with the sessions' name. A hub killed while it created the
+    /// network and restarted at once can leave two (Docker does not refuse a second one with
+    /// the same name), and Docker then refuses to start a container on either ("ambiguous").
+    /// The one with the most containers stays; the other empty ones of this hub are removed.
+    async fn keep_one_network(&self, docker: &Docker, c: &Config, ids: Vec<String>) -> Result<String, RuntimeError> {
+        if ids.len() == 1 {
+            return Ok(ids.into_iter().next().unwrap_or_default());
+        }
+        let mut nets = Vec::new();
+        for id in ids {
+            let net = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await?;
+            let containers = net.containers.as_ref().map_or(0, |m| m.len());
+            let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
+            nets.push((containers, ours, id));
+        }
+        // Most containers first; among equals, the order Docker listed them in.
+        nets.sort_by_key(|(containers, _, _)| std::cmp::Reverse(*containers));
+        let keep = nets[0].2.clone();
+        let mut left = 1;
+        for (containers, ours, id) in nets.into_iter().skip(1) {
+            let removed = ours && containers == 0 && self.timed(docker.remove_network(&id)).await.is_ok();
+            if removed {
+                warn!(network = %c.network, id = %crate::hub::short(&id), "removed a second network of the same name (left by a hub killed while creating it)");
+            } else {
+                left += 1;
+            }
+        }
+        if left > 1 {
+            return Err(RuntimeError::Misconfigured(format!(
+                "{left} networks are named {}: remove the ones no session uses (docker network ls --filter name={})",
+                c.network, c.network
+            )));
+        }
+        Ok(keep)
     }
 
     async fn inspect(&self, docker: &Docker, container_id: &str, c: &Config) -> Result<Inspected, RuntimeError> {
@@ -123,7 +161,7 @@ impl DockerRuntime {
     }
 
     /// Creates and starts the container; returns its id.
-    async fn create(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
+    async fn create_once(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
         let network = self.ensure_network(c).await?;
         let body = ServerSpec::new(c, spec).container(network, c.bind_address, spec.port);
         let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
@@ -143,6 +181,19 @@ impl DockerRuntime {
             });
         }
         Ok(id)
+    }
+
+    /// [`Self::create_once`], again once if a second network of the same name appeared
+    /// meanwhile (see [`Self::keep_one_network`]).
+    async fn create(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
+        match self.create_once(docker, c, spec).await {
+            Err(StartError::Engine(RuntimeError::Failed(e))) if e.contains("is ambiguous") => {
+                warn!(network = %c.network, "two networks have the sessions' name: keeping one and starting again");
+                *self.network_id.lock().await = None;
+                self.create_once(docker, c, spec).await
+            }
+            other => other,
+        }
     }
 
     /// Waits until the server accepts on the container's own address (returned), its

@@ -94,7 +94,7 @@ fn password_md5(args: &Args) -> anyhow::Result<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     // RUST_LOG as a list of targets and levels ("debug", "troop_server=debug,warn"): the
-    // environment filter's regex engine would cost every session a third of its memory.
+    // environment filter's regex engine would add 0.65 MB to the binary every session maps.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
