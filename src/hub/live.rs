@@ -13,7 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use troop_server::control::{ControlClient, Counters, Event, EventKind, Performer, Snapshot};
@@ -149,14 +149,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// Starts following session `id`'s server (until the session ends).
-    pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) {
+    /// The returned receiver is told once the first subscription has its snapshot: from then
+    /// on nothing the session does is missed (a start waits for it before its reply).
+    pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) -> oneshot::Receiver<()> {
+        let (subscribed, first) = oneshot::channel();
         // Its own token, not the hub's shutdown: at shutdown the session is ended like any
         // other, and its last events are still taken in (`drain_follow`).
         let stop = CancellationToken::new();
         // Registry, then live (the hub's lock order), held together: a session ended
         // meanwhile is not followed at all, so nothing is left behind.
         let registry = lock(&self.registry);
-        let Some(session) = registry.by_id(id) else { return };
+        let Some(session) = registry.by_id(id) else { return first };
         let recorder = self.archive.get().map(|archive| {
             let started = session.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
             let md5 = session.password_md5.as_ref().map(|m| m.expose_secret().to_string());
@@ -174,10 +177,11 @@ impl Hub {
             name: name.to_string(),
         };
         let mut live = lock(&self.live);
-        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop));
+        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop, subscribed));
         live.insert(id.to_string(), Followed { task: Some(task), ..followed });
         drop(live);
         drop(registry);
+        first
     }
 
     /// Waits (at most `limit`) for session `id`'s event stream to end: once its server has
@@ -209,10 +213,17 @@ impl Hub {
         lock(&self.live).get(id).map(|f| f.view.clone())
     }
 
-    async fn subscribe_loop(self: Arc<Self>, id: String, access: ControlAccess, stop: CancellationToken) {
+    async fn subscribe_loop(
+        self: Arc<Self>,
+        id: String,
+        access: ControlAccess,
+        stop: CancellationToken,
+        subscribed: oneshot::Sender<()>,
+    ) {
         let mut backoff = Duration::from_millis(100);
+        let mut first = Some(subscribed);
         while !stop.is_cancelled() && lock(&self.registry).by_id(&id).is_some() {
-            if self.subscribe_once(&id, &access, &stop).await {
+            if self.subscribe_once(&id, &access, &stop, &mut first).await {
                 backoff = Duration::from_millis(100);
             }
             if lock(&self.registry).by_id(&id).is_none() {
@@ -227,7 +238,13 @@ impl Hub {
     }
 
     /// One subscription, until it breaks or `stop`. True if it got as far as a snapshot.
-    async fn subscribe_once(&self, id: &str, access: &ControlAccess, stop: &CancellationToken) -> bool {
+    async fn subscribe_once(
+        &self,
+        id: &str,
+        access: &ControlAccess,
+        stop: &CancellationToken,
+        first: &mut Option<oneshot::Sender<()>>,
+    ) -> bool {
         let timeout = super::control::CONTROL_TIMEOUT;
         let subscribed = async {
             let client = ControlClient::connect(access.addr, access.secret.expose_secret(), timeout).await?;
@@ -242,6 +259,9 @@ impl Hub {
         };
         if let Some(followed) = lock(&self.live).get_mut(id) {
             followed.resync(snapshot);
+        }
+        if let Some(tell) = first.take() {
+            let _ = tell.send(());
         }
         loop {
             let event = tokio::select! {

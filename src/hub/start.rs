@@ -18,6 +18,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+/// How long a start waits for its session's event stream before replying (see `go_live`).
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
 /// How a session is asked for.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -340,7 +343,13 @@ impl Hub {
             });
         };
         if let Some(access) = access {
-            self.follow(id, name, access);
+            // Followed before the owner hears of it, so that the archive and the live view
+            // see everything performers do from their first login (bounded: a subscription
+            // that is slow to come only costs its first events).
+            let subscribed = self.follow(id, name, access);
+            if tokio::time::timeout(FOLLOW_WAIT, subscribed).await.is_err() {
+                warn!("the session's event stream was not ready in time; starting without it");
+            }
         }
         info!(container = %short(&handle), port, "session live");
         Ok(Owned { name: name.into(), id: id.into(), host, port, ended })
