@@ -29,10 +29,16 @@ pub async fn arm(
     md5: &SecretString,
     name: &str,
     idle_exit: Option<Duration>,
-) -> Result<(), ControlError> {
+) -> Result<Subscription, ControlError> {
     let mut client = connect(access).await?;
-    client.arm_once(md5.expose_secret(), Some(name), idle_exit).await
+    client.arm_once(md5.expose_secret(), Some(name), idle_exit).await?;
+    // The same connection then follows the session: nothing a performer does after arming
+    // can come before the hub listens, and no second connection is paid for.
+    client.subscribe().await
 }
+
+/// A subscription's first snapshot and its event stream.
+pub type Subscription = (troop_server::control::Snapshot, troop_server::control::EventStream);
 
 /// The server's snapshot (name and whether it is armed), `None` when it does not answer.
 pub async fn snapshot(access: &ControlAccess) -> Option<troop_server::control::Snapshot> {

@@ -5,6 +5,7 @@
 //! its audience ([`Followed::doc`]) and is fanned out to viewers ([`super::audience`]): the
 //! session server always has one subscriber, the hub, however many watch.
 
+use super::control::Subscription;
 use super::record::Recorder;
 use super::{lock, EndReason, Hub};
 use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot};
@@ -13,7 +14,7 @@ use axum::extract::ws::Utf8Bytes;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use troop_server::control::{ControlClient, Counters, Event, EventKind, Performer, Snapshot};
@@ -149,17 +150,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// Starts following session `id`'s server (until the session ends).
-    /// The returned receiver is told once the first subscription has its snapshot: from then
-    /// on nothing the session does is missed (a start waits for it before its reply).
-    pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess) -> oneshot::Receiver<()> {
-        let (subscribed, first) = oneshot::channel();
+    /// `first`: a subscription already open (a start's, opened right after arming), used
+    /// before any new one.
+    pub(super) fn follow(self: &Arc<Self>, id: &str, name: &str, access: ControlAccess, first: Option<Subscription>) {
         // Its own token, not the hub's shutdown: at shutdown the session is ended like any
         // other, and its last events are still taken in (`drain_follow`).
         let stop = CancellationToken::new();
         // Registry, then live (the hub's lock order), held together: a session ended
         // meanwhile is not followed at all, so nothing is left behind.
         let registry = lock(&self.registry);
-        let Some(session) = registry.by_id(id) else { return first };
+        let Some(session) = registry.by_id(id) else { return };
         let recorder = self.archive.get().map(|archive| {
             let started = session.created.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
             let md5 = session.password_md5.as_ref().map(|m| m.expose_secret().to_string());
@@ -177,11 +177,10 @@ impl Hub {
             name: name.to_string(),
         };
         let mut live = lock(&self.live);
-        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop, subscribed));
+        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop, first));
         live.insert(id.to_string(), Followed { task: Some(task), ..followed });
         drop(live);
         drop(registry);
-        first
     }
 
     /// Waits (at most `limit`) for session `id`'s event stream to end: once its server has
@@ -218,10 +217,9 @@ impl Hub {
         id: String,
         access: ControlAccess,
         stop: CancellationToken,
-        subscribed: oneshot::Sender<()>,
+        mut first: Option<Subscription>,
     ) {
         let mut backoff = Duration::from_millis(100);
-        let mut first = Some(subscribed);
         while !stop.is_cancelled() && lock(&self.registry).by_id(&id).is_some() {
             if self.subscribe_once(&id, &access, &stop, &mut first).await {
                 backoff = Duration::from_millis(100);
@@ -243,10 +241,13 @@ impl Hub {
         id: &str,
         access: &ControlAccess,
         stop: &CancellationToken,
-        first: &mut Option<oneshot::Sender<()>>,
+        first: &mut Option<Subscription>,
     ) -> bool {
         let timeout = super::control::CONTROL_TIMEOUT;
         let subscribed = async {
+            if let Some(open) = first.take() {
+                return Ok(open);
+            }
             let client = ControlClient::connect(access.addr, access.secret.expose_secret(), timeout).await?;
             client.subscribe().await
         };
@@ -259,9 +260,6 @@ impl Hub {
         };
         if let Some(followed) = lock(&self.live).get_mut(id) {
             followed.resync(snapshot);
-        }
-        if let Some(tell) = first.take() {
-            let _ = tell.send(());
         }
         loop {
             let event = tokio::select! {

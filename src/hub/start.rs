@@ -18,9 +18,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-/// How long a start waits for its session's event stream before replying (see `go_live`).
-const FOLLOW_WAIT: Duration = Duration::from_secs(1);
-
 /// How a session is asked for.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -187,13 +184,16 @@ impl Hub {
         let t = Instant::now();
         let armed = control::arm(&access, md5, name, idle).await;
         debug!(arm_us = t.elapsed().as_micros() as u64, "armed over the control channel");
-        if let Err(e) = armed {
-            warn!(container = %short(&handle), error = %e, "a warm pool member did not take its password; starting cold");
-            self.discard(&id, handle).await;
-            return None;
-        }
+        let subscription = match armed {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                warn!(container = %short(&handle), error = %e, "a warm pool member did not take its password; starting cold");
+                self.discard(&id, handle).await;
+                return None;
+            }
+        };
         let started = Started { handle, control: access.addr };
-        Some(self.go_live(&id, name, started, Some(access)).await)
+        Some(self.go_live(&id, name, started, Some((access, subscription))).await)
     }
 
     /// Starts the placed session's server (retrying elsewhere while that helps), then makes
@@ -247,17 +247,23 @@ impl Hub {
             Credentials::Control(secret) => Some(ControlAccess { addr: started.control, secret }),
             Credentials::PasswordMd5(_) => None,
         };
-        if let Some(access) = &access {
-            let idle = self.config().idle_exit;
-            if let Err(e) = control::arm(access, password_md5, name, idle).await {
-                warn!(error = %e, "the server did not take its password over the control channel");
-                self.discard(id, started.handle).await;
-                return Err(HubError::StartFailed(
-                    "its server did not answer the hub (details in the hub's log)".into(),
-                ));
+        let followed = match access {
+            Some(access) => {
+                let idle = self.config().idle_exit;
+                match control::arm(&access, password_md5, name, idle).await {
+                    Ok(subscription) => Some((access, subscription)),
+                    Err(e) => {
+                        warn!(error = %e, "the server did not take its password over the control channel");
+                        self.discard(id, started.handle).await;
+                        return Err(HubError::StartFailed(
+                            "its server did not answer the hub (details in the hub's log)".into(),
+                        ));
+                    }
+                }
             }
-        }
-        self.go_live(id, name, started, access).await
+            None => None,
+        };
+        self.go_live(id, name, started, followed).await
     }
 
     /// Removes the server of a start that cannot go live, and frees the session's slot.
@@ -315,14 +321,16 @@ impl Hub {
     }
 
     /// The server listens (and is armed): record it and its owner's channel, mark it
-    /// running and follow it, unless it was ended meanwhile (then its server goes).
+    /// running and follow it (from the subscription its arming opened), unless it was ended
+    /// meanwhile (then its server goes).
     async fn go_live(
         self: &Arc<Self>,
         id: &str,
         name: &str,
         started: Started,
-        access: Option<ControlAccess>,
+        followed: Option<(ControlAccess, control::Subscription)>,
     ) -> Result<Owned, HubError> {
+        let access = followed.as_ref().map(|(access, _)| access.clone());
         let handle = started.handle;
         let (tx, ended) = mpsc::unbounded_channel();
         let live = {
@@ -342,14 +350,10 @@ impl Hub {
                 false => HubError::ended_while_starting(),
             });
         };
-        if let Some(access) = access {
-            // Followed before the owner hears of it, so that the archive and the live view
-            // see everything performers do from their first login (bounded: a subscription
-            // that is slow to come only costs its first events).
-            let subscribed = self.follow(id, name, access);
-            if tokio::time::timeout(FOLLOW_WAIT, subscribed).await.is_err() {
-                warn!("the session's event stream was not ready in time; starting without it");
-            }
+        if let Some((access, subscription)) = followed {
+            // Followed before the owner hears of it: the archive and the live view see
+            // everything performers do from their first login.
+            self.follow(id, name, access, Some(subscription));
         }
         info!(container = %short(&handle), port, "session live");
         Ok(Owned { name: name.into(), id: id.into(), host, port, ended })

@@ -147,7 +147,7 @@ impl Hub {
             Ok(()) => {
                 info!(session = %name, container = %short(&c.handle), "adopted a session from before the restart");
                 if let Some(access) = control {
-                    self.follow(id, name, access);
+                    self.follow(id, name, access, None);
                 }
                 true
             }
