@@ -222,6 +222,9 @@ impl Loop {
         if !queued {
             warn!("a control connection is not reading its replies; closing it");
             self.drop_control(key, true);
+        } else if let Some(c) = self.controls.get(&key).filter(|c| c.subscribed) {
+            // Only now: the subscribe reply goes out at once, the events after it coalesce.
+            c.outbox.coalesce();
         }
         None
     }
@@ -250,7 +253,6 @@ impl Loop {
         let snapshot = self.snapshot();
         if let Some(c) = self.controls.get_mut(&key) {
             c.subscribed = true;
-            c.outbox.coalesce();
         }
         self.session.set_observed(true);
         info!(seq = snapshot.seq, "control subscriber attached");
