@@ -23,7 +23,8 @@ async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> 
     ControlClient::connect(access.addr, access.secret.expose_secret(), CONTROL_TIMEOUT).await
 }
 
-/// Gives a locked server its password md5, display name and idle exit.
+/// Gives a locked server its password md5, display name and idle exit, then subscribes to its
+/// events on the same connection (refused, like the arming, if either is).
 pub async fn arm(
     access: &ControlAccess,
     md5: &SecretString,
