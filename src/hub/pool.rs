@@ -129,8 +129,9 @@ impl Hub {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.pool.poke.notified() => {
-                    // A start has just taken a member: its reply and its performers' first
-                    // logins go first; a container being created would compete for the cores.
+                    // Mostly a start that has just taken a member: its reply and its
+                    // performers' first logins go first (a container being created would
+                    // compete with them for the cores).
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(REFILL_SETTLE) => {}
