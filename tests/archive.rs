@@ -121,6 +121,13 @@ async fn the_code_outlives_the_session_for_whoever_knows_its_password() {
     let mut alice = performer(&o, "alice", "pw-gig").await;
     play(&mut alice, "d1 >> play(\"x-o-\")  # ünïcödé 🎵\n").await;
     let doc = play(&mut alice, &format!("p1 >> pads([0, 2]) {}\n", "é".repeat(3))).await;
+    // play() waits for the edit's answer, not the evaluation's: wait until the server applied
+    // both evaluations, so the owner's leaving cannot overtake the second.
+    let deadline = Instant::now() + T;
+    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"] != 2 {
+        assert!(Instant::now() < deadline, "the hub saw both evaluations");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(o);
     let list = listed(&hub, "gig", "pw-gig", 1).await;
     assert_eq!(list.len(), 1, "{list:?}");

@@ -180,12 +180,27 @@ async fn viewers_are(hub: &TestHub, n: usize) {
     }
 }
 
+/// Waits (with a deadline) until the API lists `n` performers in the hub's only session.
+async fn performers_are(hub: &TestHub, n: usize) {
+    let deadline = Instant::now() + T;
+    loop {
+        let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
+        if info["sessions"][0]["performers"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} performers: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn twenty_viewers_rebuild_the_servers_document_while_two_performers_edit() {
     let hub = hub_with("audience: public").await;
     let o = owner(&hub, "jam", "pw").await;
     let (mut a, b) = duo(&o).await;
     a.insert(0, "d1 >> play('x')\n").await.unwrap();
+    // The hub's live view (which snapshots are made from) follows the server's events.
+    performers_are(&hub, 2).await;
     let mut viewers = Vec::new();
     for _ in 0..10 {
         viewers.push(Viewer::connect(hub.http, "jam", None).await.expect("a public view needs no password"));
@@ -235,15 +250,7 @@ async fn twenty_viewers_rebuild_the_servers_document_while_two_performers_edit()
     assert_eq!(ids.len(), 2, "{:?}", late.performers);
     assert!(ids.iter().all(|id| by.contains(&Some(*id))), "both performers' text is theirs: {by:?}");
     // Viewers are not performers: the session counts two (once the late client has left).
-    let deadline = Instant::now() + T;
-    loop {
-        let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
-        if info["sessions"][0]["performers"].as_array().map(Vec::len) == Some(2) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "21 viewers, 2 performers: {info}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    performers_are(&hub, 2).await;
     drop((a, b));
     let metrics = http(hub.http, "GET", "/metrics", None, None).await.body;
     assert!(metrics.contains("troop_hub_viewers 21"), "{metrics}");

@@ -105,13 +105,17 @@ async fn performers(hub: &TestHub, name: &str) -> Vec<String> {
 }
 
 async fn within_a_second(hub: &TestHub, name: &str, want: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(1);
+    within(hub, name, want, Duration::from_secs(1)).await
+}
+
+async fn within(hub: &TestHub, name: &str, want: &[&str], time: Duration) {
+    let deadline = Instant::now() + time;
     loop {
         let got = performers(hub, name).await;
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "performers {got:?}, wanted {want:?} within 1 s");
+        assert!(Instant::now() < deadline, "performers {got:?}, wanted {want:?} within {time:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -143,8 +147,9 @@ async fn a_hub_restarted_after_sigkill_follows_its_adopted_sessions_again() {
     drop(o);
     hub.spawn().await;
     // The restarted hub has no md5: it reads the control secret back, subscribes again, and
-    // lets the server judge the returning owner's password.
-    within_a_second(&hub, "kept", &["kim"]).await;
+    // lets the server judge the returning owner's password. (Its recovery comes first, and
+    // can take more than a second on a busy engine.)
+    within(&hub, "kept", &["kim"], T).await;
     assert!(start_session(hub.addr, "kept", "guess", T).await.expect("answered").is_err());
     let back = owner(&hub, "kept", "pw").await;
     drop(back);

@@ -63,6 +63,7 @@ async fn a_session_starts_answers_queries_admits_its_password_and_ends_with_its_
     drop(o);
     hub.wait_containers(0).await;
     assert_eq!(query(hub.addr, "mySession").await, Value::Null);
+    hub.wait_ports_free().await;
     let again = owner(&hub, "mySession", "pw2").await;
     assert_eq!(again.port, hub.ports.0, "the port was freed");
     drop(alice);

@@ -174,6 +174,8 @@ async fn members_are_replaced_when_a_reload_changes_the_limits_and_go_when_the_p
     for c in &new {
         assert_eq!(docker_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", c]), (96u64 << 20).to_string());
     }
+    // The new members exist before they listen: a start before then would be a cold one.
+    wait_pool(&hub, 2).await;
     let o = owner(&hub, "after", "pw").await;
     assert!(new.iter().any(|c| port_of(c) == o.port), "a start takes a member of the new configuration");
     drop(o);

@@ -377,6 +377,7 @@ async fn a_swarm_session_starts_on_its_node_admits_its_password_and_ends_with_it
     drop(other);
     nothing_left(&hub).await;
     assert_eq!(query(hub.addr, "mySession").await, Value::Null);
+    hub.wait_ports_free().await;
     let again = owner(&hub, "mySession", "pw2").await;
     assert_eq!(again.port, hub.ports.0, "the port was freed");
     drop(alice);
@@ -400,6 +401,7 @@ async fn a_task_killed_from_outside_ends_the_session_and_is_not_respawned() {
     assert_eq!(query(hub.addr, "fragile").await, Value::Null);
     nothing_left(&hub).await;
     // The port is free again and nothing came back.
+    hub.wait_ports_free().await;
     let again = owner(&hub, "fragile", "pw").await;
     assert_eq!(again.port, hub.ports.0);
     assert_eq!(hub.containers().len(), 1);

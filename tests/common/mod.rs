@@ -252,6 +252,21 @@ impl TestHub {
         }
     }
 
+    /// Waits until every port of the range is free again. The engine stops listing a container
+    /// (or a swarm network) a moment before the hub has its answer and gives the port back.
+    pub async fn wait_ports_free(&self) {
+        let all = f64::from(self.ports.1 - self.ports.0 + 1);
+        let deadline = Instant::now() + T;
+        loop {
+            let page = http(self.http, "GET", "/metrics", None, None).await.body;
+            if metric(&page, "troop_hub_ports_free") == all {
+                return;
+            }
+            assert!(Instant::now() < deadline, "all {all} ports free again:\n{page}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn network_exists(&self) -> bool {
         let filter = format!("label=io.troop-hub.hub={}", self.id);
         !docker_ok(&["network", "ls", "-q", "--filter", &filter]).is_empty()
