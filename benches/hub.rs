@@ -16,7 +16,9 @@
 //!   previous session's removal), against cold starts (pool off) and the engine floor of the
 //!   same run; a burst of 50 starts at once; the refill rate;
 //! - density: sessions started up to the cap (BENCH_DENSITY, default 200), host memory per
-//!   session (MemAvailable before and after), hub RSS, time to reach the cap and to clean up.
+//!   session (MemAvailable before and after) and what it is made of (each process name's PSS
+//!   growth per session: shim, troop-server, docker-proxy, fuse-overlayfs, the engine, the hub),
+//!   hub RSS, time to reach the cap and to clean up.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -355,6 +357,27 @@ fn proc_kib(file: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The processes an idle session adds on the host, by name (`/proc/PID/comm`, at most 15
+/// characters: the shim is `containerd-shim`).
+const SESSION_PROCESSES: [&str; 7] =
+    ["containerd-shim", "troop-server", "docker-proxy", "fuse-overlayfs", "dockerd", "containerd", "troop-hub"];
+
+/// Proportional set size (KiB) of every process on the host, summed by process name.
+fn pss_by_process() -> HashMap<String, u64> {
+    let mut sums = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return sums };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default().trim().to_string();
+        let pss = proc_kib(&path.join("smaps_rollup").to_string_lossy(), "Pss:");
+        *sums.entry(name).or_insert(0) += pss;
+    }
+    sums
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
@@ -474,6 +497,7 @@ fn main() {
         let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
         let status = format!("/proc/{pid}/status");
         let (mem0, rss0) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
+        let pss0 = pss_by_process();
         let t = Instant::now();
         let mut owners = Vec::new();
         for i in 0..density {
@@ -490,6 +514,16 @@ fn main() {
         let (mem1, rss1) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
         let n = owners.len().max(1) as f64;
         let per = mem0.saturating_sub(mem1) as f64 / n / 1024.0;
+        // What a session is made of: each process name's PSS growth, per session.
+        let pss1 = pss_by_process();
+        let parts: Vec<(&str, f64)> = SESSION_PROCESSES
+            .iter()
+            .map(|name| {
+                let grown = pss1.get(*name).copied().unwrap_or(0) as f64 - pss0.get(*name).copied().unwrap_or(0) as f64;
+                (*name, grown / n / 1024.0)
+            })
+            .collect();
+        let pss_sum: f64 = parts.iter().map(|(_, v)| v).sum();
         let t = Instant::now();
         for o in owners.drain(..) {
             o.kill().await;
@@ -506,9 +540,16 @@ fn main() {
             rss1 as f64 / 1024.0,
             cleanup.as_secs_f64()
         );
+        println!("PSS growth per session, MiB (sum {pss_sum:.2}; MemAvailable counts page cache as free):");
+        for (name, mib) in &parts {
+            println!("  {name:<16} {mib:>6.2}");
+        }
+        let pss: serde_json::Map<String, serde_json::Value> =
+            parts.iter().map(|(name, mib)| (name.to_string(), json!(mib))).collect();
         report.insert(
             "density".into(),
             json!({"sessions": n, "seconds_to_cap": to_cap.as_secs_f64(), "host_mib_per_session": per,
+                   "pss_mib_per_session": pss, "pss_sum_mib_per_session": pss_sum,
                    "hub_rss_mib": [rss0 as f64 / 1024.0, rss1 as f64 / 1024.0], "cleanup_seconds": cleanup.as_secs_f64()}),
         );
         }

@@ -425,5 +425,11 @@ async fn viewers_beyond_the_cap_are_refused_and_their_places_come_back() {
             Err(e) => panic!("the place came back: {e:?}"),
         }
     }
-    drop((second, third, o));
+    // Everyone leaves the session's view; a viewer who comes later still sees it live.
+    drop((second, third));
+    viewers_are(&hub, 0).await;
+    let mut later = Viewer::connect(hub.http, "full", None).await.expect("a viewer after everyone left");
+    let mut carol = performer(&o, "carol", "pw").await;
+    carol.insert(0, "Clock.bpm = 120").await.unwrap();
+    assert!(later.until(T, |v| v.doc == "Clock.bpm = 120").await, "the later viewer sees the edit: {}", later.doc);
 }

@@ -43,6 +43,10 @@ impl Drop for ViewerPlace {
         self.hub.viewers.fetch_sub(1, Ordering::Relaxed);
         if let Some(f) = lock(&self.hub.live).get_mut(&self.id) {
             f.viewers = f.viewers.saturating_sub(1);
+            // The last viewer's receiver went before its place (field order in `Watch`).
+            if f.viewers == 0 {
+                f.feed = None;
+            }
         }
     }
 }
@@ -166,7 +170,7 @@ impl Hub {
         }
         f.viewers += 1;
         let snapshot = f.snapshot().map(|m| Utf8Bytes::from(m.to_text()));
-        let feed = f.feed.subscribe();
+        let feed = f.subscribe();
         drop(live);
         Ok(Watch { snapshot, feed, _place: ViewerPlace { hub: self.clone(), id } })
     }

@@ -29,8 +29,10 @@ pub(super) struct Followed {
     pub stop: CancellationToken,
     /// The document as of event `seq`, once the first snapshot arrived.
     pub doc: Option<(LiveDoc, u64)>,
-    /// Every viewer message, serialised once and shared by every viewer (no copy each).
-    pub feed: broadcast::Sender<Utf8Bytes>,
+    /// Every viewer message, serialised once and shared by every viewer (no copy each). Made
+    /// for the first viewer and let go after the last: its backlog's slots cost 64 KiB, which
+    /// every idle session without viewers would otherwise hold.
+    pub feed: Option<broadcast::Sender<Utf8Bytes>>,
     /// The owner (or the admin) opened its view to everyone.
     pub public: bool,
     /// Viewers watching it now.
@@ -51,15 +53,25 @@ impl Followed {
 
     /// Sends `message` to every viewer (none listening is fine).
     pub fn publish(&self, message: &LiveMessage) {
-        if self.feed.receiver_count() > 0 {
+        if self.watched() {
             self.publish_text(message.to_text());
         }
     }
 
     fn publish_text(&self, text: String) {
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(Utf8Bytes::from(text));
+        if let Some(feed) = self.feed.as_ref().filter(|f| f.receiver_count() > 0) {
+            let _ = feed.send(Utf8Bytes::from(text));
         }
+    }
+
+    /// Someone is watching.
+    fn watched(&self) -> bool {
+        self.feed.as_ref().is_some_and(|f| f.receiver_count() > 0)
+    }
+
+    /// A receiver of the feed for a new viewer (the feed is made for the first).
+    pub fn subscribe(&mut self) -> broadcast::Receiver<Utf8Bytes> {
+        self.feed.get_or_insert_with(|| broadcast::channel(FEED_BACKLOG).0).subscribe()
     }
 
     /// A fresh snapshot from the server: the view, the document, and every viewer resynchronised.
@@ -101,7 +113,7 @@ impl Followed {
         };
         if fits {
             if let Some(m) = LiveMessage::from_event(e) {
-                if self.recorder.is_some() || self.feed.receiver_count() > 0 {
+                if self.recorder.is_some() || self.watched() {
                     let text = m.to_text();
                     if let (Some(recorder), Some((doc, _))) = (&mut self.recorder, &self.doc) {
                         recorder.event(&m, &text, doc);
@@ -171,7 +183,7 @@ impl Hub {
             view: LiveView::default(),
             stop: stop.clone(),
             doc: None,
-            feed: broadcast::channel(FEED_BACKLOG).0,
+            feed: None,
             public: false,
             viewers: 0,
             name: name.to_string(),
