@@ -362,20 +362,48 @@ fn proc_kib(file: &str, key: &str) -> u64 {
 const SESSION_PROCESSES: [&str; 7] =
     ["containerd-shim", "troop-server", "docker-proxy", "fuse-overlayfs", "dockerd", "containerd", "troop-hub"];
 
-/// Proportional set size (KiB) of every process on the host, summed by process name.
-fn pss_by_process() -> HashMap<String, u64> {
-    let mut sums = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return sums };
+/// Proportional set size (KiB) of every process on the host, summed by process name, and how
+/// many processes could not be read (not root: the engine's are then missing from the sums).
+fn pss_by_process() -> (HashMap<String, u64>, usize) {
+    let (mut sums, mut unreadable) = (HashMap::new(), 0);
+    let Ok(dir) = std::fs::read_dir("/proc") else { return (sums, 0) };
     for entry in dir.flatten() {
         let path = entry.path();
         if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default().trim().to_string();
-        let pss = proc_kib(&path.join("smaps_rollup").to_string_lossy(), "Pss:");
-        *sums.entry(name).or_insert(0) += pss;
+        match std::fs::read_to_string(path.join("smaps_rollup")) {
+            Ok(text) => {
+                let pss = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+                *sums.entry(name).or_insert(0) += pss;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => unreadable += 1,
+            // Gone meanwhile.
+            Err(_) => {}
+        }
     }
-    sums
+    (sums, unreadable)
+}
+
+/// Removes the floor's containers when the bench ends, also when it fails: their label
+/// (`{run}-floor`) is not the test hub's, so the hub's own cleanup does not match them.
+struct FloorCleanup(String);
+
+impl Drop for FloorCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=io.troop-hub.hub={}-floor", self.0);
+        let Ok(out) = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
 }
 
 fn main() {
@@ -388,6 +416,7 @@ fn main() {
         let first = 21000 + (std::process::id() % 50) as u16 * 10;
         hub.ports = (first, first + density.max(8) as u16 + 8);
         let hub = hub.start().await;
+        let _floors = FloorCleanup(hub.id.clone());
         let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
 
         // BENCH_SECTIONS=start,anatomy,queries,density runs only those (default: all; start includes the warm pool).
@@ -497,7 +526,7 @@ fn main() {
         let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
         let status = format!("/proc/{pid}/status");
         let (mem0, rss0) = (proc_kib("/proc/meminfo", "MemAvailable:"), proc_kib(&status, "VmRSS:"));
-        let pss0 = pss_by_process();
+        let (pss0, _) = pss_by_process();
         let t = Instant::now();
         let mut owners = Vec::new();
         for i in 0..density {
@@ -515,7 +544,10 @@ fn main() {
         let n = owners.len().max(1) as f64;
         let per = mem0.saturating_sub(mem1) as f64 / n / 1024.0;
         // What a session is made of: each process name's PSS growth, per session.
-        let pss1 = pss_by_process();
+        let (pss1, unreadable) = pss_by_process();
+        if unreadable > 0 {
+            println!("{unreadable} processes' memory could not be read (run the bench as root): the PSS figures miss them");
+        }
         let parts: Vec<(&str, f64)> = SESSION_PROCESSES
             .iter()
             .map(|name| {

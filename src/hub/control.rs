@@ -6,6 +6,7 @@
 use crate::registry::ControlAccess;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
+use tracing::warn;
 use troop_server::control::{ControlClient, ControlError};
 
 /// How long one control call (connect and request) may take.
@@ -23,19 +24,26 @@ async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> 
     ControlClient::connect(access.addr, access.secret.expose_secret(), CONTROL_TIMEOUT).await
 }
 
-/// Gives a locked server its password md5, display name and idle exit, then subscribes to its
-/// events on the same connection (refused, like the arming, if either is).
+/// Gives a locked server its password md5, display name and idle exit (an error if it did not
+/// take them), then subscribes to its events on the same connection. `None` if only that
+/// subscription failed: the session is armed and usable, and is followed anew later.
 pub async fn arm(
     access: &ControlAccess,
     md5: &SecretString,
     name: &str,
     idle_exit: Option<Duration>,
-) -> Result<Subscription, ControlError> {
+) -> Result<Option<Subscription>, ControlError> {
     let mut client = connect(access).await?;
     client.arm_once(md5.expose_secret(), Some(name), idle_exit).await?;
     // The same connection then follows the session: nothing a performer does after arming
     // can come before the hub listens, and no second connection is paid for.
-    client.subscribe().await
+    match client.subscribe().await {
+        Ok(subscription) => Ok(Some(subscription)),
+        Err(e) => {
+            warn!(error = %e, "armed, but the subscription after it failed; following it anew");
+            Ok(None)
+        }
+    }
 }
 
 /// A subscription's first snapshot and its event stream.

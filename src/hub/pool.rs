@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::registry::{ControlAccess, Gone, Member, Ready};
 use crate::runtime::{Credentials, SessionSpec, StartError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -24,7 +24,7 @@ pub const REFILLS_AT_ONCE: usize = 2;
 pub const MEMBER_MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// How often the pool is looked at without being poked.
 const TICK: Duration = Duration::from_secs(1);
-/// How long a refill waits after a start took a member (see `keep_pool`).
+/// How long a refill waits after a start took a member (see `keep_pool`); other pokes refill at once.
 const REFILL_SETTLE: Duration = Duration::from_millis(100);
 /// The longest wait after failed refills.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -36,6 +36,8 @@ pub struct Pool {
     generation: AtomicU64,
     /// Wakes the keeper (a member taken, a session ended, a reload).
     poke: Notify,
+    /// The last poke came from a start that took a member: the keeper lets it settle first.
+    settle: AtomicBool,
     /// Members being started, by id, and what cancels each.
     filling: Mutex<HashMap<String, CancellationToken>>,
     /// Refills since the hub started: ready, failed.
@@ -73,6 +75,12 @@ impl Pool {
 
     /// Wakes the keeper.
     pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// Wakes the keeper after a start took a member: it refills [`REFILL_SETTLE`] later.
+    pub fn poke_after_start(&self) {
+        self.settle.store(true, Ordering::SeqCst);
         self.poke.notify_one();
     }
 
@@ -129,12 +137,14 @@ impl Hub {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.pool.poke.notified() => {
-                    // Mostly a start that has just taken a member: its reply and its
+                    // After a start that has just taken a member, its reply and its
                     // performers' first logins go first (a container being created would
-                    // compete with them for the cores).
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(REFILL_SETTLE) => {}
+                    // compete with them for the cores). Other pokes refill at once.
+                    if self.pool.settle.swap(false, Ordering::SeqCst) {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(REFILL_SETTLE) => {}
+                        }
                     }
                 }
                 _ = tokio::time::sleep(TICK) => {}

@@ -160,7 +160,7 @@ impl Hub {
         let span = info_span!("session", session = %new.name, id = %taken.id);
         let armed = self.arm_member(taken, &new.name, password_md5).instrument(span.clone()).await;
         // The refill starts once this start is done, and a moment later (`keep_pool`).
-        self.pool.poke();
+        self.pool.poke_after_start();
         let armed = armed?;
         if let Ok(o) = &armed {
             self.pool.warm_starts.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +328,7 @@ impl Hub {
         id: &str,
         name: &str,
         started: Started,
-        followed: Option<(ControlAccess, control::Subscription)>,
+        followed: Option<(ControlAccess, Option<control::Subscription>)>,
     ) -> Result<Owned, HubError> {
         let access = followed.as_ref().map(|(access, _)| access.clone());
         let handle = started.handle;
@@ -353,7 +353,7 @@ impl Hub {
         if let Some((access, subscription)) = followed {
             // Followed before the owner hears of it: the archive and the live view see
             // everything performers do from their first login.
-            self.follow(id, name, access, Some(subscription));
+            self.follow(id, name, access, subscription);
         }
         info!(container = %short(&handle), port, "session live");
         Ok(Owned { name: name.into(), id: id.into(), host, port, ended })
