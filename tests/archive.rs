@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{docker_ok, http, owner, performer, TestHub, T};
+use common::{docker_ok, eventually, http, owner, performer, TestHub, T};
 use serde_json::Value;
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
@@ -78,18 +77,17 @@ fn dechunk(mut s: &str) -> String {
 
 /// The archived sessions of `name` once the hub has them (its writer commits in batches).
 async fn listed(hub: &TestHub, name: &str, pw: &str, ended: usize) -> Vec<Value> {
-    let deadline = Instant::now() + T;
-    loop {
+    eventually(&format!("{name} archived"), T, async || {
         let a = get(hub, &format!("/api/v1/archive?name={name}"), Some(pw), false).await;
         if a.status == 200 {
             let list: Vec<Value> = serde_json::from_str(&a.body).unwrap();
             if list.iter().filter(|s| !s["ended_ms"].is_null()).count() >= ended {
-                return list;
+                return Ok(list);
             }
         }
-        assert!(Instant::now() < deadline, "{name} archived: {} {}", a.status, a.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("{} {}", a.status, a.body))
+    })
+    .await
 }
 
 /// The document a timeline gives, applied from empty; and its event numbers.
@@ -123,11 +121,16 @@ async fn the_code_outlives_the_session_for_whoever_knows_its_password() {
     let doc = play(&mut alice, &format!("p1 >> pads([0, 2]) {}\n", "é".repeat(3))).await;
     // play() waits for the edit's answer, not the evaluation's: wait until the server applied
     // both evaluations, so the owner's leaving cannot overtake the second.
-    let deadline = Instant::now() + T;
-    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"] != 2 {
-        assert!(Instant::now() < deadline, "the hub saw both evaluations");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the hub to see both evaluations", T, async || {
+        let n = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"]
+            .clone();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("evaluations {n}"))
+        }
+    })
+    .await;
     drop(o);
     let list = listed(&hub, "gig", "pw-gig", 1).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -176,11 +179,16 @@ async fn a_container_killed_from_outside_loses_nothing_that_reached_the_hub() {
     let mut alice = performer(&o, "alice", "pw").await;
     let doc = play(&mut alice, "Clock.bpm = 140 # ⏱\n").await;
     // Everything alice did has reached the hub once the session list counts her evaluation.
-    let deadline = Instant::now() + T;
-    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"] != 1 {
-        assert!(Instant::now() < deadline, "the hub saw the evaluation");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the hub to see the evaluation", T, async || {
+        let n = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"]
+            .clone();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("evaluations {n}"))
+        }
+    })
+    .await;
     let container = hub.containers().pop().expect("the session's container");
     docker_ok(&["kill", &container]);
     let list = listed(&hub, "crash", "pw", 1).await;
@@ -200,26 +208,30 @@ async fn a_hub_killed_and_restarted_continues_the_same_timeline() {
     play(&mut alice, "first part\n").await;
     // The session's row (with its password's slow hash) is on disk: the hub's writer commits
     // a session's start at once, lines within 100 ms.
-    let deadline = Instant::now() + T;
-    while !get(&hub, "/api/v1/archive?name=onward", None, true).await.body.contains("\"operations\":1") {
-        assert!(Instant::now() < deadline, "the first part is archived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the first part to be archived", T, async || {
+        let list = get(&hub, "/api/v1/archive?name=onward", None, true).await.body;
+        if list.contains("\"operations\":1") {
+            Ok(())
+        } else {
+            Err(list)
+        }
+    })
+    .await;
     hub.signal("KILL");
     hub.wait_exit(T).await;
     drop(o);
     // Alice plays on while the hub is away: the restarted hub cannot hear those events.
     play(&mut alice, "while the hub was away\n").await;
     hub.spawn().await;
-    let deadline = Instant::now() + T;
-    while http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["performers"]
-        .as_array()
-        .map_or(0, Vec::len)
-        != 1
-    {
-        assert!(Instant::now() < deadline, "the restarted hub follows the session again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the restarted hub to follow the session again", T, async || {
+        let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
+        if info["sessions"][0]["performers"].as_array().map_or(0, Vec::len) == 1 {
+            Ok(())
+        } else {
+            Err(info.to_string())
+        }
+    })
+    .await;
     let doc = play(&mut alice, "after the restart\n").await;
     let r = http(hub.http, "DELETE", "/api/v1/sessions/onward", Some(TOKEN), None).await;
     assert_eq!(r.status, 204);

@@ -12,7 +12,7 @@
 mod common;
 
 use common::browser::{assert_clean, js, Page, ONE_BROWSER};
-use common::{owner, request, HttpResponse, TestHub, T};
+use common::{eventually, owner, request, HttpResponse, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -61,18 +61,17 @@ async fn get(hub: &TestHub, path: &str) -> HttpResponse {
 /// The archived sessions of NAME once one of them has ended (the hub's writer commits in
 /// batches).
 async fn listed(hub: &TestHub) -> Vec<Value> {
-    let deadline = Instant::now() + T;
-    loop {
+    eventually(&format!("{NAME} archived"), T, async || {
         let a = get(hub, &format!("/api/v1/archive?name={NAME}")).await;
         if a.status == 200 {
             let list: Vec<Value> = a.json().as_array().cloned().expect("a list");
             if list.iter().any(|s| !s["ended_ms"].is_null()) {
-                return list;
+                return Ok(list);
             }
         }
-        assert!(Instant::now() < deadline, "{NAME} archived: {} {}", a.status, a.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("{} {}", a.status, a.body))
+    })
+    .await
 }
 
 /// Reads until the server has acknowledged the client's own edits.

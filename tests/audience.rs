@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{http, owner, performer, TestHub, T};
+use common::{eventually, http, owner, performer, TestHub, T};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -169,28 +169,28 @@ async fn server_document(o: &Owner, pw: &str) -> String {
 /// Waits (with a deadline) until `/metrics` counts exactly `n` viewers.
 async fn viewers_are(hub: &TestHub, n: usize) {
     let want = format!("troop_hub_viewers {n}\n");
-    let deadline = Instant::now() + T;
-    loop {
+    eventually(&format!("{n} viewers counted"), T, async || {
         let metrics = http(hub.http, "GET", "/metrics", None, None).await.body;
         if metrics.contains(&want) {
-            return;
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(Instant::now() < deadline, "{n} viewers counted: {metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits (with a deadline) until the API lists `n` performers in the hub's only session.
 async fn performers_are(hub: &TestHub, n: usize) {
-    let deadline = Instant::now() + T;
-    loop {
+    eventually(&format!("{n} performers"), T, async || {
         let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
         if info["sessions"][0]["performers"].as_array().map(Vec::len) == Some(n) {
-            return;
+            Ok(())
+        } else {
+            Err(info.to_string())
         }
-        assert!(Instant::now() < deadline, "{n} performers: {info}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -345,11 +345,15 @@ async fn audience_off_hides_the_view_and_applies_on_reload() {
     assert!(http(hub.http, "GET", "/", None, None).await.body.contains("s/quiet"), "public: in the lobby");
     hub.extra_yaml = "audience: off".into();
     hub.write_config();
-    let deadline = Instant::now() + T;
-    while http(hub.http, "GET", "/s/quiet", None, None).await.status != 404 {
-        assert!(Instant::now() < deadline, "audience: off applies without a restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("audience: off to apply without a restart", T, async || {
+        let page = http(hub.http, "GET", "/s/quiet", None, None).await;
+        if page.status == 404 {
+            Ok(())
+        } else {
+            Err(format!("/s/quiet answers {}", page.status))
+        }
+    })
+    .await;
     assert!(matches!(Viewer::connect(hub.http, "quiet", None).await, Err(Refused::Status(404, _))));
     assert!(!http(hub.http, "GET", "/", None, None).await.body.contains("s/quiet"), "off: no lobby");
     assert_eq!(http(hub.http, "GET", "/api/v1/sessions/quiet", None, None).await.json()["audience"], "off");
@@ -415,16 +419,12 @@ async fn viewers_beyond_the_cap_are_refused_and_their_places_come_back() {
     }
     // A viewer that leaves frees its place.
     drop(first);
-    let deadline = Instant::now() + T;
-    loop {
-        match Viewer::connect(hub.http, "full", None).await {
-            Ok(_) => break,
-            Err(Refused::Status(503, _)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("the place came back: {e:?}"),
-        }
-    }
+    eventually("the place to come back", T, async || match Viewer::connect(hub.http, "full", None).await {
+        Ok(_) => Ok(()),
+        Err(Refused::Status(503, body)) => Err(format!("503 {body}")),
+        Err(e) => panic!("the place came back: {e:?}"),
+    })
+    .await;
     // Everyone leaves the session's view; a viewer who comes later still sees it live.
     drop((second, third));
     viewers_are(&hub, 0).await;

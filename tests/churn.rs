@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{docker_ok, TestHub, T};
+use common::{docker_ok, eventually, TestHub, T};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,22 +48,18 @@ fn docker_view(hub: &TestHub) -> BTreeMap<String, u64> {
 
 /// Waits until the two views agree and ports are unique; returns the agreed view.
 async fn consistent(hub: &TestHub) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + T;
-    loop {
+    hub.eventually("the registry and the containers to agree", T, async || {
         let (h, d) = (hub_view(hub).await, docker_view(hub));
         let mut ports: Vec<u64> = h.values().copied().collect();
         ports.sort_unstable();
         ports.dedup();
         if h == d && ports.len() == h.len() {
-            return h;
+            Ok(h)
+        } else {
+            Err(format!("\nhub    {h:?}\ndocker {d:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "registry and containers disagree:\nhub    {h:?}\ndocker {d:?}\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// What a churn run did: sessions started, queries answered, and why starts were refused.
@@ -204,15 +200,15 @@ async fn sigkill_in_the_middle_of_starts_and_stops_leaks_nothing() {
     // A create the killed hub sent can complete after the new hub listed the engine: that
     // container is never started, and the hub's reconcile removes it (every 30 s, once it is
     // older than start_timeout + 10 s).
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    eventually("no container outside the registry", Duration::from_secs(90), async || {
         let containers = hub.containers();
         if containers.len() == view.len() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{containers:?} vs {view:?}"))
         }
-        assert!(Instant::now() < deadline, "no container outside the registry: {containers:?} vs {view:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
     // New sessions never get an adopted session's port.
     let fresh = start_session(hub.addr, "fresh", "pw", T).await.unwrap();
     if let Ok(o) = &fresh {

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{bridge_address, docker_ok, free_port, T};
+use common::{bridge_address, docker_ok, eventually, free_port, T};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use troop_hub::admin::start_session;
 use troop_server::client::TroopClient;
@@ -103,22 +103,16 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     assert!(up.status.success(), "compose up failed: {}", String::from_utf8_lossy(&up.stderr));
 
     let hub: SocketAddr = ([127, 0, 0, 1], listen).into();
-    let deadline = Instant::now() + T;
-    let owner = loop {
+    let owner = eventually("the hub to start a session", T, async || {
         match start_session(hub, "compose-jam", "pw", Duration::from_secs(10)).await {
-            Ok(Ok(o)) => break o,
+            Ok(Ok(o)) => Ok(o),
             other => {
                 let logs = project.compose(&["logs", "--no-color", "hub"]);
-                assert!(
-                    Instant::now() < deadline,
-                    "the hub never started a session: {:?}\n{}",
-                    other.err(),
-                    String::from_utf8_lossy(&logs.stdout)
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(format!("{:?}\n{}", other.err(), String::from_utf8_lossy(&logs.stdout)))
             }
         }
-    };
+    })
+    .await;
     let session: SocketAddr = ([127, 0, 0, 1], owner.port).into();
     let mut alice = TroopClient::join(session, "alice", "pw", T).await.expect("log in to the compose-started session");
     alice.insert(0, "hello from compose").await.unwrap();
@@ -137,15 +131,15 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
 
     // The hub image's HEALTHCHECK (troop-hub health -> /healthz) reports healthy.
     let hub_container = String::from_utf8_lossy(&project.compose(&["ps", "-q", "hub"]).stdout).trim().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("the hub container to be healthy", Duration::from_secs(60), async || {
         let health = docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &hub_container]);
         if health == "healthy" {
-            break;
+            Ok(())
+        } else {
+            Err(format!("hub container health: {health}"))
         }
-        assert!(Instant::now() < deadline, "hub container health: {health}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
     // The admin token came from the compose secret: it works, and `docker inspect` of the hub
     // container shows it nowhere.
     let http_addr: SocketAddr = ([127, 0, 0, 1], http).into();
@@ -160,30 +154,32 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     drop(owner);
     let archived = |body: &str| body.contains("\"compose-jam\"") && body.contains("\"ended_ms\":1");
     let list = "/api/v1/archive?name=compose-jam";
-    let deadline = Instant::now() + T;
-    while !archived(&common::http(http_addr, "GET", list, Some(&token), None).await.body) {
-        assert!(Instant::now() < deadline, "the ended session is archived");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("the ended session to be archived", T, async || {
+        let body = common::http(http_addr, "GET", list, Some(&token), None).await.body;
+        if archived(&body) {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
     let down = project.compose(&["down", "-t", "20"]);
     assert!(down.status.success(), "compose down failed: {}", String::from_utf8_lossy(&down.stderr));
     let up = project.compose(&["up", "-d"]);
     assert!(up.status.success(), "compose up again failed: {}", String::from_utf8_lossy(&up.stderr));
-    let deadline = Instant::now() + T;
-    let body = loop {
+    let body = eventually("the hub to be back after up", T, async || {
         // The hub may not listen yet: wait for its port before asking.
         if tokio::net::TcpStream::connect(http_addr).await.is_err() {
-            assert!(Instant::now() < deadline, "the hub's HTTP port never came back after up");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
+            return Err("its HTTP port is closed".into());
         }
         let r = common::http(http_addr, "GET", list, Some(&token), None).await;
         if r.status == 200 {
-            break r.body;
+            Ok(r.body)
+        } else {
+            Err(format!("{} {}", r.status, r.body))
         }
-        assert!(Instant::now() < deadline, "the hub is back: {} {}", r.status, r.body);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let listed: serde_json::Value = serde_json::from_str(&body).expect("a JSON list");
     let id = listed[0]["id"].as_str().expect("the session is still archived after down and up");
     let code = common::http(http_addr, "GET", &format!("/api/v1/archive/{id}/code"), Some(&token), None).await;

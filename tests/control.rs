@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{docker_ok, http, owner, TestHub, T};
+use common::{docker_ok, eventually, http, owner, TestHub, T};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use troop_hub::admin::{self, start_session, Owner};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
@@ -109,15 +109,15 @@ async fn within_a_second(hub: &TestHub, name: &str, want: &[&str]) {
 }
 
 async fn within(hub: &TestHub, name: &str, want: &[&str], time: Duration) {
-    let deadline = Instant::now() + time;
-    loop {
+    eventually(&format!("performers {want:?}"), time, async || {
         let got = performers(hub, name).await;
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("performers {got:?}"))
         }
-        assert!(Instant::now() < deadline, "performers {got:?}, wanted {want:?} within {time:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

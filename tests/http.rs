@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http, metric, TestHub, T};
+use common::{eventually, http, metric, TestHub, T};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,22 +17,6 @@ async fn hub_with_token(extra: &str) -> TestHub {
     let mut hub = TestHub::new(extra);
     hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
     hub.start().await
-}
-
-/// Polls `f` until it returns Some, or fails at the deadline.
-async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<R>>,
-{
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(r) = f().await {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -163,9 +147,13 @@ async fn metrics_follow_sessions() {
     assert_eq!(metric(&during, "troop_hub_ports_free"), 4.0);
     assert_eq!(metric(&during, "troop_hub_requests_total{type=\"server\",outcome=\"ok\"}"), 1.0);
     drop(o);
-    let after = eventually("the end to be counted", || async {
+    let after = eventually("the end to be counted", T, async || {
         let m = http(hub.http, "GET", "/metrics", None, None).await.body;
-        (metric(&m, "troop_hub_sessions_ended_total{reason=\"owner_left\"}") == 1.0).then_some(m)
+        if metric(&m, "troop_hub_sessions_ended_total{reason=\"owner_left\"}") == 1.0 {
+            Ok(m)
+        } else {
+            Err(m)
+        }
     })
     .await;
     assert_eq!(metric(&after, "troop_hub_sessions_running"), 0.0);
@@ -189,7 +177,11 @@ async fn hub_yaml_reloads_live_raising_and_lowering_the_cap() {
     };
     // Raise.
     rewrite("max_sessions: 3");
-    eventually("the raised cap", || async { (cap().await == Some(3)).then_some(()) }).await;
+    eventually("the raised cap", T, async || match cap().await {
+        Some(3) => Ok(()),
+        other => Err(format!("max_sessions {other:?}")),
+    })
+    .await;
     let _b = start_session(hub.addr, "b", "pw", T).await.unwrap().expect("b starts under the raised cap");
     // Lower below the running count: nothing ends, new starts are refused.
     std::fs::write(
@@ -197,24 +189,37 @@ async fn hub_yaml_reloads_live_raising_and_lowering_the_cap() {
         std::fs::read_to_string(hub.config_path()).unwrap().replace("max_sessions: 3", "max_sessions: 1"),
     )
     .unwrap();
-    eventually("the lowered cap", || async { (cap().await == Some(1)).then_some(()) }).await;
+    eventually("the lowered cap", T, async || match cap().await {
+        Some(1) => Ok(()),
+        other => Err(format!("max_sessions {other:?}")),
+    })
+    .await;
     assert_eq!(hub.containers().len(), 2, "lowering the cap ends nothing");
     let c = start_session(hub.addr, "c", "pw", T).await.unwrap();
     assert_eq!(c.err().as_deref(), Some("Max number of running Troop instances reached"));
     // An invalid file is refused; the running config stays.
     let good = std::fs::read_to_string(hub.config_path()).unwrap();
     std::fs::write(hub.config_path(), format!("{good}\nmax_sessions: [not a number\n")).unwrap();
-    eventually("the refusal to be counted", || async {
+    eventually("the refusal to be counted", T, async || {
         let m = http(hub.http, "GET", "/metrics", None, None).await.body;
-        (metric(&m, "troop_hub_config_reloads_total{outcome=\"invalid\"}") >= 1.0).then_some(())
+        if metric(&m, "troop_hub_config_reloads_total{outcome=\"invalid\"}") >= 1.0 {
+            Ok(())
+        } else {
+            Err(m)
+        }
     })
     .await;
     assert_eq!(cap().await, Some(1));
     // A key that needs a restart keeps its running value, with a warning.
     let moved = good.replace(&format!("listen: 127.0.0.1:{}", hub.addr.port()), "listen: 127.0.0.1:1");
     std::fs::write(hub.config_path(), moved).unwrap();
-    eventually("the restart-only warning", || async {
-        hub.log().contains("`listen` changes only with a restart").then_some(())
+    eventually("the restart-only warning", T, async || {
+        let log = hub.log();
+        if log.contains("`listen` changes only with a restart") {
+            Ok(())
+        } else {
+            Err(log)
+        }
     })
     .await;
     assert!(admin::request(hub.addr, &json!({"type": "query", "name": "a"}), T).await.unwrap()["result"].is_array());
@@ -329,9 +334,13 @@ async fn each_request_is_logged_once_without_query_strings_or_secrets() {
             .filter(|l| l.contains(&format!("status={status} ")) && l.contains("latency_ms="))
             .count()
     };
-    let log = eventually("the request lines", || async {
+    let log = eventually("the request lines", T, async || {
         let log = hub.log();
-        (line(&log, "POST", 400) > 0).then_some(log)
+        if line(&log, "POST", 400) > 0 {
+            Ok(log)
+        } else {
+            Err(log)
+        }
     })
     .await;
     assert_eq!((line(&log, "GET", 200), line(&log, "POST", 400)), (1, 1), "{log}");
@@ -403,8 +412,9 @@ async fn at_sigterm_a_start_in_flight_is_answered_and_idle_connections_close() {
     hub.signal("TERM");
 
     assert_eq!(read_until(&mut idle, "never", Duration::from_secs(3)).await, Some(false), "the idle one closes");
-    eventually("new connections to be refused", || async {
-        tokio::net::TcpStream::connect(hub.http).await.is_err().then_some(())
+    eventually("new connections to be refused", T, async || match tokio::net::TcpStream::connect(hub.http).await {
+        Err(_) => Ok(()),
+        Ok(_) => Err("a connection was accepted".into()),
     })
     .await;
     let answer = pending.await.unwrap();

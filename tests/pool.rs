@@ -18,28 +18,29 @@ async fn metrics(hub: &TestHub) -> String {
 
 /// Waits until the hub reports `n` ready members and nothing starting.
 async fn wait_pool(hub: &TestHub, n: usize) {
-    let deadline = Instant::now() + T * 2;
-    loop {
+    hub.eventually(&format!("the pool to have {n} ready"), T * 2, async || {
         let m = metrics(hub).await;
-        if metric(&m, "troop_hub_pool_ready") == n as f64 && metric(&m, "troop_hub_pool_starting") == 0.0 {
-            return;
+        let done = metric(&m, "troop_hub_pool_ready") == n as f64 && metric(&m, "troop_hub_pool_starting") == 0.0;
+        if done {
+            Ok(())
+        } else {
+            Err(format!("\n{m}"))
         }
-        assert!(Instant::now() < deadline, "the pool never had {n} ready:\n{m}\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until `f` holds for the hub's containers.
 async fn wait_containers_until(hub: &TestHub, what: &str, f: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + T * 2;
-    loop {
+    hub.eventually(what, T * 2, async || {
         let now = hub.containers();
         if f(&now) {
-            return now;
+            Ok(now)
+        } else {
+            Err(format!("containers {now:?}"))
         }
-        assert!(Instant::now() < deadline, "{what}: containers {now:?}\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn label(container: &str, key: &str) -> String {

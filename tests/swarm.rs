@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{docker, docker_ok, http, owner, TestHub, T};
+use common::{docker, docker_ok, eventually, http, owner, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -257,21 +257,28 @@ fn services(hub: &TestHub) -> Vec<String> {
     docker_ok(&["service", "ls", "-q", "--filter", &filter]).lines().map(str::to_string).collect()
 }
 
-async fn eventually<T>(what: &str, hub: &TestHub, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen in time\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the hub has no service, task container or session network left.
 async fn nothing_left(hub: &TestHub) {
-    eventually("removal of every service, container and network", hub, || {
-        (services(hub).is_empty() && hub.containers().is_empty() && !hub.network_exists()).then_some(())
+    hub.eventually("removal of every service, container and network", T, async || {
+        let (services, containers, network) = (services(hub), hub.containers(), hub.network_exists());
+        if services.is_empty() && containers.is_empty() && !network {
+            Ok(())
+        } else {
+            Err(format!("services {services:?}, containers {containers:?}, network left: {network}"))
+        }
+    })
+    .await;
+}
+
+/// Waits until the hub has `n` services.
+async fn services_are(hub: &TestHub, what: &str, n: usize) {
+    hub.eventually(what, T, async || {
+        let now = services(hub);
+        if now.len() == n {
+            Ok(())
+        } else {
+            Err(format!("services {now:?}"))
+        }
     })
     .await;
 }
@@ -289,15 +296,15 @@ async fn refused(hub: &TestHub, name: &str) -> String {
 
 /// Waits until the hub reports `n` warm pool members ready.
 async fn pool_ready(hub: &TestHub, n: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    hub.eventually(&format!("{n} warm members ready"), within, async || {
         let r = http(hub.http, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
         if r.json()["pool"]["ready"].as_u64() == Some(n) {
-            return;
+            Ok(())
+        } else {
+            Err(r.body)
         }
-        assert!(Instant::now() < deadline, "not {n} warm members ready\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 async fn nodes(hub: &TestHub) -> Value {
@@ -458,11 +465,15 @@ async fn placement_follows_the_node_table_its_public_host_label_and_its_availabi
     // A node label names the host performers get, for new and running sessions.
     docker_ok(&["node", "update", "--label-add", "io.troop-hub.public-host=localhost", &swarm.node]);
     let port = a.port;
-    let deadline = Instant::now() + T;
-    while query(hub.addr, "a").await != json!(["localhost", port]) {
-        assert!(Instant::now() < deadline, "the label was not followed\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    hub.eventually("the label to be followed", T, async || {
+        let at = query(hub.addr, "a").await;
+        if at == json!(["localhost", port]) {
+            Ok(())
+        } else {
+            Err(format!("a is at {at}"))
+        }
+    })
+    .await;
     let c = owner(&hub, "c", "pw").await;
     assert_eq!(c.host, "localhost");
     let session: SocketAddr = ([127, 0, 0, 1], c.port).into();
@@ -470,11 +481,15 @@ async fn placement_follows_the_node_table_its_public_host_label_and_its_availabi
 
     // A paused node gets no new sessions and keeps its running ones.
     docker_ok(&["node", "update", "--availability", "pause", &swarm.node]);
-    let deadline = Instant::now() + T;
-    while nodes(&hub).await[0]["usable"] != json!(false) {
-        assert!(Instant::now() < deadline, "the hub did not see the node paused\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    hub.eventually("the hub to see the node paused", T, async || {
+        let table = nodes(&hub).await;
+        if table[0]["usable"] == json!(false) {
+            Ok(())
+        } else {
+            Err(table.to_string())
+        }
+    })
+    .await;
     assert_eq!(refused(&hub, "d").await, "No machine of the hub can take a new session right now; try again later");
     assert_eq!(query(hub.addr, "a").await, json!(["localhost", port]), "running sessions stay");
 
@@ -487,19 +502,12 @@ async fn placement_follows_the_node_table_its_public_host_label_and_its_availabi
 
     // Active again: sessions start there again.
     docker_ok(&["node", "update", "--availability", "active", &swarm.node]);
-    let deadline = Instant::now() + T;
-    loop {
-        match start_session(hub.addr, "e", "pw", T).await.expect("hub answered") {
-            Ok(e) => {
-                assert_eq!(e.host, "localhost");
-                break;
-            }
-            Err(why) => {
-                assert!(Instant::now() < deadline, "the node did not come back: {why}\n{}", hub.log());
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
+    let e = hub
+        .eventually("the node to take sessions again", T, async || {
+            start_session(hub.addr, "e", "pw", T).await.expect("hub answered")
+        })
+        .await;
+    assert_eq!(e.host, "localhost");
 }
 
 #[tokio::test]
@@ -565,11 +573,15 @@ async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_thei
     // Owners leave: nothing is left on either node.
     drop(owners);
     nothing_left(&hub).await;
-    let deadline = Instant::now() + T;
-    while !Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]).is_empty() {
-        assert!(Instant::now() < deadline, "session containers left on the worker");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("no session container left on the worker", T, async || {
+        let left = Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("containers {left:?}"))
+        }
+    })
+    .await;
 
     // A worker without the image: the start placed there fails with Swarm's reason, moves to
     // the manager, and the worker is avoided while the manager has room.
@@ -616,7 +628,7 @@ async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where
     alice.insert(0, "warm on two nodes").await.unwrap();
     alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
     pool_ready(&hub, 2, T * 2).await;
-    eventually("one new service (the refill)", &hub, || (services(&hub).len() == before.len() + 1).then_some(())).await;
+    services_are(&hub, "one new service (the refill)", before.len() + 1).await;
     let table = nodes(&hub).await;
     assert_eq!(members(&table), both, "{table}");
     let mine = table.as_array().unwrap().iter().find(|n| n["host"] == json!(o.host)).unwrap();
@@ -626,11 +638,15 @@ async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where
     hub.signal("TERM");
     assert_eq!(hub.wait_exit(T * 2).await, Some(0));
     nothing_left(&hub).await;
-    let deadline = Instant::now() + T;
-    while !Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]).is_empty() {
-        assert!(Instant::now() < deadline, "session containers left on the worker");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("no session container left on the worker", T, async || {
+        let left = Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("containers {left:?}"))
+        }
+    })
+    .await;
     drop(o);
 }
 
@@ -647,11 +663,15 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     // The rest must not race the age limit: raise it live (hub.yaml is re-read on change).
     hub.extra_yaml = "runtime: swarm\nmax_session_age: 1h".into();
     hub.write_config();
-    let deadline = Instant::now() + T;
-    while http(hub.http, "GET", "/api/v1/config", Some(TOKEN), None).await.json()["max_session_age"] != json!("1h") {
-        assert!(Instant::now() < deadline, "hub.yaml was not reloaded\n{}", hub.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    hub.eventually("hub.yaml to be reloaded", T, async || {
+        let age = http(hub.http, "GET", "/api/v1/config", Some(TOKEN), None).await.json()["max_session_age"].clone();
+        if age == json!("1h") {
+            Ok(())
+        } else {
+            Err(format!("max_session_age {age}"))
+        }
+    })
+    .await;
 
     // Killed through the API.
     let k = owner(&hub, "k", "pw").await;
@@ -670,7 +690,7 @@ async fn admin_kill_max_age_and_sigterm_remove_the_services() {
     let mut judy = troop_server::client::TroopClient::join(at, "judy", "pw", T).await.expect("a performer joins");
     let addr = hub.addr;
     let late = tokio::spawn(async move { start_session(addr, "late", "pw", T).await });
-    eventually("the third service being created", &hub, || (services(&hub).len() == 3).then_some(())).await;
+    services_are(&hub, "the third service being created", 3).await;
     hub.signal("TERM");
     let kill = judy.recv_until_match(T, |_, m| matches!(m.body, troop_server::message::Body::Kill { .. })).await;
     let said = format!("{:?}", kill.expect("MSG_KILL arrives").body);
@@ -700,7 +720,7 @@ async fn a_warm_pool_on_a_swarm_node_serves_a_start_and_the_hub_removes_it_at_sh
     let inspected = docker_ok(&["service", "inspect", &member[0]]);
     assert!(!inspected.contains(&troop_server::md5_hex("pw")), "no md5 in the service");
     // The pool refills with a second service; SIGTERM removes session and member alike.
-    eventually("the pool refilled", &hub, || (services(&hub).len() == 2).then_some(())).await;
+    services_are(&hub, "the pool refilled", 2).await;
     hub.signal("TERM");
     assert_eq!(hub.wait_exit(T * 2).await, Some(0));
     nothing_left(&hub).await;

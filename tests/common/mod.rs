@@ -12,6 +12,35 @@ use std::time::{Duration, Instant};
 
 pub const T: Duration = Duration::from_secs(20);
 
+/// How often [`eventually`] checks again.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` every [`POLL`] until it returns `Ok`, for at most `within`; each `Err` says
+/// what was seen, and the last one is in the failure message.
+pub async fn eventually<R>(what: &str, within: Duration, check: impl AsyncFnMut() -> Result<R, String>) -> R {
+    poll(what, within, check, String::new).await
+}
+
+/// [`eventually`] and [`TestHub::eventually`]: `context` adds to the failure message.
+async fn poll<R>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<R, String>,
+    context: impl FnOnce() -> String,
+) -> R {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = match check().await {
+            Ok(r) => return r,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            panic!("waited {within:?} for {what}; last seen: {seen}\n{}", context());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A docker CLI call, given 60 s at most: a hung engine fails the test instead of hanging it.
 pub fn docker(args: &[&str]) -> std::process::Output {
     let out = Command::new("timeout")
@@ -190,22 +219,23 @@ impl TestHub {
             .spawn()
             .expect("spawn troop-hub");
         self.proc = Some(child);
-        let deadline = Instant::now() + T;
-        // Both front doors: the HTTP one binds last.
-        while tokio::net::TcpStream::connect(self.addr).await.is_err()
-            || tokio::net::TcpStream::connect(self.http).await.is_err()
-        {
+        eventually("troop-hub to listen", T, async || {
+            // Both front doors: the HTTP one binds last.
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && tokio::net::TcpStream::connect(self.http).await.is_ok()
+            {
+                return Ok(true);
+            }
             if let Some(status) = self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
                 let log = self.log();
                 if log.get(log_before..).is_some_and(|new| new.contains("Address already in use")) {
-                    return false;
+                    return Ok(false);
                 }
                 panic!("troop-hub exited with {status}: {log}");
             }
-            assert!(Instant::now() < deadline, "troop-hub did not listen: {}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+            Err(format!("not listening; its log:\n{}", self.log()))
+        })
+        .await
     }
 
     pub fn log(&self) -> String {
@@ -221,15 +251,22 @@ impl TestHub {
 
     /// Waits for the hub process to exit; returns its exit code.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
         let p = self.proc.as_mut().expect("started");
-        loop {
-            if let Some(status) = p.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "troop-hub still running after {within:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("troop-hub to exit", within, async || match p.try_wait().expect("wait") {
+            Some(status) => Ok(status.code()),
+            None => Err("still running".into()),
+        })
+        .await
+    }
+
+    /// [`eventually`], with this hub's log in the failure message.
+    pub async fn eventually<R>(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl AsyncFnMut() -> Result<R, String>,
+    ) -> R {
+        poll(what, within, check, || self.log()).await
     }
 
     /// Containers labelled with this hub's id (running or not).
@@ -241,30 +278,30 @@ impl TestHub {
 
     /// Waits until this hub has exactly `n` containers.
     pub async fn wait_containers(&self, n: usize) {
-        let deadline = Instant::now() + T;
-        loop {
+        self.eventually(&format!("{n} containers"), T, async || {
             let now = self.containers();
             if now.len() == n {
-                return;
+                Ok(())
+            } else {
+                Err(format!("containers {now:?}"))
             }
-            assert!(Instant::now() < deadline, "expected {n} containers, have {now:?}\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until every port of the range is free again. The engine stops listing a container
     /// (or a swarm network) a moment before the hub has its answer and gives the port back.
     pub async fn wait_ports_free(&self) {
         let all = f64::from(self.ports.1 - self.ports.0 + 1);
-        let deadline = Instant::now() + T;
-        loop {
+        eventually(&format!("all {all} ports free again"), T, async || {
             let page = http(self.http, "GET", "/metrics", None, None).await.body;
             if metric(&page, "troop_hub_ports_free") == all {
-                return;
+                Ok(())
+            } else {
+                Err(format!("\n{page}"))
             }
-            assert!(Instant::now() < deadline, "all {all} ports free again:\n{page}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     pub fn network_exists(&self) -> bool {
