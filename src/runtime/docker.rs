@@ -116,9 +116,7 @@ impl DockerRuntime {
         }
         let mut nets = Vec::new();
         for id in ids {
-            let net = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await?;
-            let containers = net.containers.as_ref().map_or(0, |m| m.len());
-            let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
+            let (containers, ours) = self.network_use(docker, &id, c).await?;
             nets.push((containers, ours, id));
         }
         // Most containers first; among equals, the order Docker listed them in.
@@ -140,6 +138,14 @@ impl DockerRuntime {
             )));
         }
         Ok(keep)
+    }
+
+    /// How many containers network `id` holds, and whether this hub made it (its label).
+    async fn network_use(&self, docker: &Docker, id: &str, c: &Config) -> Result<(usize, bool), RuntimeError> {
+        let net = self.timed(docker.inspect_network(id, None::<InspectNetworkOptions>)).await?;
+        let containers = net.containers.as_ref().map_or(0, |m| m.len());
+        let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
+        Ok((containers, ours))
     }
 
     async fn inspect(&self, docker: &Docker, container_id: &str, c: &Config) -> Result<Inspected, RuntimeError> {
@@ -382,12 +388,8 @@ impl Runtime for DockerRuntime {
             let Ok(docker) = self.engine.client().await else { return };
             let Ok(ids) = self.networks_named(&docker, &c.network).await else { return };
             for id in ids {
-                let Ok(net) = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await else {
-                    continue;
-                };
-                let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
-                let empty = net.containers.as_ref().is_none_or(|m| m.is_empty());
-                if !(ours && empty) {
+                let Ok((containers, ours)) = self.network_use(&docker, &id, &c).await else { continue };
+                if !(ours && containers == 0) {
                     continue;
                 }
                 match self.timed(docker.remove_network(&id)).await {

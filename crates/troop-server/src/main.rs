@@ -1,9 +1,11 @@
 //! `troop-server`: one Troop 0.10.3 compatible session on one TCP port, with the hub's control
 //! channel on the same port when `TROOP_CONTROL_SECRET` is set (see CONTROL.md).
 
+mod args;
+
 use anyhow::{bail, Context};
-use clap::Parser;
-use std::net::{IpAddr, SocketAddr};
+use args::{Args, Command};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::{info, warn};
 use tracing_subscriber::filter::Targets;
@@ -12,64 +14,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 use troop_server::control::{ControlSecret, SECRET_ENV};
 use troop_server::server::{self, Config, Exit};
 use troop_server::session::{Limits, PEER_CHARS};
-
-/// A Troop session server, wire-compatible with Troop 0.10.3 clients.
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about,
-    after_help = "The hub's control channel is enabled by the environment variable TROOP_CONTROL_SECRET \
-                  (32 or more hex digits; never a flag). Without a password it then starts locked: \
-                  every login is refused until the hub arms the session. See CONTROL.md."
-)]
-struct Args {
-    /// TCP port to listen on.
-    #[arg(short, long, default_value_t = 57890)]
-    port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
-    /// Session password (standalone use; prefer TROOP_PASSWORD_MD5, which keeps it off
-    /// command lines). Empty means no password, as upstream.
-    #[arg(short = 'P', long, env = "TROOP_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// md5 hex of the password, as Troop clients send it (what the hub passes).
-    #[arg(long = "password-md5", env = "TROOP_PASSWORD_MD5", hide_env_values = true, hide = true)]
-    password_md5: Option<String>,
-    /// Ping clients every second and drop joined clients silent for 30 s.
-    #[arg(short, long)]
-    keepalive: bool,
-    /// Exit with status 0 once no client has been logged in for this long (e.g. 10m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    idle_exit: Option<Duration>,
-    /// Client ids handed out over the session's life (at most 62, one per peer colour).
-    #[arg(long, default_value_t = 62)]
-    max_clients: usize,
-    /// Largest single message in bytes; a client sending more is dropped.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_message: usize,
-    /// Largest document in bytes; an operation that would exceed it is refused.
-    #[arg(long, default_value_t = 4 << 20)]
-    max_document: usize,
-    /// Messages queued to one client before it is dropped as too slow.
-    #[arg(long, default_value_t = 4096)]
-    queue: usize,
-    /// Open connections at most (more are closed at once).
-    #[arg(long, default_value_t = 256)]
-    max_connections: usize,
-    /// Open connections from one address at most.
-    #[arg(long, default_value_t = 64)]
-    max_connections_per_address: usize,
-    /// Bytes queued to one client before it is dropped as too slow.
-    #[arg(long, default_value_t = 16 << 20)]
-    queue_bytes: usize,
-    /// Operations kept for transforming late operations.
-    #[arg(long, default_value_t = 8192)]
-    history: usize,
-    /// Bytes of operations kept for transforming late operations.
-    #[arg(long, default_value_t = 16 << 20)]
-    history_bytes: usize,
-}
 
 /// The control secret from the environment, if set; refused (without echoing it) if malformed.
 fn control_secret() -> anyhow::Result<Option<ControlSecret>> {
@@ -93,6 +37,21 @@ fn password_md5(args: &Args) -> anyhow::Result<String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let args = match args::parse(std::env::args_os().skip(1), |name| std::env::var_os(name)) {
+        Ok(Command::Run(args)) => args,
+        Ok(Command::Help) => {
+            print!("{}", args::HELP);
+            return Ok(());
+        }
+        Ok(Command::Version) => {
+            println!("troop-server {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+            std::process::exit(2);
+        }
+    };
     // RUST_LOG as a list of targets and levels ("debug", "troop_server=debug,warn"): the
     // environment filter's regex engine would add 0.65 MB to the binary every session maps.
     let filter = std::env::var("RUST_LOG")
@@ -108,7 +67,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .with(filter)
         .init();
-    let args = Args::parse();
     if args.max_clients == 0 || args.max_clients > PEER_CHARS.len() {
         bail!("--max-clients must be between 1 and {}", PEER_CHARS.len());
     }
