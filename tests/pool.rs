@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 use troop_server::client::{login, ClientError, TroopClient};
+use troop_server::control::ControlClient;
 use troop_server::message::Body;
 
 async fn metrics(hub: &TestHub) -> String {
@@ -45,6 +46,13 @@ async fn wait_containers_until(hub: &TestHub, what: &str, f: impl Fn(&[String]) 
 
 fn label(container: &str, key: &str) -> String {
     docker_ok(&["inspect", "-f", &format!("{{{{index .Config.Labels \"{key}\"}}}}"), container])
+}
+
+/// One variable of a container's environment (where the hub puts its random control secret).
+fn env_of(container: &str, key: &str) -> String {
+    let env = docker_ok(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", container]);
+    let prefix = format!("{key}=");
+    env.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_string).unwrap_or_default()
 }
 
 fn port_of(container: &str) -> u16 {
@@ -238,4 +246,41 @@ async fn after_sigkill_a_restarted_hub_adopts_armed_members_by_their_servers_nam
     drop(back);
     drop(other);
     wait_containers_until(&hub, "the pool only", |c| c.len() == 2).await;
+}
+
+#[tokio::test]
+async fn a_member_armed_whose_subscription_fails_still_starts_and_is_followed_once_it_can_be() {
+    let hub = TestHub::new("warm_pool: 1").start().await;
+    wait_pool(&hub, 1).await;
+    let member = hub.containers().pop().expect("the member");
+    let port = port_of(&member);
+    // Every subscriber slot of the member's server (troop-server allows 4) taken with the
+    // secret the hub gave it, so the hub's own subscription right after arming is refused.
+    let secret = env_of(&member, "TROOP_CONTROL_SECRET");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let control = ControlClient::connect(at(port), &secret, T).await.expect("a control connection");
+        held.push(control.subscribe().await.expect("a free subscriber slot"));
+    }
+    let o = owner(&hub, "crowded", "pw").await;
+    assert_eq!(o.port, port, "the start took the member");
+    // The start went through all the same: the performer plays.
+    let mut alice = performer(&o, "alice", "pw").await;
+    alice.insert(0, "still here").await.expect("an edit");
+    assert!(hub.log().contains("armed, but the subscription after it failed"), "{}", hub.log());
+    // Nobody is followed while every slot is taken; once one frees, the hub follows anew and
+    // sees the performer.
+    assert_eq!(metric(&metrics(&hub).await, "troop_hub_performers"), 0.0);
+    held.pop();
+    hub.eventually("the hub to follow the session and count its performer", T, async || {
+        let performers = metric(&metrics(&hub).await, "troop_hub_performers");
+        if performers == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("troop_hub_performers {performers}"))
+        }
+    })
+    .await;
+    drop(alice);
+    drop(o);
 }
