@@ -218,13 +218,17 @@ impl Loop {
             Ok(Request::Subscribe) => self.subscribe(key),
             Ok(Request::End { reason }) => return Some(Stop::End { key, reason }),
         };
-        let queued = self.controls.get(&key).is_some_and(|c| c.reply(reply));
-        if !queued {
-            warn!("a control connection is not reading its replies; closing it");
-            self.drop_control(key, true);
-        } else if let Some(c) = self.controls.get(&key).filter(|c| c.subscribed) {
-            // Only now: the subscribe reply goes out at once, the events after it coalesce.
-            c.outbox.coalesce();
+        match self.controls.get(&key) {
+            Some(c) if c.reply(reply) => {
+                if c.subscribed {
+                    // Only now: the subscribe reply goes out at once, the events after it coalesce.
+                    c.outbox.coalesce();
+                }
+            }
+            _ => {
+                warn!("a control connection is not reading its replies; closing it");
+                self.drop_control(key, true);
+            }
         }
         None
     }
