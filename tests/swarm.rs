@@ -257,6 +257,19 @@ fn services(hub: &TestHub) -> Vec<String> {
     docker_ok(&["service", "ls", "-q", "--filter", &filter]).lines().map(str::to_string).collect()
 }
 
+/// Waits until the swarm's worker runs no session container.
+async fn nothing_left_on_the_worker() {
+    eventually("no session container left on the worker", T, async || {
+        let left = Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("containers {left:?}"))
+        }
+    })
+    .await
+}
+
 /// Waits until the hub has no service, task container or session network left.
 async fn nothing_left(hub: &TestHub) {
     hub.eventually("removal of every service, container and network", T, async || {
@@ -573,15 +586,7 @@ async fn on_two_nodes_sessions_spread_share_port_numbers_and_are_reached_at_thei
     // Owners leave: nothing is left on either node.
     drop(owners);
     nothing_left(&hub).await;
-    eventually("no session container left on the worker", T, async || {
-        let left = Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("containers {left:?}"))
-        }
-    })
-    .await;
+    nothing_left_on_the_worker().await;
 
     // A worker without the image: the start placed there fails with Swarm's reason, moves to
     // the manager, and the worker is avoided while the manager has room.
@@ -638,15 +643,7 @@ async fn on_two_nodes_each_keeps_its_own_warm_pool_and_a_start_is_refilled_where
     hub.signal("TERM");
     assert_eq!(hub.wait_exit(T * 2).await, Some(0));
     nothing_left(&hub).await;
-    eventually("no session container left on the worker", T, async || {
-        let left = Worker::docker_ok(&["ps", "-q", "--filter", "label=io.troop-hub.managed=true"]);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("containers {left:?}"))
-        }
-    })
-    .await;
+    nothing_left_on_the_worker().await;
     drop(o);
 }
 
