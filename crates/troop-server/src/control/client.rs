@@ -15,7 +15,15 @@ use tokio::net::TcpStream;
 /// The largest frame the client accepts from the server (a snapshot carries the document).
 pub const MAX_SERVER_FRAME: usize = 256 << 20;
 
-/// Room made in the read buffer before a read, so a busy stream is read in few system calls.
+/// A new connection's read buffer. A quiet subscription (most of a hub's) never needs more,
+/// so the hub holds 4 KiB per idle session instead of a busy stream's 64.
+const FIRST_BUFFER: usize = 4 << 10;
+
+/// A buffer with less room than this grows before the next read: doubling, up to
+/// [`READ_CHUNK`] more at a time, so a busy stream is read in few system calls.
+const MIN_ROOM: usize = 1 << 10;
+
+/// The most a read buffer grows by at once.
 const READ_CHUNK: usize = 64 << 10;
 
 /// What went wrong on the control channel. Never contains the secret.
@@ -70,7 +78,7 @@ impl ControlClient {
         };
         let stream =
             tokio::time::timeout(timeout, connect).await.map_err(|_| ControlError::Timeout("the connection"))??;
-        Ok(ControlClient { stream, buf: BytesMut::with_capacity(4096), timeout })
+        Ok(ControlClient { stream, buf: BytesMut::with_capacity(FIRST_BUFFER), timeout })
     }
 
     /// Sets the session's password md5 (and display name, and idle-exit time counted from
@@ -161,8 +169,8 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Option
         if let Some(body) = wire::split(buf, MAX_SERVER_FRAME)? {
             return Ok(Some(body));
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < MIN_ROOM {
+            buf.reserve(buf.capacity().clamp(FIRST_BUFFER, READ_CHUNK));
         }
         match stream.read_buf(buf).await.map_err(closed_or_io)? {
             0 if buf.is_empty() => return Ok(None),
