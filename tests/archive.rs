@@ -75,6 +75,19 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Waits until the API counts `n` evaluations in the hub's only session: then everything the
+/// performer did before them has reached the hub.
+async fn evaluations_are(hub: &TestHub, n: u64) {
+    eventually(&format!("the hub to see {n} evaluations"), T, async || {
+        let info = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json();
+        match info["sessions"][0]["evaluations"].as_u64() {
+            Some(seen) if seen == n => Ok(()),
+            _ => Err(format!("evaluations {}", info["sessions"][0]["evaluations"])),
+        }
+    })
+    .await
+}
+
 /// The archived sessions of `name` once the hub has them (its writer commits in batches).
 async fn listed(hub: &TestHub, name: &str, pw: &str, ended: usize) -> Vec<Value> {
     eventually(&format!("{name} archived"), T, async || {
@@ -121,16 +134,7 @@ async fn the_code_outlives_the_session_for_whoever_knows_its_password() {
     let doc = play(&mut alice, &format!("p1 >> pads([0, 2]) {}\n", "é".repeat(3))).await;
     // play() waits for the edit's answer, not the evaluation's: wait until the server applied
     // both evaluations, so the owner's leaving cannot overtake the second.
-    eventually("the hub to see both evaluations", T, async || {
-        let n = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"]
-            .clone();
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("evaluations {n}"))
-        }
-    })
-    .await;
+    evaluations_are(&hub, 2).await;
     drop(o);
     let list = listed(&hub, "gig", "pw-gig", 1).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -179,16 +183,7 @@ async fn a_container_killed_from_outside_loses_nothing_that_reached_the_hub() {
     let mut alice = performer(&o, "alice", "pw").await;
     let doc = play(&mut alice, "Clock.bpm = 140 # ⏱\n").await;
     // Everything alice did has reached the hub once the session list counts her evaluation.
-    eventually("the hub to see the evaluation", T, async || {
-        let n = http(hub.http, "GET", "/api/v1/sessions", Some(TOKEN), None).await.json()["sessions"][0]["evaluations"]
-            .clone();
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(format!("evaluations {n}"))
-        }
-    })
-    .await;
+    evaluations_are(&hub, 1).await;
     let container = hub.containers().pop().expect("the session's container");
     docker_ok(&["kill", &container]);
     let list = listed(&hub, "crash", "pw", 1).await;
