@@ -115,24 +115,24 @@ pub fn parse(
             Arg::Short('k') | Arg::Long("keepalive") => a.keepalive = true,
             Arg::Short('P') | Arg::Long("password") => a.password = Some(text(&mut parser, "--password")?),
             Arg::Long("password-md5") => a.password_md5 = Some(text(&mut parser, "--password-md5")?),
-            Arg::Short('p') | Arg::Long("port") => a.port = number(&mut parser, "--port")?,
-            Arg::Long("bind") => a.bind = number(&mut parser, "--bind")?,
+            Arg::Short('p') | Arg::Long("port") => a.port = parsed(&mut parser, "--port")?,
+            Arg::Long("bind") => a.bind = parsed(&mut parser, "--bind")?,
             Arg::Long("idle-exit") => {
                 let value = text(&mut parser, "--idle-exit")?;
                 let idle = humantime::parse_duration(&value).map_err(|e| invalid("--idle-exit", &value, e))?;
                 a.idle_exit = Some(idle);
             }
-            Arg::Long("max-clients") => a.max_clients = number(&mut parser, "--max-clients")?,
-            Arg::Long("max-message") => a.max_message = number(&mut parser, "--max-message")?,
-            Arg::Long("max-document") => a.max_document = number(&mut parser, "--max-document")?,
-            Arg::Long("queue") => a.queue = number(&mut parser, "--queue")?,
-            Arg::Long("queue-bytes") => a.queue_bytes = number(&mut parser, "--queue-bytes")?,
-            Arg::Long("max-connections") => a.max_connections = number(&mut parser, "--max-connections")?,
+            Arg::Long("max-clients") => a.max_clients = parsed(&mut parser, "--max-clients")?,
+            Arg::Long("max-message") => a.max_message = parsed(&mut parser, "--max-message")?,
+            Arg::Long("max-document") => a.max_document = parsed(&mut parser, "--max-document")?,
+            Arg::Long("queue") => a.queue = parsed(&mut parser, "--queue")?,
+            Arg::Long("queue-bytes") => a.queue_bytes = parsed(&mut parser, "--queue-bytes")?,
+            Arg::Long("max-connections") => a.max_connections = parsed(&mut parser, "--max-connections")?,
             Arg::Long("max-connections-per-address") => {
-                a.max_connections_per_address = number(&mut parser, "--max-connections-per-address")?
+                a.max_connections_per_address = parsed(&mut parser, "--max-connections-per-address")?
             }
-            Arg::Long("history") => a.history = number(&mut parser, "--history")?,
-            Arg::Long("history-bytes") => a.history_bytes = number(&mut parser, "--history-bytes")?,
+            Arg::Long("history") => a.history = parsed(&mut parser, "--history")?,
+            Arg::Long("history-bytes") => a.history_bytes = parsed(&mut parser, "--history-bytes")?,
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -154,7 +154,8 @@ fn text(parser: &mut Parser, option: &str) -> Result<String, String> {
         .map_err(|_| format!("the value of '{option}' is not valid UTF-8"))
 }
 
-fn number<T: FromStr>(parser: &mut Parser, option: &str) -> Result<T, String>
+/// An option's value parsed as `T` (a number, an address).
+fn parsed<T: FromStr>(parser: &mut Parser, option: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
