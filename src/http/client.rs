@@ -22,8 +22,8 @@ impl FromRequestParts<Arc<Hub>> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_canonical())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let proxies = hub.config().trusted_proxies;
-        let trusted = |ip: &IpAddr| proxies.iter().any(|n| n.contains(ip));
+        let config = hub.config();
+        let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|n| n.contains(ip));
         if !trusted(&peer) {
             return Ok(ClientIp(peer));
         }

@@ -54,7 +54,7 @@ use tracing::warn;
 
 /// The hub.
 pub struct Hub {
-    config: RwLock<Config>,
+    config: RwLock<Arc<Config>>,
     registry: Mutex<Registry>,
     runtime: Arc<dyn Runtime>,
     /// Each running session's owner channel, by session id: the sentence to pass on when
@@ -182,7 +182,7 @@ impl Hub {
         }
         let registry = Registry::new(config.ports, config.max_sessions, config.max_sessions_per_address);
         Arc::new(Hub {
-            config: RwLock::new(config),
+            config: RwLock::new(Arc::new(config)),
             registry: Mutex::new(registry),
             runtime,
             owners: Mutex::new(HashMap::new()),
@@ -257,7 +257,7 @@ impl Hub {
         let audience_changed = new.audience != old.audience;
         let members_differ = pool::members_differ(&old, &new);
         if let Ok(mut c) = self.config.write() {
-            *c = new;
+            *c = Arc::new(new);
         }
         self.pool_reconfigured(members_differ);
         if audience_changed {
@@ -266,7 +266,8 @@ impl Hub {
         warnings
     }
 
-    pub fn config(&self) -> Config {
+    /// The running configuration (shared, not copied: every connection reads it).
+    pub fn config(&self) -> Arc<Config> {
         self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
