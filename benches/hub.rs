@@ -9,8 +9,9 @@
 //!   settings added one at a time (network, limits, hardening, log rotation, control secret),
 //!   then the hub, alternated round by round;
 //! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
-//!   connection, as Troop does), against a trivial server (with the hub's accept queue) that
-//!   answers every connection with a fixed frame;
+//!   connection, as Troop does), against a trivial server (with the hub's accept queue and
+//!   runtime, in a process of its own) that answers every connection with a fixed frame; closed loop (each client sends its next query
+//!   when the last is answered: throughput) and paced (256 clients offering a fixed rate: tails);
 //! - warm pool: a second hub with `warm_pool`: request to reply and request to a performer's
 //!   login answered when a ready member is taken (on a quiet hub, and back to back with the
 //!   previous session's removal), against cold starts (pool off) and the engine floor of the
@@ -244,25 +245,166 @@ async fn queries(addr: SocketAddr, clients: usize, run: Duration, raw: bool) -> 
     all
 }
 
-/// The query floor: accepts, reads a frame, answers a fixed frame, closes.
-async fn query_floor() -> SocketAddr {
-    // The same accept queue as the hub's (troop_hub::accept::listen).
-    let l = troop_hub::accept::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let reply = troop_hub::wire::encode(&json!({"result": null})).expect("frame");
-        while let Ok((mut s, _)) = l.accept().await {
-            let reply = reply.clone();
+/// One raw query from `source` (a loopback address): connect, send the frame, read the reply.
+async fn query_from(source: std::net::IpAddr, addr: SocketAddr, frame: &[u8]) -> bool {
+    let go = async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        // The port is picked at connect (for the whole 4-tuple), not at bind: bind's own search
+        // for a free port slows down as thousands are taken.
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the right size.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        (set == 0).then_some(())?;
+        socket.bind(SocketAddr::new(source, 0)).ok()?;
+        let mut s = socket.connect(addr).await.ok()?;
+        s.write_all(frame).await.ok()?;
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf).await, Ok(n) if n > 0).then_some(())
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(5), go).await, Ok(Some(())))
+}
+
+/// Paced (open-loop) queries: `clients` concurrent clients together offer `rate` queries a
+/// second for `run`, one query per connection, client `i` from `sources[i % len]`, loopback
+/// addresses of the level's own (its connections find every ephemeral port free, where the
+/// closed loop reuses TIME_WAIT ports; give each address at most ~20,000 connections). A client that falls behind sends at once, and its latency counts from when
+/// the query was due (no coordinated omission); otherwise from the timer's wake-up (tokio's
+/// timer wakes up to 1 ms late, which is the generator's, not the server's). Returns every
+/// answered query's latency and the number of failed ones (refused, reset or over 5 s).
+async fn paced(
+    addr: SocketAddr,
+    sources: &[std::net::IpAddr],
+    clients: usize,
+    rate: f64,
+    run: Duration,
+) -> (Vec<Duration>, usize) {
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let interval = Duration::from_secs_f64(clients as f64 / rate);
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let source = sources[i % sources.len()];
             tokio::spawn(async move {
-                let mut buf = [0u8; 256];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(&reply).await;
-                // Like the hub: the client closes first (TIME_WAIT on its side).
-                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
+                let frame = troop_hub::wire::encode(&json!({"type": "query", "name": "bench"})).expect("frame");
+                let (mut lat, mut failed) = (Vec::new(), 0usize);
+                let mut due = start + interval.mul_f64(i as f64 / clients as f64);
+                while due < start + run {
+                    let t0 = if tokio::time::Instant::now() >= due {
+                        due
+                    } else {
+                        tokio::time::sleep_until(due).await;
+                        tokio::time::Instant::now()
+                    };
+                    if query_from(source, addr, &frame).await {
+                        lat.push(t0.elapsed());
+                    } else {
+                        failed += 1;
+                    }
+                    due += interval;
+                }
+                (lat, failed)
+            })
+        })
+        .collect();
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, f) = t.await.expect("task");
+        all.extend(lat);
+        failed += f;
+    }
+    (all, failed)
+}
+
+/// Waits (up to 150 s: the kernel forgets a closed connection after 120 s) until the kernel's
+/// connection-tracking table has room for `connections` more with a tenth to spare: a full
+/// table drops SYNs host-wide, and every figure after it would be the kernel's. Without
+/// connection tracking (no `nf_conntrack` module) there is nothing to wait for.
+async fn conntrack_room(connections: u64) {
+    let read =
+        |f: &str| std::fs::read_to_string(format!("/proc/sys/net/netfilter/{f}")).ok()?.trim().parse::<u64>().ok();
+    let Some(max) = read("nf_conntrack_max") else { return };
+    let t = Instant::now();
+    let mut said = false;
+    while let Some(count) = read("nf_conntrack_count") {
+        if count + connections <= max - max / 10 {
+            return;
         }
+        if !said {
+            println!(
+                "(waiting for the connection-tracking table to drain: {count} of {max} entries, {connections} to come)"
+            );
+            said = true;
+        }
+        assert!(t.elapsed() < Duration::from_secs(150), "the connection-tracking table stays full: {count} of {max}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The query floor, in a process of its own like the hub (in the bench's own runtime it was
+/// spared the switches between processes that the hub pays on two busy cores): this bench
+/// binary run again with `BENCH_QUERY_FLOOR` set, see [`serve_query_floor`]. Killed when
+/// dropped; it also ends by itself when the bench dies (its stdin closes).
+struct QueryFloor {
+    addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for QueryFloor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn query_floor() -> QueryFloor {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    let mut child = std::process::Command::new(exe)
+        .env("BENCH_QUERY_FLOOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the query floor's process");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("the query floor's stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("the query floor's address");
+    let addr = line.trim().parse().expect("the query floor's address");
+    QueryFloor { addr, child }
+}
+
+/// The query floor's process: a runtime like the hub's (multi-threaded, a worker per core) and
+/// the hub's accept queue (troop_hub::accept::listen); it accepts, reads a frame, answers a
+/// fixed frame and lets the client close first, as the hub does, until its stdin closes.
+fn serve_query_floor() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let l = troop_hub::accept::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
+        println!("{}", l.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let reply = troop_hub::wire::encode(&json!({"result": null})).expect("frame");
+            while let Ok((mut s, _)) = l.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&reply).await;
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut byte = [0u8; 1];
+            while matches!(std::io::Read::read(&mut std::io::stdin(), &mut byte), Ok(n) if n > 0) {}
+        })
+        .await;
     });
-    addr
 }
 
 async fn pool_ready(hub: &TestHub) -> (f64, f64) {
@@ -407,19 +549,24 @@ impl Drop for FloorCleanup {
 }
 
 fn main() {
+    if std::env::var_os("BENCH_QUERY_FLOOR").is_some() {
+        return serve_query_floor();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let density: usize = std::env::var("BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
         let mut report = serde_json::Map::new();
 
         let mut hub = TestHub::new(&format!("max_sessions: {}\nidle_exit: null", density.max(8)));
+        // The hub logs as it does for an operator (the tests' debug level logs every request).
+        hub.envs.push(("RUST_LOG".into(), "info".into()));
         let first = 21000 + (std::process::id() % 50) as u16 * 10;
         hub.ports = (first, first + density.max(8) as u16 + 8);
         let hub = hub.start().await;
         let _floors = FloorCleanup(hub.id.clone());
         let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
 
-        // BENCH_SECTIONS=start,anatomy,queries,density runs only those (default: all; start includes the warm pool).
+        // BENCH_SECTIONS=start,anatomy,queries,paced,density runs only those (default: all; start includes the warm pool).
         let sections = std::env::var("BENCH_SECTIONS").unwrap_or_default();
         let want = |s: &str| sections.is_empty() || sections.split(',').any(|x| x.trim() == s);
 
@@ -447,6 +594,7 @@ fn main() {
 
         // Warm pool: a second hub with a pool of 4 (the first one has none: its starts are cold).
         let mut warm_hub = TestHub::new("max_sessions: 60\nwarm_pool: 4\nidle_exit: null");
+        warm_hub.envs.push(("RUST_LOG".into(), "info".into()));
         let wfirst = hub.ports.1 + 20;
         warm_hub.ports = (wfirst, wfirst + 70);
         let warm_hub = warm_hub.start().await;
@@ -498,7 +646,8 @@ fn main() {
         // Query throughput.
         if want("queries") {
         let run = Duration::from_secs(3);
-        let floor_addr = query_floor().await;
+        let floor = query_floor();
+        let floor_addr = floor.addr;
         println!("\nqueries   clients   hub q/s   p50 ms   p99 ms   max ms   floor q/s  floor p99  floor max   hub/floor q/s");
         let mut rows = Vec::new();
         for clients in [1usize, 32, 256] {
@@ -518,6 +667,44 @@ fn main() {
                              "floor_qps": fqps, "floor_p99_ms": f99, "floor_max_ms": fmax}));
         }
         report.insert("queries".into(), json!(rows));
+        }
+
+        // Paced queries (also alone: BENCH_SECTIONS=paced; BENCH_PACED_RATES=2650,20000 picks the rates).
+        if want("queries") || want("paced") {
+        let floor = query_floor();
+        let floor_addr = floor.addr;
+        // Paced: 256 clients offering a fixed rate (the original hub's throughput at 256
+        // clients, and about 4x that), each level from a loopback address of its own.
+        println!("\npaced, 256 clients   offered q/s   hub q/s  p50 ms  p99 ms  max ms  failed   floor p50  floor p99  floor max  failed");
+        let mut paced_rows = Vec::new();
+        let paced_run = Duration::from_secs(2);
+        let rates: Vec<f64> = match std::env::var("BENCH_PACED_RATES") {
+            Ok(v) => v.split(',').map(|r| r.trim().parse().expect("BENCH_PACED_RATES: queries a second, comma-separated")).collect(),
+            Err(_) => vec![2650.0, 10_000.0, 20_000.0],
+        };
+        for (k, rate) in rates.into_iter().enumerate() {
+            // Fresh loopback addresses, each given at most 20,000 connections.
+            let per_side = ((rate * paced_run.as_secs_f64() / 20_000.0).ceil() as u8).max(1);
+            let sources = |side: u8| -> Vec<std::net::IpAddr> {
+                (0..per_side).map(|n| std::net::IpAddr::from([127, 0, 1 + k as u8, side * 10 + n])).collect()
+            };
+            let connections = 2 * (rate * paced_run.as_secs_f64()) as u64;
+            conntrack_room(connections).await;
+            let (lat, failed) = paced(hub.addr, &sources(1), 256, rate, paced_run).await;
+            let (flat, ffailed) = paced(floor_addr, &sources(2), 256, rate, paced_run).await;
+            let qps = lat.len() as f64 / paced_run.as_secs_f64();
+            let max = |v: &[Duration]| v.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+            let (qmax, fmax) = (max(&lat), max(&flat));
+            let (q50, _, q99) = summary(lat);
+            let (f50, _, f99) = summary(flat);
+            println!(
+                "                     {rate:11.0} {qps:9.0} {q50:7.3} {q99:7.3} {qmax:7.1} {failed:7}   {f50:9.3} {f99:9.3} {fmax:9.1} {ffailed:7}"
+            );
+            paced_rows.push(json!({"clients": 256, "offered_qps": rate, "qps": qps, "p50_ms": q50, "p99_ms": q99,
+                                   "max_ms": qmax, "failed": failed, "floor_p50_ms": f50, "floor_p99_ms": f99,
+                                   "floor_max_ms": fmax, "floor_failed": ffailed}));
+        }
+        report.insert("queries_paced".into(), json!(paced_rows));
 
         }
 
