@@ -146,7 +146,15 @@ async fn engine_start(docker: &bollard::Docker, port: u16, run: &str, extras: Ex
 
 /// The cold start's anatomy: the floor, then the hub's container settings added one at a time,
 /// then the hub itself, each `rounds` times, alternated so that drift hits them alike.
-async fn anatomy(docker: &bollard::Docker, hub: &TestHub, rounds: usize) -> Vec<(&'static str, Vec<Duration>)> {
+/// With `bridge_hub` (a hub with `network: bridge`), also that hub and the floor with every
+/// setting but the network.
+async fn anatomy(
+    docker: &bollard::Docker,
+    hub: &TestHub,
+    bridge_hub: Option<&TestHub>,
+    rounds: usize,
+) -> Vec<(&'static str, Vec<Duration>)> {
+    let all_but_network = Extras { network: false, limits: true, hardening: true, logs: true, control: true };
     let steps: [(&str, Extras); 6] = [
         ("engine floor (default bridge)", Extras::default()),
         ("+ the hub's network (ICC off)", Extras { network: true, ..Default::default() }),
@@ -160,20 +168,34 @@ async fn anatomy(docker: &bollard::Docker, hub: &TestHub, rounds: usize) -> Vec<
     ];
     let mut out: Vec<(&'static str, Vec<Duration>)> = steps.iter().map(|(n, _)| (*n, Vec::new())).collect();
     out.push(("the hub (request to reply)", Vec::new()));
+    if bridge_hub.is_some() {
+        out.push(("default bridge, every setting but the network", Vec::new()));
+        out.push(("the hub on the default bridge (engine ICC off)", Vec::new()));
+    }
     for round in 0..rounds {
         for (k, (_, extras)) in steps.iter().enumerate() {
             out[k].1.push(engine_start(docker, hub.ports.1, &hub.id, *extras).await);
         }
-        let t = Instant::now();
-        let o = start_session(hub.addr, &format!("a{round}"), "pw", Duration::from_secs(30)).await.expect("answered");
-        out[steps.len()].1.push(t.elapsed());
-        if let Ok(o) = o {
-            o.kill().await;
+        out[steps.len()].1.push(hub_cold_start(hub, &format!("a{round}")).await);
+        if let Some(bridge_hub) = bridge_hub {
+            out[steps.len() + 1].1.push(engine_start(docker, hub.ports.1, &hub.id, all_but_network).await);
+            out[steps.len() + 2].1.push(hub_cold_start(bridge_hub, &format!("b{round}")).await);
         }
-        // Its removal is done before the next round's floor starts.
-        hub.wait_containers(0).await;
     }
     out
+}
+
+/// One cold start through `hub`, request to reply; the session is ended and its container
+/// gone before this returns.
+async fn hub_cold_start(hub: &TestHub, name: &str) -> Duration {
+    let t = Instant::now();
+    let o = start_session(hub.addr, name, "pw", Duration::from_secs(30)).await.expect("answered");
+    let took = t.elapsed();
+    if let Ok(o) = o {
+        o.kill().await;
+    }
+    hub.wait_containers(0).await;
+    took
 }
 
 /// Starts `n` sessions, `parallel` at a time; each batch ends right after its replies.
@@ -646,7 +668,26 @@ fn main() {
         // What a cold start is made of, step by step.
         if want("anatomy") {
             let rounds: usize = std::env::var("BENCH_ANATOMY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-            let steps = anatomy(&docker, &hub, rounds).await;
+            // With the engine's inter-container traffic off ("icc": false), a hub on Docker's
+            // default bridge (`network: bridge`) too: no network of its own to join.
+            let bridge_apart = docker
+                .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
+                .await
+                .ok()
+                .and_then(|n| n.options)
+                .and_then(|o| o.get("com.docker.network.bridge.enable_icc").cloned())
+                .as_deref()
+                == Some("false");
+            let bridge_hub = if bridge_apart {
+                let mut h = TestHub::new("network: bridge\nwarm_pool: 0\nidle_exit: null");
+                h.envs.push(("RUST_LOG".into(), "info".into()));
+                h.ports = (hub.ports.1 + 100, hub.ports.1 + 104);
+                Some(h.start().await)
+            } else {
+                println!("\n(the engine lets containers on its default bridge reach each other: the hub on it is not measured)");
+                None
+            };
+            let steps = anatomy(&docker, &hub, bridge_hub.as_ref(), rounds).await;
             let f50 = summary(steps[0].1.clone()).0;
             println!("\ncold start anatomy ({rounds} rounds, alternated)   p50 ms   p90 ms   /floor p50");
             let mut rows = Vec::new();

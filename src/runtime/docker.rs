@@ -35,7 +35,8 @@ const PARALLEL_REMOVALS: usize = 8;
 /// Sessions as containers on the local Docker engine.
 pub struct DockerRuntime {
     engine: Engine,
-    /// The sessions' network by id (names can be ambiguous on older engines).
+    /// The sessions' network by id (names can be ambiguous on older engines), or `bridge`
+    /// for Docker's default one.
     network_id: tokio::sync::Mutex<Option<String>>,
     removals: tokio::sync::Semaphore,
     /// Set once a session's port is seen served by docker-proxy on this host.
@@ -90,8 +91,10 @@ impl DockerRuntime {
         let found = self.networks_named(&docker, &c.network).await?;
         if !found.is_empty() {
             let id = self.keep_one_network(&docker, c, found).await?;
-            *cached = Some(id.clone());
-            return Ok(id);
+            let net = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await?;
+            let reference = sessions_kept_apart(&net, &c.network, id)?;
+            *cached = Some(reference.clone());
+            return Ok(reference);
         }
         let request = NetworkCreateRequest {
             name: c.network.clone(),
@@ -262,6 +265,37 @@ impl DockerRuntime {
             warn!("{}", USERLAND_PROXY_WARNING);
         }
     }
+}
+
+/// Docker's default network's option that names it so (its name, `bridge`, can be taken).
+const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+/// A bridge network's option that lets its containers reach each other (on unless "false").
+const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+
+/// How a container joins network `net`, found by `name`, as `id`: sessions must not reach each
+/// other on it. The hub makes its own network so; one it finds (the operator's, or Docker's
+/// default bridge named in hub.yaml) must be a bridge with inter-container traffic off, or
+/// the hub says why it will not use it. Docker's default bridge is joined by its name, as
+/// `docker run --network bridge` does (joined by id, Docker would take it for a network of
+/// the user's and give its containers the embedded DNS resolver).
+fn sessions_kept_apart(net: &bollard::models::NetworkInspect, name: &str, id: String) -> Result<String, RuntimeError> {
+    let option = |key: &str| net.options.as_ref().and_then(|o| o.get(key)).map(String::as_str);
+    let default_bridge = option(DEFAULT_BRIDGE) == Some("true");
+    let bridge = net.driver.as_deref() == Some("bridge");
+    if bridge && option(ENABLE_ICC) == Some("false") {
+        return Ok(if default_bridge { "bridge".into() } else { id });
+    }
+    let fix = if default_bridge {
+        "set \"icc\": false in the engine's daemon.json and restart it, or leave `network` unset so the hub makes its own".to_string()
+    } else if bridge {
+        format!("remove it and the hub makes its own, or create it with -o {ENABLE_ICC}=false")
+    } else {
+        "name a bridge network, or leave `network` unset so the hub makes its own".to_string()
+    };
+    Err(RuntimeError::Misconfigured(format!(
+        "the sessions' network `{name}` lets sessions reach each other ({} driver, inter-container traffic on): {fix}",
+        net.driver.as_deref().unwrap_or("unknown")
+    )))
 }
 
 impl Runtime for DockerRuntime {
