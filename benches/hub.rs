@@ -7,7 +7,8 @@
 //!   until the container's port accepts;
 //! - the cold start's anatomy (`BENCH_SECTIONS=anatomy`): the floor with the hub's container
 //!   settings added one at a time (network, limits, hardening, log rotation, control secret),
-//!   then the hub, alternated round by round;
+//!   then the hub, alternated round by round; when the engine keeps containers on its default
+//!   bridge apart (`"icc": false`), also a hub with `network: bridge`;
 //! - query throughput and latency with 1, 32 and 256 concurrent clients (one request per
 //!   connection, as Troop does), against a trivial server (with the hub's accept queue and
 //!   runtime, in a process of its own) that answers every connection with a fixed frame; closed loop (each client sends its next query
