@@ -230,42 +230,6 @@ async fn hub_starts(hub: &TestHub, n: usize, parallel: usize, tag: &str) -> Vec<
     out
 }
 
-/// Closed-loop queries: `clients` concurrent clients, each sending its next query when the
-/// last is answered, for `run`; client `i` from `sources[i % len]` (see [`paced`]). Returns
-/// every answered query's latency and the number of failed ones.
-async fn queries(
-    addr: SocketAddr,
-    sources: &[std::net::IpAddr],
-    clients: usize,
-    run: Duration,
-) -> (Vec<Duration>, usize) {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let source = sources[i % sources.len()];
-            tokio::spawn(async move {
-                let (mut lat, mut failed) = (Vec::new(), 0usize);
-                while start.elapsed() < run {
-                    let t = Instant::now();
-                    if query_from(source, addr).await {
-                        lat.push(t.elapsed());
-                    } else {
-                        failed += 1;
-                    }
-                }
-                (lat, failed)
-            })
-        })
-        .collect();
-    let (mut all, mut failed) = (Vec::new(), 0);
-    for t in tasks {
-        let (lat, f) = t.await.expect("task");
-        all.extend(lat);
-        failed += f;
-    }
-    (all, failed)
-}
-
 /// The query every bench client sends, and the answer both the hub and the floor give (no
 /// session is called "bench").
 fn query_frames() -> (Vec<u8>, Vec<u8>) {
@@ -309,24 +273,27 @@ async fn query_from(source: std::net::IpAddr, addr: SocketAddr) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(5), go).await, Ok(Some(())))
 }
 
-/// Paced (open-loop) queries: `clients` concurrent clients together offer `rate` queries a
-/// second for `run`, one query per connection, client `i` from `sources[i % len]`, loopback
-/// addresses of the level's own (a fresh address finds every ephemeral port free: one address
-/// reused for every level ran out of its 28,000 ports within 2 s, and from then on each connect
-/// reused a port still in TIME_WAIT, which made the tails the load generator's; give each
-/// address at most ~20,000 connections). A client that falls behind sends at once, and its latency counts from when
-/// the query was due (no coordinated omission); otherwise from the timer's wake-up (tokio's
+/// Queries from `clients` concurrent clients for `run`, one query per connection, client `i`
+/// from `sources[i % len]`: loopback addresses of the level's own. (A fresh address finds
+/// every ephemeral port free: one address reused for every level ran out of its 28,000 ports
+/// within 2 s, and from then on each connect reused a port still in TIME_WAIT, which made the
+/// tails the load generator's. Give each address at most ~20,000 connections.)
+///
+/// With `rate` unset, a closed loop: each client sends its next query when the last is
+/// answered (throughput). With `rate`, paced: the clients together offer `rate` queries a
+/// second (tails); a client that falls behind sends at once, and its latency counts from when
+/// the query was due (no coordinated omission), otherwise from the timer's wake-up (tokio's
 /// timer wakes up to 1 ms late, which is the generator's, not the server's). Returns every
-/// answered query's latency and the number of failed ones (refused, reset or over 5 s).
-async fn paced(
+/// answered query's latency and the number of failed ones (refused, reset, wrong or over 5 s).
+async fn queries(
     addr: SocketAddr,
     sources: &[std::net::IpAddr],
     clients: usize,
-    rate: f64,
     run: Duration,
+    rate: Option<f64>,
 ) -> (Vec<Duration>, usize) {
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let interval = Duration::from_secs_f64(clients as f64 / rate);
+    let interval = rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(clients as f64 / rate));
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let source = sources[i % sources.len()];
@@ -345,7 +312,7 @@ async fn paced(
                     } else {
                         failed += 1;
                     }
-                    due += interval;
+                    due = if rate.is_some() { due + interval } else { tokio::time::Instant::now() };
                 }
                 (lat, failed)
             })
@@ -709,7 +676,7 @@ fn main() {
         // Warm-up, not counted: the hub's own start-up work (its first reconcile with the engine,
         // the archive's first prune) ran during the first level and gave it a 45 ms outlier.
         let warm_up = [std::net::IpAddr::from([127, 0, 9, 1])];
-        let _ = queries(hub.addr, &warm_up, 1, Duration::from_secs(1)).await;
+        let _ = queries(hub.addr, &warm_up, 1, Duration::from_secs(1), None).await;
         let mut rows = Vec::new();
         for (k, clients) in [1usize, 32, 256].into_iter().enumerate() {
             // Each level and side from 4 fresh loopback addresses (a client's own, from 4 on).
@@ -719,8 +686,8 @@ fn main() {
             // At most about 25,000 q/s here (15,000 for one client), on each side.
             let most = (clients as f64 * 15_000.0).min(25_000.0);
             conntrack_room(2 * (most * run.as_secs_f64()) as u64).await;
-            let (lat, failed) = queries(hub.addr, &sources(1), clients, run).await;
-            let (floor_lat, ffailed) = queries(floor_addr, &sources(2), clients, run).await;
+            let (lat, failed) = queries(hub.addr, &sources(1), clients, run, None).await;
+            let (floor_lat, ffailed) = queries(floor_addr, &sources(2), clients, run, None).await;
             let qps = lat.len() as f64 / run.as_secs_f64();
             let fqps = floor_lat.len() as f64 / run.as_secs_f64();
             let qmax = lat.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
@@ -758,8 +725,8 @@ fn main() {
             };
             let connections = 2 * (rate * paced_run.as_secs_f64()) as u64;
             conntrack_room(connections).await;
-            let (lat, failed) = paced(hub.addr, &sources(1), 256, rate, paced_run).await;
-            let (flat, ffailed) = paced(floor_addr, &sources(2), 256, rate, paced_run).await;
+            let (lat, failed) = queries(hub.addr, &sources(1), 256, paced_run, Some(rate)).await;
+            let (flat, ffailed) = queries(floor_addr, &sources(2), 256, paced_run, Some(rate)).await;
             let qps = lat.len() as f64 / paced_run.as_secs_f64();
             let max = |v: &[Duration]| v.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
             let (qmax, fmax) = (max(&lat), max(&flat));

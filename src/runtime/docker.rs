@@ -458,3 +458,45 @@ fn exited(ev: bollard::models::EventMessage) -> RuntimeEvent {
     let idle = ev.action.as_deref() != Some("pause") && attrs.get("exitCode").map(String::as_str) == Some("0");
     RuntimeEvent::Exited { handle: actor.id.unwrap_or_default(), reason, idle }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::NetworkInspect;
+
+    fn network(driver: &str, options: &[(&str, &str)]) -> NetworkInspect {
+        NetworkInspect {
+            driver: Some(driver.into()),
+            options: Some(options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(net: &NetworkInspect, name: &str) -> String {
+        match sessions_kept_apart(net, name, "abc123".into()) {
+            Err(RuntimeError::Misconfigured(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bridge_with_inter_container_traffic_off_is_joined_by_id_and_the_default_one_by_name() {
+        let own = network("bridge", &[(ENABLE_ICC, "false")]);
+        assert_eq!(sessions_kept_apart(&own, "troop-hub-sessions", "abc123".into()).ok().as_deref(), Some("abc123"));
+        let default = network("bridge", &[(DEFAULT_BRIDGE, "true"), (ENABLE_ICC, "false")]);
+        assert_eq!(sessions_kept_apart(&default, "bridge", "def456".into()).ok().as_deref(), Some("bridge"));
+    }
+
+    #[test]
+    fn a_network_that_lets_sessions_reach_each_other_is_refused_with_its_fix() {
+        let default = network("bridge", &[(DEFAULT_BRIDGE, "true"), (ENABLE_ICC, "true")]);
+        assert!(refusal(&default, "bridge").contains("set \"icc\": false in the engine's daemon.json"));
+        // A bridge made without the option: Docker's default is traffic on.
+        let operators = network("bridge", &[]);
+        let why = refusal(&operators, "shared");
+        assert!(why.starts_with("the sessions' network `shared` lets sessions reach each other"), "{why}");
+        assert!(why.contains("-o com.docker.network.bridge.enable_icc=false"), "{why}");
+        let overlay = network("overlay", &[(ENABLE_ICC, "false")]);
+        assert!(refusal(&overlay, "multi").contains("name a bridge network"));
+    }
+}
