@@ -96,6 +96,13 @@ impl DockerRuntime {
             *cached = Some(reference.clone());
             return Ok(reference);
         }
+        if c.network == "bridge" {
+            // Docker refuses to make a network of that name; an engine run with `"bridge":
+            // "none"` has no default bridge.
+            return Err(RuntimeError::Misconfigured(
+                "`network: bridge` names Docker's default bridge, which this engine does not have: leave `network` unset so the hub makes its own".into(),
+            ));
+        }
         let request = NetworkCreateRequest {
             name: c.network.clone(),
             driver: Some("bridge".into()),
@@ -282,7 +289,9 @@ fn sessions_kept_apart(net: &bollard::models::NetworkInspect, name: &str, id: St
     let option = |key: &str| net.options.as_ref().and_then(|o| o.get(key)).map(String::as_str);
     let default_bridge = option(DEFAULT_BRIDGE) == Some("true");
     let bridge = net.driver.as_deref() == Some("bridge");
-    if bridge && option(ENABLE_ICC) == Some("false") {
+    // Docker reads the option as a boolean (Go's ParseBool).
+    let icc_off = matches!(option(ENABLE_ICC), Some("0" | "f" | "F" | "false" | "FALSE" | "False"));
+    if bridge && icc_off {
         return Ok(if default_bridge { "bridge".into() } else { id });
     }
     let fix = if default_bridge {
@@ -307,8 +316,11 @@ impl Runtime for DockerRuntime {
         Box::pin(async move {
             let c = self.config();
             self.timed(self.engine.client().await?.ping()).await?;
-            self.check().await?;
-            self.ensure_network(&c).await.map(drop)
+            // The network first: one that lets sessions reach each other stops the hub even
+            // while the image is still missing (that only waits for a build).
+            let image = self.check().await;
+            self.ensure_network(&c).await?;
+            image
         })
     }
 
@@ -496,6 +508,8 @@ mod tests {
         let why = refusal(&operators, "shared");
         assert!(why.starts_with("the sessions' network `shared` lets sessions reach each other"), "{why}");
         assert!(why.contains("-o com.docker.network.bridge.enable_icc=false"), "{why}");
+        let zero = network("bridge", &[(ENABLE_ICC, "0")]);
+        assert_eq!(sessions_kept_apart(&zero, "shared", "abc123".into()).ok().as_deref(), Some("abc123"));
         let overlay = network("overlay", &[(ENABLE_ICC, "false")]);
         assert!(refusal(&overlay, "multi").contains("name a bridge network"));
     }
