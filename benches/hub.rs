@@ -248,8 +248,7 @@ fn query_frames() -> (Vec<u8>, Vec<u8>) {
 /// One query from `source` (a loopback address), as Troop sends it: connect, send the frame,
 /// read the answer; true if the answer came whole within 5 s (an error frame, such as "too
 /// many connections", is a failure).
-async fn query_from(source: std::net::IpAddr, addr: SocketAddr) -> bool {
-    let (ask, answer) = query_frames();
+async fn query_from(source: std::net::IpAddr, addr: SocketAddr, ask: &[u8], answer: &[u8]) -> bool {
     let go = async {
         let socket = tokio::net::TcpSocket::new_v4().ok()?;
         // The port is picked at connect (for the whole 4-tuple), not at bind: bind's own search
@@ -268,7 +267,7 @@ async fn query_from(source: std::net::IpAddr, addr: SocketAddr) -> bool {
         (set == 0).then_some(())?;
         socket.bind(SocketAddr::new(source, 0)).ok()?;
         let mut s = socket.connect(addr).await.ok()?;
-        s.write_all(&ask).await.ok()?;
+        s.write_all(ask).await.ok()?;
         let mut got = Vec::with_capacity(answer.len());
         let mut buf = [0u8; 64];
         while got.len() < answer.len() {
@@ -301,10 +300,15 @@ async fn queries(
 ) -> (Vec<Duration>, usize) {
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let interval = rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(clients as f64 / rate));
+    // Encoded once: the generator's own work per query is the same for the hub and the floor,
+    // and as little as it can be.
+    let frames = std::sync::Arc::new(query_frames());
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let source = sources[i % sources.len()];
+            let frames = frames.clone();
             tokio::spawn(async move {
+                let (ask, answer) = (&frames.0, &frames.1);
                 let (mut lat, mut failed) = (Vec::new(), 0usize);
                 let mut due = start + interval.mul_f64(i as f64 / clients as f64);
                 while due < start + run {
@@ -314,7 +318,7 @@ async fn queries(
                         tokio::time::sleep_until(due).await;
                         tokio::time::Instant::now()
                     };
-                    if query_from(source, addr).await {
+                    if query_from(source, addr, ask, answer).await {
                         lat.push(t0.elapsed());
                     } else {
                         failed += 1;
