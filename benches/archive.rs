@@ -48,7 +48,7 @@ use troop_server::ot::Operation;
 
 const SESSION: &str = "stage";
 const PW: &str = "pw";
-const TOKEN: &str = "bench-archive-admin-token";
+const TOKEN: &str = "bench-archive-admin-token-c41f9e2a7d";
 /// The realistic rate of part 3 and the scaling of part 2, operations/s of a whole session.
 const REAL_RATE: f64 = 10.0;
 /// The one-hour timeline.

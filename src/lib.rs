@@ -9,6 +9,7 @@
 //!   engine and the nodes, the read-side views).
 //! - [`audience`]: the audience view's model (the followed document, viewers' messages).
 //! - [`archive`]: the archive store (SQLite): every session's code and timeline, kept after it ends.
+//! - [`gate`]: the limits on password and admin-token guesses, and secret comparisons.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod archive;
 pub mod audience;
 pub mod config;
+pub mod gate;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -29,5 +31,3 @@ pub mod reload;
 pub mod runtime;
 pub mod tcp;
 pub mod wire;
-
-pub use troop_server::session::constant_time_eq;

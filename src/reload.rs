@@ -21,7 +21,7 @@ pub fn reload(hub: &Hub, path: &Path) -> bool {
             let token = match new.admin_token() {
                 Ok(t) => t,
                 Err(e) => {
-                    warn!(error = %e, "hub.yaml refused: the admin token file cannot be read; the running configuration stays");
+                    warn!(error = %e, "hub.yaml refused: the admin token cannot be used; the running configuration stays");
                     hub.metrics.reload("invalid");
                     return false;
                 }

@@ -12,7 +12,7 @@ use troop_server::client::TroopClient;
 use troop_server::message::Body;
 use troop_server::ot::Operation;
 
-const TOKEN: &str = "archive-admin-token";
+const TOKEN: &str = "archive-admin-token-7f3a9c2e41b8d605";
 
 /// A hub whose archive lives in its own temp dir.
 async fn hub_with(extra: &str) -> TestHub {

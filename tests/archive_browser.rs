@@ -21,7 +21,8 @@ use troop_server::message::Body;
 use troop_server::ot::Operation;
 
 const NAME: &str = "gig";
-const PASSWORD: &str = "pw-gig 2";
+/// Not ASCII: it travels in JSON bodies, never in a header or a URL.
+const PASSWORD: &str = "pw-gig 2 über 🎵";
 /// The hub's answer to a wrong password, shown by both pages as it is.
 const WRONG: &str = "Wrong password, or nothing archived under it";
 
@@ -53,18 +54,26 @@ async fn hub_with_archive() -> TestHub {
     hub.start().await
 }
 
-/// A GET proving the session's password.
+/// NAME's password proved in a body: the answer (a token and the sessions it opens).
+async fn access(hub: &TestHub) -> HttpResponse {
+    let body = json!({ "name": NAME, "password": PASSWORD }).to_string();
+    request(hub.http, "POST", "/api/v1/archive/access", &[], Some(&body)).await
+}
+
+/// A GET with a token from NAME's password.
 async fn get(hub: &TestHub, path: &str) -> HttpResponse {
-    request(hub.http, "GET", path, &[("X-Session-Password", PASSWORD)], None).await
+    let granted = access(hub).await.json();
+    let token = granted["token"].as_str().expect("a token").to_string();
+    request(hub.http, "GET", path, &[("X-Archive-Token", &token)], None).await
 }
 
 /// The archived sessions of NAME once one of them has ended (the hub's writer commits in
 /// batches).
 async fn listed(hub: &TestHub) -> Vec<Value> {
     eventually(&format!("{NAME} archived"), T, async || {
-        let a = get(hub, &format!("/api/v1/archive?name={NAME}")).await;
+        let a = access(hub).await;
         if a.status == 200 {
-            let list: Vec<Value> = a.json().as_array().cloned().expect("a list");
+            let list: Vec<Value> = a.json()["sessions"].as_array().cloned().expect("a list");
             if list.iter().any(|s| !s["ended_ms"].is_null()) {
                 return Ok(list);
             }
@@ -255,7 +264,8 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
     assert!(item["counts"].as_str().is_some_and(|c| c.contains("3 evaluations")), "{item}");
     assert_eq!(item["found"], json!(format!("1 performance of {NAME}")), "{item}");
 
-    // Replay: the link leaves the password for the replay page, which loads without asking.
+    // Replay: the link leaves a token (never the password) for the replay page, which loads
+    // without asking.
     page.click("li.session a.replay").await;
     let replay_url = format!("{origin}/a/{id}");
     page.wait_for(
@@ -264,8 +274,11 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
         "the replay opens without asking for the password",
     )
     .await;
-    let key = format!("troop-archive-password:{id}");
-    assert_eq!(page.eval(&format!("sessionStorage.getItem({})", js(&key))).await, json!(PASSWORD));
+    let key = format!("troop-archive-token:{id}");
+    let token = page.eval(&format!("sessionStorage.getItem({})", js(&key))).await;
+    assert!(token.as_str().is_some_and(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())), "{token}");
+    let kept = page.eval("JSON.stringify(Object.entries(sessionStorage))").await;
+    assert!(!kept.to_string().contains("über"), "the password is kept nowhere in the tab: {kept}");
     assert_eq!(page.eval("troopReplay.code").await, json!(doc), "the page read the archived code");
     assert_eq!(page.eval("document.getElementById('session').textContent").await, json!(NAME));
     assert_eq!(page.eval("document.getElementById('missed-note').hidden").await, json!(true), "nothing missed");
@@ -376,12 +389,20 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
     page.wait_for("troopReplay.state === 'ready'", Instant::now() + T, "the right password replays").await;
     page.eval("troopReplay.seek(troopReplay.end_ms)").await;
     assert_eq!(page.eval(DOC_BYTES).await, json!(code.body.as_bytes()), "#doc is the code byte for byte");
-    assert_eq!(page.eval(&format!("sessionStorage.getItem({})", js(&key))).await, json!(PASSWORD));
+    let kept = page.eval(&format!("sessionStorage.getItem({})", js(&key))).await;
+    assert!(
+        kept.as_str().is_some_and(|t| t.len() == 32 && !t.contains("über")),
+        "a new token, not the password: {kept}"
+    );
 
     // The two wrong passwords are the page's only complaints (the browser logs each refused
     // request), no password went into a URL, and nothing was fetched from outside the hub.
     page.eval("0").await;
-    assert!(page.requests.iter().all(|u| !u.contains("pw-gig")), "no password in a URL: {:?}", page.requests);
+    assert!(
+        page.requests.iter().all(|u| !u.contains("pw-gig") && !u.contains("%C3%BC")),
+        "no password in a URL: {:?}",
+        page.requests
+    );
     let (refused, others): (Vec<String>, Vec<String>) =
         std::mem::take(&mut page.complaints).into_iter().partition(|c| c.contains("status of 403"));
     assert_eq!(refused.len(), 2, "the two wrong passwords: {refused:?} {others:?}");

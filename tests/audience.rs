@@ -20,7 +20,7 @@ use troop_server::ot::Operation;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-const TOKEN: &str = "audience-admin-token";
+const TOKEN: &str = "audience-admin-token-5b1e0c77d2a94f38";
 
 async fn hub_with(extra: &str) -> TestHub {
     common::hub_with_token(extra, TOKEN).await

@@ -79,7 +79,7 @@ async fn compose_up_serves_troop_and_down_leaves_nothing() {
     assert!(build.status.success(), "image build failed: {}", String::from_utf8_lossy(&build.stderr));
 
     let pid = std::process::id();
-    let token = format!("compose-admin-{pid}-token");
+    let token = format!("compose-admin-{pid}-token-8d2f6a1c9e4b7035");
     let token_file = tempfile::NamedTempFile::new().expect("a temp file for the admin token");
     std::fs::write(token_file.path(), format!("{token}\n")).expect("write the admin token");
     let (listen, http) = (free_port(), free_port());

@@ -12,7 +12,7 @@ use troop_hub::admin::{self, start_session, Owner};
 use troop_server::client::TroopClient;
 use troop_server::message::Body;
 
-const TOKEN: &str = "control-admin-token";
+const TOKEN: &str = "control-admin-token-93c2f1a6e07b4d58";
 
 async fn hub_with(extra: &str) -> TestHub {
     common::hub_with_token(extra, TOKEN).await

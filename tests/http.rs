@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use troop_hub::admin::{self, start_session};
 use troop_server::client::TroopClient;
 
-const TOKEN: &str = "s3cret-admin-token";
+const TOKEN: &str = "s3cret-admin-token-4a8e2c9f61d07b35";
 
 async fn hub_with_token(extra: &str) -> TestHub {
     let mut hub = TestHub::new(extra);

@@ -16,7 +16,7 @@ use troop_server::client::{login, ClientError, TroopClient};
 
 /// Where a test's swarm is noted while it exists, so CI can leave it if a test run dies.
 const MARKER: &str = "/tmp/troop-hub-test-swarm";
-const TOKEN: &str = "swarm-test-token";
+const TOKEN: &str = "swarm-test-token-0e6d4b21a9c3f875";
 
 static TURN: Mutex<()> = Mutex::new(());
 

@@ -445,7 +445,7 @@ impl Archive {
         )?;
         let proved = |(summary, hash, stored): (Summary, Option<String>, Option<String>)| {
             let ok = match (stored, hash) {
-                (Some(stored), _) => crate::constant_time_eq(stored.as_bytes(), key.as_bytes()),
+                (Some(stored), _) => crate::gate::secret::same(stored.as_bytes(), key.as_bytes()),
                 (None, Some(hash)) => password::verify(&hash, &md5),
                 (None, None) => false,
             };

@@ -1,15 +1,12 @@
 //! The audience view's model, shared by the hub (which follows each session) and the HTTP
 //! front door (which serves viewers):
 //! - [`doc`]: the followed document with who wrote what and where cursors are;
-//! - [`wire`]: the JSON messages viewers receive;
-//! - [`limiter`]: the per-address limit on wrong session passwords.
+//! - [`wire`]: the JSON messages viewers receive.
 
 pub mod doc;
-pub mod limiter;
 pub mod wire;
 
 pub use doc::LiveDoc;
-pub use limiter::FailureLimiter;
 pub use wire::{LiveMessage, LiveSnapshot};
 
 /// How a session's view may be watched right now.

@@ -24,6 +24,8 @@ pub enum ConfigError {
     Yaml(String),
     #[error("hub.yaml key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("{0}")]
+    WeakToken(String),
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -265,14 +267,21 @@ impl Config {
     }
 
     /// The admin token: env `TROOP_HUB_ADMIN_TOKEN`, else the first line of `admin_token_file`.
+    /// A token of fewer than 128 bits is refused ([`crate::gate::secret::check_token_strength`]).
     pub fn admin_token(&self) -> Result<Option<secrecy::SecretString>, ConfigError> {
-        if let Some(t) = std::env::var("TROOP_HUB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-            return Ok(Some(t.into()));
+        let token = match std::env::var("TROOP_HUB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(t) => Some(t),
+            None => {
+                let Some(path) = &self.admin_token_file else { return Ok(None) };
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                text.lines().next().map(|l| l.trim().to_string()).filter(|t| !t.is_empty())
+            }
+        };
+        if let Some(t) = &token {
+            crate::gate::secret::check_token_strength(t).map_err(ConfigError::WeakToken)?;
         }
-        let Some(path) = &self.admin_token_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|t| !t.is_empty()).map(Into::into))
+        Ok(token.map(Into::into))
     }
 
     /// The configuration as JSON for `GET /api/v1/config`: hub.yaml's form, plus

@@ -1,17 +1,25 @@
 //! The archive over HTTP: performers list a session name's past performances and download
-//! their code and timeline by proving the session's password (`X-Session-Password`, never in
-//! a URL), the admin sees and deletes everything (`Authorization: Bearer`). Wrong passwords
-//! are limited per address and take as long whether the name or id exists or not (the store
-//! spends one slow hash either way). The database calls run on the blocking pool.
+//! their code and timeline by proving the session's password, the admin sees and deletes
+//! everything (`Authorization: Bearer`).
+//!
+//! A password is proved once, in a POST body (`/api/v1/archive/access`, or
+//! `/api/v1/archive/{id}/access`: any characters, never in a URL or a header), for a
+//! short-lived token (`X-Archive-Token`, see [`super::grants`]) that then reads what it opened.
+//! Scripts may still send `X-Session-Password` on each GET (ASCII only, one slow hash each).
+//! Every password check goes through the hub's gate (per address and per session name, paid
+//! before, refunded unless wrong; the slow hash holds its turn until it ends) and takes as long
+//! whether the name or id exists or not (the store spends one slow hash either way).
 
 use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{ApiError, ErrorBody};
+use super::grants::{Grants, GRANT_TTL};
+use super::json::JsonBody;
 use super::pages::ARCHIVE_OFF;
 use crate::archive::{Archive, ArchiveError, Summary};
 use crate::hub::Hub;
 use crate::wire::validate_name;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,17 +27,24 @@ use axum::Json;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-/// The header that carries a session password.
+/// The header that carries a session password (scripts; ASCII only).
 pub const PASSWORD_HEADER: &str = "x-session-password";
+/// The header that carries a token from `.../access`.
+pub const TOKEN_HEADER: &str = "x-archive-token";
 
-const NO_PROOF: &str = "Send the session's password in the X-Session-Password header (or the admin token)";
+const NO_PROOF: &str =
+    "Prove the session's password first (POST .../access), then send X-Archive-Token (or X-Session-Password, or the admin token)";
 const WRONG: &str = "Wrong password, or nothing archived under it";
+const EXPIRED: &str = "This page's access to the archive has expired; give the session's password again";
+/// The session-name budget for ids that name no archived session (so guessing ids shares one).
+const UNKNOWN_ID: &str = "(no such archived session)";
 
 /// How a request proves it may read an archive.
 pub enum Proof {
     Admin,
+    Token(String),
     Password { password: SecretString, ip: IpAddr },
 }
 
@@ -37,17 +52,22 @@ impl FromRequestParts<Arc<Hub>> for Proof {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        if let Ok(Some(admin)) =
-            <AdminToken as axum::extract::OptionalFromRequestParts<Arc<Hub>>>::from_request_parts(parts, hub).await
-        {
-            let AdminToken = admin;
-            return Ok(Proof::Admin);
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        if let Some(token) = header(TOKEN_HEADER) {
+            return Ok(Proof::Token(token.to_string()));
         }
-        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, hub).await;
-        let password = parts.headers.get(PASSWORD_HEADER).and_then(|v| v.to_str().ok()).filter(|p| !p.is_empty());
-        match password {
-            Some(p) => Ok(Proof::Password { password: SecretString::from(p.to_string()), ip }),
-            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, NO_PROOF)),
+        if let Some(password) = header(PASSWORD_HEADER) {
+            let password = SecretString::from(password.to_string());
+            let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, hub).await;
+            return Ok(Proof::Password { password, ip });
+        }
+        match <AdminToken as FromRequestParts<Arc<Hub>>>::from_request_parts(parts, hub).await {
+            Ok(AdminToken) => Ok(Proof::Admin),
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => Err(ApiError::new(StatusCode::UNAUTHORIZED, NO_PROOF)),
+            Err(e) if e.status() == StatusCode::FORBIDDEN && !hub.has_admin_token() => {
+                Err(ApiError::new(StatusCode::UNAUTHORIZED, NO_PROOF))
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -56,47 +76,153 @@ fn archive(hub: &Hub) -> Result<Archive, ApiError> {
     hub.archive().cloned().ok_or_else(|| ApiError::not_found(ARCHIVE_OFF))
 }
 
+fn failed(e: ArchiveError) -> ApiError {
+    tracing::warn!(error = %e, "archive request failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The archive could not be read (details in the hub's log)")
+}
+
 /// Runs a database call on the blocking pool; its errors are logged, the client gets a 500.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "archive request failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The archive could not be read (details in the hub's log)",
-            ))
-        }
+        Ok(result) => result.map_err(failed),
         Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The archive request was interrupted")),
     }
 }
 
-/// Slow password hashes (argon2id, 19 MiB each) run at most [`crate::hub::SLOW_CHECKS`] at a time; a
-/// request that waits longer than 5 s for its turn gets 503.
+/// Runs a slow password check (argon2id, 19 MiB) in its turn at the gate: 503 when the hub
+/// is too busy to give it one within a few seconds (nothing is charged then).
 async fn slow_check<T: Send + 'static>(
     hub: &Hub,
     f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let turn = tokio::time::timeout(Duration::from_secs(5), hub.slow_checks.acquire()).await;
-    let Ok(Ok(_permit)) = turn else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The hub is busy checking passwords; try again"));
-    };
-    blocking(f).await
+    hub.gate.slow(f).await?.map_err(failed)
 }
 
-/// Checks a password proof of archive `id` (admin proofs pass).
-async fn prove(hub: &Hub, archive: &Archive, id: &str, proof: Proof) -> Result<(), ApiError> {
-    let Proof::Password { password, ip } = proof else { return Ok(()) };
-    hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
-    let (a, id) = (archive.clone(), id.to_string());
-    let ok = slow_check(hub, move || a.verify(&id, password.expose_secret())).await?;
-    if !ok {
+/// Checks a password proof of archive `id`, charged to the session's name (admin and token
+/// proofs pass here when they hold).
+async fn prove(hub: &Hub, grants: &Grants, archive: &Archive, id: &str, proof: Proof) -> Result<(), ApiError> {
+    match proof {
+        Proof::Admin => Ok(()),
+        Proof::Token(token) if grants.allows(&token, id) => Ok(()),
+        Proof::Token(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, EXPIRED)),
+        Proof::Password { password, ip } => verify(hub, archive, id, ip, password).await,
+    }
+}
+
+/// One slow check of `password` for archive `id`, through the gate.
+async fn verify(hub: &Hub, archive: &Archive, id: &str, ip: IpAddr, password: SecretString) -> Result<(), ApiError> {
+    let (a, i) = (archive.clone(), id.to_string());
+    let name = blocking(move || Ok(a.summary(&i)?.map(|s| s.name))).await?;
+    let charge = hub.gate.take(ip, name.as_deref().unwrap_or(UNKNOWN_ID))?;
+    let (a, i) = (archive.clone(), id.to_string());
+    if !slow_check(hub, move || a.verify(&i, password.expose_secret())).await? {
+        charge.wrong();
         return Err(ApiError::new(StatusCode::FORBIDDEN, WRONG));
     }
-    hub.password_failures.refund(ip, Instant::now());
     Ok(())
+}
+
+/// A session name's archived performances whose password `password` is, through the gate:
+/// 403 when there are none.
+async fn summaries_for(
+    hub: &Hub,
+    archive: Archive,
+    name: String,
+    ip: IpAddr,
+    password: SecretString,
+) -> Result<Vec<Summary>, ApiError> {
+    let charge = hub.gate.take(ip, &name)?;
+    let found = slow_check(hub, move || archive.summaries_for(&name, password.expose_secret())).await?;
+    if found.is_empty() {
+        charge.wrong();
+        return Err(ApiError::new(StatusCode::FORBIDDEN, WRONG));
+    }
+    Ok(found)
+}
+
+/// A password proved in a body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct Access {
+    /// The session name (for `/api/v1/archive/access`; ignored for one id).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub name: Option<String>,
+    /// The session's password (any characters).
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// What a proved password opens: a token for `X-Archive-Token`, how long it holds, and (for
+/// a name) that name's performances it opened.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Granted {
+    pub token: String,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<Summary>>,
+}
+
+fn grant(grants: &Grants, ids: Vec<String>, sessions: Option<Vec<Summary>>) -> Result<Json<Granted>, ApiError> {
+    let token = grants.issue(ids).ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub has no randomness for a token right now")
+    })?;
+    Ok(Json(Granted { token, expires_in: GRANT_TTL.as_secs(), sessions }))
+}
+
+/// Open a session name's past performances with its password
+///
+/// The password goes in the body (any characters). The answer lists that name's performances
+/// whose password it is, with a token that reads each of them (`X-Archive-Token`) for a while.
+#[utoipa::path(post, path = "/api/v1/archive/access", tag = "archive",
+    request_body = Access,
+    responses(
+        (status = 200, description = "Newest first, with a token for them", body = Granted),
+        (status = 400, description = "No name, or not a valid one", body = ErrorBody),
+        (status = 403, description = "Wrong password, or nothing archived under that name", body = ErrorBody),
+        (status = 404, description = "The hub keeps no archive", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this name", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
+    ))]
+pub async fn access_name(
+    State(hub): State<Arc<Hub>>,
+    Extension(grants): Extension<Arc<Grants>>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<Access>,
+) -> Result<Json<Granted>, ApiError> {
+    let archive = archive(&hub)?;
+    let name = body.name.ok_or_else(|| ApiError::bad_request("Say which session: \"name\""))?;
+    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let found = summaries_for(&hub, archive, name, ip, body.password).await?;
+    grant(&grants, found.iter().map(|s| s.id.clone()).collect(), Some(found))
+}
+
+/// Open one past performance with its password
+///
+/// The password goes in the body (any characters); the token reads this performance's
+/// summary, code and timeline (`X-Archive-Token`) for a while.
+#[utoipa::path(post, path = "/api/v1/archive/{id}/access", tag = "archive",
+    params(("id" = String, Path)),
+    request_body = Access,
+    responses(
+        (status = 200, description = "A token for it", body = Granted),
+        (status = 403, description = "Wrong password, or no such archive", body = ErrorBody),
+        (status = 404, description = "The hub keeps no archive", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this session", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
+    ))]
+pub async fn access_one(
+    State(hub): State<Arc<Hub>>,
+    Extension(grants): Extension<Arc<Grants>>,
+    Path(id): Path<String>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<Access>,
+) -> Result<Json<Granted>, ApiError> {
+    let archive = archive(&hub)?;
+    verify(&hub, &archive, &id, ip, body.password).await?;
+    grant(&grants, vec![id], None)
 }
 
 /// `?name=`
@@ -119,7 +245,8 @@ pub struct ByName {
         (status = 401, description = "No password and no admin token", body = ErrorBody),
         (status = 403, description = "Wrong password, or nothing archived under that name", body = ErrorBody),
         (status = 404, description = "The hub keeps no archive", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this name", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
     ))]
 pub async fn list(
     State(hub): State<Arc<Hub>>,
@@ -134,14 +261,11 @@ pub async fn list(
         Proof::Admin => Ok(Json(blocking(move || archive.summaries(q.name.as_deref())).await?)),
         Proof::Password { password, ip } => {
             let name = q.name.ok_or_else(|| ApiError::bad_request("Say which session: ?name=NAME"))?;
-            hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
-            let found = slow_check(&hub, move || archive.summaries_for(&name, password.expose_secret())).await?;
-            if found.is_empty() {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, WRONG));
-            }
-            hub.password_failures.refund(ip, Instant::now());
-            Ok(Json(found))
+            Ok(Json(summaries_for(&hub, archive, name, ip, password).await?))
         }
+        Proof::Token(_) => Err(ApiError::bad_request(
+            "A token reads the sessions it opened; list them with POST /api/v1/archive/access",
+        )),
     }
 }
 
@@ -169,21 +293,23 @@ pub async fn delete_name(
 
 /// One archived session
 #[utoipa::path(get, path = "/api/v1/archive/{id}", tag = "archive", security((), ("bearer" = [])),
-    params(("id" = String, Path), ("X-Session-Password" = Option<String>, Header, description = "The session's password")),
+    params(("id" = String, Path), ("X-Archive-Token" = Option<String>, Header, description = "A token from .../access"), ("X-Session-Password" = Option<String>, Header, description = "The session's password (ASCII)")),
     responses(
         (status = 200, description = "Its summary", body = Summary),
-        (status = 401, description = "No password and no admin token", body = ErrorBody),
+        (status = 401, description = "No proof, or the token expired", body = ErrorBody),
         (status = 403, description = "Wrong password, or no such archive", body = ErrorBody),
         (status = 404, description = "No such archive (admin), or the hub keeps none", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this session", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
     ))]
 pub async fn get_one(
     State(hub): State<Arc<Hub>>,
+    Extension(grants): Extension<Arc<Grants>>,
     Path(id): Path<String>,
     proof: Proof,
 ) -> Result<Json<Summary>, ApiError> {
     let archive = archive(&hub)?;
-    prove(&hub, &archive, &id, proof).await?;
+    prove(&hub, &grants, &archive, &id, proof).await?;
     let found = blocking(move || archive.summary(&id)).await?;
     found.map(Json).ok_or_else(|| ApiError::not_found("No such archived session"))
 }
@@ -217,17 +343,23 @@ fn date(ms: u64) -> String {
 
 /// A session's final code, as a text file
 #[utoipa::path(get, path = "/api/v1/archive/{id}/code", tag = "archive", security((), ("bearer" = [])),
-    params(("id" = String, Path), ("X-Session-Password" = Option<String>, Header, description = "The session's password")),
+    params(("id" = String, Path), ("X-Archive-Token" = Option<String>, Header, description = "A token from .../access"), ("X-Session-Password" = Option<String>, Header, description = "The session's password (ASCII)")),
     responses(
         (status = 200, description = "The code, as an attachment named NAME-YYYY-MM-DD.txt", content_type = "text/plain", body = String),
-        (status = 401, description = "No password and no admin token", body = ErrorBody),
+        (status = 401, description = "No proof, or the token expired", body = ErrorBody),
         (status = 403, description = "Wrong password, or no such archive", body = ErrorBody),
         (status = 404, description = "No such archive (admin), or the hub keeps none", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this session", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
     ))]
-pub async fn code(State(hub): State<Arc<Hub>>, Path(id): Path<String>, proof: Proof) -> Result<Response, ApiError> {
+pub async fn code(
+    State(hub): State<Arc<Hub>>,
+    Extension(grants): Extension<Arc<Grants>>,
+    Path(id): Path<String>,
+    proof: Proof,
+) -> Result<Response, ApiError> {
     let archive = archive(&hub)?;
-    prove(&hub, &archive, &id, proof).await?;
+    prove(&hub, &grants, &archive, &id, proof).await?;
     let found = blocking(move || Ok(archive.summary(&id)?.zip(archive.code(&id)?))).await?;
     let (summary, code) = found.ok_or_else(|| ApiError::not_found("No such archived session"))?;
     let file = format!("attachment; filename=\"{}-{}.txt\"", summary.name, date(summary.started_ms));
@@ -245,17 +377,23 @@ pub async fn code(State(hub): State<Arc<Hub>>, Path(id): Path<String>, proof: Pr
 /// `join`, `leave`, `mark`. Applying the operations in order from an empty document (or the
 /// last snapshot) gives the session's code.
 #[utoipa::path(get, path = "/api/v1/archive/{id}/timeline", tag = "archive", security((), ("bearer" = [])),
-    params(("id" = String, Path), ("X-Session-Password" = Option<String>, Header, description = "The session's password")),
+    params(("id" = String, Path), ("X-Archive-Token" = Option<String>, Header, description = "A token from .../access"), ("X-Session-Password" = Option<String>, Header, description = "The session's password (ASCII)")),
     responses(
         (status = 200, description = "JSON lines", content_type = "application/x-ndjson", body = String),
-        (status = 401, description = "No password and no admin token", body = ErrorBody),
+        (status = 401, description = "No proof, or the token expired", body = ErrorBody),
         (status = 403, description = "Wrong password, or no such archive", body = ErrorBody),
         (status = 404, description = "No such archive (admin), or the hub keeps none", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address or for this session", body = ErrorBody),
+        (status = 503, description = "The hub is busy checking passwords", body = ErrorBody),
     ))]
-pub async fn timeline(State(hub): State<Arc<Hub>>, Path(id): Path<String>, proof: Proof) -> Result<Response, ApiError> {
+pub async fn timeline(
+    State(hub): State<Arc<Hub>>,
+    Extension(grants): Extension<Arc<Grants>>,
+    Path(id): Path<String>,
+    proof: Proof,
+) -> Result<Response, ApiError> {
     let archive = archive(&hub)?;
-    prove(&hub, &archive, &id, proof).await?;
+    prove(&hub, &grants, &archive, &id, proof).await?;
     let body = blocking(move || {
         let mut body = String::new();
         let found = archive.timeline(&id, &mut |line| {

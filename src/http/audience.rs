@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::pages::AUDIENCE_OFF as OFF;
@@ -79,12 +79,14 @@ pub async fn live(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     valid_name(&name)?;
+    // Subscribed before access is read: a change after the read is seen by the viewer.
+    let epoch = hub.audience_epoch();
     let access = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
     if access == Access::Off {
         return Err(ApiError::not_found(OFF));
     }
     if access == Access::Password {
-        hub.password_failures.check(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+        hub.gate.check(ip, &name)?;
     }
     // Full now: refused before the upgrade. A place is taken only once the password (if any)
     // is proved, so silent sockets cannot hold a session's places.
@@ -102,7 +104,7 @@ pub async fn live(
         // Viewers only ever send a password: a small read buffer (the default is 128 KiB).
         .read_buffer_size(MAX_INCOMING)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| viewer.run(socket, needs_password)))
+        .on_upgrade(move |socket| viewer.run(socket, needs_password, epoch)))
 }
 
 /// Open a session's view to everyone, or close it (the session's password or the admin token)
@@ -143,20 +145,17 @@ pub async fn set_audience(
     Ok(Json(AudienceState { name, audience }))
 }
 
-/// Checks a session password within the per-address limit: 429, 403 or 404 when it fails.
+/// Checks a session password through the hub's gate: 429, 403 or 404 when it fails.
 async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
-    // Paid for before it is checked (so a burst cannot slip through), refunded when right.
-    hub.password_failures.take(ip, Instant::now()).map_err(ApiError::too_many_attempts)?;
+    // Paid for before it is checked (so a burst cannot slip through), kept only when wrong.
+    let charge = hub.gate.take(ip, name)?;
     match hub.check_session_password(name, password.expose_secret()).await {
-        Some(true) => {
-            hub.password_failures.refund(ip, Instant::now());
-            Ok(())
+        Some(true) => Ok(()),
+        Some(false) => {
+            charge.wrong();
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'")))
         }
-        Some(false) => Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'"))),
-        None => {
-            hub.password_failures.refund(ip, Instant::now());
-            Err(no_session(name))
-        }
+        None => Err(no_session(name)),
     }
 }
 
@@ -183,7 +182,7 @@ async fn refuse(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, c
 }
 
 impl Viewer {
-    async fn run(mut self, socket: WebSocket, needs_password: bool) {
+    async fn run(mut self, socket: WebSocket, needs_password: bool, mut epoch: tokio::sync::watch::Receiver<u64>) {
         let (mut out, mut incoming) = socket.split();
         if needs_password {
             if let Err((code, message, retry)) = self.password(&mut incoming).await {
@@ -191,7 +190,6 @@ impl Viewer {
             }
             self.proved = true;
         }
-        let mut epoch = self.hub.audience_epoch();
         let mut watch: Watch = match self.hub.watch(&self.name) {
             Ok(w) => w,
             Err(e @ (WatchError::NoSession(_) | WatchError::NotFollowed(_))) => {
@@ -271,7 +269,7 @@ impl Viewer {
         let no_password = (close::NO_PASSWORD, "Send {\"password\": \"...\"} first".to_string(), false);
         let Some(text) = first.await.ok().flatten() else {
             // Silence counts like a wrong password.
-            self.hub.password_failures.failed(self.ip, Instant::now());
+            self.hub.gate.failed(self.ip, &self.name);
             return Err(no_password);
         };
         let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password)?;

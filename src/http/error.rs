@@ -2,6 +2,7 @@
 //! session start ([`HubError`]) and a rejected request body become one here, so handlers
 //! only use `?`.
 
+use crate::gate::Refused;
 use crate::hub::HubError;
 use crate::registry::RegistryError;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
@@ -30,16 +31,6 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into(), retry_after: None }
-    }
-
-    /// 429: this address sent too many wrong passwords; it may try again after `wait`.
-    pub fn too_many_attempts(wait: std::time::Duration) -> ApiError {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!("Too many wrong passwords from your address; try again in {secs} s"),
-            retry_after: Some(secs),
-        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -72,6 +63,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A password check the gate would not make: 429 (too many wrong ones from this address or
+/// for this session) or 503 (the hub is busy hashing), with `Retry-After`.
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        let status = match r {
+            Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Refused::Address(_) | Refused::Session(_) => StatusCode::TOO_MANY_REQUESTS,
+        };
+        ApiError { status, message: r.to_string(), retry_after: Some(r.retry_after()) }
+    }
+}
+
 /// A refused start: a name in use is a conflict, a full hub or an engine that cannot run it
 /// is unavailable (for now), a daemon start from an untrusted address is forbidden.
 impl From<HubError> for ApiError {
@@ -82,6 +85,7 @@ impl From<HubError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             HubError::DaemonNotTrusted => StatusCode::FORBIDDEN,
+            HubError::Refused(r) => return ApiError::from(*r),
         };
         ApiError::new(status, e.to_string())
     }

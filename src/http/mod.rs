@@ -13,13 +13,15 @@
 //! - `log.rs`: one log line per request.
 //! - `pages.rs`: the browser pages (`/s/{name}`, `/archive`, `/a/{id}`) and their assets.
 //! - `audience.rs`: the live WebSocket and the owner's public switch.
-//! - `archive.rs`: past sessions' code and timelines. `client.rs`: the client's address.
+//! - `archive.rs`: past sessions' code and timelines; `grants.rs`: the tokens a proved password
+//!   gives them. `client.rs`: the client's address.
 
 mod archive;
 mod audience;
 mod auth;
 mod client;
 mod error;
+mod grants;
 mod json;
 mod log;
 mod openapi;
@@ -66,6 +68,8 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(audience::live))
         .routes(routes!(audience::set_audience))
         .routes(routes!(archive::list, archive::delete_name))
+        .routes(routes!(archive::access_name))
+        .routes(routes!(archive::access_one))
         .routes(routes!(archive::get_one, archive::delete_one))
         .routes(routes!(archive::code))
         .routes(routes!(archive::timeline))
@@ -79,6 +83,11 @@ async fn no_such_endpoint() -> ApiError {
 /// The HTTP application on a hub.
 pub fn router(hub: Arc<Hub>) -> Router {
     let (routes, _document) = api().split_for_parts();
-    let app = routes.fallback(no_such_endpoint).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(hub);
+    let grants = Arc::new(grants::Grants::default());
+    let app = routes
+        .fallback(no_such_endpoint)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::Extension(grants))
+        .with_state(hub);
     log::add(app)
 }

@@ -118,7 +118,7 @@ impl Hub {
             (s.password_md5.clone(), s.control.clone())
         };
         Some(match (known, access) {
-            (Some(known), _) => crate::constant_time_eq(known.expose_secret().as_bytes(), md5.as_bytes()),
+            (Some(known), _) => crate::gate::secret::same(known.expose_secret().as_bytes(), md5.as_bytes()),
             (None, Some(access)) => control::verify(&access, &md5).await,
             (None, None) => false,
         })

@@ -37,8 +37,8 @@ pub use start::{Owned, StartRequest};
 pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
 use crate::archive::Archive;
-use crate::audience::FailureLimiter;
 use crate::config::Config;
+use crate::gate::PasswordGate;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
@@ -70,12 +70,10 @@ pub struct Hub {
     viewers: AtomicUsize,
     /// Where sessions are recorded, once the archive is open.
     archive: OnceLock<Archive>,
-    /// Wrong session passwords by source address (audience view, its public switch, archive).
-    pub password_failures: FailureLimiter,
+    /// The limits on guessing session passwords and the admin token (every front door).
+    pub gate: PasswordGate,
     /// Bumped when who may watch may have changed (viewers check again).
     audience_epoch: tokio::sync::watch::Sender<u64>,
-    /// Slow password hashes (the archive's argon2id) running at once, at most.
-    pub slow_checks: tokio::sync::Semaphore,
     /// Cold starts at once ([`COLD_STARTS_AT_ONCE`]); the rest wait in request order (the
     /// semaphore is fair), so a burst does not drown the engine.
     cold_starts: tokio::sync::Semaphore,
@@ -96,9 +94,6 @@ pub struct Hub {
 /// Container starts the hub asks of the engine at once for sessions (Docker 20.10 on two
 /// cores answers 50 concurrent creates slower than `engine_timeout`).
 pub const COLD_STARTS_AT_ONCE: usize = 8;
-
-/// Slow password hashes at once (each takes ~20 ms of a core and 19 MiB).
-pub const SLOW_CHECKS: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -191,8 +186,7 @@ impl Hub {
             live: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
             archive: OnceLock::new(),
-            password_failures: FailureLimiter::default(),
-            slow_checks: tokio::sync::Semaphore::new(SLOW_CHECKS),
+            gate: PasswordGate::default(),
             cold_starts: tokio::sync::Semaphore::new(COLD_STARTS_AT_ONCE),
             audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,
@@ -222,10 +216,16 @@ impl Hub {
         }
     }
 
-    /// Checks a presented admin token in constant time. `None` when no token is configured.
+    /// Checks a presented admin token (as digests, in constant time). `None` when no token is
+    /// configured.
     pub fn check_admin_token(&self, presented: &str) -> Option<bool> {
         let t = self.admin_token.read().ok()?;
-        t.as_ref().map(|t| crate::constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes()))
+        t.as_ref().map(|t| crate::gate::secret::same(t.expose_secret().as_bytes(), presented.as_bytes()))
+    }
+
+    /// Whether the hub has an admin token at all.
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.read().is_ok_and(|t| t.is_some())
     }
 
     /// Applies a reloaded configuration. Keys that need a restart keep their running value

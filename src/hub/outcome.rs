@@ -93,6 +93,9 @@ pub enum HubError {
     StartFailed(String),
     #[error("Daemon sessions can only be started from a trusted address")]
     DaemonNotTrusted,
+    /// Too many wrong passwords for an adopted session (its owner re-claiming it).
+    #[error("{0}")]
+    Refused(crate::gate::Refused),
 }
 
 impl HubError {
@@ -108,6 +111,7 @@ impl HubError {
             HubError::EngineDown => "docker_unreachable",
             HubError::StartFailed(_) => "start_failed",
             HubError::DaemonNotTrusted => "not_trusted",
+            HubError::Refused(_) => "password_limit",
         }
     }
 

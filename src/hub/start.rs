@@ -94,7 +94,8 @@ impl Hub {
         // A session waiting for its owner (adopted after a restart) goes back to that owner;
         // API and daemon requests never take one over.
         if !req.daemon {
-            if let Some(owned) = self.reclaim(&req.name, password_md5.expose_secret()).await {
+            let peer = req.peer.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            if let Some(owned) = self.reclaim(&req.name, password_md5.expose_secret(), peer).await? {
                 return Ok(owned);
             }
         }
@@ -360,21 +361,33 @@ impl Hub {
     }
 
     /// Gives a running session that has no owner (adopted after a restart) to whoever knows
-    /// its password: checked against the md5 the hub knows, else by its server.
-    async fn reclaim(&self, name: &str, password_md5: &str) -> Option<Owned> {
-        let (id, known, access) = {
+    /// its password: checked against the md5 the hub knows, else by its server, through the
+    /// password gate like every other check (a wrong guess is charged to `peer` and the name;
+    /// too many are refused). `Ok(None)`: no such session waits, or the password is not its.
+    async fn reclaim(&self, name: &str, password_md5: &str, peer: IpAddr) -> Result<Option<Owned>, HubError> {
+        let waiting = {
             let r = lock(&self.registry);
-            let s = r.running(name).filter(|s| !s.owner_connected && !s.daemon)?;
-            (s.id.clone(), s.password_md5.clone(), s.control.clone())
+            r.running(name)
+                .filter(|s| !s.owner_connected && !s.daemon)
+                .map(|s| (s.id.clone(), s.password_md5.clone(), s.control.clone()))
         };
+        let Some((id, known, access)) = waiting else { return Ok(None) };
+        let charge = self.gate.take(peer, name).map_err(HubError::Refused)?;
         let same = match (known, access) {
-            (Some(md5), _) => crate::constant_time_eq(md5.expose_secret().as_bytes(), password_md5.as_bytes()),
+            (Some(md5), _) => crate::gate::secret::same(md5.expose_secret().as_bytes(), password_md5.as_bytes()),
             (None, Some(access)) => control::verify(&access, password_md5).await,
             (None, None) => false,
         };
         if !same {
-            return None;
+            charge.wrong();
+            return Ok(None);
         }
+        Ok(self.hand_over(name, &id))
+    }
+
+    /// Makes the caller the owner of adopted session `id`, unless someone was quicker.
+    fn hand_over(&self, name: &str, id: &str) -> Option<Owned> {
+        let id = id.to_string();
         let mut registry = lock(&self.registry);
         let s = registry.by_id(&id).filter(|s| !s.owner_connected)?;
         let port = s.port;

@@ -1,14 +1,15 @@
 // archive.js: "Your past sessions" (archive.html, served at /archive). A session's name and
-// password (sent in the X-Session-Password header, never in a URL) list its archived
+// password (sent once, in a POST body: any characters, never in a URL) list its archived
 // performances, newest first, each with a link to replay it and its code and timeline to
-// download (fetched with the header, then saved through a Blob). Opening a replay leaves the
-// password in this tab's sessionStorage under that session's id, so replay.js need not ask
-// again. Names and reasons from the hub are hostile text: textContent only.
+// download. The hub answers with a short-lived token for them (X-Archive-Token); downloads
+// use it, and opening a replay leaves it (never the password) in this tab's sessionStorage
+// under that session's id, so replay.js need not ask again. The password is kept nowhere.
+// Names and reasons from the hub are hostile text: textContent only.
 (function () {
   "use strict";
 
   var NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
-  var PASSWORD_KEY = "troop-archive-password:";   // + id; read by replay.js
+  var TOKEN_KEY = "troop-archive-token:";   // + id; read by replay.js
 
   function $(id) { return document.getElementById(id); }
   var el = {
@@ -16,7 +17,7 @@
     show: $("show"), error: $("error"), found: $("found"), sessions: $("sessions")
   };
 
-  var asked = null;               // {name, password} of the list shown
+  var asked = null;               // {name, token} of the list shown
   var retryTimer = 0;
 
   var hook = window.troopArchive = { state: "form", sessions: [], error: "", lastDownload: null };
@@ -39,11 +40,10 @@
       return text || ("Too many wrong passwords; try again" + (after ? " in " + after + " s." : " later."));
     }
     if (r.status === 401 || r.status === 403) return text || "Wrong password, or nothing archived under that name.";
+    if (r.status === 503) return text || "The hub is busy; try again in a moment.";
     if (r.status === 404) return text || "This hub keeps no archive.";
     return text || ("The hub could not answer (HTTP " + r.status + ").");
   }
-
-  function headerSafe(p) { return /^[\x20-\x7e]+$/.test(p); }
 
   el.form.addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -54,10 +54,6 @@
       return;
     }
     if (!password) { setState("error", "Type the session's password."); el.password.focus(); return; }
-    if (!headerSafe(password)) {
-      setState("error", "This password has characters that cannot be sent to the hub (only plain ASCII letters, digits, spaces and symbols).");
-      return;
-    }
     lookUp(name, password);
   });
 
@@ -65,18 +61,20 @@
     setState("loading", "");
     el.show.disabled = true;
     el.show.textContent = "Looking…";
-    fetch("api/v1/archive?name=" + encodeURIComponent(name), {
-      cache: "no-store", credentials: "same-origin",
-      headers: { "X-Session-Password": password, Accept: "application/json" }
+    fetch("api/v1/archive/access", {
+      method: "POST", cache: "no-store", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ name: name, password: password })
     }).then(function (r) {
       if (r.ok) return r.json();
       return errorOf(r).then(function (text) {
         if (r.status === 429) holdOff(Number(r.headers.get("Retry-After")));
         throw new Error(sentence(r, text));
       });
-    }).then(function (list) {
-      if (!Array.isArray(list)) throw new Error("The hub's answer is not a list of sessions.");
-      asked = { name: name, password: password };
+    }).then(function (granted) {
+      var list = granted && granted.sessions;
+      if (!Array.isArray(list) || typeof granted.token !== "string") throw new Error("The hub's answer is not a list of sessions.");
+      asked = { name: name, token: granted.token };
       show(list);
       setState("list", list.length ? "" : "Nothing is archived under that name.");
     }).catch(function (e) {
@@ -196,7 +194,7 @@
     var replay = node("a", "button replay", "Replay");
     replay.href = "a/" + encodeURIComponent(id);
     var remember = function () {
-      try { sessionStorage.setItem(PASSWORD_KEY + id, asked.password); } catch (e) { /* the replay asks */ }
+      try { sessionStorage.setItem(TOKEN_KEY + id, asked.token); } catch (e) { /* the replay asks */ }
     };
     replay.addEventListener("click", remember);
     replay.addEventListener("auxclick", remember);
@@ -242,7 +240,7 @@
     button.textContent = "Downloading…";
     err.textContent = "";
     fetch("api/v1/archive/" + encodeURIComponent(id) + path, {
-      cache: "no-store", credentials: "same-origin", headers: { "X-Session-Password": asked.password }
+      cache: "no-store", credentials: "same-origin", headers: { "X-Archive-Token": asked.token }
     }).then(function (r) {
       if (!r.ok) return errorOf(r).then(function (text) { throw new Error(sentence(r, text)); });
       var name = fileNameOf(r.headers.get("Content-Disposition")) || cleanName(fallback) || "troop.txt";

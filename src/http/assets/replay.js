@@ -1,5 +1,7 @@
 // replay.js: an archived Troop session played back (replay.html, served at /a/{id}). It asks
-// for the session's password (unless archive.js left it in sessionStorage for this id), reads
+// for the session's password once (unless archive.js left a token for this id in
+// sessionStorage) and trades it for a short-lived token (POST .../access; the password is
+// kept nowhere, and may have any characters); with the token it reads
 // the summary, streams the timeline (JSON lines) into compact typed arrays while building
 // keyframes (the whole state every KEYFRAME_EVERY events) so that seeking anywhere costs one
 // keyframe restore plus at most that many events, then plays it with the live view's look:
@@ -14,7 +16,7 @@
   var KEYFRAME_EVERY = 1000;      // events between keyframes, at first
   var KEYFRAME_BUDGET = 16e6;     // code points + author runs kept in keyframes, at most
   var SLICE_MS = 12;              // work between yields while loading
-  var PASSWORD_KEY = "troop-archive-password:";   // + id, in sessionStorage (set by archive.js)
+  var TOKEN_KEY = "troop-archive-token:";   // + id, in sessionStorage (set by archive.js or here)
   var SPEEDS = [1, 4, 16];
 
   // Event kinds in the store.
@@ -33,7 +35,7 @@
 
   var id = "";
   try { id = decodeURIComponent(location.pathname.split("/").pop() || ""); } catch (e) { id = ""; }
-  var password = null;
+  var token = null;
   var summary = null;
   var finalCode = null;           // the archive's final code, when it could be read
 
@@ -287,9 +289,9 @@
     setState("error");
   }
 
-  function storageGet() { try { return sessionStorage.getItem(PASSWORD_KEY + id); } catch (e) { return null; } }
+  function storageGet() { try { return sessionStorage.getItem(TOKEN_KEY + id); } catch (e) { return null; } }
   function storageSet(v) {
-    try { if (v === null) sessionStorage.removeItem(PASSWORD_KEY + id); else sessionStorage.setItem(PASSWORD_KEY + id, v); } catch (e) { /* no storage */ }
+    try { if (v === null) sessionStorage.removeItem(TOKEN_KEY + id); else sessionStorage.setItem(TOKEN_KEY + id, v); } catch (e) { /* no storage */ }
   }
 
   function askPassword(error) {
@@ -305,20 +307,31 @@
     ev.preventDefault();
     var v = el.password.value;
     if (!v) return;
-    // HTTP header values carry visible ASCII only; the hub reads nothing else there.
-    if (!/^[\x20-\x7e]+$/.test(v)) {
-      el.passwordError.textContent = "This password has characters that cannot be sent to the hub (only plain ASCII letters, digits, spaces and symbols).";
-      return;
-    }
-    password = v;
     el.password.value = "";
     el.form.hidden = true;
-    load();
+    setState("loading");
+    showMessage("Checking the password…", "");
+    fetch("../api/v1/archive/" + encodeURIComponent(id) + "/access", {
+      method: "POST", cache: "no-store", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ password: v })
+    }).then(function (r) {
+      if (!r.ok) return refused(r);
+      return r.json();
+    }).then(function (granted) {
+      if (!granted || typeof granted.token !== "string") throw new Error("The hub's answer holds no token.");
+      token = granted.token;
+      storageSet(token);   // this tab may reload without asking again, while the token holds
+      load();
+    }).catch(function (e) {
+      if (e && e.message === "refused") return;
+      fail("The hub could not be reached.", e instanceof TypeError ? "Try again in a moment." : String(e && e.message || e));
+    });
   });
 
   function api(path) {
     return fetch("../api/v1/archive/" + encodeURIComponent(id) + path, {
-      cache: "no-store", credentials: "same-origin", headers: { "X-Session-Password": password }
+      cache: "no-store", credentials: "same-origin", headers: { "X-Archive-Token": token }
     });
   }
 
@@ -330,11 +343,11 @@
   function refused(r) {
     return errorOf(r).then(function (text) {
       if (r.status === 401 || r.status === 403) {
-        password = null;
+        token = null;
         storageSet(null);
         askPassword(text || "Wrong password.");
-      } else if (r.status === 429) {
-        password = null;
+      } else if (r.status === 429 || r.status === 503) {
+        token = null;
         var after = r.headers.get("Retry-After");
         askPassword(text || ("Too many wrong passwords; try again" + (after ? " in " + after + " s." : " later.")));
       } else if (r.status === 404) {
@@ -355,7 +368,6 @@
     }).then(function (s) {
       if (!s || typeof s !== "object") throw new Error("The hub's answer is not a session summary.");
       summary = s;
-      storageSet(password);   // this tab may reload without asking again
       showSummary();
       var code = api("/code").then(function (r) { return r.ok ? r.text() : null; }, function () { return null; });
       return Promise.all([loadTimeline(), code]);
@@ -735,8 +747,8 @@
   if (!id || id.length > 200) {
     fail("That is not an archived session's address.", "");
   } else {
-    password = storageGet();
-    if (password) load();
+    token = storageGet();
+    if (token) load();
     else askPassword("");
   }
 })();
