@@ -52,6 +52,16 @@ pub struct Gauges {
     /// Audience viewers watching, over every session.
     pub viewers: usize,
     pub pool: crate::hub::PoolInfo,
+    /// The archive's writer, when the hub keeps one.
+    pub archive: Option<ArchiveGauges>,
+}
+
+/// How the archive's writer is doing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchiveGauges {
+    pub write_errors: u64,
+    pub dropped_lines: u64,
+    pub queue_depth: usize,
 }
 
 impl Metrics {
@@ -132,6 +142,14 @@ impl Metrics {
             "Open connections to the hub protocol port.",
             self.open_connections.load(Ordering::Relaxed) as f64,
         );
+        if let Some(a) = g.archive {
+            gauge("archive_queue_depth", "Timeline lines waiting for the archive's writer.", a.queue_depth as f64);
+            let _ = writeln!(
+                out,
+                "# HELP troop_hub_archive_write_errors_total Archive writes that failed (each failed attempt; a failing batch is retried).\n# TYPE troop_hub_archive_write_errors_total counter\ntroop_hub_archive_write_errors_total {}\n# HELP troop_hub_archive_dropped_lines_total Timeline lines dropped because the archive's queue was full (their sessions are marked truncated).\n# TYPE troop_hub_archive_dropped_lines_total counter\ntroop_hub_archive_dropped_lines_total {}",
+                a.write_errors, a.dropped_lines
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP troop_hub_sessions_started_total Sessions that became ready.\n# TYPE troop_hub_sessions_started_total counter\ntroop_hub_sessions_started_total {}",
@@ -209,7 +227,9 @@ mod tests {
         m.session_ended("owner_left");
         m.request("query", "ok");
         let pool = crate::hub::PoolInfo { target: 2, ready: 1, starting: 1, warm_starts: 5, ..Default::default() };
-        let g = Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3, pool };
+        let archive = Some(ArchiveGauges { write_errors: 4, dropped_lines: 5, queue_depth: 6 });
+        let g =
+            Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3, pool, archive };
         let text = m.render(&g);
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
@@ -224,5 +244,8 @@ mod tests {
         assert!(text.contains("troop_hub_pool_target 2\n"));
         assert!(text.contains("troop_hub_pool_ready 1\n"));
         assert!(text.contains("troop_hub_session_starts_total{from=\"pool\"} 5\n"));
+        assert!(text.contains("troop_hub_archive_write_errors_total 4\n"));
+        assert!(text.contains("troop_hub_archive_dropped_lines_total 5\n"));
+        assert!(text.contains("troop_hub_archive_queue_depth 6\n"));
     }
 }

@@ -107,7 +107,7 @@ async fn every_documented_route_is_served() {
             assert!(!r.body.contains("No such endpoint"), "{method} {path} is routed: {}", r.body);
         }
     }
-    assert_eq!(documented, 23, "every route is documented: {}", doc["paths"]);
+    assert_eq!(documented, 25, "every route is documented: {}", doc["paths"]);
     assert!(http(hub.http, "GET", "/nope", None, None).await.json()["error"].is_string());
 }
 
@@ -276,9 +276,34 @@ async fn readyz_warns_when_dockers_userland_proxy_hides_source_addresses() {
     }
 }
 
+/// A TCP connection to `to` from `from` (another loopback address is another client).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind a loopback address");
+    socket.connect(to).await.expect("connect to the HTTP port")
+}
+
+/// Reads until the peer closes (or `within` passes): what it sent, and whether it closed.
+async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
 #[tokio::test]
-async fn slow_http_clients_are_cut_off_and_do_not_block_others() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn slow_and_silent_http_clients_are_cut_off_and_one_address_cannot_close_the_port() {
+    use tokio::io::AsyncWriteExt;
     let hub = TestHub::new("").start().await;
     let rss = || {
         let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
@@ -291,34 +316,45 @@ async fn slow_http_clients_are_cut_off_and_do_not_block_others() {
             .unwrap_or(0)
     };
     let before = rss();
-    let mut slow = Vec::new();
-    for _ in 0..200 {
-        let mut s = tokio::net::TcpStream::connect(hub.http).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finishes
-        slow.push(s);
+    let cap = troop_hub::http::MAX_PER_ADDRESS;
+    // One address opens as many connections as it may: half never finish their headers
+    // (slowloris), half never send a byte.
+    let attacker = [127, 0, 0, 7];
+    let mut held = Vec::new();
+    for i in 0..cap {
+        let mut s = connect_from(attacker, hub.http).await;
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("send half a request");
+        }
+        held.push(s);
     }
-    // Others are served meanwhile, and a flood of requests leaves memory bounded.
+    // Its next connections are answered, not reset: 503 with Retry-After.
+    let mut over = connect_from(attacker, hub.http).await;
+    let (answer, closed) = read_to_close(&mut over, T).await;
+    assert!(closed, "an over-cap connection is closed after its answer");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.contains("Retry-After: 5") && answer.contains("Too many open connections from your address"),
+        "{answer}"
+    );
+    // Everyone else is served meanwhile, and a flood of requests leaves memory bounded.
     assert_eq!(http(hub.http, "GET", "/healthz", None, None).await.status, 200);
     for _ in 0..300 {
         http(hub.http, "GET", "/api/v1/sessions/nobody", None, None).await;
     }
     let after = rss();
     assert!(after < before + 32 * 1024, "hub RSS grew from {before} to {after} KiB");
-    // The slow ones are closed once the header timeout passes.
+    // The slow and the silent ones are all closed once the header timeout passes ...
     let deadline = troop_hub::http::HEADER_TIMEOUT + Duration::from_secs(5);
-    for s in slow.iter_mut() {
-        let mut buf = [0u8; 512];
-        let closed = tokio::time::timeout(deadline, async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "a slowloris connection stayed open");
+    for (i, s) in held.iter_mut().enumerate() {
+        let (_, closed) = read_to_close(s, deadline).await;
+        assert!(closed, "connection {i} ({}) stayed open", if i % 2 == 0 { "slow" } else { "silent" });
     }
+    // ... and the address is served again.
+    let mut again = connect_from(attacker, hub.http).await;
+    again.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("send");
+    let (answer, _) = read_to_close(&mut again, T).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
 #[tokio::test]

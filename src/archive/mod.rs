@@ -3,15 +3,26 @@
 //!
 //! Recording calls ([`Archive::begin`], [`Archive::record`], [`Archive::document`],
 //! [`Archive::finish`]) never block: they go in order through a channel to one writer thread
-//! ([`writer`]) that commits them in batches. The queue holds at most [`MAX_QUEUED_LINES`]
-//! timeline lines ([`MAX_QUEUED_BYTES`] bytes); past that a line is dropped and its session
-//! marked truncated. Reading calls are blocking (the hub runs them in `spawn_blocking`) and use
-//! their own connections beside the writer. Session passwords are kept as argon2id hashes
-//! ([`password`]); the schema and its migrations live in [`schema`].
+//! ([`writer`]) that commits them in batches, and retries a batch that fails for a reason that
+//! may pass (a full disk, a locked file) until it commits. The queue holds at most
+//! [`MAX_QUEUED_LINES`] timeline lines ([`MAX_QUEUED_BYTES`] bytes); past that a line is dropped
+//! and its session marked truncated. Session passwords are hashed (argon2id, [`password`]) on a
+//! thread of their own ([`hasher`]), never on the writer. Deletes, closing and pruning run on
+//! the writer too ([`upkeep`]); reading calls are blocking (the hub runs them in
+//! `spawn_blocking`) and use their own connections beside the writer ([`read`]). Write failures
+//! are counted and logged once per episode ([`health`]); the schema and its migrations live in
+//! [`schema`].
 
+mod hasher;
+mod health;
 mod password;
+mod read;
 mod schema;
+mod upkeep;
 mod writer;
+
+pub use read::Page;
+pub use upkeep::{PRUNE_CHUNK, RECENT};
 
 #[cfg(test)]
 mod tests;
@@ -24,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, Row};
 use tokio::sync::oneshot;
 
 use writer::{Op, Writer};
@@ -69,6 +80,10 @@ pub enum ArchiveError {
     Writer(std::io::Error),
     #[error("archive: {context}: {source}")]
     Sqlite { context: String, source: rusqlite::Error },
+    #[error(
+        "archive: {0}: the archive's writer did not answer in time (it may be unable to write; see the hub's log)"
+    )]
+    Unanswered(String),
 }
 
 /// One archived session as listed.
@@ -108,15 +123,23 @@ struct Overflow {
 }
 
 impl Overflow {
-    /// The counts so far, leaving zero (and the warned flag) behind.
-    fn take(&mut self) -> Overflow {
+    /// The counts so far (left in place until the writer has committed them).
+    fn counts(&self) -> Overflow {
         Overflow {
             warned: self.warned,
-            dropped: std::mem::take(&mut self.dropped),
-            operations: std::mem::take(&mut self.operations),
-            evaluations: std::mem::take(&mut self.evaluations),
-            performers: std::mem::take(&mut self.performers),
+            dropped: self.dropped,
+            operations: self.operations,
+            evaluations: self.evaluations,
+            performers: self.performers.clone(),
         }
+    }
+
+    /// Takes away what the writer committed (lines dropped meanwhile stay).
+    fn subtract(&mut self, done: &Overflow) {
+        self.dropped = self.dropped.saturating_sub(done.dropped);
+        self.operations = self.operations.saturating_sub(done.operations);
+        self.evaluations = self.evaluations.saturating_sub(done.evaluations);
+        self.performers.retain(|p| !done.performers.contains(p));
     }
 }
 
@@ -127,11 +150,19 @@ struct Shared {
     queued_bytes: AtomicUsize,
     dropped_lines: AtomicU64,
     overflow: Mutex<HashMap<String, Overflow>>,
-    /// The newest document per session not yet written (only the newest is worth writing).
-    documents: Mutex<HashMap<String, String>>,
+    /// The newest document per session not yet written, with the event it is as of (only
+    /// the newest is worth writing; it leaves once committed).
+    documents: Mutex<HashMap<String, Arc<(String, u64)>>>,
+    health: health::Health,
     /// Held by a test to pause the writer between batches.
     #[cfg(test)]
     gate: Mutex<()>,
+    /// Errors a test makes the writer's next transactions fail with (SQLite result codes).
+    #[cfg(test)]
+    fail_next: Mutex<std::collections::VecDeque<std::os::raw::c_int>>,
+    /// A test's limit on the writer's database size in pages (a real SQLITE_FULL past it).
+    #[cfg(test)]
+    page_limit: Mutex<Option<i64>>,
 }
 
 impl Shared {
@@ -193,6 +224,8 @@ impl Drop for WriterThread {
 }
 
 struct Inner {
+    /// Dropped first (field order): the hasher finishes its work and lets go of its sender.
+    hasher: hasher::Hasher,
     /// Dropped before `_writer` (field order): the writer then drains, commits and stops.
     tx: Sender<Op>,
     _writer: WriterThread,
@@ -200,6 +233,7 @@ struct Inner {
     path: PathBuf,
     keep: Duration,
     max_total_bytes: u64,
+    max_session_bytes: u64,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -266,11 +300,16 @@ impl Archive {
             .name("archive-writer".into())
             .spawn(move || writer.run())
             .map_err(ArchiveError::Writer)?;
+        let writer = WriterThread(Some(thread));
+        let hasher = hasher::Hasher::start(tx.clone()).map_err(ArchiveError::Writer)?;
+        let path = std::path::absolute(&path).unwrap_or(path);
         tracing::info!(path = %path.display(), "archive: open");
         Ok(Archive {
             inner: Arc::new(Inner {
+                hasher,
                 tx,
-                _writer: WriterThread(Some(thread)),
+                _writer: writer,
+                max_session_bytes: settings.max_session_bytes,
                 shared,
                 path,
                 keep: settings.keep,
@@ -290,6 +329,21 @@ impl Archive {
         self.inner.shared.dropped_lines.load(Ordering::Relaxed)
     }
 
+    /// Timeline lines waiting for the writer now.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.shared.queued_lines.load(Ordering::Relaxed)
+    }
+
+    /// Writes that failed so far (each failed attempt counts).
+    pub fn write_errors(&self) -> u64 {
+        self.inner.shared.health.write_errors()
+    }
+
+    /// Why the archive cannot write now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.inner.shared.health.problem()
+    }
+
     fn send(&self, op: Op) {
         if self.inner.tx.send(op).is_err() {
             tracing::error!("archive: the writer thread is gone; a recording call is lost");
@@ -299,10 +353,14 @@ impl Archive {
     // ---- recording (non-blocking; all go through the writer in order) ----
 
     /// A session begins (or a restarted hub continues it: then the existing row is kept as is).
-    /// `password_md5` is hashed (argon2id, random salt) on the writer thread and never stored
-    /// itself; `None` means only an admin can read the archive.
+    /// `password_md5` is hashed (argon2id, random salt) on the hasher's thread and never
+    /// stored itself; the hash follows the row a moment later. `None` means only an admin can
+    /// read the archive.
     pub fn begin(&self, id: &str, name: &str, started_ms: u64, password_md5: Option<String>) {
-        self.send(Op::Begin { id: id.to_owned(), name: name.to_owned(), started_ms, password_md5 });
+        self.send(Op::Begin { id: id.to_owned(), name: name.to_owned(), started_ms });
+        if let Some(md5) = password_md5 {
+            self.inner.hasher.hash(id, name, md5);
+        }
     }
 
     /// One timeline line (a JSON object text) with its event number and time. Lines with a
@@ -346,10 +404,13 @@ impl Archive {
         }
     }
 
-    /// The document as the hub knows it now (replaces the kept one; only the newest one still
-    /// waiting is written).
-    pub fn document(&self, id: &str, document: String) {
-        let waiting = lock(&self.inner.shared.documents).insert(id.to_owned(), document).is_some();
+    /// The document as the hub knows it after event `seq` (replaces the kept one; only the
+    /// newest one still waiting is written). One over `max_session_bytes` is not kept.
+    pub fn document(&self, id: &str, document: String, seq: u64) {
+        if document.len() as u64 > self.inner.max_session_bytes {
+            return;
+        }
+        let waiting = lock(&self.inner.shared.documents).insert(id.to_owned(), Arc::new((document, seq))).is_some();
         if !waiting {
             self.send(Op::Document { id: id.to_owned() });
         }
@@ -358,280 +419,19 @@ impl Archive {
     /// The session ended: its final document (`None`: the hub never had it, keep the last
     /// one written) and why ("its owner left", ...).
     pub fn finish(&self, id: &str, ended_ms: u64, reason: &str, document: Option<String>) {
+        let document = document.filter(|d| d.len() as u64 <= self.inner.max_session_bytes);
         self.send(Op::Finish { id: id.to_owned(), ended_ms, reason: reason.to_owned(), document });
     }
 
-    /// Waits until everything sent so far is committed (tests, shutdown).
+    /// Waits until everything sent so far is committed, password hashes included (tests,
+    /// shutdown).
     pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();
-        if self.inner.tx.send(Op::Flush(done)).is_err() {
-            return;
+        if let Err(done) = self.inner.hasher.flush(done) {
+            if self.inner.tx.send(Op::Flush(done)).is_err() {
+                return;
+            }
         }
         let _ = committed.await;
-    }
-
-    // ---- reading (blocking: the hub calls them in spawn_blocking) ----
-
-    /// Runs `f` on an idle reading connection (opening one if none is idle).
-    fn read<T>(
-        &self,
-        context: impl FnOnce() -> String,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, ArchiveError> {
-        let idle = lock(&self.inner.readers).pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => schema::open_reader(&self.inner.path)?,
-        };
-        let result = f(&mut conn);
-        let mut readers = lock(&self.inner.readers);
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
-        }
-        result.map_err(|source| ArchiveError::Sqlite { context: context(), source })
-    }
-
-    /// The last stored sequence number of `id` (committed lines only: flush first if needed).
-    pub fn last_seq(&self, id: &str) -> Result<Option<u64>, ArchiveError> {
-        self.read(
-            || format!("reading the last sequence number of session {id}"),
-            |c| {
-                let seq = c
-                    .prepare_cached("SELECT last_seq FROM sessions WHERE id = ?1")?
-                    .query_row([id], |row| row.get::<_, Option<i64>>(0))
-                    .optional()?;
-                Ok(seq.flatten().map(from_sql_int))
-            },
-        )
-    }
-
-    /// Summaries, newest first; of sessions named `name`, or all.
-    pub fn summaries(&self, name: Option<&str>) -> Result<Vec<Summary>, ArchiveError> {
-        self.read(
-            || format!("listing sessions{}", name.map(|n| format!(" named {n:?}")).unwrap_or_default()),
-            |c| {
-                let sql = format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM sessions WHERE ?1 IS NULL OR name = ?1
-                     ORDER BY started_ms DESC, id DESC"
-                );
-                let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([name], summary_from)?;
-                rows.collect()
-            },
-        )
-    }
-
-    /// Summaries of `name`'s sessions whose password is `password`, newest first, at most
-    /// [`MAX_CHECKED`] looked at. Costs one argon2id computation whatever the name holds
-    /// (equal timing whether it exists or not).
-    pub fn summaries_for(&self, name: &str, password: &str) -> Result<Vec<Summary>, ArchiveError> {
-        // One slow hash per request, whether the name has no session, one, or many: the
-        // name key is compared with each row's (rows from before schema 2 have none and are
-        // checked one by one, as they were).
-        let md5 = troop_server::md5_hex(password);
-        let key = password::name_key(name, &md5).unwrap_or_default();
-        let candidates: Vec<(Summary, Option<String>, Option<String>)> = self.read(
-            || format!("listing the sessions named {name:?} with a password"),
-            |c| {
-                let sql = format!(
-                    "SELECT {SUMMARY_COLUMNS}, password_hash, name_key FROM sessions
-                     WHERE name = ?1 AND password_hash IS NOT NULL
-                     ORDER BY started_ms DESC, id DESC LIMIT {MAX_CHECKED}"
-                );
-                let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([name], |row| Ok((summary_from(row)?, row.get(10)?, row.get(11)?)))?;
-                rows.collect()
-            },
-        )?;
-        let proved = |(summary, hash, stored): (Summary, Option<String>, Option<String>)| {
-            let ok = match (stored, hash) {
-                (Some(stored), _) => crate::gate::secret::same(stored.as_bytes(), key.as_bytes()),
-                (None, Some(hash)) => password::verify(&hash, &md5),
-                (None, None) => false,
-            };
-            ok.then_some(summary)
-        };
-        Ok(candidates.into_iter().filter_map(proved).collect())
-    }
-
-    /// Whether `password` proves archive `id` (false for an unknown id or one without a
-    /// password, after the same work).
-    pub fn verify(&self, id: &str, password: &str) -> Result<bool, ArchiveError> {
-        let hash: Option<String> = self.read(
-            || format!("reading the password of session {id}"),
-            |c| {
-                let hash = c
-                    .prepare_cached("SELECT password_hash FROM sessions WHERE id = ?1")?
-                    .query_row([id], |row| row.get::<_, Option<String>>(0))
-                    .optional()?;
-                Ok(hash.flatten())
-            },
-        )?;
-        let md5 = troop_server::md5_hex(password);
-        Ok(match hash {
-            Some(hash) => password::verify(&hash, &md5),
-            None => {
-                password::dummy(&md5);
-                false
-            }
-        })
-    }
-
-    /// One session's summary.
-    pub fn summary(&self, id: &str) -> Result<Option<Summary>, ArchiveError> {
-        self.read(
-            || format!("reading session {id}"),
-            |c| {
-                let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sessions WHERE id = ?1");
-                c.prepare_cached(&sql)?.query_row([id], summary_from).optional()
-            },
-        )
-    }
-
-    /// The final (or latest) document.
-    pub fn code(&self, id: &str) -> Result<Option<String>, ArchiveError> {
-        self.read(
-            || format!("reading the code of session {id}"),
-            |c| {
-                c.prepare_cached("SELECT document FROM sessions WHERE id = ?1")?
-                    .query_row([id], |row| row.get(0))
-                    .optional()
-            },
-        )
-    }
-
-    /// The timeline lines in seq order (each a JSON object text), handed to `out` one per call,
-    /// from one consistent snapshot. False when the session is unknown.
-    pub fn timeline(&self, id: &str, out: &mut dyn FnMut(&str)) -> Result<bool, ArchiveError> {
-        self.read(
-            || format!("reading the timeline of session {id}"),
-            |c| {
-                let tx = c.transaction()?; // one snapshot for the check and the lines
-                let found = tx
-                    .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?
-                    .query_row([id], |_| Ok(()))
-                    .optional()?;
-                if found.is_none() {
-                    return Ok(false);
-                }
-                {
-                    let mut stmt = tx.prepare_cached("SELECT line FROM lines WHERE session_id = ?1 ORDER BY seq")?;
-                    let mut rows = stmt.query([id])?;
-                    while let Some(row) = rows.next()? {
-                        let line = row.get_ref(0)?.as_str().map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-                        })?;
-                        out(line);
-                    }
-                }
-                tx.commit()?;
-                Ok(true)
-            },
-        )
-    }
-
-    /// Deletes a session and its timeline; whether it existed. A live session's later lines are
-    /// then ignored.
-    pub fn delete(&self, id: &str) -> Result<bool, ArchiveError> {
-        self.read(
-            || format!("deleting session {id}"),
-            |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existed = delete_session(&tx, id)?;
-                tx.commit()?;
-                Ok(existed)
-            },
-        )
-    }
-
-    /// Deletes every session named `name`; how many.
-    pub fn delete_name(&self, name: &str) -> Result<usize, ArchiveError> {
-        self.read(
-            || format!("deleting the sessions named {name:?}"),
-            |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.prepare_cached("DELETE FROM lines WHERE session_id IN (SELECT id FROM sessions WHERE name = ?1)")?
-                    .execute([name])?;
-                let removed = tx.prepare_cached("DELETE FROM sessions WHERE name = ?1")?.execute([name])?;
-                tx.commit()?;
-                Ok(removed)
-            },
-        )
-    }
-
-    /// Sessions not ended (a hub died) are marked ended at `now_ms` with `reason`, except the
-    /// ids in `except` (still live, adopted). How many were closed.
-    pub fn close_unfinished(&self, except: &[String], now_ms: u64, reason: &str) -> Result<usize, ArchiveError> {
-        self.read(
-            || "closing unfinished sessions".to_owned(),
-            |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let open: Vec<String> = {
-                    let mut stmt = tx.prepare_cached("SELECT id FROM sessions WHERE ended_ms IS NULL")?;
-                    let rows = stmt.query_map([], |row| row.get(0))?;
-                    rows.collect::<rusqlite::Result<_>>()?
-                };
-                let mut closed = 0;
-                {
-                    let mut update = tx.prepare_cached(
-                        "UPDATE sessions SET ended_ms = ?2, end_reason = ?3 WHERE id = ?1 AND ended_ms IS NULL",
-                    )?;
-                    for id in open.iter().filter(|id| !except.contains(id)) {
-                        closed += update.execute(params![id, sql_int(now_ms), reason])?;
-                    }
-                }
-                tx.commit()?;
-                Ok(closed)
-            },
-        )
-    }
-
-    /// Removes ended sessions that ended more than `keep` before `now_ms`, then the oldest-ended
-    /// ones while the total (timeline and document bytes of all sessions) exceeds
-    /// `max_total_bytes`. Live sessions are never removed.
-    pub fn prune(&self, now_ms: u64) -> Result<PruneReport, ArchiveError> {
-        let keep_ms = u64::try_from(self.inner.keep.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = sql_int(now_ms.saturating_sub(keep_ms));
-        let max_total = self.inner.max_total_bytes;
-        let report = self.read(
-            || "pruning".to_owned(),
-            |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let mut report = PruneReport::default();
-                let ended: Vec<(String, i64, i64)> = {
-                    let sql = format!(
-                        "SELECT id, ended_ms, {SIZE} FROM sessions WHERE ended_ms IS NOT NULL
-                         ORDER BY ended_ms, started_ms, id"
-                    );
-                    let mut stmt = tx.prepare_cached(&sql)?;
-                    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-                    rows.collect::<rusqlite::Result<_>>()?
-                };
-                let mut total: u64 = {
-                    let sql = format!("SELECT COALESCE(SUM({SIZE}), 0) FROM sessions");
-                    from_sql_int(tx.query_row(&sql, [], |row| row.get(0))?)
-                };
-                for (id, ended_ms, size) in ended {
-                    if ended_ms >= cutoff && total <= max_total {
-                        break; // sorted by end: the rest are newer and within the total
-                    }
-                    let size = from_sql_int(size);
-                    if delete_session(&tx, &id)? {
-                        report.removed += 1;
-                        report.bytes_freed += size;
-                        total = total.saturating_sub(size);
-                    }
-                }
-                tx.commit()?;
-                if report.removed > 0 {
-                    c.execute_batch("PRAGMA incremental_vacuum")?;
-                }
-                Ok(report)
-            },
-        )?;
-        if report.removed > 0 {
-            tracing::info!(removed = report.removed, bytes_freed = report.bytes_freed, "archive: pruned");
-        }
-        Ok(report)
     }
 }

@@ -12,7 +12,7 @@ use super::ArchiveError;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Migrations in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1, v2];
+const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1, v2, v3];
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -54,6 +54,12 @@ fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// name, so listing a name's sessions costs one hash whatever the number of sessions.
 fn v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE sessions ADD COLUMN name_key TEXT;")
+}
+
+/// Version 3: `document_seq`, the event the stored document is as of, so closing a session
+/// a stopped hub left open can bring its code up to the last stored edit.
+fn v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE sessions ADD COLUMN document_seq INTEGER;")
 }
 
 fn sqlite<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> ArchiveError + 'a {

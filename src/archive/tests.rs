@@ -6,6 +6,7 @@ use super::*;
 use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
+const ALL: Page = Page { limit: usize::MAX, before_ms: None };
 
 fn settings(dir: &tempfile::TempDir) -> ArchiveSettings {
     ArchiveSettings {
@@ -48,7 +49,7 @@ async fn begin_record_finish_round_trip() {
     archive.record("s1", 4, 1_004, "evaluate", None, line(4, "evaluate"));
     archive.record("s1", 5, 1_005, "join", Some("alice".into()), line(5, "join"));
     archive.record("s1", 6, 1_006, "mark", None, line(6, "mark"));
-    archive.document("s1", "draft".into());
+    archive.document("s1", "draft".into(), 0);
     let document = "d1 >> play(\"x-o-\") # ünïcödé 🎶 \u{0}\r\n\ttabs".to_owned();
     archive.finish("s1", 9_000, "its owner left", Some(document.clone()));
     archive.flush().await;
@@ -88,9 +89,9 @@ async fn begin_record_finish_round_trip() {
     );
     assert_eq!(summary.bytes, lines.iter().map(|l| l.len() as u64).sum::<u64>());
     assert_eq!(archive.code("s1").unwrap().unwrap().as_bytes(), document.as_bytes());
-    assert_eq!(archive.summaries(None).unwrap(), vec![summary.clone()]);
-    assert_eq!(archive.summaries(Some("jam")).unwrap(), vec![summary]);
-    assert!(archive.summaries(Some("other")).unwrap().is_empty());
+    assert_eq!(archive.summaries(None, ALL).unwrap(), vec![summary.clone()]);
+    assert_eq!(archive.summaries(Some("jam"), ALL).unwrap(), vec![summary]);
+    assert!(archive.summaries(Some("other"), ALL).unwrap().is_empty());
     assert_eq!(archive.last_seq("s1").unwrap(), Some(6));
     // Unknown sessions.
     assert_eq!(archive.summary("nope").unwrap(), None);
@@ -107,21 +108,26 @@ async fn document_keeps_the_newest_and_summaries_are_newest_first() {
     archive.begin("new", "jam", 2_000, None);
     archive.begin("other", "solo", 1_500, None);
     for i in 0..50 {
-        archive.document("new", format!("version {i}"));
+        archive.document("new", format!("version {i}"), 0);
     }
     archive.flush().await;
     assert_eq!(archive.code("new").unwrap().unwrap(), "version 49");
     assert_eq!(archive.code("old").unwrap().unwrap(), "");
     assert_eq!(archive.last_seq("old").unwrap(), None, "no line recorded yet");
     let ids = |v: Vec<Summary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
-    assert_eq!(ids(archive.summaries(None).unwrap()), ["new", "other", "old"]);
-    assert_eq!(ids(archive.summaries(Some("jam")).unwrap()), ["new", "old"]);
-    // A restarted hub begins again: the row is kept as it is.
+    assert_eq!(ids(archive.summaries(None, ALL).unwrap()), ["new", "other", "old"]);
+    assert_eq!(ids(archive.summaries(Some("jam"), ALL).unwrap()), ["new", "old"]);
+    // A restarted hub begins again: the row keeps its name and start (a password it lacked
+    // is added: it is the same session's).
     archive.begin("old", "renamed", 5_000, Some(troop_server::md5_hex("pw")));
     archive.flush().await;
     let old = archive.summary("old").unwrap().unwrap();
     assert_eq!((old.name.as_str(), old.started_ms), ("jam", 1_000));
-    assert!(!archive.verify("old", "pw").unwrap());
+    assert!(archive.verify("old", "pw").unwrap());
+    // A password it had is never replaced.
+    archive.begin("old", "jam", 1_000, Some(troop_server::md5_hex("other")));
+    archive.flush().await;
+    assert!(archive.verify("old", "pw").unwrap() && !archive.verify("old", "other").unwrap());
 }
 
 #[tokio::test]
@@ -151,11 +157,11 @@ async fn lines_for_unknown_sessions_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let archive = open(&dir);
     record_ops(&archive, "ghost", 1..=3);
-    archive.document("ghost", "x".into());
+    archive.document("ghost", "x".into(), 0);
     archive.finish("ghost", 1, "gone", Some("x".into()));
     archive.flush().await;
     assert_eq!(timeline(&archive, "ghost"), None);
-    assert!(archive.summaries(None).unwrap().is_empty());
+    assert!(archive.summaries(None, ALL).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -246,17 +252,23 @@ async fn prune_by_age_never_touches_live_sessions() {
     assert!(archive.summary("live").unwrap().is_some());
     // Far in the future: everything ended goes, the live one stays.
     assert_eq!(archive.prune(u64::MAX).unwrap().removed, 1);
-    assert_eq!(archive.summaries(None).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["live"]);
+    assert_eq!(archive.summaries(None, ALL).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["live"]);
     assert_eq!(archive.prune(u64::MAX).unwrap(), PruneReport::default());
 }
 
 #[tokio::test]
-async fn prune_by_total_removes_the_oldest_ended_first() {
+async fn prune_by_total_removes_the_oldest_ended_first_but_never_what_just_ended() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = Archive::open(ArchiveSettings { max_total_bytes: 2_500, ..settings(&dir) }).unwrap();
+    let keep = Duration::from_secs(30 * 24 * 3600);
+    let archive = Archive::open(ArchiveSettings { max_total_bytes: 2_500, keep, ..settings(&dir) }).unwrap();
     let line = "x".repeat(1_000);
-    // Ended in the order b, a, c; d is live and bigger than the cap on its own.
-    for (id, ended) in [("a", Some(200)), ("b", Some(100)), ("c", Some(300)), ("d", None)] {
+    let hour = RECENT.as_millis() as u64;
+    let now = 10 * hour;
+    // Ended in the order b, a, c (hours ago); d is live and bigger than the cap on its own;
+    // e ended a minute ago.
+    let ended =
+        [("a", Some(2 * hour)), ("b", Some(hour)), ("c", Some(3 * hour)), ("d", None), ("e", Some(now - 60_000))];
+    for (id, ended) in ended {
         archive.begin(id, "jam", 0, None);
         archive.record(id, 1, 1, "operation", None, line.clone());
         if let Some(ended) = ended {
@@ -264,22 +276,41 @@ async fn prune_by_total_removes_the_oldest_ended_first() {
         }
     }
     archive.flush().await;
-    // 4000 bytes: b then a go (2000 left).
-    let report = archive.prune(400).unwrap();
-    assert_eq!(report, PruneReport { removed: 2, bytes_freed: 2_000 });
+    // 5000 bytes: b, a and c go (2000 left): oldest first, and e stays though still over.
+    let report = archive.prune(now).unwrap();
+    assert_eq!(report, PruneReport { removed: 3, bytes_freed: 3_000 });
     let ids = |v: Vec<Summary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
-    assert_eq!(ids(archive.summaries(None).unwrap()), ["d", "c"]);
-    // Live sessions are never pruned, even past the total.
+    assert_eq!(ids(archive.summaries(None, ALL).unwrap()), ["e", "d"]);
+    // Live sessions are never pruned, even past the total; a recently ended one goes only
+    // once it is no longer recent.
     archive.record("d", 2, 2, "operation", None, line.clone());
     archive.record("d", 3, 3, "operation", None, line);
     archive.flush().await;
-    assert_eq!(archive.prune(400).unwrap().removed, 1);
-    assert_eq!(ids(archive.summaries(None).unwrap()), ["d"]);
-    assert_eq!(archive.prune(400).unwrap().removed, 0);
+    assert_eq!(archive.prune(now).unwrap().removed, 0, "e ended a minute ago");
+    assert_eq!(archive.prune(now + hour).unwrap().removed, 1);
+    assert_eq!(ids(archive.summaries(None, ALL).unwrap()), ["d"]);
+    assert_eq!(archive.prune(now + hour).unwrap().removed, 0);
     // Freed pages go back to the file system (auto_vacuum = INCREMENTAL).
     let conn = Connection::open(archive.path()).unwrap();
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     assert_eq!(free, 0);
+}
+
+#[tokio::test]
+async fn pruning_runs_in_chunks_and_takes_every_old_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    let n = PRUNE_CHUNK * 3 + 5;
+    for i in 0..n {
+        let id = format!("s{i}");
+        archive.begin(&id, "jam", 0, None);
+        archive.record(&id, 1, 1, "operation", None, line(1, "operation"));
+        archive.finish(&id, 1_000 + i as u64, "done", None);
+    }
+    archive.flush().await;
+    let report = archive.prune(1_000 + 10 * 3_600_000).unwrap();
+    assert_eq!(report.removed, n, "every chunk ran");
+    assert!(archive.summaries(None, ALL).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -315,7 +346,7 @@ async fn delete_and_delete_name() {
     assert_eq!(timeline(&archive, "a1"), None);
     assert_eq!(archive.delete_name("a").unwrap(), 1);
     assert_eq!(archive.delete_name("a").unwrap(), 0);
-    assert_eq!(archive.summaries(None).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["b1"]);
+    assert_eq!(archive.summaries(None, ALL).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>(), ["b1"]);
     let conn = Connection::open(archive.path()).unwrap();
     let lines: i64 = conn.query_row("SELECT count(*) FROM lines", [], |r| r.get(0)).unwrap();
     assert_eq!(lines, 3, "the deleted sessions' lines are gone");
@@ -456,7 +487,7 @@ async fn an_end_without_a_document_keeps_the_last_one_and_snapshots_name_perform
     let snapshot =
         r#"{"type":"snapshot","revision":3,"document":"ab","performers":[{"id":0,"name":"ann"},{"id":1,"name":"bo"}]}"#;
     archive.record("s", 3, 1, "snapshot", None, snapshot.into());
-    archive.document("s", "ab".into());
+    archive.document("s", "ab".into(), 0);
     archive.finish("s", 9, "the hub stopped while it ran", None);
     archive.flush().await;
     assert_eq!(archive.code("s").unwrap().as_deref(), Some("ab"), "finish(None) keeps the document");
@@ -482,4 +513,157 @@ async fn a_name_listing_finds_each_password_s_own_sessions_with_one_hash() {
     let conn = rusqlite::Connection::open(dir.path().join("nested/dir/archive.sqlite")).unwrap();
     conn.execute("UPDATE sessions SET name_key = NULL WHERE id = 'a'", []).unwrap();
     assert_eq!(ids(archive.summaries_for("jam", "first").unwrap()), ["c", "a"]);
+}
+
+/// Polls `ok` until it holds or `within` passes.
+fn wait_until(within: Duration, what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn a_full_database_loses_nothing_and_says_so_once_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("s", "jam", 0, Some(troop_server::md5_hex("pw")));
+    record_ops(&archive, "s", 1..=10);
+    archive.flush().await;
+    let pages: i64 =
+        Connection::open(archive.path()).unwrap().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    // No room to grow: SQLite answers SQLITE_FULL, as on a full disk.
+    *lock(&archive.inner.shared.page_limit) = Some(pages);
+    let big = "y".repeat(4_000);
+    for seq in 11..=300u64 {
+        archive.record(
+            "s",
+            seq,
+            seq,
+            "operation",
+            None,
+            format!(r#"{{"seq":{seq},"type":"operation","text":"{big}"}}"#),
+        );
+    }
+    archive.finish("s", 9_000, "its owner left", Some("the final code".into()));
+    wait_until(Duration::from_secs(10), "the archive says it cannot write", || archive.problem().is_some());
+    let problem = archive.problem().unwrap_or_default();
+    assert!(problem.contains("full"), "{problem}");
+    assert_eq!(archive.dropped_lines(), 0, "lines wait, none dropped");
+    // Room again: everything it was given is written, and it says it is well.
+    *lock(&archive.inner.shared.page_limit) = None;
+    tokio::time::timeout(Duration::from_secs(20), archive.flush()).await.expect("the writer recovers");
+    assert_eq!(archive.problem(), None);
+    assert!(archive.write_errors() >= 1);
+    assert_eq!(timeline(&archive, "s").unwrap().len(), 300);
+    let summary = archive.summary("s").unwrap().unwrap();
+    assert!(!summary.truncated, "nothing was lost");
+    assert_eq!(summary.ended_ms, Some(9_000), "the end was kept too");
+    assert_eq!(archive.code("s").unwrap().unwrap(), "the final code");
+    assert!(archive.verify("s", "pw").unwrap(), "the password hash too");
+}
+
+#[tokio::test]
+async fn busy_and_failed_commits_are_retried_and_a_hopeless_batch_marks_its_session_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    // Busy, full, an I/O error at commit: each passes, so the batch is tried again whole.
+    lock(&archive.inner.shared.fail_next).extend([5, 13, 10]); // SQLITE_BUSY, _FULL, _IOERR
+    archive.begin("s", "jam", 0, None);
+    record_ops(&archive, "s", 1..=50);
+    archive.flush().await;
+    assert_eq!(archive.last_seq("s").unwrap(), Some(50), "the Begin and every line survived");
+    assert!(!archive.summary("s").unwrap().unwrap().truncated);
+    assert_eq!(archive.write_errors(), 3);
+    assert_eq!(archive.problem(), None, "the episode ended with the commit");
+    // A corrupt database will not get better by trying again: the batch is lost, and its
+    // session says so (truncated) rather than showing a silent gap.
+    lock(&archive.inner.shared.fail_next).push_back(11); // SQLITE_CORRUPT
+    record_ops(&archive, "s", 51..=60);
+    archive.flush().await;
+    record_ops(&archive, "s", 61..=70);
+    archive.flush().await;
+    let summary = archive.summary("s").unwrap().unwrap();
+    assert!(summary.truncated, "a lost batch marks its session");
+    assert_eq!(timeline(&archive, "s").unwrap().len(), 60, "lines 51-60 lost, the rest kept");
+    assert_eq!(archive.problem(), None, "writing again");
+}
+
+#[tokio::test]
+async fn a_prune_from_another_process_never_breaks_the_hubs_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open(&dir);
+    for i in 0..30 {
+        let id = format!("old{i}");
+        hub.begin(&id, "jam", 0, None);
+        record_ops(&hub, &id, 1..=20);
+        hub.finish(&id, 1_000, "done", None);
+    }
+    hub.begin("live", "jam", 0, None);
+    hub.flush().await;
+    // `troop-hub archive prune` opens the same file with a writer of its own.
+    let cli = open(&dir);
+    let recorder = {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            for seq in 1..=3_000u64 {
+                hub.record("live", seq, seq, "operation", None, line(seq, "operation"));
+                if seq % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let pruned = tokio::task::spawn_blocking(move || cli.prune(365 * 24 * 3_600_000).map(|r| r.removed));
+    assert_eq!(pruned.await.unwrap().unwrap(), 30);
+    recorder.join().unwrap();
+    hub.flush().await;
+    assert_eq!(timeline(&hub, "live").unwrap().len(), 3_000, "every line of the live session");
+    assert_eq!(hub.dropped_lines(), 0);
+    assert!(!hub.summary("live").unwrap().unwrap().truncated);
+}
+
+#[tokio::test]
+async fn deletes_run_on_the_writer_between_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("gone", "jam", 0, None);
+    record_ops(&archive, "gone", 1..=5);
+    // No flush: the delete is queued behind the recording calls and sees them committed.
+    let a = archive.clone();
+    assert!(tokio::task::spawn_blocking(move || a.delete("gone")).await.unwrap().unwrap());
+    assert_eq!(timeline(&archive, "gone"), None, "the session and every line went");
+}
+
+#[tokio::test]
+async fn closing_a_session_a_stopped_hub_left_brings_its_code_to_the_last_stored_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    let op =
+        |seq: u64, ops: &str| format!(r#"{{"type":"operation","seq":{seq},"time_ms":{seq},"author":1,"ops":{ops}}}"#);
+    // From a document stored as of event 2, then edits the hub recorded but never stored
+    // as a document (it was killed within the document's interval).
+    archive.begin("kept", "jam", 0, None);
+    archive.record("kept", 1, 1, "snapshot", None, r#"{"type":"snapshot","document":"ab"}"#.into());
+    archive.record("kept", 2, 2, "operation", None, op(2, r#"[2,"c"]"#));
+    archive.document("kept", "abc".into(), 2);
+    archive.record("kept", 3, 3, "operation", None, op(3, r#"[3,"dü"]"#));
+    archive.record("kept", 4, 4, "mark", None, r#"{"type":"mark","seq":4}"#.into());
+    archive.record("kept", 5, 5, "operation", None, op(5, r#"[1,-1,3]"#));
+    // Never stored a document: rebuilt from its first snapshot.
+    archive.begin("fresh", "jam", 0, None);
+    archive.record("fresh", 1, 1, "snapshot", None, r#"{"type":"snapshot","document":"x"}"#.into());
+    archive.record("fresh", 2, 2, "operation", None, op(2, r#"[1,"🎵"]"#));
+    // An edit that does not apply: the stored document stays as it was.
+    archive.begin("odd", "jam", 0, None);
+    archive.document("odd", "stored".into(), 1);
+    archive.record("odd", 2, 2, "operation", None, op(2, r#"[99,"z"]"#));
+    archive.flush().await;
+    let a = archive.clone();
+    let closed = tokio::task::spawn_blocking(move || a.close_unfinished(&[], 9_000, "the hub stopped while it ran"));
+    assert_eq!(closed.await.unwrap().unwrap(), 3);
+    assert_eq!(archive.code("kept").unwrap().unwrap(), "acdü");
+    assert_eq!(archive.code("fresh").unwrap().unwrap(), "x🎵");
+    assert_eq!(archive.code("odd").unwrap().unwrap(), "stored");
 }

@@ -3,16 +3,24 @@
 //! whichever comes first, at once on a flush). Owns the per-session rules: duplicate
 //! sequence numbers are ignored, the per-session byte cap, the counters and performer names,
 //! and folding lines the caller had to drop (a full queue) into the sessions they belong to.
+//!
+//! Nothing it was given is lost quietly. A batch whose transaction fails for a reason that
+//! may pass (the database busy or locked, the disk full, an I/O error, a read-only file) is
+//! rolled back and tried again whole, with a growing pause, until it commits; meanwhile new
+//! calls wait in the queue (and past its bounds are dropped, marking their sessions
+//! truncated). A call that fails for any other reason is logged and marks its session
+//! truncated. Maintenance (deletes, pruning, closing) runs here too, as [`Job`]s between
+//! batches, so there is one writer.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{from_sql_int, lock, password, sql_int, Overflow, Shared};
+use super::{from_sql_int, lock, sql_int, Overflow, Shared};
 
 /// The longest a recorded call waits before it is committed.
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
@@ -20,10 +28,18 @@ const BATCH_WINDOW: Duration = Duration::from_millis(100);
 const BATCH_ROWS: usize = 500;
 /// How long the writer naps when nothing is queued, within a batch.
 const NAP: Duration = Duration::from_millis(20);
+/// The first pause before a failed batch is tried again; it doubles up to [`LONGEST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+/// Once every archive handle is gone (the hub is stopping), a failing batch is tried this long.
+const CLOSING_RETRIES: Duration = Duration::from_secs(10);
 /// The most distinct performer names kept for one session.
 const MAX_PERFORMERS: usize = 256;
 /// Unknown session ids remembered for logging once each (then forgotten all together).
 const MAX_UNKNOWN_LOGGED: usize = 1024;
+
+/// Maintenance run on the writer's connection between batches; it answers its caller itself.
+pub(super) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// One recording call, as the caller sent it.
 pub(super) enum Op {
@@ -31,7 +47,12 @@ pub(super) enum Op {
         id: String,
         name: String,
         started_ms: u64,
-        password_md5: Option<String>,
+    },
+    /// The password hash and name key of a begun session, made off this thread.
+    Password {
+        id: String,
+        hash: String,
+        key: Option<String>,
     },
     Record {
         id: String,
@@ -52,6 +73,32 @@ pub(super) enum Op {
         document: Option<String>,
     },
     Flush(oneshot::Sender<()>),
+    Job(Job),
+}
+
+/// Whether a failure may pass by itself (then the batch is tried again).
+pub(super) fn passing(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OutOfMemory
+        )
+    )
+}
+
+/// What one batch gathered from the queue.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    flushes: Vec<oneshot::Sender<()>>,
+    job: Option<Job>,
 }
 
 pub(super) struct Writer {
@@ -60,11 +107,13 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     max_session_bytes: u64,
     unknown: HashSet<String>,
+    /// Documents written by the transaction under way (removed from the queue once committed).
+    written: Vec<(String, Arc<(String, u64)>)>,
 }
 
 impl Writer {
     pub(super) fn new(conn: Connection, rx: Receiver<Op>, shared: Arc<Shared>, max_session_bytes: u64) -> Writer {
-        Writer { conn, rx, shared, max_session_bytes, unknown: HashSet::new() }
+        Writer { conn, rx, shared, max_session_bytes, unknown: HashSet::new(), written: Vec::new() }
     }
 
     /// Runs until every [`super::Archive`] clone is gone and the channel is drained.
@@ -76,135 +125,239 @@ impl Writer {
             let shared = self.shared.clone();
             #[cfg(test)]
             let _paused = lock(&shared.gate);
-            let deadline = Instant::now() + BATCH_WINDOW;
-            let in_transaction = match self.conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "archive: cannot start a transaction; writing without one");
-                    false
-                }
-            };
-            let mut flushes = Vec::new();
-            let mut calls = 0;
-            let mut next = Some(first);
-            loop {
-                let Some(op) = next.take() else {
-                    // Nothing queued: nap rather than wake for every line (at 1,000 lines/s a
-                    // wake-up each would compete with the session servers for the cores).
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    std::thread::sleep(left.min(NAP));
-                    match self.rx.try_recv() {
-                        Ok(op) => next = Some(op),
-                        Err(TryRecvError::Empty) => {}
-                        Err(TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                    continue;
-                };
-                if let Op::Flush(done) = op {
-                    flushes.push(done);
-                    break;
-                }
-                // A session's start (its password hash) and end are committed at once: a
-                // hub killed right after cannot lose them (lines may wait for the batch).
-                let urgent = matches!(op, Op::Begin { .. } | Op::Finish { .. });
-                self.apply(op);
-                calls += 1;
-                if urgent || calls >= BATCH_ROWS || Instant::now() >= deadline {
-                    break;
-                }
-                match self.rx.try_recv() {
-                    Ok(op) => next = Some(op),
-                    Err(TryRecvError::Empty) => {}
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
+            let mut batch = Batch::default();
+            open = self.gather(first, &mut batch);
+            if !batch.ops.is_empty() || self.overflow_pending() {
+                self.commit(&batch.ops, !open);
             }
-            self.apply_overflow(None);
-            if in_transaction {
-                if let Err(e) = self.conn.execute_batch("COMMIT") {
-                    tracing::error!(error = %e, calls, "archive: commit failed; this batch is lost");
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-            }
-            for done in flushes {
+            for done in batch.flushes {
                 let _ = done.send(());
+            }
+            if let Some(job) = batch.job {
+                job(&mut self.conn);
             }
         }
         tracing::debug!("archive: writer stopped");
     }
 
-    fn apply(&mut self, op: Op) {
-        let (what, id, result) = match op {
-            Op::Begin { id, name, started_ms, password_md5 } => {
-                let result = self.begin(&id, &name, started_ms, password_md5);
-                ("beginning", id, result)
+    /// Takes calls from the queue into `batch` until the window closes, the batch is full, a
+    /// session begins or ends, a flush or a job arrives. False once the channel is closed.
+    fn gather(&mut self, first: Op, batch: &mut Batch) -> bool {
+        let deadline = Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        loop {
+            let Some(op) = next.take() else {
+                // Nothing queued: nap rather than wake for every line (at 1,000 lines/s a
+                // wake-up each would compete with the session servers for the cores).
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return true;
+                }
+                std::thread::sleep(left.min(NAP));
+                match self.rx.try_recv() {
+                    Ok(op) => next = Some(op),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+                continue;
+            };
+            match op {
+                Op::Flush(done) => {
+                    batch.flushes.push(done);
+                    return true;
+                }
+                Op::Job(job) => {
+                    batch.job = Some(job);
+                    return true;
+                }
+                Op::Record { ref line, .. } => self.shared.dequeued(line.len()),
+                _ => {}
             }
-            Op::Record { id, seq, time_ms, kind, performer, line } => {
-                self.shared.dequeued(line.len());
-                let result = self.record(&id, seq, time_ms, kind, performer, &line);
-                ("recording a line of", id, result)
+            // A session's start and end are committed at once: a hub killed right after
+            // cannot lose them (lines may wait for the batch).
+            let urgent = matches!(op, Op::Begin { .. } | Op::Finish { .. });
+            batch.ops.push(op);
+            if urgent || batch.ops.len() >= BATCH_ROWS || Instant::now() >= deadline {
+                return true;
             }
-            Op::Document { id } => {
-                let document = lock(&self.shared.documents).remove(&id);
-                let result = match document {
-                    Some(document) => self
-                        .conn
-                        .prepare_cached("UPDATE sessions SET document = ?2 WHERE id = ?1")
-                        .and_then(|mut s| s.execute(params![id, document]))
-                        .map(drop),
-                    None => Ok(()),
-                };
-                ("keeping the document of", id, result)
+            match self.rx.try_recv() {
+                Ok(op) => next = Some(op),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return false,
             }
-            Op::Finish { id, ended_ms, reason, document } => {
-                self.apply_overflow(Some(&id));
-                let result = self
-                    .conn
-                    .prepare_cached("UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document) WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![id, sql_int(ended_ms), reason, document]))
-                    .map(drop);
-                ("finishing", id, result)
-            }
-            Op::Flush(done) => {
-                let _ = done.send(());
-                return;
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(session = %id, error = %e, "archive: {what} a session failed");
         }
     }
 
-    fn begin(&mut self, id: &str, name: &str, started_ms: u64, password_md5: Option<String>) -> rusqlite::Result<()> {
-        self.unknown.remove(id);
-        let exists =
-            self.conn.prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?.query_row([id], |_| Ok(())).optional()?;
-        if exists.is_some() {
-            return Ok(()); // a restarted hub continues it: the row is kept as it is
-        }
-        let md5 = password_md5.map(|m| m.to_ascii_lowercase());
-        let key = md5.as_deref().and_then(|m| password::name_key(name, m));
-        let hash = md5.and_then(|md5| match password::hash(&md5) {
-            Ok(hash) => Some(hash),
-            Err(e) => {
-                tracing::error!(session = %id, error = %e, "archive: cannot hash the session password; only an admin can read this archive");
-                None
+    /// Commits `ops` (and the dropped lines waiting to be folded in), trying again after a
+    /// failure that may pass; `closing`: the hub is stopping, so only for a while.
+    fn commit(&mut self, ops: &[Op], closing: bool) {
+        let mut pause = FIRST_RETRY;
+        let give_up = Instant::now() + CLOSING_RETRIES;
+        loop {
+            let folded = self.overflow_snapshot();
+            self.written.clear();
+            match self.transaction(ops, &folded) {
+                Ok(clean) => {
+                    self.committed(ops, &folded);
+                    if clean {
+                        self.shared.health.wrote();
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let again = passing(&e);
+                    self.shared.health.failed("committing recorded calls", &e, again);
+                    if !again {
+                        let lines = ops.iter().filter(|op| matches!(op, Op::Record { .. })).count();
+                        tracing::error!(calls = ops.len(), lines, error = %e, "archive: a batch cannot be committed and will not be by trying again; it is lost");
+                        self.mark_lost(ops);
+                        return;
+                    }
+                    if closing && Instant::now() >= give_up {
+                        let lines = ops.iter().filter(|op| matches!(op, Op::Record { .. })).count();
+                        tracing::error!(calls = ops.len(), lines, error = %e, "archive: the hub is stopping and the archive still cannot write; these calls are lost");
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LONGEST_RETRY);
+                }
             }
-        });
-        self.conn
-            .prepare_cached(
-                "INSERT INTO sessions (id, name, started_ms, password_hash, name_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![id, name, sql_int(started_ms), hash, key])?;
-        Ok(())
+        }
+    }
+
+    /// One attempt: `Err` when the batch must be rolled back and tried again; `Ok(clean)`,
+    /// false when some call failed for good (its session is marked truncated).
+    fn transaction(&mut self, ops: &[Op], folded: &[(String, Overflow)]) -> rusqlite::Result<bool> {
+        #[cfg(test)]
+        {
+            if let Some(code) = lock(&self.shared.fail_next).pop_front() {
+                return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+            }
+            let pages = lock(&self.shared.page_limit).unwrap_or(1_073_741_823);
+            self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut clean = true;
+        for op in ops {
+            if let Err((id, what, e)) = self.apply(op) {
+                if passing(&e) {
+                    return Err(e);
+                }
+                clean = false;
+                self.shared.health.failed(what, &e, false);
+                self.lost(&id)?;
+            }
+        }
+        for (id, o) in folded {
+            self.fold(id, o)?;
+        }
+        self.conn.execute_batch("COMMIT")?;
+        Ok(clean)
+    }
+
+    /// After a commit: documents written leave the queue (unless a newer one came), folded
+    /// counts leave the overflow, and ended sessions' overflow is forgotten.
+    fn committed(&mut self, ops: &[Op], folded: &[(String, Overflow)]) {
+        let mut documents = lock(&self.shared.documents);
+        for (id, doc) in self.written.drain(..) {
+            if documents.get(&id).is_some_and(|d| Arc::ptr_eq(d, &doc)) {
+                documents.remove(&id);
+            }
+        }
+        drop(documents);
+        let mut overflow = lock(&self.shared.overflow);
+        for (id, o) in folded {
+            if let Some(left) = overflow.get_mut(id) {
+                left.subtract(o);
+            }
+        }
+        for op in ops {
+            if let Op::Finish { id, .. } = op {
+                if overflow.get(id).is_some_and(|o| o.dropped == 0) {
+                    overflow.remove(id);
+                }
+            }
+        }
+    }
+
+    /// A whole batch is lost: its sessions are marked truncated, if anything can be written.
+    fn mark_lost(&mut self, ops: &[Op]) {
+        let ids: HashSet<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Record { id, .. } | Op::Begin { id, .. } | Op::Finish { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for id in ids {
+            let _ = self.lost(id);
+        }
+    }
+
+    /// A call for session `id` failed for good: the session is marked truncated.
+    fn lost(&mut self, id: &str) -> rusqlite::Result<()> {
+        match self.conn.prepare_cached("UPDATE sessions SET truncated = 1 WHERE id = ?1")?.execute([id]) {
+            Ok(_) => Ok(()),
+            Err(e) if passing(&e) => Err(e),
+            Err(e) => {
+                tracing::debug!(session = %id, error = %e, "archive: cannot mark a session truncated");
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), (String, &'static str, rusqlite::Error)> {
+        fn failed(
+            id: &str,
+            what: &'static str,
+        ) -> impl FnOnce(rusqlite::Error) -> (String, &'static str, rusqlite::Error) {
+            let id = id.to_owned();
+            move |e| (id, what, e)
+        }
+        match op {
+            Op::Begin { id, name, started_ms } => {
+                self.unknown.remove(id);
+                // A restarted hub continues a session: the row is kept as it is.
+                self.conn
+                    .prepare_cached("INSERT OR IGNORE INTO sessions (id, name, started_ms) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![id, name, sql_int(*started_ms)]))
+                    .map(drop)
+                    .map_err(failed(id, "beginning a session"))
+            }
+            Op::Password { id, hash, key } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE sessions SET password_hash = ?2, name_key = ?3 WHERE id = ?1 AND password_hash IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![id, hash, key]))
+                .map(drop)
+                .map_err(failed(id, "keeping a session's password hash")),
+            Op::Record { id, seq, time_ms, kind, performer, line } => self
+                .record(id, *seq, *time_ms, kind, performer.as_ref(), line)
+                .map_err(failed(id, "recording a timeline line")),
+            Op::Document { id } => {
+                let document = lock(&self.shared.documents).get(id).cloned();
+                let Some(document) = document else { return Ok(()) };
+                let (text, seq) = &*document;
+                let result = self
+                    .conn
+                    .prepare_cached("UPDATE sessions SET document = ?2, document_seq = ?3 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![id, text, sql_int(*seq)]))
+                    .map(drop);
+                self.written.push((id.clone(), document));
+                result.map_err(failed(id, "keeping a session's document"))
+            }
+            Op::Finish { id, ended_ms, reason, document } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document) WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, sql_int(*ended_ms), reason, document]))
+                .map(drop)
+                .map_err(failed(id, "ending a session")),
+            Op::Flush(_) | Op::Job(_) => Ok(()),
+        }
     }
 
     fn record(
@@ -213,7 +366,7 @@ impl Writer {
         seq: u64,
         time_ms: u64,
         kind: &'static str,
-        performer: Option<String>,
+        performer: Option<&String>,
         line: &str,
     ) -> rusqlite::Result<()> {
         let state = self
@@ -252,7 +405,7 @@ impl Writer {
             .execute(params![id, seq_sql, if fits { sql_int(len) } else { 0 }, !fits, operations, evaluations])?;
         if kind == "join" {
             if let Some(name) = performer {
-                self.add_performers(id, &[name])?;
+                self.add_performers(id, std::slice::from_ref(name))?;
             }
         }
         if kind == "snapshot" {
@@ -290,32 +443,25 @@ impl Writer {
         Ok(())
     }
 
-    /// Folds lines the caller dropped on a full queue into their sessions (truncated, counted,
-    /// performers kept): for every session, or for `finished` alone and then forgets it.
-    fn apply_overflow(&mut self, finished: Option<&str>) {
-        let pending: Vec<(String, Overflow)> = {
-            let mut map = lock(&self.shared.overflow);
-            match finished {
-                Some(id) => map.remove(id).map(|o| (id.to_owned(), o)).into_iter().collect(),
-                None => map.iter_mut().filter(|(_, o)| o.dropped > 0).map(|(id, o)| (id.clone(), o.take())).collect(),
-            }
-        };
-        for (id, o) in pending {
-            if o.dropped == 0 {
-                continue;
-            }
-            let result = self
-                .conn
-                .prepare_cached(
-                    "UPDATE sessions SET truncated = 1, operations = operations + ?2, evaluations = evaluations + ?3
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![id, sql_int(o.operations), sql_int(o.evaluations)]))
-                .and_then(|_| self.add_performers(&id, &o.performers));
-            if let Err(e) = result {
-                tracing::warn!(session = %id, error = %e, "archive: marking a session truncated failed");
-            }
-        }
+    fn overflow_pending(&self) -> bool {
+        lock(&self.shared.overflow).values().any(|o| o.dropped > 0)
+    }
+
+    /// The lines callers dropped on a full queue, by session, as they are now.
+    fn overflow_snapshot(&self) -> Vec<(String, Overflow)> {
+        let map = lock(&self.shared.overflow);
+        map.iter().filter(|(_, o)| o.dropped > 0).map(|(id, o)| (id.clone(), o.counts())).collect()
+    }
+
+    /// Folds dropped lines into their session: truncated, counted, performers kept.
+    fn fold(&mut self, id: &str, o: &Overflow) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE sessions SET truncated = 1, operations = operations + ?2, evaluations = evaluations + ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, sql_int(o.operations), sql_int(o.evaluations)])?;
+        self.add_performers(id, &o.performers)
     }
 }
 

@@ -368,6 +368,18 @@ impl Config {
                 "must be at least max_session_bytes",
             )?;
             ensure(a.keep >= Duration::from_secs(60), "archive.keep", "must be at least 1m")?;
+            // Live sessions alone must fit, or pruning would have to delete what just ended.
+            let live_max = (self.max_sessions as i64).saturating_mul(a.max_session_bytes);
+            ensure(
+                a.max_total_bytes >= live_max,
+                "archive.max_total_bytes",
+                &format!(
+                    "must hold max_sessions ({}) x archive.max_session_bytes ({} MiB) = {} MiB: raise it, or lower one of those",
+                    self.max_sessions,
+                    a.max_session_bytes >> 20,
+                    live_max >> 20
+                ),
+            )?;
         }
         let Limits { memory_bytes, nano_cpus, pids } = self.limits;
         ensure(memory_bytes >= 6 << 20, "limits.memory", "must be a size of at least 6m (like 64m)")?;

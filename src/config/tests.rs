@@ -276,3 +276,15 @@ fn the_archive_is_a_mapping_or_off() {
         assert!(e.contains(key), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn an_archive_too_small_for_its_live_sessions_is_refused_naming_the_fix() {
+    let err =
+        Config::from_yaml("max_sessions: 100\narchive: {max_session_bytes: 16m, max_total_bytes: 1g}").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("archive.max_total_bytes") && text.contains("1600 MiB") && text.contains("raise it"),
+        "{text}"
+    );
+    assert!(Config::from_yaml("max_sessions: 100\narchive: {max_session_bytes: 16m, max_total_bytes: 2g}").is_ok());
+}

@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::grants::{Grants, GRANT_TTL};
 use super::json::JsonBody;
 use super::pages::ARCHIVE_OFF;
-use crate::archive::{Archive, ArchiveError, Summary};
+use crate::archive::{Archive, ArchiveError, Page, Summary};
 use crate::hub::Hub;
 use crate::wire::validate_name;
 use axum::extract::{Extension, FromRequestParts, Path, Query, State};
@@ -225,13 +225,22 @@ pub async fn access_one(
     grant(&grants, vec![id], None)
 }
 
-/// `?name=`
+/// `?name=` (and, for the admin's listing, a page: `?limit=&before=`)
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ByName {
     /// The session name (required unless the admin asks for everything).
     pub name: Option<String>,
+    /// Sessions per page (admin; default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Only sessions started before this Unix time in ms (admin; the last one's `started_ms`
+    /// gives the next page).
+    pub before: Option<u64>,
 }
+
+/// Sessions per page of the admin's listing, by default and at most.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 /// A session name's past performances
 ///
@@ -258,7 +267,10 @@ pub async fn list(
         validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     match proof {
-        Proof::Admin => Ok(Json(blocking(move || archive.summaries(q.name.as_deref())).await?)),
+        Proof::Admin => {
+            let page = Page { limit: q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE), before_ms: q.before };
+            Ok(Json(blocking(move || archive.summaries(q.name.as_deref(), page)).await?))
+        }
         Proof::Password { password, ip } => {
             let name = q.name.ok_or_else(|| ApiError::bad_request("Say which session: ?name=NAME"))?;
             Ok(Json(summaries_for(&hub, archive, name, ip, password).await?))

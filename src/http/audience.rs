@@ -8,12 +8,13 @@ use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
+use super::serve::{ConnectionSlot, Place, SocketFd};
 use super::types::{AudienceState, AudienceSwitch};
 use crate::audience::{Access, LiveMessage};
 use crate::hub::{Hub, Watch, WatchError};
 use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -42,6 +43,10 @@ pub mod close {
     pub const TOO_MANY: u16 = 4429;
     pub const TOO_SLOW: u16 = 4413;
     pub const FULL: u16 = 4503;
+    /// A message over the size limit (RFC 6455).
+    pub const TOO_BIG: u16 = 1009;
+    /// Not the WebSocket protocol (RFC 6455).
+    pub const PROTOCOL: u16 = 1002;
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
@@ -76,6 +81,8 @@ pub async fn live(
     State(hub): State<Arc<Hub>>,
     Path(name): Path<String>,
     ClientIp(ip): ClientIp,
+    slot: Option<Extension<ConnectionSlot>>,
+    fd: Option<Extension<SocketFd>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     valid_name(&name)?;
@@ -98,13 +105,21 @@ pub async fn live(
     })?;
     let viewer = Viewer { hub, name, ip, proved: false };
     let needs_password = access == Access::Password;
+    // Until it has given the password, the socket keeps its connection's place in the caps.
+    let place = slot.and_then(|Extension(s)| s.take()).filter(|_| needs_password);
     Ok(ws
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
         // Viewers only ever send a password: a small read buffer (the default is 128 KiB).
         .read_buffer_size(MAX_INCOMING)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| viewer.run(socket, needs_password, epoch)))
+        .on_upgrade(move |socket| {
+            // The upgraded stream owns the socket now: it is open.
+            if let Some(Extension(fd)) = fd {
+                fd.bound_send_buffer();
+            }
+            viewer.run(socket, needs_password, place, epoch)
+        }))
 }
 
 /// Open a session's view to everyone, or close it (the session's password or the admin token)
@@ -182,12 +197,21 @@ async fn refuse(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, c
 }
 
 impl Viewer {
-    async fn run(mut self, socket: WebSocket, needs_password: bool, mut epoch: tokio::sync::watch::Receiver<u64>) {
+    /// Serves the viewer; `waiting` is its connection's place, held while it must give the
+    /// password.
+    async fn run(
+        mut self,
+        socket: WebSocket,
+        needs_password: bool,
+        waiting: Option<Place>,
+        mut epoch: tokio::sync::watch::Receiver<u64>,
+    ) {
         let (mut out, mut incoming) = socket.split();
         if needs_password {
             if let Err((code, message, retry)) = self.password(&mut incoming).await {
                 return refuse(&mut out, code, &message, retry).await;
             }
+            drop(waiting);
             self.proved = true;
         }
         let mut watch: Watch = match self.hub.watch(&self.name) {
@@ -234,7 +258,13 @@ impl Viewer {
                 },
                 // Viewers have nothing to say; reading lets pings and the close through.
                 m = incoming.next() => match m {
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return,
+                    // A frame too large or not WebSocket: closed with the code saying which.
+                    Some(Err(e)) => {
+                        let frame = CloseFrame { code: protocol_close(&e), reason: "".into() };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(Some(frame)))).await;
+                        return;
+                    }
                     Some(Ok(_)) => {}
                 },
                 // The owner closed the view, or hub.yaml changed: is this viewer still let in?
@@ -260,17 +290,25 @@ impl Viewer {
         let first = tokio::time::timeout(PASSWORD_TIMEOUT, async {
             loop {
                 match incoming.next().await {
-                    Some(Ok(Message::Text(text))) => return Some(text),
+                    Some(Ok(Message::Text(text))) => return Ok(Some(text)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    _ => return None,
+                    Some(Err(e)) => return Err(protocol_close(&e)),
+                    _ => return Ok(None),
                 }
             }
         });
         let no_password = (close::NO_PASSWORD, "Send {\"password\": \"...\"} first".to_string(), false);
-        let Some(text) = first.await.ok().flatten() else {
+        let text = match first.await {
+            Ok(Ok(Some(text))) => text,
+            Ok(Err(code)) => {
+                self.hub.gate.failed(self.ip, &self.name);
+                return Err((code, "That was not a WebSocket message the hub takes".into(), false));
+            }
             // Silence counts like a wrong password.
-            self.hub.gate.failed(self.ip, &self.name);
-            return Err(no_password);
+            _ => {
+                self.hub.gate.failed(self.ip, &self.name);
+                return Err(no_password);
+            }
         };
         let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password)?;
         match check_password(&self.hub, &self.name, self.ip, &hello.password).await {
@@ -283,6 +321,17 @@ impl Viewer {
             }
             Err(e) => Err((close::NO_SESSION, e.message().to_string(), false)),
         }
+    }
+}
+
+/// The close code for a socket that broke the protocol: 1009 for a message over the size
+/// limit, 1002 for the rest.
+fn protocol_close(e: &axum::Error) -> u16 {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("too long") || text.contains("too big") || text.contains("space limit") {
+        close::TOO_BIG
+    } else {
+        close::PROTOCOL
     }
 }
 

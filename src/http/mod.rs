@@ -35,7 +35,7 @@ mod types;
 
 pub use error::ApiError;
 pub use openapi::document as openapi;
-pub use serve::{serve, CONNECTION_LIFETIME, DRAIN_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS};
+pub use serve::{serve, CONNECTION_LIFETIME, DRAIN_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_PER_ADDRESS};
 
 use crate::hub::Hub;
 use axum::extract::DefaultBodyLimit;

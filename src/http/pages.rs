@@ -12,10 +12,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The audience view may be embedded anywhere (a stream's overlay, a venue's page)...
-const CSP_EMBEDDABLE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                              img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors *";
-/// ... the pages that ask for a password may not (no clickjacking).
+/// Every page asks for a session's password or shows what it guards, so no other site may
+/// frame one (no clickjacking). A stream's browser source (OBS) opens the page itself, not in
+/// a frame, so it is not affected.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -24,13 +23,10 @@ pub const ARCHIVE_OFF: &str = "This hub keeps no archive of sessions (archive: o
 
 /// A page or asset with the headers every such file gets.
 fn file(content_type: &'static str, body: &'static str) -> Response {
-    file_with(CSP, content_type, body)
-}
-
-fn file_with(csp: &'static str, content_type: &'static str, body: &'static str) -> Response {
     let headers = [
         (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, csp),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-cache"),
@@ -56,7 +52,7 @@ pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) ->
     if hub.config().audience == Audience::Off {
         return Err(ApiError::not_found(AUDIENCE_OFF));
     }
-    Ok(file_with(CSP_EMBEDDABLE, HTML, include_str!("assets/view.html")))
+    Ok(file(HTML, include_str!("assets/view.html")))
 }
 
 /// Your past sessions (HTML)

@@ -180,3 +180,16 @@ fn the_archive_listing_takes_its_name_from_the_query_and_its_password_from_a_hea
     assert_eq!(place("name"), Some(Value::from("query")), "{params:?}");
     assert_eq!(place("X-Session-Password"), Some(Value::from("header")), "never in a URL");
 }
+
+#[tokio::test]
+async fn no_page_can_be_framed_by_another_site() {
+    let app = app();
+    for path in ["/s/some-session", "/assets/view.js"] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap_or_default();
+        let Ok(resp) = app.clone().oneshot(req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(header(header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"), "{path}");
+        assert_eq!(header(header::X_FRAME_OPTIONS), "DENY", "{path}");
+    }
+}

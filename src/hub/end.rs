@@ -12,6 +12,9 @@ use tracing::{info, warn};
 /// How long an ended session's last events may take to reach the hub.
 const DRAIN_EVENTS: Duration = Duration::from_secs(2);
 
+/// How long shutdown waits for the archive to commit what it was given.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Hub {
     /// Ends session `id` if it is still registered. False if it was not.
     pub async fn end_session(&self, id: &str, reason: EndReason) -> bool {
@@ -92,8 +95,11 @@ impl Hub {
         let ends = all.iter().map(|id| self.end_session(id, EndReason::HubShutdown));
         futures_util::future::join(futures_util::future::join_all(ends), self.drain_pool()).await;
         if let Some(archive) = self.archive.get() {
-            // Every ended session's final code is on disk before the hub exits.
-            archive.flush().await;
+            // Every ended session's final code is on disk before the hub exits, unless the
+            // archive cannot write (a full disk): then the hub does not wait for ever.
+            if tokio::time::timeout(SHUTDOWN_FLUSH, archive.flush()).await.is_err() {
+                warn!("the archive could not write everything before the hub stopped (see the archive's errors above)");
+            }
         }
         let c = self.config();
         let limit = c.start_timeout + c.engine_timeout * 7;

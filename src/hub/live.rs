@@ -6,7 +6,7 @@
 //! session server always has one subscriber, the hub, however many watch.
 
 use super::control::Subscription;
-use super::record::Recorder;
+use super::record::{Recorder, DOCUMENT_EVERY};
 use super::{lock, EndReason, Hub};
 use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot};
 use crate::registry::ControlAccess;
@@ -88,6 +88,13 @@ impl Followed {
                 snap.time_ms = Some(super::record::unix_ms());
                 recorder.snapshot(seq, &m, doc);
             }
+        }
+    }
+
+    /// Gives the recording the document if it changed and was not written lately.
+    fn keep_document(&mut self) {
+        if let (Some(recorder), Some((doc, seq))) = (&mut self.recorder, &self.doc) {
+            recorder.tick(doc, *seq);
         }
     }
 
@@ -273,10 +280,19 @@ impl Hub {
         if let Some(followed) = lock(&self.live).get_mut(id) {
             followed.resync(snapshot);
         }
+        let mut timer = tokio::time::interval(DOCUMENT_EVERY);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.reset();
         loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => return true,
                 e = events.next() => e,
+                _ = timer.tick() => {
+                    if let Some(f) = lock(&self.live).get_mut(id) {
+                        f.keep_document();
+                    }
+                    continue;
+                }
             };
             let Ok(Some(event)) = event else { return true };
             match &event.kind {

@@ -1,15 +1,18 @@
 //! Recording each followed session into the archive as it happens: a line per event viewers
 //! would get (operations, evaluations, joins, leaves, cursors), a snapshot line whenever the
 //! hub (re)subscribes and finds it missed events (a restarted hub continues the same timeline
-//! without a gap or a duplicate), the document every few seconds, and the final code and
-//! reason when the session ends. The archive's writer thread does the I/O; nothing here waits.
+//! without a gap or a duplicate), the document every few seconds (on the next edit, or on the
+//! follower's timer when the session goes quiet, so the stored code is never more than
+//! [`DOCUMENT_EVERY`] behind), and the final code and reason when the session ends. The
+//! archive's writer thread does the I/O; nothing here waits.
 
 use crate::archive::Archive;
 use crate::audience::{LiveDoc, LiveMessage};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The document is written at most this often while a session runs (the final one always).
-const DOCUMENT_EVERY: Duration = Duration::from_secs(5);
+/// The document is written at most this often while a session runs (the final one always),
+/// and at least this often while it changes.
+pub const DOCUMENT_EVERY: Duration = Duration::from_secs(5);
 
 /// Unix time now, in milliseconds.
 pub fn unix_ms() -> u64 {
@@ -36,7 +39,7 @@ impl Recorder {
     pub fn snapshot(&mut self, seq: u64, snapshot: &LiveMessage, doc: &LiveDoc) {
         self.archive.record(&self.id, seq, unix_ms(), "snapshot", None, snapshot.to_text());
         self.dirty = true;
-        self.document(doc);
+        self.document(doc, seq);
     }
 
     /// One event in viewers' form (already serialised as `text`).
@@ -56,15 +59,21 @@ impl Recorder {
         self.archive.record(&self.id, seq, time_ms, kind, performer, text.to_string());
         if kind == "operation" {
             self.dirty = true;
-            self.document(doc);
+            self.document(doc, seq);
         }
     }
 
-    /// Writes the document if it changed and the last write is old enough.
-    fn document(&mut self, doc: &LiveDoc) {
+    /// The follower's timer: a document changed since its last write is written now if that
+    /// write is old enough (a session gone quiet right after an edit).
+    pub fn tick(&mut self, doc: &LiveDoc, seq: u64) {
+        self.document(doc, seq);
+    }
+
+    /// Writes the document (as of event `seq`) if it changed and the last write is old enough.
+    fn document(&mut self, doc: &LiveDoc, seq: u64) {
         let due = self.document_written.is_none_or(|t| t.elapsed() >= DOCUMENT_EVERY);
         if self.dirty && due {
-            self.archive.document(&self.id, doc.text().to_string());
+            self.archive.document(&self.id, doc.text().to_string(), seq);
             self.document_written = Some(Instant::now());
             self.dirty = false;
         }

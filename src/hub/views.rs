@@ -126,6 +126,11 @@ impl Hub {
             performers: lock(&self.live).values().map(|f| f.view.performers.len()).sum(),
             viewers: self.viewer_count(),
             pool,
+            archive: self.archive.get().map(|a| crate::metrics::ArchiveGauges {
+                write_errors: a.write_errors(),
+                dropped_lines: a.dropped_lines(),
+                queue_depth: a.queue_depth(),
+            }),
         }
     }
 
@@ -133,6 +138,9 @@ impl Hub {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = self.runtime.warnings();
         w.extend(self.public_host_warning.clone());
+        w.extend(
+            self.archive.get().and_then(|a| a.problem()).map(|p| format!("{p}; sessions play on and recording waits")),
+        );
         w
     }
 
