@@ -265,3 +265,55 @@ fn troop_hub_archive_prune_runs_on_the_configured_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`archive: off`"), "one clear line");
 }
+
+#[tokio::test]
+async fn a_hub_killed_in_a_busy_session_leaves_a_sound_file_whose_code_is_the_last_edit() {
+    let mut hub = hub_with("orphans: remove").await;
+    let o = owner(&hub, "busy", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    // A burst of edits, each acknowledged, faster than the document is stored (every 5 s).
+    let edits = 200;
+    for i in 0..edits {
+        let len = alice.document().chars().count() as u64;
+        alice.insert(len, &format!("{i} ü🎵\n")).await.unwrap();
+        while !alice.is_synchronized() {
+            alice.recv(T).await.unwrap();
+        }
+    }
+    let doc = alice.document().to_string();
+    // Every edit is in the archive's timeline (its writer commits within 100 ms) ...
+    let id = eventually("every edit to be archived", T, async || {
+        let list: Vec<Value> = serde_json::from_str(&get(&hub, "/api/v1/archive?name=busy", None, true).await.body)
+            .map_err(|e| e.to_string())?;
+        match list.first() {
+            Some(s) if s["operations"].as_u64() >= Some(edits) => Ok(s["id"].as_str().unwrap_or_default().to_string()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // ... and the hub dies right then, in the middle of the session.
+    hub.signal("KILL");
+    hub.wait_exit(T).await;
+    let db = hub.dir.path().join("data").join("archive.db");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open the archive");
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
+        assert_eq!(check, "ok");
+        let stored: String =
+            conn.query_row("SELECT document FROM sessions WHERE id = ?1", [&id], |r| r.get(0)).expect("its row");
+        assert_ne!(stored, doc, "the stored document lags the last edits (the case under test)");
+    }
+    drop(o);
+    // The next hub removes the session it does not adopt and closes it in the archive, with the
+    // code of the last recorded edit.
+    hub.spawn().await;
+    let list = listed(&hub, "busy", "pw", 1).await;
+    assert_eq!(list[0]["end_reason"], "the hub stopped while it ran");
+    let code = get(&hub, &format!("/api/v1/archive/{id}/code"), Some("pw"), false).await;
+    assert_eq!(code.body, doc, "the code is the last document the performers had");
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw"), false).await;
+    let (replayed, seqs) = replay(&tl.body);
+    assert_eq!(replayed, doc, "the timeline up to the kill is all there");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no duplicate");
+    assert!(!list[0]["truncated"].as_bool().unwrap_or(true), "nothing was lost");
+}

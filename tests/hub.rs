@@ -541,3 +541,40 @@ async fn two_networks_of_the_same_name_left_by_a_killed_hub_are_made_one_and_ses
     drop((o, o2));
     hub.wait_containers(0).await;
 }
+
+/// Removes a test's image when dropped (also when the test fails).
+struct ImageGone(String);
+
+impl Drop for ImageGone {
+    fn drop(&mut self) {
+        let _ = common::docker(&["image", "rm", "-f", &self.0]);
+    }
+}
+
+#[tokio::test]
+async fn an_image_without_a_control_channel_is_refused_at_start_with_the_fix_named() {
+    // Upstream Troop's image says it has no control channel (a label); with the default
+    // `control_channel: true` every start would fail with a bare exit code and the warm pool
+    // would retry for ever. The hub refuses it at start instead, naming the fix.
+    common::session_image();
+    let mut hub = TestHub::new("warm_pool: 1");
+    let image = format!("troop-hub/no-control-{}:test", hub.id);
+    let _gone = ImageGone(image.clone());
+    let hub_label = format!("io.troop-hub.hub={}", hub.id);
+    let made = docker_ok(&[
+        "create",
+        "--label",
+        "io.troop-hub.managed=true",
+        "--label",
+        &hub_label,
+        "troop-hub/troop-server:latest",
+    ]);
+    docker_ok(&["commit", "--change", "LABEL io.troop-hub.control-channel=none", &made, &image]);
+    docker_ok(&["rm", "-f", &made]);
+    hub.extra_yaml = format!("warm_pool: 1\nimage: {image}");
+    let (code, last, stderr) = hub.run_failing();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(last.contains(&format!("the session image {image} has no control channel")), "{last}");
+    assert!(last.contains("set control_channel: false"), "the fix is named: {last}");
+    assert!(hub.containers().is_empty(), "no warm pool member was started");
+}

@@ -40,6 +40,8 @@ def main():
     args, _ = parser.parse_known_args()
 
     digest = os.environ.get("TROOP_PASSWORD_MD5", "")
+    if not digest and os.environ.get("TROOP_CONTROL_SECRET"):
+        sys.exit("upstream Troop has no control channel: set control_channel: false in the hub's hub.yaml")
     if not re.fullmatch(r"[0-9a-f]{32}", digest):
         sys.exit("TROOP_PASSWORD_MD5 must be 32 lowercase hex digits")
 

@@ -244,7 +244,19 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("hub.yaml") => String::new(),
             Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
         };
-        Config::from_yaml_with_env(&text, |k| std::env::var(k).ok())
+        let mut config = Config::from_yaml_with_env(&text, |k| std::env::var(k).ok())?;
+        config.resolve_paths(path, std::env::var_os("TROOP_HUB_STATE_DIR").map(PathBuf::from));
+        Ok(config)
+    }
+
+    /// A relative `archive.path` is taken from `state_dir` (env `TROOP_HUB_STATE_DIR`) if
+    /// given, else from the folder hub.yaml is in, never from wherever the hub was started: a
+    /// hub restarted from another folder opens the same archive.
+    pub fn resolve_paths(&mut self, hub_yaml: &Path, state_dir: Option<PathBuf>) {
+        let Some(archive) = self.archive.as_mut().filter(|a| a.path.is_relative()) else { return };
+        let base = state_dir.unwrap_or_else(|| hub_yaml.parent().map(Path::to_path_buf).unwrap_or_default());
+        let base = std::path::absolute(&base).unwrap_or(base);
+        archive.path = base.join(&archive.path);
     }
 
     /// Parses and validates YAML text (no environment overrides).

@@ -288,3 +288,22 @@ fn an_archive_too_small_for_its_live_sessions_is_refused_naming_the_fix() {
     );
     assert!(Config::from_yaml("max_sessions: 100\narchive: {max_session_bytes: 16m, max_total_bytes: 2g}").is_ok());
 }
+
+#[test]
+fn a_relative_archive_path_is_taken_from_the_state_dir_or_hub_yamls_folder() {
+    let resolved = |hub_yaml: &str, state: Option<&str>| {
+        let mut c = Config::from_yaml("archive: {path: data/archive.db}").unwrap();
+        c.resolve_paths(Path::new(hub_yaml), state.map(PathBuf::from));
+        c.archive.map(|a| a.path).unwrap_or_default()
+    };
+    assert_eq!(resolved("/etc/troop-hub/hub.yaml", None), PathBuf::from("/etc/troop-hub/data/archive.db"));
+    assert_eq!(
+        resolved("/etc/troop-hub/hub.yaml", Some("/var/lib/troop-hub")),
+        PathBuf::from("/var/lib/troop-hub/data/archive.db")
+    );
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(resolved("hub.yaml", None), cwd.join("data/archive.db"), "hub.yaml in the working directory");
+    let mut c = Config::from_yaml("archive: {path: /srv/a.db}").unwrap();
+    c.resolve_paths(Path::new("/etc/hub.yaml"), Some(PathBuf::from("/x")));
+    assert_eq!(c.archive.map(|a| a.path), Some(PathBuf::from("/srv/a.db")), "absolute paths stay");
+}

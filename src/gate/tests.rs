@@ -112,5 +112,10 @@ async fn an_abandoned_slow_check_keeps_its_turn_until_it_finishes() {
         let _ = release.send(());
     }
     assert_eq!(third.await.ok(), Some(Ok(7)));
-    assert_eq!(gate.slow_running(), 0);
+    // The abandoned checks give their turns back as their threads finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gate.slow_running() > 0 {
+        assert!(std::time::Instant::now() < deadline, "turns still held: {}", gate.slow_running());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }

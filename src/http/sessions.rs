@@ -99,20 +99,25 @@ fn ttl_within(asked: Option<Duration>, default: Duration, max: Duration) -> Resu
 }
 
 /// A session's public address (like the hub protocol's query)
-#[utoipa::path(get, path = "/api/v1/sessions/{name}", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/sessions/{name}", tag = "sessions", security((), ("bearer" = [])),
     params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
-        (status = 200, description = "Where performers join it", body = Address),
+        (status = 200, description = "Where performers join it (with the admin token, its whole record too)", body = Address),
         (status = 400, description = "Not a valid session name", body = ErrorBody),
         (status = 404, description = "No session of that name is running", body = ErrorBody),
     ))]
-pub async fn get_session(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Json<Address>, ApiError> {
+pub async fn get_session(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    admin: Option<AdminToken>,
+) -> Result<Json<Address>, ApiError> {
     valid_name(&name)?;
     let found = hub.query(&name);
     hub.metrics.request("http_query", if found.is_some() { "ok" } else { "error" });
     let audience = hub.audience_access(&name).unwrap_or(crate::audience::Access::Off);
+    let session = admin.and_then(|_| hub.list().into_iter().find(|s| s.name == name)).map(Into::into);
     match found {
-        Some((host, port)) => Ok(Json(Address { name, host, port, audience })),
+        Some((host, port)) => Ok(Json(Address { name, host, port, audience, session })),
         None => Err(ApiError::not_found(format!("No session named '{name}'"))),
     }
 }

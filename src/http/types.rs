@@ -96,6 +96,9 @@ pub struct Address {
     pub port: u16,
     /// Who may watch it in a browser at `/s/{name}` now: "public", "password" or "off".
     pub audience: Access,
+    /// With the admin token: the session's whole record, as `GET /api/v1/sessions` lists it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 /// Opens a session's audience view to everyone, or closes it again.

@@ -15,6 +15,11 @@ use tracing::{info, warn};
 /// How often the hub asks the runtime for its nodes.
 pub const NODE_REFRESH: Duration = Duration::from_secs(3);
 
+/// Sessions ended at once when many end together (deadlines reached together, an engine
+/// event storm, a reconcile after the engine was away): each end waits on the engine, so one
+/// at a time made 50 take minutes; all at once would drown it.
+pub const ENDS_AT_ONCE: usize = 16;
+
 /// A server younger than this that is not running yet may still be starting.
 const YOUNG: Duration = Duration::from_secs(10);
 
@@ -164,6 +169,9 @@ impl Hub {
         // Also reconcile now and then: it retries removals that failed while the engine was away.
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Exits are handled beside the event stream, [`ENDS_AT_ONCE`] at a time; beyond that
+        // the stream waits (the engine keeps the events).
+        let ends = Arc::new(tokio::sync::Semaphore::new(ENDS_AT_ONCE));
         loop {
             if let Ok(mut events) = self.runtime.events().await {
                 loop {
@@ -171,7 +179,14 @@ impl Hub {
                         _ = self.shutdown.cancelled() => return,
                         _ = every.tick() => self.reconcile().await,
                         ev = events.next() => match ev {
-                            Some(Ok(RuntimeEvent::Exited { handle, reason, idle })) => self.exited(&handle, reason, idle).await,
+                            Some(Ok(RuntimeEvent::Exited { handle, reason, idle })) => {
+                                let Ok(turn) = ends.clone().acquire_owned().await else { return };
+                                let hub = self.clone();
+                                tokio::spawn(async move {
+                                    hub.exited(&handle, reason, idle).await;
+                                    drop(turn);
+                                });
+                            }
                             Some(Err(e)) => {
                                 self.metrics.docker_error();
                                 warn!(error = %e, "lost the engine's event stream; reconnecting");
@@ -219,11 +234,11 @@ impl Hub {
         let Ok(found) = self.runtime.list().await else { return };
         let up: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.handle.clone()).collect();
         self.check_members(members, &up).await;
-        for (id, handle) in running {
-            if !found.iter().any(|c| c.running && c.handle == handle) {
-                self.end_session(&id, EndReason::ContainerExited("the session container is gone".into())).await;
-            }
-        }
+        let gone = running
+            .into_iter()
+            .filter(|(_, handle)| !found.iter().any(|c| c.running && c.handle == *handle))
+            .map(|(id, _)| (id, EndReason::ContainerExited("the session container is gone".into())));
+        self.end_together(gone.collect()).await;
         self.remove_strays(found).await;
         self.runtime.sweep().await;
     }
@@ -268,9 +283,16 @@ impl Hub {
                     (too_old || expired).then(|| (s.id.clone(), reason))
                 })
                 .collect();
-            for (id, reason) in due {
-                self.end_session(&id, reason).await;
-            }
+            self.end_together(due).await;
         }
+    }
+
+    /// Ends `sessions`, [`ENDS_AT_ONCE`] at a time.
+    async fn end_together(&self, sessions: Vec<(String, EndReason)>) {
+        futures_util::stream::iter(sessions)
+            .for_each_concurrent(ENDS_AT_ONCE, |(id, reason)| async move {
+                self.end_session(&id, reason).await;
+            })
+            .await;
     }
 }

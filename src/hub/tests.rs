@@ -288,3 +288,33 @@ fn a_public_host_only_this_network_reaches_is_warned_about_when_listening_everyw
     assert_eq!(unreachable_public_host(&c(&format!("{everywhere}public_host: 203.0.113.5")), "203.0.113.5"), None);
     assert_eq!(unreachable_public_host(&c("listen: 127.0.0.1:57990\npublic_host: 127.0.0.1"), "127.0.0.1"), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.set_remove_delay(Duration::from_secs(1));
+    let yaml =
+        "ports: 100-163\nmax_sessions: 64\npublic_host: hub.example\ncontrol_channel: false\nmax_session_age: 1h";
+    let hub = Hub::new(Config::from_yaml(yaml).unwrap(), fake.clone());
+    hub.refresh_nodes().await;
+    hub.recover().await.unwrap();
+    tokio::spawn(hub.clone().enforce_deadlines());
+    let mut owners = Vec::new();
+    for i in 0..48 {
+        owners.push(start(&hub, &format!("s{i}")).await);
+    }
+    // All 48 are due in the same second; each removal takes the engine a second.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let began = tokio::time::Instant::now();
+    for o in &mut owners {
+        assert_eq!(told(o).await.as_deref(), Some("The session reached the hub's maximum session age and was ended."));
+    }
+    // Their servers are removed meanwhile; wait (virtual time) until the last one is gone.
+    while !fake.servers().is_empty() && began.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = began.elapsed();
+    // One at a time would take 48 s; ENDS_AT_ONCE at a time, 3.
+    assert!(took <= Duration::from_secs(5), "48 sessions took {took:?} to end");
+    nothing_left(&hub, &fake);
+}

@@ -40,7 +40,7 @@ pub struct DockerRuntime {
     network_id: tokio::sync::Mutex<Option<String>>,
     removals: tokio::sync::Semaphore,
     /// Set once a session's port is seen served by docker-proxy on this host.
-    userland_proxy: AtomicBool,
+    userland_proxy: std::sync::Arc<AtomicBool>,
 }
 
 /// What inspecting a session container tells.
@@ -59,7 +59,7 @@ impl DockerRuntime {
             engine: Engine::new(config),
             network_id: tokio::sync::Mutex::new(None),
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
-            userland_proxy: AtomicBool::new(false),
+            userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -265,12 +265,18 @@ impl DockerRuntime {
 
     /// Looks for a host socket listening on a published session port: that is Docker's
     /// userland proxy. Only a positive finding counts (a hub in its own network namespace
-    /// sees nothing). Warned once.
+    /// sees nothing). Warned once. Reading /proc/net/tcp (thousands of lines with many sessions) runs on the blocking pool,
+    /// beside the start rather than in its way, never on a worker the front doors need.
     fn check_userland_proxy(&self, port: u16) {
-        if !self.userland_proxy.load(Ordering::Relaxed) && host_port_listening(port) {
-            self.userland_proxy.store(true, Ordering::Relaxed);
-            warn!("{}", USERLAND_PROXY_WARNING);
+        if self.userland_proxy.load(Ordering::Relaxed) {
+            return;
         }
+        let found = self.userland_proxy.clone();
+        tokio::task::spawn_blocking(move || {
+            if host_port_listening(port) && !found.swap(true, Ordering::Relaxed) {
+                warn!("{}", USERLAND_PROXY_WARNING);
+            }
+        });
     }
 }
 
@@ -328,7 +334,10 @@ impl Runtime for DockerRuntime {
         Box::pin(async move {
             let c = self.config();
             match self.timed(self.engine.client().await?.inspect_image(&c.image)).await {
-                Ok(_) => Ok(()),
+                Ok(image) => {
+                    let labels = image.config.and_then(|config| config.labels).unwrap_or_default();
+                    super::spec::speaks_control(&c, labels.get(super::spec::CONTROL_LABEL).map(String::as_str))
+                }
                 Err(RuntimeError::NotFound) | Err(RuntimeError::ImageMissing(_)) => {
                     Err(RuntimeError::ImageMissing(c.image))
                 }

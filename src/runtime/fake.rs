@@ -26,6 +26,7 @@ struct State {
     ports_taken: HashSet<u16>,
     failing_nodes: HashSet<String>,
     start_delay: Duration,
+    remove_delay: Duration,
     down: bool,
     nodes: Vec<Node>,
     removed: Vec<String>,
@@ -64,6 +65,11 @@ impl FakeRuntime {
     }
 
     /// Each start takes this long before its server listens.
+    /// Each removal takes this long (a busy engine).
+    pub fn set_remove_delay(&self, d: Duration) {
+        self.state().remove_delay = d;
+    }
+
     pub fn set_start_delay(&self, d: Duration) {
         self.state().start_delay = d;
     }
@@ -170,6 +176,8 @@ impl Runtime for FakeRuntime {
     fn remove(&self, handle: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             self.engine()?;
+            let delay = self.state().remove_delay;
+            tokio::time::sleep(delay).await;
             let mut st = self.state();
             st.servers.remove(&handle);
             st.removed.push(handle);

@@ -4,8 +4,8 @@
 //! hardening on every runtime" holds by construction. Labels never carry the password.
 
 use super::{
-    Credentials, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_POOL, LABEL_PORT, LABEL_SESSION,
-    LABEL_SESSION_ID,
+    Credentials, RuntimeError, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_POOL, LABEL_PORT,
+    LABEL_SESSION, LABEL_SESSION_ID,
 };
 use crate::config::Config;
 use bollard::models::{
@@ -251,5 +251,37 @@ mod tests {
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         let Some(Credentials::Control(secret)) = credentials_from_env(&s.env) else { panic!("no secret") };
         assert_eq!(Some(secret.expose_secret()), Some("0123456789abcdef0123456789abcdef"));
+    }
+}
+
+/// The image label that says a session image has no control channel (upstream Troop's image
+/// sets it to `none`).
+pub const CONTROL_LABEL: &str = "io.troop-hub.control-channel";
+
+/// Refuses an image that says it has no control channel while hub.yaml expects one: every
+/// start would fail with a bare exit code, and the warm pool would retry for ever.
+pub fn speaks_control(c: &Config, label: Option<&str>) -> Result<(), RuntimeError> {
+    if c.control_channel && label == Some("none") {
+        return Err(RuntimeError::Misconfigured(format!(
+            "the session image {} has no control channel (it is upstream Troop's): set control_channel: false in \
+             hub.yaml to run it",
+            c.image
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod control_label_tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_a_control_channel_is_refused_only_when_one_is_expected() {
+        let mut c = Config::default();
+        let why = speaks_control(&c, Some("none")).unwrap_err().to_string();
+        assert!(why.contains("control_channel: false"), "{why}");
+        assert!(speaks_control(&c, None).is_ok(), "troop-server's image has no such label");
+        c.control_channel = false;
+        assert!(speaks_control(&c, Some("none")).is_ok());
     }
 }

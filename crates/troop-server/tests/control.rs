@@ -142,10 +142,11 @@ async fn a_locked_server_refuses_logins_until_armed_with_the_right_md5() {
     let a = TroopClient::join(addr, "a", PW, T).await.expect("the right password gets in");
     assert!(ctl.verify(&md5(PW)).await.unwrap());
     assert!(!ctl.verify(&md5("wrong")).await.unwrap());
-    // Arming again: the last md5 wins; the name stays when not given.
-    ctl.arm(&md5("next"), None, None).await.unwrap();
-    assert!(matches!(login(addr, "b", PW).await, Err(ClientError::Refused(-1))));
-    TroopClient::join(addr, "b", "next", T).await.expect("the new password gets in");
+    // Arming again is refused, with `once` or without: the password is never replaced.
+    let again = ctl.arm(&md5("next"), None, None).await;
+    assert!(matches!(&again, Err(ControlError::Refused(e)) if e == "already armed"), "{again:?}");
+    assert!(matches!(login(addr, "b", "next").await, Err(ClientError::Refused(-1))));
+    TroopClient::join(addr, "b", PW, T).await.expect("the first password still gets in");
     assert_eq!(ctl.snapshot().await.unwrap().name.as_deref(), Some("jam"));
     drop(a);
 }

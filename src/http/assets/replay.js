@@ -486,11 +486,16 @@
     endAbs = n ? store.T[n - 1] : base;
     if (ended === ended) endAbs = Math.max(endAbs, ended);
 
-    // The archive's final code is the last word: if the recording missed edits (a size cap,
-    // a full queue), the end moves to it in one step by the unknown author.
+    // A whole recording (not truncated, nothing missed) is the last word: its edits made the
+    // code. Only where the recording missed edits (a size cap, a full queue) is the archive's
+    // final code the last word, and the end moves to it in one step by the unknown author.
     var notes = [];
     var text = builder.doc.text();
-    if (typeof finalCode === "string" && ended === ended && finalCode !== text) {
+    var gaps = builder.missed || summary.truncated;
+    if (!gaps && typeof finalCode === "string" && ended === ended && finalCode !== text) {
+      console.warn("troop replay: the stored final code differs from the whole recording's end; the recording is shown");
+    }
+    if (gaps && typeof finalCode === "string" && ended === ended && finalCode !== text) {
       var a = builder.doc.chars, b = Array.from(finalCode), pre = 0, suf = 0;
       while (pre < a.length && pre < b.length && a[pre] === b[pre]) pre++;
       while (suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf] === b[b.length - 1 - suf]) suf++;
@@ -503,7 +508,7 @@
       apply(builder, fi, false);
       console.warn("troop replay: the timeline does not end in the archived code; the last step jumps to it");
       notes.push("Parts of this performance were not recorded: the replay jumps at those places and at the end.");
-    } else if (builder.missed || summary.truncated) {
+    } else if (gaps) {
       notes.push("Parts of this performance were not recorded: the replay may jump.");
     }
     if (ended !== ended) notes.push("This session is still running: the replay ends where the recording was when you opened it.");

@@ -92,8 +92,8 @@ impl ControlClient {
         self.call(&arm_request(md5, name, idle_exit, false)).await.map(drop)
     }
 
-    /// [`ControlClient::arm`], refused (`Refused("already armed")`) unless the server is
-    /// still locked: what the hub uses, so a server is never armed for two sessions.
+    /// [`ControlClient::arm`], saying on the wire that it must be the first (servers refuse
+    /// every arm once armed, so a server is never armed for two sessions).
     pub async fn arm_once(
         &mut self,
         md5: &str,

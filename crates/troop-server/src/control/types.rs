@@ -17,8 +17,8 @@ pub enum Request {
         name: Option<Option<String>>,
         #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
         idle_exit_ms: Option<Option<u64>>,
-        /// Refused (`"already armed"`) unless the server is still locked: a warm pool member
-        /// is armed for one session only.
+        /// Kept for older hubs: every arm is refused (`"already armed"`) once the server is
+        /// armed, with this flag or without it; a server is armed for one session only.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         once: bool,
     },

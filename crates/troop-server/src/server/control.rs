@@ -209,7 +209,9 @@ impl Loop {
         }
         let reply = match request {
             Err(e) => wire::error(&e),
-            Ok(Request::Arm { once: true, .. }) if self.session.is_armed() => wire::error("already armed"),
+            // A server is armed for one session only: its password is never replaced, whatever
+            // the request says (`once` is kept on the wire for older hubs).
+            Ok(Request::Arm { .. }) if self.session.is_armed() => wire::error("already armed"),
             Ok(Request::Arm { password_md5, name, idle_exit_ms, .. }) => self.arm(&password_md5, name, idle_exit_ms),
             Ok(Request::Verify { password_md5 }) => {
                 wire::ok(serde_json::json!({ "match": self.session.verify(&password_md5) }))
