@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use troop_server::ot::{Operation, OtError, Part};
 use troop_server::session::ClientId;
 
+/// Author runs kept at most. Past this, the shortest runs are merged into the run before them
+/// (their colour becomes that run's), so two performers alternating single characters cost a
+/// bounded amount, not ~24 bytes per character.
+pub const MAX_RUNS: usize = 4096;
+
 /// `len` characters written by `author` (`None`: from before the hub followed the session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -52,7 +57,7 @@ impl LiveDoc {
     /// changes if the operation does not fit the document.
     pub fn apply(&mut self, author: ClientId, op: &Operation) -> Result<(), OtError> {
         let text = op.apply_counted(&self.text, self.len)?;
-        self.runs = apply_to_runs(&self.runs, author, op);
+        self.runs = bounded(apply_to_runs(&self.runs, author, op));
         for (id, mark) in self.marks.iter_mut() {
             if *id != author {
                 *mark = shift(*mark, op);
@@ -73,6 +78,23 @@ impl LiveDoc {
     pub fn remove_mark(&mut self, id: ClientId) {
         self.marks.remove(&id);
     }
+}
+
+/// `runs`, with the shortest merged into the run before them until at most [`MAX_RUNS`] remain.
+fn bounded(mut runs: Vec<Run>) -> Vec<Run> {
+    let mut shorter_than = 2;
+    while runs.len() > MAX_RUNS {
+        let mut out: Vec<Run> = Vec::with_capacity(runs.len());
+        for run in runs {
+            match out.last_mut() {
+                Some(last) if last.author == run.author || run.len < shorter_than => last.len += run.len,
+                _ => out.push(run),
+            }
+        }
+        runs = out;
+        shorter_than *= 2;
+    }
+    runs
 }
 
 /// The runs after `op` (which fits them: it was checked against the text first).
@@ -204,5 +226,17 @@ mod tests {
         let changed = LiveDoc::from_snapshot("xy", Some(&doc));
         assert_eq!(changed.runs(), &[Run { author: None, len: 2 }]);
         assert!(LiveDoc::from_snapshot("", None).runs().is_empty());
+    }
+
+    #[test]
+    fn two_performers_alternating_single_characters_cost_a_bounded_number_of_runs() {
+        let mut doc = LiveDoc::from_snapshot("", None);
+        for i in 0..20_000i64 {
+            let edit = if i == 0 { op(&[ins("x")]) } else { op(&[n(i), ins("x")]) };
+            doc.apply((i % 2) as ClientId, &edit).unwrap();
+        }
+        assert_eq!(doc.text().len(), 20_000);
+        assert!(doc.runs().len() <= MAX_RUNS, "{} runs", doc.runs().len());
+        assert_eq!(doc.runs().iter().map(|r| r.len).sum::<u64>(), 20_000, "the runs still cover the document");
     }
 }

@@ -255,6 +255,7 @@ impl Config {
     pub fn resolve_paths(&mut self, hub_yaml: &Path, state_dir: Option<PathBuf>) {
         let Some(archive) = self.archive.as_mut().filter(|a| a.path.is_relative()) else { return };
         let base = state_dir.unwrap_or_else(|| hub_yaml.parent().map(Path::to_path_buf).unwrap_or_default());
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let base = std::path::absolute(&base).unwrap_or(base);
         archive.path = base.join(&archive.path);
     }

@@ -41,13 +41,13 @@ struct ViewerPlace {
 impl Drop for ViewerPlace {
     fn drop(&mut self) {
         self.hub.viewers.fetch_sub(1, Ordering::Relaxed);
-        if let Some(f) = lock(&self.hub.live).get_mut(&self.id) {
+        self.hub.live.with(&self.id, |f| {
             f.viewers = f.viewers.saturating_sub(1);
             // The last viewer's receiver went before its place (field order in `Watch`).
             if f.viewers == 0 {
                 f.feed = None;
             }
-        }
+        });
     }
 }
 
@@ -63,7 +63,7 @@ impl Hub {
     /// How session `name`'s view may be watched now; `None` if no such session is running.
     pub fn audience_access(&self, name: &str) -> Option<Access> {
         let id = lock(&self.registry).running(name).map(|s| s.id.clone())?;
-        let public = lock(&self.live).get(&id).is_some_and(|f| f.public);
+        let public = self.live.with(&id, |f| f.public).unwrap_or(false);
         Some(match self.config().audience {
             Audience::Off => Access::Off,
             Audience::Public => Access::Public,
@@ -76,12 +76,11 @@ impl Hub {
     /// not follow such a session.
     pub fn set_audience_public(&self, name: &str, public: bool) -> bool {
         let Some(id) = lock(&self.registry).running(name).map(|s| s.id.clone()) else { return false };
-        let mut live = lock(&self.live);
-        let Some(f) = live.get_mut(&id) else { return false };
-        f.public = public;
-        drop(live);
-        self.audience_changed();
-        true
+        let switched = self.live.with(&id, |f| f.set_public(public)).is_some();
+        if switched {
+            self.audience_changed();
+        }
+        switched
     }
 
     /// Sessions whose view is public now, by name (the status page's lobby).
@@ -92,15 +91,14 @@ impl Hub {
             Audience::Password => false,
         };
         let registry = lock(&self.registry);
-        let live = lock(&self.live);
         let now = now();
         let mut lobby: Vec<LobbyEntry> = registry
             .list()
-            .filter_map(|s| live.get(&s.id).filter(|f| everyone || f.public).map(|f| (s, f)))
-            .map(|(s, f)| LobbyEntry {
-                name: s.name.clone(),
-                performers: f.view.performers.len(),
-                age_seconds: now.saturating_duration_since(s.started).as_secs(),
+            .filter_map(|s| {
+                let performers =
+                    self.live.with(&s.id, |f| (everyone || f.public).then_some(f.view.performers.len()))??;
+                let age_seconds = now.saturating_duration_since(s.started).as_secs();
+                Some(LobbyEntry { name: s.name.clone(), performers, age_seconds })
             })
             .collect();
         lobby.sort_by(|a, b| a.name.cmp(&b.name));
@@ -131,9 +129,8 @@ impl Hub {
             .running(name)
             .map(|s| s.id.clone())
             .ok_or_else(|| WatchError::NoSession(name.to_string()))?;
-        let live = lock(&self.live);
-        let f = live.get(&id).ok_or_else(|| WatchError::NotFollowed(name.to_string()))?;
-        if f.viewers >= config.audience_viewers_per_session {
+        let viewers = self.live.with(&id, |f| f.viewers).ok_or_else(|| WatchError::NotFollowed(name.to_string()))?;
+        if viewers >= config.audience_viewers_per_session {
             return Err(WatchError::SessionFull { name: name.to_string(), cap: config.audience_viewers_per_session });
         }
         if self.viewers.load(Ordering::Relaxed) >= config.audience_viewers_total {
@@ -159,19 +156,24 @@ impl Hub {
             .running(name)
             .map(|s| s.id.clone())
             .ok_or_else(|| WatchError::NoSession(name.to_string()))?;
-        let mut live = lock(&self.live);
-        let f: &mut Followed = live.get_mut(&id).ok_or_else(|| WatchError::NotFollowed(name.to_string()))?;
-        if f.viewers >= config.audience_viewers_per_session {
-            return Err(WatchError::SessionFull { name: name.to_string(), cap: config.audience_viewers_per_session });
-        }
-        let total = config.audience_viewers_total;
-        if self.viewers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < total).then_some(n + 1)).is_err() {
-            return Err(WatchError::HubFull(total));
-        }
-        f.viewers += 1;
-        let snapshot = f.snapshot().map(|m| Utf8Bytes::from(m.to_text()));
-        let feed = f.subscribe();
-        drop(live);
+        let admitted = self.live.with(&id, |f: &mut Followed| {
+            if f.viewers >= config.audience_viewers_per_session {
+                return Err(WatchError::SessionFull {
+                    name: name.to_string(),
+                    cap: config.audience_viewers_per_session,
+                });
+            }
+            let total = config.audience_viewers_total;
+            let taken =
+                self.viewers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < total).then_some(n + 1));
+            if taken.is_err() {
+                return Err(WatchError::HubFull(total));
+            }
+            f.viewers += 1;
+            // Serialised once per change of the session, shared by every viewer who arrives.
+            Ok((f.snapshot_text(), f.subscribe()))
+        });
+        let (snapshot, feed) = admitted.ok_or_else(|| WatchError::NotFollowed(name.to_string()))??;
         Ok(Watch { snapshot, feed, _place: ViewerPlace { hub: self.clone(), id } })
     }
 

@@ -42,9 +42,26 @@ pub(super) struct Followed {
     pub recorder: Option<Recorder>,
     /// The task reading the server's events.
     pub task: Option<tokio::task::JoinHandle<()>>,
+    /// The snapshot viewers get on arrival, serialised once per change (made when the first
+    /// viewer after a change asks; dropped on every change).
+    pub snapshot_text: Option<Utf8Bytes>,
 }
 
 impl Followed {
+    /// The snapshot a viewer arriving now gets, serialised, if the hub has one yet.
+    pub fn snapshot_text(&mut self) -> Option<Utf8Bytes> {
+        if self.snapshot_text.is_none() {
+            self.snapshot_text = self.snapshot().map(|m| Utf8Bytes::from(m.to_text()));
+        }
+        self.snapshot_text.clone()
+    }
+
+    /// The owner's public switch.
+    pub fn set_public(&mut self, public: bool) {
+        self.public = public;
+        self.snapshot_text = None;
+    }
+
     /// A viewer's snapshot of it now, if it has one.
     pub fn snapshot(&self) -> Option<LiveMessage> {
         let (doc, seq) = self.doc.as_ref()?;
@@ -78,6 +95,7 @@ impl Followed {
     fn resync(&mut self, s: Snapshot) {
         let doc = LiveDoc::from_snapshot(&s.document, self.doc.as_ref().map(|(d, _)| d));
         let seq = s.seq;
+        self.snapshot_text = None;
         self.doc = Some((doc, seq));
         self.view = LiveView::from_snapshot(s);
         if let Some(mut m) = self.snapshot() {
@@ -101,6 +119,7 @@ impl Followed {
     /// One event, in order. False if the document went out of step (then resubscribe).
     fn apply(&mut self, e: &Event) -> bool {
         self.view.apply(e);
+        self.snapshot_text = None;
         let Some((doc, seq)) = self.doc.as_mut() else { return true };
         if e.seq != *seq + 1 {
             return false;
@@ -194,18 +213,18 @@ impl Hub {
             public: false,
             viewers: 0,
             name: name.to_string(),
+            snapshot_text: None,
         };
-        let mut live = lock(&self.live);
-        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop, first));
-        live.insert(id.to_string(), Followed { task: Some(task), ..followed });
-        drop(live);
+        self.live.insert(id, followed);
         drop(registry);
+        let task = tokio::spawn(self.clone().subscribe_loop(id.to_string(), access, stop, first));
+        self.live.with(id, |f| f.task = Some(task));
     }
 
     /// Waits (at most `limit`) for session `id`'s event stream to end: once its server has
     /// been told to end, every event it sent before exiting has been taken in.
     pub(super) async fn drain_follow(&self, id: &str, limit: Duration) {
-        let task = lock(&self.live).get_mut(id).and_then(|f| f.task.take());
+        let task = self.live.with(id, |f| f.task.take()).flatten();
         if let Some(task) = task {
             if tokio::time::timeout(limit, task).await.is_err() {
                 debug!(id, "the session's event stream did not end in time");
@@ -216,7 +235,8 @@ impl Hub {
     /// Stops following session `id`, which ended for `reason`: its viewers hear why and are
     /// let go, its recording gets the final code.
     pub(super) fn unfollow(&self, id: &str, reason: &EndReason) {
-        let Some(mut followed) = lock(&self.live).remove(id) else { return };
+        let Some(followed) = self.live.remove(id) else { return };
+        let mut followed = lock(&followed);
         followed.stop.cancel();
         if let Some(reason) = reason.audience_message() {
             followed.publish(&LiveMessage::Ended { reason });
@@ -228,7 +248,7 @@ impl Hub {
 
     /// The live view of session `id`, if the hub follows it.
     pub fn live_view(&self, id: &str) -> Option<LiveView> {
-        lock(&self.live).get(id).map(|f| f.view.clone())
+        self.live.with(id, |f| f.view.clone())
     }
 
     async fn subscribe_loop(
@@ -277,9 +297,7 @@ impl Hub {
                 return false;
             }
         };
-        if let Some(followed) = lock(&self.live).get_mut(id) {
-            followed.resync(snapshot);
-        }
+        self.live.with(id, |f| f.resync(snapshot));
         let mut timer = tokio::time::interval(DOCUMENT_EVERY);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer.reset();
@@ -288,9 +306,7 @@ impl Hub {
                 _ = stop.cancelled() => return true,
                 e = events.next() => e,
                 _ = timer.tick() => {
-                    if let Some(f) = lock(&self.live).get_mut(id) {
-                        f.keep_document();
-                    }
+                    self.live.with(id, Followed::keep_document);
                     continue;
                 }
             };
@@ -300,7 +316,7 @@ impl Hub {
                 EventKind::Evaluate { .. } => self.metrics.evaluation(),
                 _ => {}
             }
-            let in_step = lock(&self.live).get_mut(id).is_none_or(|f| f.apply(&event));
+            let in_step = self.live.with(id, |f| f.apply(&event)).unwrap_or(true);
             if !in_step {
                 warn!(id, seq = event.seq, "the session's document went out of step; resubscribing");
                 return true;

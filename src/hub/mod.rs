@@ -7,6 +7,7 @@
 //! - [`views`]: what the front doors read (queries, lists, nodes, gauges, warnings);
 //! - [`control`]: talking to session servers (arm, verify an owner, say why a session ends);
 //! - [`live`]: one subscription per live session, for who is playing and what they do;
+//! - [`live_sessions`]: every followed session's state, each behind a lock of its own;
 //! - [`audience`]: who may watch a session in a browser, and admitting viewers to its feed;
 //! - [`record`]: recording each followed session into the archive;
 //! - [`pool`]: the warm pool of started, locked servers a start takes instead of waiting;
@@ -20,6 +21,7 @@ mod audience;
 mod control;
 mod end;
 mod live;
+mod live_sessions;
 mod outcome;
 mod pool;
 mod record;
@@ -65,7 +67,7 @@ pub struct Hub {
     /// Starts in flight by session id: cancelled when the session is ended meanwhile.
     starting: Mutex<HashMap<String, CancellationToken>>,
     /// The live view of each followed session by id, and what stops following it.
-    live: Mutex<HashMap<String, live::Followed>>,
+    live: live_sessions::LiveSessions,
     /// Audience viewers watching now, in all.
     viewers: AtomicUsize,
     /// Where sessions are recorded, once the archive is open.
@@ -183,7 +185,7 @@ impl Hub {
             owners: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
             pool: pool::Pool::default(),
-            live: Mutex::new(HashMap::new()),
+            live: live_sessions::LiveSessions::default(),
             viewers: AtomicUsize::new(0),
             archive: OnceLock::new(),
             gate: PasswordGate::default(),

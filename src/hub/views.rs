@@ -123,7 +123,7 @@ impl Hub {
             free_ports: r.free_ports(now()),
             cap: r.max_sessions(),
             nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
-            performers: lock(&self.live).values().map(|f| f.view.performers.len()).sum(),
+            performers: self.live.performers(),
             viewers: self.viewer_count(),
             pool,
             archive: self.archive.get().map(|a| crate::metrics::ArchiveGauges {
