@@ -433,3 +433,43 @@ async fn viewers_beyond_the_cap_are_refused_and_their_places_come_back() {
     carol.insert(0, "Clock.bpm = 120").await.unwrap();
     assert!(later.until(T, |v| v.doc == "Clock.bpm = 120").await, "the later viewer sees the edit: {}", later.doc);
 }
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_small_messages_is_dropped_too() {
+    // Small messages (one character each) are what a live session mostly sends. Unbounded,
+    // the kernel grows a socket's send buffer to MiBs and swallows tens of thousands of them,
+    // so a viewer that stopped reading never looked behind; the hub bounds it, and the
+    // viewer falls behind in the hub's feed, where the 1,024-message rule drops it.
+    let hub = hub_with("audience: public").await;
+    let o = owner(&hub, "trickle", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.http).await.unwrap();
+    let url = format!("ws://{}/api/v1/sessions/trickle/live", hub.http);
+    let (stuck, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgraded");
+    viewers_are(&hub, 1).await;
+    let metrics = || async { http(hub.http, "GET", "/metrics", None, None).await.body };
+    // Alice types 500 characters a second: the viewer's socket fills within a couple of
+    // seconds, and 1,024 messages later it is behind by the rule. (Unbounded, the kernel took
+    // ~38,000 such messages first: over a minute at this pace.)
+    let mut pace = tokio::time::interval(Duration::from_millis(2));
+    let (mut dropped, mut edits) = (false, 0u64);
+    let started = Instant::now();
+    while !dropped && started.elapsed() < Duration::from_secs(25) {
+        pace.tick().await;
+        let len = alice.document().chars().count() as u64;
+        let op = if len >= 200 { alice.delete(0, 1).await } else { alice.insert(len, "x").await };
+        op.unwrap();
+        while !alice.is_synchronized() {
+            alice.recv(T).await.unwrap();
+        }
+        edits += 1;
+        if edits.is_multiple_of(100) {
+            dropped = metrics().await.contains("troop_hub_viewers 0");
+        }
+    }
+    assert!(dropped, "a viewer that stopped reading was still counted after {edits} one-character edits");
+    eprintln!("dropped after {edits} one-character edits in {:?}", started.elapsed());
+    drop(stuck);
+}

@@ -178,4 +178,41 @@ impl Archive {
             },
         )
     }
+
+    /// Up to `limit` timeline lines of `id` after event `after` (from the start when `None`),
+    /// in seq order, each with its seq. `None` when the session is unknown. Paging lets a
+    /// download go out as the client takes it, holding no connection or thread meanwhile.
+    pub fn timeline_page(
+        &self,
+        id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, String)>>, ArchiveError> {
+        self.read(
+            || format!("reading the timeline of session {id}"),
+            |c| {
+                let tx = c.transaction()?;
+                let found = tx
+                    .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?
+                    .query_row([id], |_| Ok(()))
+                    .optional()?;
+                if found.is_none() {
+                    return Ok(None);
+                }
+                let after = after.map(super::sql_int).unwrap_or(-1);
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let page = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT seq, line FROM lines WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )?;
+                    let rows = stmt.query_map(rusqlite::params![id, after, limit], |row| {
+                        Ok((from_sql_int(row.get(0)?), row.get::<_, String>(1)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                tx.commit()?;
+                Ok(Some(page))
+            },
+        )
+    }
 }

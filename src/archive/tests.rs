@@ -667,3 +667,28 @@ async fn closing_a_session_a_stopped_hub_left_brings_its_code_to_the_last_stored
     assert_eq!(archive.code("fresh").unwrap().unwrap(), "x🎵");
     assert_eq!(archive.code("odd").unwrap().unwrap(), "stored");
 }
+
+#[tokio::test]
+async fn a_timeline_reads_in_pages_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    archive.begin("s", "jam", 0, None);
+    record_ops(&archive, "s", 1..=2_500);
+    archive.flush().await;
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = archive.timeline_page("s", after, 1_000).unwrap().expect("the session exists");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|(seq, _)| *seq);
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 2_500);
+    assert!(seen.iter().enumerate().all(|(i, (seq, line))| *seq == i as u64 + 1 && *line == line_of(*seq)));
+    assert_eq!(archive.timeline_page("nope", None, 10).unwrap(), None);
+}
+
+fn line_of(seq: u64) -> String {
+    line(seq, "operation")
+}

@@ -10,7 +10,7 @@ mod tests;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -267,7 +267,7 @@ impl Config {
 
     /// Parses YAML, lets `env("TROOP_HUB_<KEY>")` override single top-level keys, validates.
     pub fn from_yaml_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let parsed = if text.trim().is_empty() { Ok(Value::Null) } else { serde_yaml::from_str::<Value>(text) };
+        let parsed = if text.trim().is_empty() { Ok(Value::Null) } else { serde_norway::from_str::<Value>(text) };
         let mut map = match parsed {
             Ok(Value::Null) => Mapping::new(),
             Ok(Value::Mapping(map)) => map,
@@ -410,7 +410,7 @@ impl Config {
 
 /// Every top-level key with its default, in hub.yaml's form.
 fn defaults() -> Mapping {
-    match serde_yaml::to_value(Config::default()) {
+    match serde_norway::to_value(Config::default()) {
         Ok(Value::Mapping(map)) => map,
         // Unreachable (a struct serialises as a mapping); the tests would fail on no keys.
         _ => Mapping::new(),
@@ -428,7 +428,7 @@ fn apply_env(map: &mut Mapping, env: impl Fn(&str) -> Option<String>) {
         let Some(text) = env(&format!("TROOP_HUB_{}", key.to_uppercase())).filter(|v| !v.trim().is_empty()) else {
             continue;
         };
-        let value = match serde_yaml::from_str::<Value>(&text) {
+        let value = match serde_norway::from_str::<Value>(&text) {
             Ok(Value::Number(_) | Value::Bool(_)) if default.is_string() => Value::String(text),
             Ok(value) => value,
             Err(_) => Value::String(text),
@@ -438,7 +438,7 @@ fn apply_env(map: &mut Mapping, env: impl Fn(&str) -> Option<String>) {
 }
 
 /// A serde error as a `ConfigError` naming the key path (`limits.memory`), if there is one.
-fn serde_error(e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+fn serde_error(e: serde_path_to_error::Error<serde_norway::Error>) -> ConfigError {
     use serde_path_to_error::Segment;
     let key: Vec<&str> = e
         .path()

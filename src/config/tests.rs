@@ -2,7 +2,7 @@ use super::*;
 use std::collections::BTreeSet;
 
 fn yaml_map(c: &Config) -> Mapping {
-    match serde_yaml::to_value(c).unwrap() {
+    match serde_norway::to_value(c).unwrap() {
         Value::Mapping(m) => m,
         other => panic!("a Config serialises as a mapping, not {other:?}"),
     }
@@ -59,7 +59,7 @@ fn an_empty_file_gives_the_documented_defaults() {
 #[test]
 fn the_shipped_hub_yaml_lists_every_key_with_its_default() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hub.yaml")).unwrap();
-    let shipped: Mapping = serde_yaml::from_str(&text).unwrap();
+    let shipped: Mapping = serde_norway::from_str(&text).unwrap();
     let expected = key_paths(&yaml_map(&Config::default()), "");
     assert!(expected.contains("session_port") && expected.contains("limits.memory"), "{expected:?}");
     assert_eq!(key_paths(&shipped, ""), expected, "hub.yaml must list every key, limits' included");
@@ -144,7 +144,7 @@ fn values_are_read_in_every_documented_form() {
     assert_eq!(c.trusted_networks, vec!["::1/128".parse::<IpNet>().unwrap()]);
     // What serialises reads back as the same configuration.
     let odd = Config::from_yaml("limits: {memory: 7000001, cpus: 0.25}\nmax_session_age: 90m").unwrap();
-    let text = serde_yaml::to_string(&odd).unwrap();
+    let text = serde_norway::to_string(&odd).unwrap();
     assert_eq!(Config::from_yaml(&text).unwrap(), odd, "{text}");
 }
 

@@ -406,18 +406,39 @@ pub async fn timeline(
 ) -> Result<Response, ApiError> {
     let archive = archive(&hub)?;
     prove(&hub, &grants, &archive, &id, proof).await?;
-    let body = blocking(move || {
-        let mut body = String::new();
-        let found = archive.timeline(&id, &mut |line| {
-            body.push_str(line);
-            body.push('\n');
-        })?;
-        Ok(found.then_some(body))
-    })
-    .await?;
-    let body = body.ok_or_else(|| ApiError::not_found("No such archived session"))?;
+    // The first page says whether the session exists; the rest stream as the client reads.
+    let (a, i) = (archive.clone(), id.clone());
+    let first = blocking(move || a.timeline_page(&i, None, TIMELINE_PAGE)).await?;
+    let first = first.ok_or_else(|| ApiError::not_found("No such archived session"))?;
+    let pages = futures_util::stream::unfold(Some(first), move |page| {
+        let (archive, id) = (archive.clone(), id.clone());
+        async move {
+            let page = page?;
+            let full = page.len() == TIMELINE_PAGE;
+            let last = page.last().map(|(seq, _)| *seq);
+            let mut chunk = String::with_capacity(page.iter().map(|(_, l)| l.len() + 1).sum());
+            for (_, line) in &page {
+                chunk.push_str(line);
+                chunk.push('\n');
+            }
+            let next = match (full, last) {
+                (true, Some(after)) => {
+                    match blocking(move || archive.timeline_page(&id, Some(after), TIMELINE_PAGE)).await {
+                        Ok(next) => next,
+                        Err(_) => return Some((Err(std::io::Error::other("the archive could not be read")), None)),
+                    }
+                }
+                _ => None,
+            };
+            Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk)), next))
+        }
+    });
+    let body = axum::body::Body::from_stream(pages);
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
+
+/// Timeline lines read from the archive per step of a download.
+const TIMELINE_PAGE: usize = 1000;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use super::json::JsonBody;
 use super::serve::{ConnectionSlot, Place, SocketFd};
 use super::types::{AudienceState, AudienceSwitch};
 use crate::audience::{Access, LiveMessage};
-use crate::hub::{Hub, Watch, WatchError};
+use crate::hub::{Hub, Watch, WatchError, FEED_BACKLOG};
 use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
@@ -30,6 +30,10 @@ use super::pages::AUDIENCE_OFF as OFF;
 pub const PASSWORD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer whose socket takes longer than this to take one message is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a viewer whose socket is full is checked for falling behind.
+const LAG_CHECK: Duration = Duration::from_millis(100);
+/// A viewer dropped while its socket is full gets this long for the goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest message a viewer may send (its password).
 const MAX_INCOMING: usize = 4096;
 /// Messages sent in one write at most.
@@ -238,18 +242,22 @@ impl Viewer {
                                 Err(_) => break,
                             }
                         }
-                        if send(&mut out, batch).await.is_err() {
-                            return;
+                        // While its socket is full, how far behind the viewer is shows in the
+                        // hub's feed: past the backlog it is let go at once.
+                        let behind = async {
+                            loop {
+                                tokio::time::sleep(LAG_CHECK).await;
+                                if watch.feed.len() >= FEED_BACKLOG {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            sent = send(&mut out, batch) => if sent.is_err() { return },
+                            _ = behind => return fell_behind(&mut out, &self.name, GOODBYE_TIMEOUT).await,
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
-                        tracing::debug!(session = %self.name, "a viewer fell behind; dropped");
-                        let why = "This view fell behind the session; reconnect to catch up";
-                        let _ = send(&mut out, vec![error_text(why, true)]).await;
-                        let frame = CloseFrame { code: close::TOO_SLOW, reason: "".into() };
-                        let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(Some(frame)))).await;
-                        return;
-                    }
+                    Err(RecvError::Lagged(_)) => return fell_behind(&mut out, &self.name, SEND_TIMEOUT).await,
                     // The session ended (its `ended` message went first).
                     Err(RecvError::Closed) => {
                         let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Message::Close(None))).await;
@@ -322,6 +330,18 @@ impl Viewer {
             Err(e) => Err((close::NO_SESSION, e.message().to_string(), false)),
         }
     }
+}
+
+/// Tells a viewer it fell behind (close 4413; it may reconnect), giving the goodbye `within`.
+async fn fell_behind(out: &mut futures_util::stream::SplitSink<WebSocket, Message>, session: &str, within: Duration) {
+    tracing::debug!(session = %session, "a viewer fell behind; dropped");
+    let why = "This view fell behind the session; reconnect to catch up";
+    let goodbye = async {
+        let _ = out.feed(Message::Text(error_text(why, true))).await;
+        let frame = CloseFrame { code: close::TOO_SLOW, reason: "".into() };
+        let _ = out.send(Message::Close(Some(frame))).await;
+    };
+    let _ = tokio::time::timeout(within, goodbye).await;
 }
 
 /// The close code for a socket that broke the protocol: 1009 for a message over the size

@@ -134,6 +134,9 @@
       if (x.cur) {
         s.className = "cur p" + colour(x.cur.id);
         s.dataset.name = x.cur.name;
+        // The name is drawn by CSS; assistive technology reads it from here.
+        s.setAttribute("role", "img");
+        s.setAttribute("aria-label", x.cur.name + "'s cursor");
         s.dataset.id = String(x.cur.id);
       } else {
         s.className = x.cls;
