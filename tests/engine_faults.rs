@@ -67,7 +67,14 @@ async fn starts_fail_fast_while_the_engine_is_away_and_the_hub_recovers_by_itsel
     mode.store(STALLED, Ordering::SeqCst);
     let addr = hub.addr;
     let pending = tokio::spawn(async move { start_session(addr, "b", "pw", T).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hub has the request (it says so in its log) before the query is timed.
+    let asked = |log: &str| log.matches("start requested").count();
+    let before = asked(&hub.log());
+    hub.eventually("the start to be under way", T, async || match asked(&hub.log()) > before {
+        true => Ok(()),
+        false => Err("not yet".into()),
+    })
+    .await;
     let t = Instant::now();
     assert_eq!(query(&hub, "b").await, Value::Null);
     assert!(t.elapsed() < Duration::from_secs(1), "queries do not wait for the engine");

@@ -458,7 +458,12 @@ async fn at_sigterm_a_start_in_flight_is_answered_and_idle_connections_close() {
     let addr = hub.http;
     let body = r#"{"name":"late","password":"pw"}"#;
     let pending = tokio::spawn(async move { http(addr, "POST", "/api/v1/sessions", Some(TOKEN), Some(body)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hub has the request (it says so in its log) before it is told to stop.
+    hub.eventually("the start to be under way", T, async || match hub.log().contains("start requested") {
+        true => Ok(()),
+        false => Err("not yet".into()),
+    })
+    .await;
     let term = Instant::now();
     hub.signal("TERM");
 

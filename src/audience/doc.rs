@@ -63,7 +63,11 @@ impl LiveDoc {
                 *mark = shift(*mark, op);
             }
         }
-        self.marks.insert(author, op.cursor_after());
+        // The author's cursor goes after its last insert or delete (a retain-only operation
+        // moves nothing).
+        if op.parts.iter().any(|p| !matches!(p, Part::Int(n) if *n > 0)) {
+            self.marks.insert(author, op.cursor_after());
+        }
         self.text = text;
         self.len = op.target_len();
         Ok(())
@@ -158,6 +162,8 @@ fn shift(mark: i64, op: &Operation) -> i64 {
                 }
                 old = old.saturating_add(n);
             }
+            // A cursor exactly where text is inserted stays before it (as at any other place).
+            Part::Insert(_) if mark <= old => return new,
             Part::Insert(s) => new = new.saturating_add(s.chars().count() as i64),
         }
     }
@@ -238,5 +244,42 @@ mod tests {
         assert_eq!(doc.text().len(), 20_000);
         assert!(doc.runs().len() <= MAX_RUNS, "{} runs", doc.runs().len());
         assert_eq!(doc.runs().iter().map(|r| r.len).sum::<u64>(), 20_000, "the runs still cover the document");
+    }
+
+    /// The golden vectors `tests/data/doc_vectors.jsonl`, which `tests/js/doc.test.js` checks
+    /// against the pages' `doc.js` too: both models agree on text, authors and cursors.
+    #[test]
+    fn the_golden_vectors_shared_with_doc_js() {
+        use serde_json::{json, Value};
+        let vectors = include_str!("../../tests/data/doc_vectors.jsonl");
+        let mut checked = 0;
+        for line in vectors.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).expect("a vector is JSON");
+            let name = v["name"].as_str().unwrap_or_default();
+            let mut doc = LiveDoc::from_snapshot(v["text"].as_str().unwrap_or_default(), None);
+            let runs: Vec<(Option<ClientId>, u64)> = serde_json::from_value(v["runs"].clone()).expect("runs");
+            doc.runs = runs.into_iter().map(|(author, len)| Run { author, len }).collect();
+            for m in v["marks"].as_array().into_iter().flatten() {
+                doc.set_mark(m[0].as_u64().unwrap_or(0) as ClientId, m[1].as_i64().unwrap_or(0));
+            }
+            for step in v["steps"].as_array().into_iter().flatten() {
+                if let Some(op) = step.get("op") {
+                    let author = op[0].as_u64().unwrap_or(0) as ClientId;
+                    let parts: Operation = serde_json::from_value(op[1].clone()).expect("an operation");
+                    let applied = doc.apply(author, &parts);
+                    assert_eq!(applied.is_err(), step["error"] == json!(true), "{name}: {applied:?}");
+                } else if let Some(m) = step.get("mark") {
+                    doc.set_mark(m[0].as_u64().unwrap_or(0) as ClientId, m[1].as_i64().unwrap_or(0));
+                } else if let Some(id) = step.get("leave") {
+                    doc.remove_mark(id.as_u64().unwrap_or(0) as ClientId);
+                }
+            }
+            let runs: Vec<Value> = doc.runs().iter().map(|r| json!([r.author, r.len])).collect();
+            let marks: Vec<Value> = doc.marks().iter().map(|(id, i)| json!([id, i])).collect();
+            let got = json!({ "text": doc.text(), "runs": runs, "marks": marks });
+            assert_eq!(got, v["expect"], "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 10, "{checked} vectors");
     }
 }

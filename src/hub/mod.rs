@@ -22,6 +22,8 @@ mod control;
 mod end;
 mod live;
 mod live_sessions;
+#[cfg(test)]
+mod live_tests;
 mod outcome;
 mod pool;
 mod record;

@@ -82,6 +82,7 @@ impl Hub {
     }
 
     async fn try_start(self: &Arc<Self>, req: &StartRequest) -> Result<Owned, HubError> {
+        debug!(session = %req.name, daemon = req.daemon, "start requested");
         let config = self.config();
         let trusted = req.peer.is_none_or(|ip| config.is_trusted(ip));
         if req.daemon && !trusted {

@@ -2,13 +2,20 @@
 //! scripts what the engine does (a port a stranger holds, a node whose starts fail, slow
 //! starts, the engine down) and what happens to running sessions (an exit event). It keeps
 //! the [`Runtime`] contract: a start returns when "listening", and undoes itself on error.
+//!
+//! [`FakeRuntime::with_servers`] also runs a real session server (`troop_server::server::run`)
+//! on 127.0.0.1:0 for each start, in this process: the hub arms it, follows it and records it
+//! over its real control channel, and tests join it with real Troop clients
+//! ([`FakeRuntime::server_addr`]), all in milliseconds and without an engine. A server that
+//! exits by itself (its idle timer, the hub's `end`) sends the exit event Docker would.
 
 use super::{EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec, StartError, Started};
 use crate::config::Config;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -31,21 +38,88 @@ struct State {
     nodes: Vec<Node>,
     removed: Vec<String>,
     events: Option<mpsc::UnboundedSender<Result<RuntimeEvent, RuntimeError>>>,
+    /// Real session servers by handle (with [`FakeRuntime::with_servers`]).
+    real: HashMap<String, RealServer>,
+}
+
+/// A real session server the fake runs in this process.
+struct RealServer {
+    addr: SocketAddr,
+    /// Dropping it stops the server (as SIGTERM would).
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The scripted runtime.
 pub struct FakeRuntime {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// Each start runs a real session server.
+    servers: bool,
 }
 
 impl Default for FakeRuntime {
     fn default() -> Self {
         let state = State { nodes: vec![Node::local()], ..Default::default() };
-        FakeRuntime { state: Mutex::new(state) }
+        FakeRuntime { state: Arc::new(Mutex::new(state)), servers: false }
     }
 }
 
 impl FakeRuntime {
+    /// A fake whose starts each run a real session server on 127.0.0.1:0.
+    pub fn with_servers() -> FakeRuntime {
+        FakeRuntime { servers: true, ..FakeRuntime::default() }
+    }
+
+    /// Where a real server started by [`FakeRuntime::with_servers`] listens (performers and
+    /// the hub's control channel both reach it there).
+    pub fn server_addr(&self, handle: &str) -> Option<SocketAddr> {
+        self.state().real.get(handle).map(|r| r.addr)
+    }
+
+    /// Starts a real server for `spec`, locked or with its password md5 as the hub asks;
+    /// when it exits by itself, the exit event goes out.
+    async fn serve(&self, handle: &str, spec: &SessionSpec) -> Result<SocketAddr, StartError> {
+        use secrecy::ExposeSecret;
+        use troop_server::control::ControlSecret;
+        use troop_server::server::{self, Config as ServerConfig};
+        let config = match &spec.credentials {
+            super::Credentials::Control(secret) => {
+                let secret = ControlSecret::new(secret.expose_secret())
+                    .map_err(|e| StartError::NotReady(format!("the control secret: {e}")))?;
+                ServerConfig { locked: true, control: Some(secret), ..ServerConfig::default() }
+            }
+            super::Credentials::PasswordMd5(md5) => {
+                ServerConfig { password_md5: md5.expose_secret().to_string(), ..ServerConfig::default() }
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| StartError::NotReady(format!("cannot listen: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| StartError::NotReady(e.to_string()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (state, gone) = (self.state.clone(), handle.to_string());
+        tokio::spawn(async move {
+            let handle = gone;
+            let exit = server::run(listener, config, async move {
+                let _ = stopped.await;
+            })
+            .await;
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            // Removed by the hub: no event (Docker's would find no session either).
+            if st.real.remove(&handle).is_some() {
+                if let Some(s) = st.servers.get_mut(&handle) {
+                    s.existing.running = false;
+                }
+                let idle = matches!(exit, Ok(server::Exit::Idle));
+                let reason = format!("the session server exited ({exit:?})");
+                if let Some(tx) = &st.events {
+                    let _ = tx.send(Ok(RuntimeEvent::Exited { handle, reason, idle }));
+                }
+            }
+        });
+        self.state().real.insert(handle.to_string(), RealServer { addr, _stop: stop });
+        Ok(addr)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -128,17 +202,26 @@ impl FakeRuntime {
             _ = spec.cancel.cancelled() => return Err(StartError::Cancelled),
             _ = tokio::time::sleep(delay) => {}
         }
+        let handle = {
+            let mut st = self.state();
+            if st.ports_taken.contains(&spec.port) {
+                return Err(StartError::PortTaken(spec.port));
+            }
+            if st.failing_nodes.contains(&spec.node) {
+                let detail = format!("task failed on node {}: non-zero exit (2)", spec.node);
+                return Err(StartError::NodeFailed {
+                    public: "its server stopped on the machine the hub chose",
+                    detail,
+                });
+            }
+            st.next += 1;
+            format!("fake-{}", st.next)
+        };
+        let control = match self.servers {
+            true => self.serve(&handle, &spec).await?,
+            false => SocketAddr::from(([127, 0, 0, 1], spec.port)),
+        };
         let mut st = self.state();
-        if st.ports_taken.contains(&spec.port) {
-            return Err(StartError::PortTaken(spec.port));
-        }
-        if st.failing_nodes.contains(&spec.node) {
-            let detail = format!("task failed on node {}: non-zero exit (2)", spec.node);
-            return Err(StartError::NodeFailed { public: "its server stopped on the machine the hub chose", detail });
-        }
-        st.next += 1;
-        let handle = format!("fake-{}", st.next);
-        let control = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
         let existing = Existing {
             handle: handle.clone(),
             running: true,
@@ -180,6 +263,8 @@ impl Runtime for FakeRuntime {
             tokio::time::sleep(delay).await;
             let mut st = self.state();
             st.servers.remove(&handle);
+            // Stops its real server, if it runs one.
+            st.real.remove(&handle);
             st.removed.push(handle);
             Ok(())
         })
