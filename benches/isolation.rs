@@ -29,6 +29,7 @@ use tokio::runtime::Runtime;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use troop_hub::admin::start_session;
 use troop_server::client::TroopClient;
+use troop_server::message::Body;
 
 const PW: &str = "pw";
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -62,18 +63,25 @@ impl Quiet {
     async fn probe(&mut self) -> (u64, u64) {
         self.n += 1;
         let token = format!("q{} ", self.n);
-        let len = self.writer.document().chars().count() as u64;
-        let sent = Instant::now();
-        if len > 400 {
+        if self.writer.document().chars().count() > 400 {
+            // Acknowledged before the token, which Troop's OT would hold back meanwhile.
             self.writer.delete(0, 100).await.expect("a delete");
+            while !self.writer.is_synchronized() {
+                self.writer.recv(T).await.expect("the delete's acknowledgement");
+            }
         }
         let len = self.writer.document().chars().count() as u64;
+        let sent = Instant::now();
         self.writer.insert(len, &token).await.expect("an insert");
         let reader = async {
-            self.reader
-                .recv_until_match(T, |c, _| c.document().contains(&token))
-                .await
-                .expect("the other performer gets the token");
+            if let Err(e) = self.reader.recv_until_match(T, |c, _| c.document().contains(&token)).await {
+                panic!(
+                    "the other performer did not get {token:?} ({e}): it has {:?}, the writer {:?} (synchronized: {})",
+                    self.reader.document(),
+                    self.writer.document(),
+                    self.writer.is_synchronized()
+                );
+            }
             sent.elapsed().as_nanos() as u64
         };
         let view = async {
@@ -92,6 +100,24 @@ impl Quiet {
             self.writer.recv(T).await.expect("the writer's acknowledgement");
         }
         (relay, view)
+    }
+
+    /// Each performer sends a console marker and reads until it has seen both: past the
+    /// RESET of the second join (a client that has not read it loses its edits).
+    async fn settle(&mut self) {
+        for (k, c) in [&mut self.writer, &mut self.reader].into_iter().enumerate() {
+            c.send(Body::Console { string: format!("settled {k}") }).await.expect("a marker");
+        }
+        for c in [&mut self.writer, &mut self.reader] {
+            let mut seen = [false; 2];
+            while !seen.iter().all(|s| *s) {
+                if let Body::Console { string } = c.recv(T).await.expect("the markers").body {
+                    if let Some(k) = string.strip_prefix("settled ").and_then(|k| k.parse::<usize>().ok()) {
+                        seen[k.min(1)] = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Probes 20 times a second for `warmup` (not kept) then `measured`.
@@ -158,6 +184,7 @@ fn main() {
         let writer = TroopClient::join(at(quiet_owner.port), "writer", PW, T).await.expect("writer joins");
         let reader = TroopClient::join(at(quiet_owner.port), "reader", PW, T).await.expect("reader joins");
         let mut quiet = Quiet { writer, reader, view: viewer(hub.http, "quiet").await, n: 0 };
+        quiet.settle().await;
         let clock = Arc::new(Clock::new());
         let mut performers = join(&prt, at(busy.port), PW).await;
 
@@ -207,7 +234,8 @@ fn main() {
         let big = start("big").await;
         let mut author = TroopClient::join(at(big.port), "author", PW, T).await.expect("author joins");
         let chunk = "x = 1  # a line of code to fill the document\n".repeat(20_000); // ~0.9 MiB
-        while author.document().len() < 4 << 20 {
+        // As close to troop-server's document limit (4 MiB) as whole chunks go.
+        while author.document().len() + chunk.len() < (4 << 20) - 4096 {
             let len = author.document().chars().count() as u64;
             author.insert(len, &chunk).await.expect("a big insert");
             while !author.is_synchronized() {

@@ -34,7 +34,9 @@ use tower::ServiceExt as _;
 /// upgraded viewer leaves its place once it has given the password). More are answered 503.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Open HTTP connections from one address (an IPv6 /56) at most, unless it is a trusted proxy.
-pub const MAX_PER_ADDRESS: usize = 64;
+/// A venue's or a school's audience shares one address behind its NAT, and a viewer holds a
+/// connection only until its upgrade (or its password): a quarter of [`MAX_CONNECTIONS`].
+pub const MAX_PER_ADDRESS: usize = 256;
 /// Connections over a cap being answered 503 at once; beyond that they are closed unanswered.
 pub const MAX_REFUSING: usize = 256;
 /// A client must send its first byte and its request headers within this (slowloris).
