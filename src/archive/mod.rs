@@ -25,6 +25,8 @@ pub use read::Page;
 pub use upkeep::{PRUNE_CHUNK, RECENT};
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -352,14 +354,18 @@ impl Archive {
 
     // ---- recording (non-blocking; all go through the writer in order) ----
 
-    /// A session begins (or a restarted hub continues it: then the existing row is kept as is).
-    /// `password_md5` is hashed (argon2id, random salt) on the hasher's thread and never
-    /// stored itself; the hash follows the row a moment later. `None` means only an admin can
-    /// read the archive.
+    /// A session begins (or a restarted hub continues it: then the existing row is kept as is,
+    /// a password hash it lacked added). `password_md5` is hashed (argon2id, random salt) on
+    /// the hasher's thread and never stored itself; the row is written with its hash, the
+    /// session's later calls waiting for it. `None` means only an admin can read the archive.
     pub fn begin(&self, id: &str, name: &str, started_ms: u64, password_md5: Option<String>) {
-        self.send(Op::Begin { id: id.to_owned(), name: name.to_owned(), started_ms });
-        if let Some(md5) = password_md5 {
-            self.inner.hasher.hash(id, name, md5);
+        self.inner.hasher.begin(id, name, started_ms, password_md5);
+    }
+
+    /// One of session `id`'s calls, in order behind its `Begin` (see [`hasher`]).
+    fn send_for(&self, id: &str, op: Op) {
+        if self.inner.hasher.send(id, op).is_err() {
+            tracing::error!(session = %id, "archive: the writer thread is gone; a recording call is lost");
         }
     }
 
@@ -398,7 +404,7 @@ impl Archive {
         }
         let len = line.len();
         let op = Op::Record { id: id.to_owned(), seq, time_ms, kind, performer, line };
-        if self.inner.tx.send(op).is_err() {
+        if self.inner.hasher.send(id, op).is_err() {
             shared.dequeued(len);
             tracing::error!("archive: the writer thread is gone; a timeline line is lost");
         }
@@ -412,7 +418,7 @@ impl Archive {
         }
         let waiting = lock(&self.inner.shared.documents).insert(id.to_owned(), Arc::new((document, seq))).is_some();
         if !waiting {
-            self.send(Op::Document { id: id.to_owned() });
+            self.send_for(id, Op::Document { id: id.to_owned() });
         }
     }
 
@@ -420,7 +426,7 @@ impl Archive {
     /// one written) and why ("its owner left", ...).
     pub fn finish(&self, id: &str, ended_ms: u64, reason: &str, document: Option<String>) {
         let document = document.filter(|d| d.len() as u64 <= self.inner.max_session_bytes);
-        self.send(Op::Finish { id: id.to_owned(), ended_ms, reason: reason.to_owned(), document });
+        self.send_for(id, Op::Finish { id: id.to_owned(), ended_ms, reason: reason.to_owned(), document });
     }
 
     /// Waits until everything sent so far is committed, password hashes included (tests,

@@ -43,15 +43,12 @@ pub(super) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// One recording call, as the caller sent it.
 pub(super) enum Op {
+    /// A session begins, with its password hash and name key (made off this thread).
     Begin {
         id: String,
         name: String,
         started_ms: u64,
-    },
-    /// The password hash and name key of a begun session, made off this thread.
-    Password {
-        id: String,
-        hash: String,
+        hash: Option<String>,
         key: Option<String>,
     },
     Record {
@@ -316,23 +313,27 @@ impl Writer {
             move |e| (id, what, e)
         }
         match op {
-            Op::Begin { id, name, started_ms } => {
+            Op::Begin { id, name, started_ms, hash, key } => {
                 self.unknown.remove(id);
-                // A restarted hub continues a session: the row is kept as it is.
+                // A restarted hub continues a session: the row is kept as it is, but a
+                // password hash it lacks is added (it is the same session's).
                 self.conn
-                    .prepare_cached("INSERT OR IGNORE INTO sessions (id, name, started_ms) VALUES (?1, ?2, ?3)")
-                    .and_then(|mut s| s.execute(params![id, name, sql_int(*started_ms)]))
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO sessions (id, name, started_ms, password_hash, name_key)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![id, name, sql_int(*started_ms), hash, key]))
+                    .and_then(|_| {
+                        self.conn
+                            .prepare_cached(
+                                "UPDATE sessions SET password_hash = ?2, name_key = ?3
+                                 WHERE id = ?1 AND password_hash IS NULL AND ?2 IS NOT NULL",
+                            )
+                            .and_then(|mut s| s.execute(params![id, hash, key]))
+                    })
                     .map(drop)
                     .map_err(failed(id, "beginning a session"))
             }
-            Op::Password { id, hash, key } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE sessions SET password_hash = ?2, name_key = ?3 WHERE id = ?1 AND password_hash IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![id, hash, key]))
-                .map(drop)
-                .map_err(failed(id, "keeping a session's password hash")),
             Op::Record { id, seq, time_ms, kind, performer, line } => self
                 .record(id, *seq, *time_ms, kind, performer.as_ref(), line)
                 .map_err(failed(id, "recording a timeline line")),
