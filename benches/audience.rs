@@ -231,15 +231,8 @@ fn main() {
     let viewers: usize = std::env::var("BENCH_VIEWERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let secs: u64 = std::env::var("BENCH_PHASE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let measured = Duration::from_secs(secs);
-    let thread = |name: &str| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    };
-    let (performer_rt, viewer_rt): (Runtime, Runtime) = (thread("performers"), thread("viewers"));
+    let (performer_rt, viewer_rt): (Runtime, Runtime) =
+        (common::load::one_thread_runtime("performers"), common::load::one_thread_runtime("viewers"));
     let main_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let began = Instant::now();
     // Others' load on the machine shows here (and in each phase's machine figure).

@@ -315,3 +315,15 @@ pub async fn phase(
     back.sort_by_key(|p| p.k);
     (back, all, WARMUP + measured)
 }
+
+/// A multi-threaded runtime with one worker thread named `name`: the benches run performers
+/// and viewers each on a thread of their own, so one side's reading does not queue behind the
+/// other's.
+pub fn one_thread_runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

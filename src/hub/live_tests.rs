@@ -16,12 +16,9 @@ use troop_server::client::TroopClient;
 const PW: &str = "pw";
 const T: Duration = Duration::from_secs(5);
 
+/// A hub on `fake` with the control channel on (the default), ports 100-103.
 async fn hub(fake: &Arc<FakeRuntime>, yaml: &str) -> Arc<Hub> {
-    let config = Config::from_yaml(&format!("ports: 100-103\npublic_host: hub.example\n{yaml}")).unwrap();
-    let hub = Hub::new(config, fake.clone());
-    hub.refresh_nodes().await;
-    hub.recover().await.unwrap();
-    hub
+    super::tests::hub_from(fake, &format!("ports: 100-103\npublic_host: hub.example\n{yaml}")).await
 }
 
 fn req(name: &str, password: &str) -> StartRequest {

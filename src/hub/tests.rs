@@ -18,7 +18,12 @@ const BASE: &str = "ports: 100-103\npublic_host: hub.example\ncontrol_channel: f
 
 /// A hub on the fake runtime with ports 100-103, its nodes known and recovery done.
 async fn hub(fake: &Arc<FakeRuntime>, yaml: &str) -> Arc<Hub> {
-    let config = Config::from_yaml(&format!("{BASE}{yaml}")).unwrap();
+    hub_from(fake, &format!("{BASE}{yaml}")).await
+}
+
+/// A hub on `fake` configured by `yaml` alone, its nodes known and recovery done.
+pub(super) async fn hub_from(fake: &Arc<FakeRuntime>, yaml: &str) -> Arc<Hub> {
+    let config = Config::from_yaml(yaml).unwrap();
     let hub = Hub::new(config, fake.clone());
     hub.refresh_nodes().await;
     hub.recover().await.unwrap();
