@@ -388,6 +388,7 @@ async fn generate_hour(path: &Path) -> Hour {
         marks: Vec::new(),
         public: false,
         time_ms: Some(started_ms),
+        more: 0,
     };
     record(0, started_ms, "snapshot", None, LiveMessage::Snapshot(snapshot));
     let names = ["ann", "bo", "cy"];

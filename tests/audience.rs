@@ -110,6 +110,8 @@ impl Viewer {
                     .collect();
                 self.authors = serde_json::from_value(m["authors"].clone()).expect("authors are [id, length] runs");
             }
+            // The rest of a large snapshot's document, before any event.
+            "more" => self.doc.push_str(m["text"].as_str().expect("a part's text")),
             "ended" => self.ended = Some(m["reason"].as_str().unwrap().to_string()),
             "error" => self.error = Some(m["message"].as_str().unwrap().to_string()),
             kind => {
@@ -472,4 +474,28 @@ async fn a_viewer_that_stops_reading_small_messages_is_dropped_too() {
     assert!(dropped, "a viewer that stopped reading was still counted after {edits} one-character edits");
     eprintln!("dropped after {edits} one-character edits in {:?}", started.elapsed());
     drop(stuck);
+}
+
+#[tokio::test]
+async fn a_large_document_reaches_a_new_viewer_whole_in_parts() {
+    // Past 32 KiB a snapshot's document comes in parts, so no viewer's socket buffers a whole
+    // multi-MiB message (each kept that much of the hub's memory while it watched).
+    let hub = hub_with("audience: public").await;
+    let o = owner(&hub, "long", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    let big = "d1 >> play('x-o-') # über 🎵 a line long enough to fill the document\n".repeat(3_000);
+    alice.insert(0, &big).await.unwrap();
+    while !alice.is_synchronized() {
+        alice.recv(T).await.unwrap();
+    }
+    let want = alice.document().to_string();
+    assert!(want.len() > 200 * 1024, "{} bytes", want.len());
+    eventually("the hub to have the document", T, async || {
+        let mut v = Viewer::connect(hub.http, "long", None).await.map_err(|e| format!("{e:?}"))?;
+        match v.until(T, |v| v.doc == want).await {
+            true => Ok(()),
+            false => Err(format!("the viewer has {} of {} bytes", v.doc.len(), want.len())),
+        }
+    })
+    .await;
 }

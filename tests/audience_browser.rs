@@ -119,6 +119,17 @@ async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
     eprintln!("bob's edit showed {:?} after its acknowledgement", shown - acked);
     sees(&mut a, &want).await;
 
+    // A page opened on a large document gets it in parts (at most 32 KiB of document per
+    // message) and shows it whole.
+    let big = "# a comment line, long enough to fill the document: über 🎵\n".repeat(2_000);
+    a.insert(want.chars().count() as u64, &big).await.unwrap();
+    synced(&mut a).await;
+    let want = a.document().to_string();
+    sees(&mut b, &want).await;
+    page.open(&format!("{origin}/s/jam")).await;
+    let whole = format!("troopView.document === {}", js(&want));
+    page.wait_for(&whole, Instant::now() + T, "a reopened page shows the large document whole").await;
+
     // Each one's text in their own Troop colour, their cursors tagged with their names.
     let colour_of = |who: &str| format!("troopView.performers.find(p => p.name === {}).colour", js(who));
     let (ca, cb) = (page.eval(&colour_of("alice")).await, page.eval(&colour_of("bob")).await);

@@ -50,7 +50,16 @@ pub enum LiveMessage {
     Ended { reason: String },
     /// The hub refuses or drops this viewer; with `retry` a new connection may succeed.
     Error { message: String, retry: bool },
+    /// The next part of the last snapshot's document: a large document comes in parts of at
+    /// most [`PART_BYTES`], the snapshot saying how many follow (`more`), at once, before any
+    /// event. Append them in order.
+    More { text: String },
 }
+
+/// The most document bytes one viewer message carries: each viewer's socket buffers one
+/// message whole, and keeps that buffer while it stays, so a multi-MiB snapshot in one
+/// message cost every viewer that much of the hub's memory.
+pub const PART_BYTES: usize = 32 * 1024;
 
 /// The state of a session for a viewer who arrives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -71,6 +80,9 @@ pub struct LiveSnapshot {
     /// When it was taken (Unix ms), in archived timelines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_ms: Option<u64>,
+    /// How many `more` messages follow with the rest of `document` (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: u32,
 }
 
 /// A performer as viewers see them: no address.
@@ -106,8 +118,37 @@ impl LiveSnapshot {
             marks: doc.marks().iter().map(|(&id, &index)| ViewerMark { id, index }).collect(),
             public,
             time_ms: None,
+            more: 0,
         }
     }
+
+    /// This snapshot as viewers get it: one message, or (a document over [`PART_BYTES`]) the
+    /// snapshot with the document's first part and `more` messages with the rest, each cut at
+    /// a character boundary.
+    pub fn into_parts(mut self) -> Vec<String> {
+        let mut parts: Vec<String> = Vec::new();
+        let mut rest = self.document.as_str();
+        while rest.len() > PART_BYTES {
+            let mut cut = PART_BYTES;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            parts.push(rest[..cut].to_string());
+            rest = &rest[cut..];
+        }
+        parts.push(rest.to_string());
+        let mut parts = parts.into_iter();
+        self.document = parts.next().unwrap_or_default();
+        let more: Vec<String> = parts.collect();
+        self.more = u32::try_from(more.len()).unwrap_or(u32::MAX);
+        std::iter::once(LiveMessage::Snapshot(self).to_text())
+            .chain(more.into_iter().map(|text| LiveMessage::More { text }.to_text()))
+            .collect()
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl LiveMessage {
@@ -194,5 +235,39 @@ mod tests {
                 "authors": [[null, 2], [1, 1]], "marks": [{"id": 1, "index": 3}], "public": false})
         );
         assert!(!m.to_text().contains("1.2.3.4"));
+    }
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn snapshot(document: &str) -> LiveSnapshot {
+        let doc = LiveDoc::from_snapshot(document, None);
+        LiveSnapshot::new("jam", 7, &doc, &[], false)
+    }
+
+    #[test]
+    fn a_small_document_comes_whole_and_a_large_one_in_parts_cut_at_characters() {
+        let small = snapshot("d1 >> play('x')").into_parts();
+        assert_eq!(small.len(), 1);
+        assert!(!small[0].contains("\"more\""), "{}", small[0]);
+        // 100 KiB of three- and four-byte characters: parts never split one.
+        let big: String = "é🎵x\n".repeat(100 * 1024 / 8);
+        let parts = snapshot(&big).into_parts();
+        assert!(parts.len() > 3, "{}", parts.len());
+        let first: Value = serde_json::from_str(&parts[0]).unwrap_or_default();
+        assert_eq!(first["type"], "snapshot");
+        assert_eq!(first["more"].as_u64(), Some(parts.len() as u64 - 1));
+        let mut whole = first["document"].as_str().unwrap_or_default().to_string();
+        for part in &parts[1..] {
+            let m: Value = serde_json::from_str(part).unwrap_or_default();
+            assert_eq!(m["type"], "more");
+            let text = m["text"].as_str().unwrap_or_default();
+            assert!(!text.is_empty() && text.len() <= PART_BYTES, "{} bytes", text.len());
+            whole.push_str(m["text"].as_str().unwrap_or_default());
+        }
+        assert_eq!(whole, big, "the parts make the document");
     }
 }

@@ -226,7 +226,7 @@ impl Viewer {
             Err(e) => return refuse(&mut out, close::FULL, &e.to_string(), true).await,
         };
         if let Some(snapshot) = watch.snapshot.take() {
-            if send(&mut out, vec![snapshot]).await.is_err() {
+            if send(&mut out, snapshot.to_vec()).await.is_err() {
                 return;
             }
         }

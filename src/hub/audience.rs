@@ -28,7 +28,8 @@ pub enum WatchError {
 /// A viewer admitted to a session's feed: the snapshot to start from (none yet if the hub has
 /// not heard from the server; it follows on the feed) and the feed. Dropping it frees the place.
 pub struct Watch {
-    pub snapshot: Option<Utf8Bytes>,
+    /// The snapshot's messages (more than one for a large document), shared by every viewer.
+    pub snapshot: Option<Arc<[Utf8Bytes]>>,
     pub feed: broadcast::Receiver<Utf8Bytes>,
     _place: ViewerPlace,
 }

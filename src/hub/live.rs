@@ -42,18 +42,25 @@ pub(super) struct Followed {
     pub recorder: Option<Recorder>,
     /// The task reading the server's events.
     pub task: Option<tokio::task::JoinHandle<()>>,
-    /// The snapshot viewers get on arrival, serialised once per change (made when the first
-    /// viewer after a change asks; dropped on every change).
-    pub snapshot_text: Option<Utf8Bytes>,
+    /// The snapshot viewers get on arrival, serialised (in parts) once per change (made when
+    /// the first viewer after a change asks; dropped on every change).
+    pub snapshot_text: Option<Arc<[Utf8Bytes]>>,
 }
 
 impl Followed {
-    /// The snapshot a viewer arriving now gets, serialised, if the hub has one yet.
-    pub fn snapshot_text(&mut self) -> Option<Utf8Bytes> {
+    /// The snapshot a viewer arriving now gets, serialised in its parts, if the hub has one yet.
+    pub fn snapshot_text(&mut self) -> Option<Arc<[Utf8Bytes]>> {
         if self.snapshot_text.is_none() {
-            self.snapshot_text = self.snapshot().map(|m| Utf8Bytes::from(m.to_text()));
+            self.snapshot_text = self.snapshot_parts().map(Arc::from);
         }
         self.snapshot_text.clone()
+    }
+
+    /// A viewer's snapshot of it now, in the messages viewers get (see [`LiveSnapshot::into_parts`]).
+    fn snapshot_parts(&self) -> Option<Vec<Utf8Bytes>> {
+        let (doc, seq) = self.doc.as_ref()?;
+        let snapshot = LiveSnapshot::new(&self.name, *seq, doc, &self.view.performers, self.public);
+        Some(snapshot.into_parts().into_iter().map(Utf8Bytes::from).collect())
     }
 
     /// The owner's public switch.
@@ -71,13 +78,13 @@ impl Followed {
     /// Sends `message` to every viewer (none listening is fine).
     pub fn publish(&self, message: &LiveMessage) {
         if self.watched() {
-            self.publish_text(message.to_text());
+            self.publish_text(Utf8Bytes::from(message.to_text()));
         }
     }
 
-    fn publish_text(&self, text: String) {
+    fn publish_text(&self, text: Utf8Bytes) {
         if let Some(feed) = self.feed.as_ref().filter(|f| f.receiver_count() > 0) {
-            let _ = feed.send(Utf8Bytes::from(text));
+            let _ = feed.send(text);
         }
     }
 
@@ -99,7 +106,12 @@ impl Followed {
         self.doc = Some((doc, seq));
         self.view = LiveView::from_snapshot(s);
         if let Some(mut m) = self.snapshot() {
-            self.publish(&m);
+            // Every viewer starts again from it, in parts (one after the other on the feed).
+            if self.watched() {
+                for part in self.snapshot_parts().unwrap_or_default() {
+                    self.publish_text(part);
+                }
+            }
             if let (Some(recorder), Some((doc, _)), LiveMessage::Snapshot(snap)) =
                 (&mut self.recorder, &self.doc, &mut m)
             {
@@ -144,7 +156,7 @@ impl Followed {
                     if let (Some(recorder), Some((doc, _))) = (&mut self.recorder, &self.doc) {
                         recorder.event(&m, &text, doc);
                     }
-                    self.publish_text(text);
+                    self.publish_text(Utf8Bytes::from(text));
                 }
             }
         }

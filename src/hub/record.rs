@@ -54,7 +54,8 @@ impl Recorder {
             LiveMessage::Select { .. }
             | LiveMessage::Snapshot(_)
             | LiveMessage::Ended { .. }
-            | LiveMessage::Error { .. } => return,
+            | LiveMessage::Error { .. }
+            | LiveMessage::More { .. } => return,
         };
         self.archive.record(&self.id, seq, time_ms, kind, performer, text.to_string());
         if kind == "operation" {

@@ -175,7 +175,25 @@
   }
 
   // ---- messages ---------------------------------------------------------------------------
+  // A large document's snapshot comes in parts: the snapshot with the first part and `more`,
+  // then that many `more` messages with the rest, before anything else.
+  var parts = null;   // {msg, texts, left} while a snapshot's parts arrive
+
   function handle(msg) {
+    if (msg.type === "snapshot" && msg.more > 0) {
+      parts = { msg: msg, texts: [String(msg.document || "")], left: msg.more };
+      return;
+    }
+    if (msg.type === "more") {
+      if (!parts) return;
+      parts.texts.push(String(msg.text || ""));
+      if (--parts.left > 0) return;
+      var whole = parts.msg;
+      whole.document = parts.texts.join("");
+      parts = null;
+      return snapshot(whole);
+    }
+    if (parts) return;   // nothing else comes between a snapshot's parts
     if (msg.type === "snapshot") return snapshot(msg);
     if (msg.type === "ended") return ended(String(msg.reason || "The session has ended."));
     if (msg.type === "error") return wireError(msg);
