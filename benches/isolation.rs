@@ -34,18 +34,28 @@ use troop_server::message::Body;
 const PW: &str = "pw";
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects a viewer to `session` and reads up to its first snapshot.
+/// Connects a viewer to `session` and reads its whole first snapshot (all its parts).
 async fn viewer(http: SocketAddr, session: &str) -> Socket {
     let url = format!("ws://{http}/api/v1/sessions/{session}/live");
     let (mut ws, _) = tokio::time::timeout(T * 4, tokio_tungstenite::connect_async(url))
         .await
         .expect("upgraded in time")
         .expect("upgrade");
+    let mut parts_left: Option<u64> = None;
     loop {
         match tokio::time::timeout(T * 4, ws.next()).await.expect("a snapshot in time") {
-            Some(Ok(WsMessage::Text(t))) if t.as_str().starts_with(r#"{"type":"snapshot""#) => return ws,
+            Some(Ok(WsMessage::Text(t))) if t.as_str().starts_with(r#"{"type":"snapshot""#) => {
+                let m: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                parts_left = Some(m["more"].as_u64().unwrap_or(0));
+            }
+            Some(Ok(WsMessage::Text(t))) if t.as_str().starts_with(r#"{"type":"more""#) => {
+                parts_left = parts_left.map(|n| n.saturating_sub(1));
+            }
             Some(Ok(_)) => {}
             other => panic!("viewer socket ended before its snapshot: {other:?}"),
+        }
+        if parts_left == Some(0) {
+            return ws;
         }
     }
 }
