@@ -14,7 +14,8 @@
 //!   latency during that burst, how long the burst took, and the hub's RSS before and after.
 //!
 //! Each phase measures BENCH_PHASE_SECS (default 10) after 1 s of warm-up. Figures are the
-//! quiet session's p50/p99/max, and the ratio of its p99 to P0's.
+//! quiet session's p50/p99/max, and the ratio of its p99 to P0's. BENCH_ARCHIVE=off runs the
+//! same on a hub that keeps no archive (the recording's share of what the quiet session sees).
 
 mod common;
 
@@ -163,14 +164,16 @@ fn main() {
     let viewers: usize = std::env::var("BENCH_VIEWERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let secs: u64 = std::env::var("BENCH_PHASE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let (warmup, measured) = (Duration::from_secs(1), Duration::from_secs(secs));
+    let archive_on = std::env::var("BENCH_ARCHIVE").map_or(true, |v| v != "off");
     let (performer_rt, viewer_rt): (Runtime, Runtime) =
         (common::load::one_thread_runtime("performers"), common::load::one_thread_runtime("viewers"));
     let main_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let began = Instant::now();
     main_rt.block_on(async {
         let (prt, vrt) = (performer_rt.handle().clone(), viewer_rt.handle().clone());
+        let archive = if archive_on { "" } else { "\narchive: off" };
         let yaml = format!(
-            "audience: public\nmax_sessions_per_address: 8\nidle_exit: null\naudience_viewers_per_session: {n}\naudience_viewers_total: {t}",
+            "audience: public\nmax_sessions_per_address: 8\nidle_exit: null\naudience_viewers_per_session: {n}\naudience_viewers_total: {t}{archive}",
             n = viewers + 10,
             t = 2 * viewers + 20
         );
@@ -191,7 +194,8 @@ fn main() {
         let clock = Arc::new(Clock::new());
         let mut performers = join(&prt, at(busy.port), PW).await;
 
-        println!("\nisolation: the quiet session's latency (ms) while another session is busy; {secs} s per phase");
+        let kept = if archive_on { "archive on" } else { "archive off" };
+        println!("\nisolation: the quiet session's latency (ms) while another session is busy; {secs} s per phase; {kept}");
         println!("{:<34} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}   {:>5} {:>5}", "phase", "relay50", "relay99", "max", "view50", "view99", "max", "r/P0", "v/P0");
         // P0: busy idle.
         let (r, v) = quiet.run(warmup, measured).await;
@@ -283,7 +287,7 @@ fn main() {
             let _ = s.close(None).await;
         }
         let report = json!({
-            "seconds_per_phase": secs, "viewers": viewers, "busy_performers": PERFORMERS, "busy_ops_per_s": RATE,
+            "seconds_per_phase": secs, "viewers": viewers, "archive": archive_on, "busy_performers": PERFORMERS, "busy_ops_per_s": RATE,
             "p0": p0, "p1": p1, "p2": p2, "p3": p3,
             "p3_snapshot_burst_seconds": slowest.as_secs_f64(), "p3_document_mib": doc_mib,
             "hub_rss_mib": {"before_burst": rss_before as f64 / 1024.0, "after_burst": rss_after as f64 / 1024.0},
