@@ -499,3 +499,31 @@ async fn a_large_document_reaches_a_new_viewer_whole_in_parts() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sockets_waiting_to_give_the_password_count_against_the_address_cap() {
+    // A WebSocket that has not given the session's password yet keeps its connection's place
+    // in the HTTP caps: one address cannot hold the port open with silent viewers.
+    let hub = hub_with("").await;
+    let _o = owner(&hub, "guarded", "pw").await;
+    let from = [127, 0, 0, 9];
+    let url = format!("ws://{}/api/v1/sessions/guarded/live", hub.http);
+    let mut waiting = Vec::new();
+    for _ in 0..troop_hub::http::MAX_PER_ADDRESS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let stream = socket.connect(hub.http).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url.clone(), stream).await.expect("upgraded");
+        waiting.push(ws);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let stream = socket.connect(hub.http).await.unwrap();
+    match tokio_tungstenite::client_async(url.clone(), stream).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("one more from the same address: {:?}", other.map(|_| ())),
+    }
+    // Another address is served meanwhile.
+    assert_eq!(http(hub.http, "GET", "/healthz", None, None).await.status, 200);
+    drop(waiting);
+}
