@@ -354,7 +354,7 @@ async fn generate_hour(path: &Path) -> Hour {
         max_total_bytes: 1 << 30,
     })
     .expect("open the archive");
-    let id = format!("bench-{}", uuid::Uuid::new_v4());
+    let id = format!("bench-{}", troop_hub::random::hex(8).unwrap_or_default());
     let started_ms = unix_ms() - 3_600_000 - 60_000;
     archive.begin(&id, HOUR_NAME, started_ms, Some(troop_server::md5_hex(HOUR_PW)));
     let mut hour = Hour {

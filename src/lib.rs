@@ -11,6 +11,7 @@
 //! - [`archive`]: the archive store (SQLite): every session's code and timeline, kept after it ends.
 //! - [`gate`]: the limits on password and admin-token guesses, and secret comparisons.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`random`]: OS randomness as secrets, tokens and session ids.
 //! - [`tcp`]: the Troop hub protocol front door.
 //! - [`http`]: the HTTP API, metrics and status page.
 //! - [`accept`]: listening with a deep accept queue, pausing after failed accepts (both front doors).
@@ -26,6 +27,7 @@ pub mod gate;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod random;
 pub mod registry;
 pub mod reload;
 pub mod runtime;

@@ -63,19 +63,7 @@ fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
     hub.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], config.listen.port())))
 }
 
-/// Large blocks (the archive's argon2 hashes take 19 MiB each) go straight back to the
-/// system when freed. glibc otherwise raises its mmap threshold after the first such free and
-/// keeps later ones in each thread's heap: the hub grew by ~60 MiB after a few hundred sessions.
-fn return_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes malloc's tuning; it is called before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 fn main() {
-    return_large_allocations();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match runtime {
         Ok(rt) => rt.block_on(async_main()),

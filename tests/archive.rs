@@ -1,7 +1,8 @@
 //! The archive against real Docker and real sockets: a session's code and timeline outlive
 //! it and are given only to whoever proves its password (or the admin); a container killed
 //! from outside loses nothing that reached the hub; a hub SIGKILLed and restarted continues
-//! the same timeline without a gap or a duplicate.
+//! the same timeline without a gap or a duplicate; a full disk under a running hub stops
+//! recording, never playing, and recording catches up when space returns.
 
 mod common;
 
@@ -316,4 +317,123 @@ async fn a_hub_killed_in_a_busy_session_leaves_a_sound_file_whose_code_is_the_la
     assert_eq!(replayed, doc, "the timeline up to the kill is all there");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no duplicate");
     assert!(!list[0]["truncated"].as_bool().unwrap_or(true), "nothing was lost");
+}
+
+/// Fills the filesystem `dir` is on (from outside the hub's mount namespace, through
+/// `/proc/PID/root`) until it has no room; returns the filler's path.
+fn fill_disk(hub: &TestHub, dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let pid = hub.proc.as_ref().expect("started").id();
+    let filler = std::path::PathBuf::from(format!("/proc/{pid}/root{}", dir.join("filler").display()));
+    let mut f = std::fs::File::create(&filler).expect("create the filler in the hub's tmpfs");
+    let chunk = vec![b'x'; 16 * 1024];
+    loop {
+        match f.write_all(&chunk).and_then(|()| f.flush()) {
+            Ok(()) => continue,
+            Err(e) if e.raw_os_error() == Some(ENOSPC) => return filler,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+}
+
+/// "No space left on device".
+const ENOSPC: i32 = 28;
+
+#[tokio::test]
+async fn a_full_disk_stops_recording_not_playing_and_recording_resumes_when_space_returns() {
+    // The hub runs in a mount namespace of its own, its archive on a 3 MiB tmpfs.
+    let mut hub = TestHub::new("");
+    let data = hub.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    hub.extra_yaml = format!("archive: {{path: {}}}\n", data.join("archive.db").display());
+    hub.envs.push(("TROOP_HUB_ADMIN_TOKEN".into(), TOKEN.into()));
+    let unshare = if running_as_root() { "unshare -m --propagation private" } else { "unshare -Urm" };
+    hub.wrapper = unshare.split(' ').map(String::from).collect();
+    hub.wrapper.extend([
+        "sh".into(),
+        "-c".into(),
+        "mount -t tmpfs -o size=3m tmpfs \"$TMPFS\" && exec \"$0\" \"$@\"".into(),
+    ]);
+    hub.envs.push(("TMPFS".into(), data.display().to_string()));
+    let hub = hub.start().await;
+    assert!(
+        std::fs::read_dir(&data).unwrap().next().is_none(),
+        "the archive is on the hub's own tmpfs, not in the directory this test sees"
+    );
+
+    let o = owner(&hub, "disk", "pw").await;
+    let mut alice = performer(&o, "alice", "pw").await;
+    let typed = std::cell::Cell::new(0u64);
+    let edit = async |alice: &mut TroopClient| {
+        let len = alice.document().chars().count() as u64;
+        alice.insert(len, &format!("{} ü🎵 a line of live code\n", typed.get())).await.unwrap();
+        typed.set(typed.get() + 1);
+        while !alice.is_synchronized() {
+            alice.recv(T).await.unwrap();
+        }
+    };
+    for _ in 0..20 {
+        edit(&mut alice).await;
+    }
+    let filler = fill_disk(&hub, &data);
+    // Performers keep playing, every edit acknowledged, until the archive finds the disk full.
+    let mut full = false;
+    for _ in 0..3000 {
+        edit(&mut alice).await;
+        let ready = http(hub.http, "GET", "/readyz", None, None).await.json();
+        if ready["warnings"].to_string().contains("the archive cannot write") {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the hub says its archive cannot write: {}", hub.log());
+    eprintln!("the archive found the disk full after {} edits", typed.get());
+    for _ in 0..20 {
+        edit(&mut alice).await;
+    }
+    let metrics = http(hub.http, "GET", "/metrics", None, None).await.body;
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("troop_hub_archive_write_errors_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(errors.is_some_and(|n| n > 0), "write errors counted: {metrics}");
+    assert_eq!(hub.log().matches("archive: cannot write").count(), 1, "one log line for the episode");
+
+    // Space returns: recording catches up with everything held meanwhile, and the warning goes.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    edit(&mut alice).await;
+    hub.eventually("the archive to write again", T, async || {
+        let ready = http(hub.http, "GET", "/readyz", None, None).await.json();
+        match ready["warnings"].to_string().contains("archive") {
+            false => Ok(()),
+            true => Err(ready.to_string()),
+        }
+    })
+    .await;
+    let doc = alice.document().to_string();
+    let id = eventually("every edit to be archived", T, async || {
+        let list: Vec<Value> = serde_json::from_str(&get(&hub, "/api/v1/archive?name=disk", None, true).await.body)
+            .map_err(|e| e.to_string())?;
+        match list.first() {
+            Some(s) if s["operations"].as_u64() >= Some(typed.get()) => {
+                Ok(s["id"].as_str().unwrap_or_default().to_string())
+            }
+            other => Err(format!("{other:?} of {}", typed.get())),
+        }
+    })
+    .await;
+    let tl = get(&hub, &format!("/api/v1/archive/{id}/timeline"), Some("pw"), false).await;
+    let (replayed, seqs) = replay(&tl.body);
+    assert_eq!(replayed, doc, "the timeline holds every edit, those made while the disk was full too");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no duplicate");
+    assert!(hub.log().contains("archive: writing again"));
+}
+
+/// Whether this test runs as root (then a plain mount namespace is enough; otherwise a user
+/// namespace gives the right to mount).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
 }

@@ -1,9 +1,16 @@
 //! Session passwords at rest: an argon2id PHC string (OWASP parameters: 19 MiB, t = 2, p = 1,
 //! random 16-byte salt) of the lowercase md5 hex that Troop clients send; the md5 itself is
 //! never stored. Checks against a missing hash spend one argon2 computation all the same.
+//!
+//! Every computation borrows its 19 MiB work area from [`WorkAreas`] and gives it back: at most
+//! as many areas exist as hashes ever ran at once (the hasher thread's one plus the HTTP
+//! gate's two), so the hub neither maps and unmaps 19 MiB per check nor leaves freed areas
+//! fragmenting malloc's heap.
 
-use argon2::password_hash::{self, SaltString};
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use std::sync::{Mutex, PoisonError};
+
+use argon2::password_hash::{self, Output, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 
 /// Memory cost in KiB (19 MiB).
 const M_COST: u32 = 19 * 1024;
@@ -11,6 +18,10 @@ const M_COST: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 /// Lanes.
 const P_COST: u32 = 1;
+/// Bytes of a new hash's output.
+const OUTPUT_LEN: usize = 32;
+/// Work areas kept for reuse; more than this many hashes at once free their extra areas.
+const KEPT_AREAS: usize = 4;
 
 /// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
@@ -19,34 +30,92 @@ pub(crate) enum HashError {
     Random(getrandom::Error),
     #[error("argon2: {0}")]
     Argon2(password_hash::Error),
+    #[error("argon2: {0}")]
+    Compute(argon2::Error),
 }
 
-fn hasher() -> Argon2<'static> {
+fn params() -> Params {
     // The constants are valid; DEFAULT holds the same OWASP values should that ever change.
-    let params = Params::new(M_COST, T_COST, P_COST, None).unwrap_or(Params::DEFAULT);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Params::new(M_COST, T_COST, P_COST, Some(OUTPUT_LEN)).unwrap_or(Params::DEFAULT)
+}
+
+/// The argon2 work areas that finished hashes left behind, for the next ones.
+struct WorkAreas(Mutex<Vec<Box<[Block]>>>);
+
+static AREAS: WorkAreas = WorkAreas(Mutex::new(Vec::new()));
+
+impl WorkAreas {
+    /// Runs argon2id with `params` into `out`, on a reused work area.
+    fn compute(&self, params: Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+        let blocks = params.block_count();
+        let reused = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut area = match reused {
+            Some(area) if area.len() == blocks => area,
+            _ => vec![Block::default(); blocks].into_boxed_slice(),
+        };
+        let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into_with_memory(
+            pwd,
+            salt,
+            out,
+            &mut area[..],
+        );
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT_AREAS {
+            kept.push(area);
+        }
+        result
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) of `md5_hex`.
 pub(crate) fn hash(md5_hex: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(HashError::Random)?;
+    let mut out = [0u8; OUTPUT_LEN];
+    AREAS.compute(params(), md5_hex.as_bytes(), &salt, &mut out).map_err(HashError::Compute)?;
     let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
-    let hash = hasher().hash_password(md5_hex.as_bytes(), &salt).map_err(HashError::Argon2)?;
-    Ok(hash.to_string())
+    let out = Output::new(&out).map_err(HashError::Argon2)?;
+    Ok(format!("$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${out}", salt.as_str()))
 }
 
-/// Whether `md5_hex` matches the stored PHC string. An unparsable string (a damaged row) never
-/// matches and is logged.
+/// Whether `md5_hex` matches the stored PHC string. A string that does not parse, or asks for
+/// another algorithm or more memory than the hub's own (a damaged row), never matches and is
+/// logged.
 pub(crate) fn verify(phc: &str, md5_hex: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => hasher().verify_password(md5_hex.as_bytes(), &parsed).is_ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "archive: a stored password hash does not parse; treated as not matching");
+    match stored(phc) {
+        Ok((params, salt, expected)) => {
+            let mut out = vec![0u8; expected.len()];
+            let computed = AREAS.compute(params, md5_hex.as_bytes(), &salt, &mut out).is_ok();
+            // Output's equality is constant-time.
+            computed && Output::new(&out).is_ok_and(|out| out == expected)
+        }
+        Err(why) => {
+            tracing::warn!(why, "archive: a stored password hash is not one the hub makes; treated as not matching");
             dummy(md5_hex);
             false
         }
     }
+}
+
+/// The parameters, salt and hash of a stored PHC string the hub made.
+fn stored(phc: &str) -> Result<(Params, Vec<u8>, Output), &'static str> {
+    let parsed = PasswordHash::new(phc).map_err(|_| "does not parse")?;
+    if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(Version::V0x13.into()) {
+        return Err("another algorithm or version");
+    }
+    let params = Params::try_from(&parsed).map_err(|_| "bad parameters")?;
+    if params.m_cost() > M_COST || params.t_cost() > 4 * T_COST || params.p_cost() != P_COST {
+        return Err("costs beyond the hub's own");
+    }
+    let expected = parsed.hash.ok_or("no hash")?;
+    let mut buf = [0u8; 64];
+    let salt = parsed.salt.ok_or("no salt")?.decode_b64(&mut buf).map_err(|_| "bad salt")?.to_vec();
+    Ok((params, salt, expected))
 }
 
 /// The name key of `md5_hex` for sessions named `name`: argon2id (the same cost) with a salt
@@ -55,15 +124,65 @@ pub(crate) fn verify(phc: &str, md5_hex: &str) -> bool {
 /// have other salts.
 pub(crate) fn name_key(name: &str, md5_hex: &str) -> Option<String> {
     let salt = format!("troop-hub-archive-name/{name}");
-    let mut out = [0u8; 32];
-    hasher().hash_password_into(md5_hex.as_bytes(), salt.as_bytes(), &mut out).ok()?;
+    let mut out = [0u8; OUTPUT_LEN];
+    AREAS.compute(params(), md5_hex.as_bytes(), salt.as_bytes(), &mut out).ok()?;
     Some(out.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Spends what one [`verify`] costs, for answers about unknown sessions to take as long as
 /// answers about known ones.
 pub(crate) fn dummy(md5_hex: &str) {
-    let mut out = [0u8; 32];
+    let mut out = [0u8; OUTPUT_LEN];
     // Only fails for out-of-range lengths, which these are not; the cost is spent either way.
-    let _ = hasher().hash_password_into(md5_hex.as_bytes(), b"troop-hub-archive-dummy-salt", &mut out);
+    let _ = AREAS.compute(params(), md5_hex.as_bytes(), b"troop-hub-archive-dummy-salt", &mut out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{PasswordHasher, PasswordVerifier};
+
+    const MD5: &str = "5f4dcc3b5aa765d61d8327deb882cf99";
+
+    #[test]
+    fn hashes_are_phc_strings_the_argon2_crate_verifies_and_the_other_way_round() {
+        let ours = hash(MD5).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, params());
+        assert!(reference.verify_password(MD5.as_bytes(), &parsed).is_ok());
+        assert!(reference.verify_password(b"wrong", &parsed).is_err());
+
+        // A hash stored by an earlier hub (the crate's own hash_password) still matches.
+        let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+        let theirs = reference.hash_password(MD5.as_bytes(), &salt).unwrap().to_string();
+        assert!(verify(&theirs, MD5));
+        assert!(!verify(&theirs, "00000000000000000000000000000000"));
+        assert!(verify(&ours, MD5));
+    }
+
+    #[test]
+    fn damaged_or_foreign_hashes_never_match() {
+        let ours = hash(MD5).unwrap();
+        for bad in [
+            "not a hash".to_owned(),
+            ours.replace("argon2id", "argon2i"),
+            ours.replace("m=19456", "m=4000000"),
+            ours.replace("p=1", "p=2"),
+        ] {
+            assert!(!verify(&bad, MD5), "{bad} matched");
+        }
+    }
+
+    #[test]
+    fn work_areas_are_reused_not_multiplied() {
+        for _ in 0..10 {
+            dummy(MD5);
+        }
+        let threads: Vec<_> = (0..3).map(|_| std::thread::spawn(|| dummy(MD5))).collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let kept = AREAS.kept();
+        assert!((1..=KEPT_AREAS).contains(&kept), "{kept} work areas kept");
+    }
 }

@@ -469,14 +469,45 @@ async fn clones_share_one_writer_and_the_last_drop_commits() {
 #[test]
 #[ignore = "timing: cargo test --release archive::tests::argon2_cost -- --ignored --nocapture"]
 fn argon2_cost() {
+    use argon2::{PasswordHash, PasswordVerifier};
     let md5 = troop_server::md5_hex("pw");
     let phc = password::hash(&md5).unwrap();
-    let runs = 10;
+    let runs = 20;
+    let reference = argon2::Argon2::default();
+    let parsed = PasswordHash::new(&phc).unwrap();
+    let started = Instant::now();
+    for _ in 0..runs {
+        assert!(reference.verify_password(md5.as_bytes(), &parsed).is_ok());
+    }
+    let fresh = started.elapsed() / runs;
     let started = Instant::now();
     for _ in 0..runs {
         assert!(password::verify(&phc, &md5));
     }
-    eprintln!("argon2id verify (19 MiB, t=2, p=1): {:?}", started.elapsed() / runs);
+    let reused = started.elapsed() / runs;
+    eprintln!(
+        "argon2id verify (19 MiB, t=2, p=1): fresh memory {fresh:?}, reused work area {reused:?} ({:.2}x)",
+        fresh.as_secs_f64() / reused.as_secs_f64()
+    );
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default().to_owned();
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) / 1024
+    };
+    let burst = || {
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (phc, md5) = (phc.clone(), md5.clone());
+                std::thread::spawn(move || (0..100).for_each(|_| assert!(password::verify(&phc, &md5))))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    };
+    let before = rss();
+    burst();
+    let after_one = rss();
+    burst();
+    eprintln!("RSS {before} MiB, after 300 checks on 3 threads {after_one} MiB, after 300 more {} MiB", rss());
 }
 
 #[tokio::test]

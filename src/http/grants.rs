@@ -34,9 +34,7 @@ impl Grants {
     /// A new token that opens archived sessions `ids` for [`GRANT_TTL`]; `None` if the system
     /// has no randomness.
     pub fn issue(&self, ids: Vec<String>) -> Option<String> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).ok()?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::random::hex(16)?;
         let now = Instant::now();
         let mut map = self.by_digest.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_GRANTS {

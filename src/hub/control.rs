@@ -15,9 +15,7 @@ pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A new random per-session control secret: 256 bits from the OS, hex. `None` when the OS
 /// gives no randomness (then no session can be secured, and the start fails).
 pub fn new_secret() -> Option<SecretString> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    crate::random::hex(32).map(SecretString::from)
 }
 
 async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> {

@@ -174,7 +174,7 @@ impl Hub {
                     .filter(|(members, _)| *members < per_node)
                     .min();
                 let Some((_, node)) = short_node else { return };
-                let id = uuid::Uuid::new_v4().to_string();
+                let Some(id) = crate::random::session_id() else { return };
                 match r.reserve_member(&id, &node, generation, now()) {
                     Ok(placed) => (id, placed),
                     Err(_) => return,

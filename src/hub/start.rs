@@ -100,7 +100,8 @@ impl Hub {
                 return Ok(owned);
             }
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::random::session_id()
+            .ok_or_else(|| HubError::StartFailed("the hub has no randomness for a session id".into()))?;
         let begun = Instant::now();
         let new = NewSession {
             id: id.clone(),

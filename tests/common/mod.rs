@@ -111,6 +111,8 @@ pub struct TestHub {
     pub envs: Vec<(String, String)>,
     pub listen_ip: String,
     pub bind_address: String,
+    /// A command the hub binary and its arguments are appended to (empty: run it directly).
+    pub wrapper: Vec<String>,
 }
 
 impl TestHub {
@@ -130,6 +132,7 @@ impl TestHub {
             envs: Vec::new(),
             listen_ip: "127.0.0.1".into(),
             bind_address: "127.0.0.1".into(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -205,7 +208,15 @@ impl TestHub {
             .append(true)
             .open(self.dir.path().join("hub.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_troop-hub"));
+        let bin = env!("CARGO_BIN_EXE_troop-hub");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.env_remove("TROOP_HUB_ADMIN_TOKEN");
         cmd.arg("--config").arg(self.config_path());
         cmd.env("RUST_LOG", "info,troop_hub=debug");
