@@ -16,6 +16,7 @@
 //! - [`http`]: the HTTP API, metrics and status page.
 //! - [`accept`]: listening with a deep accept queue, pausing after failed accepts (both front doors).
 //! - [`reload`]: live reload of hub.yaml.
+//! - [`seat`]: the browser seat's messages and their Troop forms (the connection is in `http`).
 //! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
 
 pub mod accept;
@@ -31,5 +32,6 @@ pub mod random;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod seat;
 pub mod tcp;
 pub mod wire;

@@ -51,6 +51,8 @@ pub struct Gauges {
     pub performers: usize,
     /// Audience viewers watching, over every session.
     pub viewers: usize,
+    /// Browser seats open, over every session.
+    pub seats: usize,
     pub pool: crate::hub::PoolInfo,
     /// The archive's writer, when the hub keeps one.
     pub archive: Option<ArchiveGauges>,
@@ -130,6 +132,7 @@ impl Metrics {
         gauge("nodes_usable", "Nodes that take new sessions (ready and active).", g.nodes_usable as f64);
         gauge("performers", "Performers connected, over every session.", g.performers as f64);
         gauge("viewers", "Audience viewers watching in a browser, over every session.", g.viewers as f64);
+        gauge("seats", "Performers playing from a browser seat, over every session.", g.seats as f64);
         gauge(
             "pool_target",
             "Warm pool members wanted now (warm_pool per node, within the cap).",
@@ -228,8 +231,17 @@ mod tests {
         m.request("query", "ok");
         let pool = crate::hub::PoolInfo { target: 2, ready: 1, starting: 1, warm_starts: 5, ..Default::default() };
         let archive = Some(ArchiveGauges { write_errors: 4, dropped_lines: 5, queue_depth: 6 });
-        let g =
-            Gauges { running: 1, free_ports: 9, cap: 10, nodes_usable: 1, performers: 2, viewers: 3, pool, archive };
+        let g = Gauges {
+            running: 1,
+            free_ports: 9,
+            cap: 10,
+            nodes_usable: 1,
+            performers: 2,
+            viewers: 3,
+            seats: 4,
+            pool,
+            archive,
+        };
         let text = m.render(&g);
         assert!(text.contains("troop_hub_sessions_started_total 1"));
         assert!(text.contains("troop_hub_sessions_ended_total{reason=\"owner_left\"} 1"));
@@ -240,6 +252,7 @@ mod tests {
         assert!(text.contains("troop_hub_nodes_usable 1"));
         assert!(text.contains("troop_hub_performers 2"));
         assert!(text.contains("troop_hub_viewers 3"));
+        assert!(text.contains("troop_hub_seats 4"));
         assert!(text.contains("troop_hub_session_operations_total 0"));
         assert!(text.contains("troop_hub_pool_target 2\n"));
         assert!(text.contains("troop_hub_pool_ready 1\n"));

@@ -185,6 +185,12 @@ pub struct Config {
     /// Viewers of one session at once, and of all sessions together.
     pub audience_viewers_per_session: usize,
     pub audience_viewers_total: usize,
+    /// Whether performers may play from a browser (`/s/{name}/play`); each session's owner
+    /// can also turn them off for that session.
+    #[serde(with = "serde_forms::on_off")]
+    pub browser_seats: bool,
+    /// Browser seats of all sessions together.
+    pub browser_seats_total: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client, for per-address limits on
     /// password attempts.
     pub trusted_proxies: Vec<IpNet>,
@@ -230,6 +236,8 @@ impl Default for Config {
             audience: Audience::Password,
             audience_viewers_per_session: 200,
             audience_viewers_total: 2000,
+            browser_seats: true,
+            browser_seats_total: 500,
             trusted_proxies: Vec::new(),
             archive: Some(ArchiveSpec::default()),
         }
@@ -371,6 +379,11 @@ impl Config {
             self.audience_viewers_total >= 1,
             "audience_viewers_total",
             "must be at least 1 (audience: off turns the view off)",
+        )?;
+        ensure(
+            self.browser_seats_total >= 1,
+            "browser_seats_total",
+            "must be at least 1 (browser_seats: off turns seats off)",
         )?;
         if let Some(a) = &self.archive {
             ensure(!a.path.as_os_str().is_empty(), "archive.path", "must name a file (or write archive: off)")?;

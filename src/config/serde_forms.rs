@@ -184,3 +184,27 @@ pub mod archive {
         }
     }
 }
+
+/// A switch written `on` or `off` (also `true` / `false`); written back as `on` / `off`.
+pub mod on_off {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(on: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *on { "on" } else { "off" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Word(String),
+            Flag(bool),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::Flag(on)) => Ok(on),
+            Ok(Form::Word(w)) if w == "on" => Ok(true),
+            Ok(Form::Word(w)) if w == "off" => Ok(false),
+            _ => Err(de::Error::custom("write `on` or `off`")),
+        }
+    }
+}

@@ -197,6 +197,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("audience", "off"),
     ("audience_viewers_per_session", "50"),
     ("audience_viewers_total", "500"),
+    ("browser_seats", "off"),
+    ("browser_seats_total", "20"),
     ("trusted_proxies", "[10.0.0.0/8]"),
     ("archive", "off"),
 ];

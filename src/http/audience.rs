@@ -165,7 +165,7 @@ pub async fn set_audience(
 }
 
 /// Checks a session password through the hub's gate: 429, 403 or 404 when it fails.
-async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
+pub(super) async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
     // Paid for before it is checked (so a burst cannot slip through), kept only when wrong.
     let charge = hub.gate.take(ip, name)?;
     match hub.check_session_password(name, password.expose_secret()).await {

@@ -13,6 +13,7 @@
 //! - `log.rs`: one log line per request.
 //! - `pages.rs`: the browser pages (`/s/{name}`, `/archive`, `/a/{id}`) and their assets.
 //! - `audience.rs`: the live WebSocket and the owner's public switch.
+//! - `seat.rs`: the browser seat's WebSocket (a page as a Troop peer) and the owner's switch.
 //! - `archive.rs`: past sessions' code and timelines; `grants.rs`: the tokens a proved password
 //!   gives them. `client.rs`: the client's address.
 
@@ -26,6 +27,9 @@ mod json;
 mod log;
 mod openapi;
 mod pages;
+mod seat;
+#[cfg(test)]
+mod seat_tests;
 mod serve;
 mod sessions;
 mod status;
@@ -67,6 +71,8 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(pages::asset))
         .routes(routes!(audience::live))
         .routes(routes!(audience::set_audience))
+        .routes(routes!(seat::seat))
+        .routes(routes!(seat::set_seats))
         .routes(routes!(archive::list, archive::delete_name))
         .routes(routes!(archive::access_name))
         .routes(routes!(archive::access_one))

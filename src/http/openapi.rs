@@ -19,6 +19,7 @@ use utoipa::Modify;
     tags(
         (name = "sessions", description = "Start, find, list and end sessions"),
         (name = "audience", description = "Watch a session live in a browser, read-only"),
+        (name = "seats", description = "Play in a session from a browser, beside Troop clients"),
         (name = "archive", description = "Past sessions' code and timelines"),
         (name = "admin", description = "For the hub's operator (admin token)"),
         (name = "monitoring", description = "Health, readiness, metrics and the status page"),

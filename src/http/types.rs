@@ -118,6 +118,26 @@ pub struct AudienceState {
     pub audience: Access,
 }
 
+/// The owner's switch for a session's browser seats.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SeatSwitch {
+    /// The session's password (or send the admin token instead).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// true: performers may join from a browser; false: they may not, and open seats close.
+    pub on: bool,
+}
+
+/// A session's browser seats after the switch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatState {
+    pub name: String,
+    /// Whether browser seats are on for it.
+    pub on: bool,
+    /// Seats open now.
+    pub seats: usize,
+}
+
 /// Every session, by name.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {

@@ -25,6 +25,11 @@ impl Hub {
             // Its start undoes itself and frees the slot.
             start.cancel();
         }
+        // Browser seats say the hub's sentence when their connection closes, as native
+        // performers hear it from their server.
+        if let Some(sentence) = reason.performer_message() {
+            self.seats.ending(id, &sentence);
+        }
         // The server is told to end and removed first; the events it sent until then are
         // taken in (for the archive and viewers) before the hub stops following it.
         let followed = self.finish(session, reason.clone()).await;
@@ -32,6 +37,7 @@ impl Hub {
             self.drain_follow(id, DRAIN_EVENTS).await;
         }
         self.unfollow(id, &reason);
+        self.seats.forget(id);
         // Its slot may be the pool's again.
         self.pool.poke();
         true

@@ -27,6 +27,7 @@ mod live_tests;
 mod outcome;
 mod pool;
 mod record;
+mod seats;
 mod start;
 mod supervise;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use audience::{LobbyEntry, Watch, WatchError};
 pub use live::{LiveView, FEED_BACKLOG};
 pub use outcome::{EndReason, HubError};
 pub use pool::{PoolInfo, MEMBER_MAX_AGE, REFILLS_AT_ONCE};
+pub use seats::{SeatPlace, SeatRefusal, Seats};
 pub use start::{Owned, StartRequest};
 pub use views::{NodeInfo, PerformerInfo, SessionInfo};
 
@@ -76,6 +78,8 @@ pub struct Hub {
     archive: OnceLock<Archive>,
     /// The limits on guessing session passwords and the admin token (every front door).
     pub gate: PasswordGate,
+    /// Browser seats by session, and each session's switch for them.
+    pub seats: Arc<Seats>,
     /// Bumped when who may watch may have changed (viewers check again).
     audience_epoch: tokio::sync::watch::Sender<u64>,
     /// Cold starts at once ([`COLD_STARTS_AT_ONCE`]); the rest wait in request order (the
@@ -191,6 +195,7 @@ impl Hub {
             viewers: AtomicUsize::new(0),
             archive: OnceLock::new(),
             gate: PasswordGate::default(),
+            seats: Arc::default(),
             cold_starts: tokio::sync::Semaphore::new(COLD_STARTS_AT_ONCE),
             audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,
@@ -259,6 +264,7 @@ impl Hub {
         }
         self.runtime.reconfigure(new.clone());
         let audience_changed = new.audience != old.audience;
+        let seats_changed = new.browser_seats != old.browser_seats;
         let members_differ = pool::members_differ(&old, &new);
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(new);
@@ -266,6 +272,9 @@ impl Hub {
         self.pool_reconfigured(members_differ);
         if audience_changed {
             self.audience_changed();
+        }
+        if seats_changed {
+            self.seats.changed();
         }
         warnings
     }

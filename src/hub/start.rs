@@ -341,6 +341,9 @@ impl Hub {
             // The owner's channel is in place before anyone can see the session running, so
             // an end that comes right after is always passed on.
             let live = registry.set_handle(id, &handle, access.clone()) && registry.set_running(id);
+            if access.is_none() {
+                registry.set_reach(id, started.control);
+            }
             if live {
                 lock(&self.owners).insert(id.to_string(), tx);
             }

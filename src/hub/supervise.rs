@@ -136,6 +136,7 @@ impl Hub {
             port,
             password_md5,
             control: control.clone(),
+            reach: if control.is_none() { c.control } else { None },
             owner_ip: None,
             counts_for_address: false,
             daemon: false,

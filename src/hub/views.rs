@@ -125,6 +125,7 @@ impl Hub {
             nodes_usable: r.nodes().iter().filter(|n| n.usable).count(),
             performers: self.live.performers(),
             viewers: self.viewer_count(),
+            seats: self.seats.total(),
             pool,
             archive: self.archive.get().map(|a| crate::metrics::ArchiveGauges {
                 write_errors: a.write_errors(),
@@ -142,6 +143,18 @@ impl Hub {
             self.archive.get().and_then(|a| a.problem()).map(|p| format!("{p}; sessions play on and recording waits")),
         );
         w
+    }
+
+    /// Session `name`'s id and where the hub reaches its Troop port, while it runs.
+    pub fn troop_target(&self, name: &str) -> Option<(String, std::net::SocketAddr)> {
+        let r = lock(&self.registry);
+        let addr = r.troop_addr(name)?;
+        r.running(name).map(|s| (s.id.clone(), addr))
+    }
+
+    /// Names of the performers connected to session `id` now, as its live view knows them.
+    pub fn performer_names(&self, id: &str) -> Vec<String> {
+        self.live_view(id).map(|v| v.performers.into_iter().map(|p| p.name).collect()).unwrap_or_default()
     }
 
     /// Ports the registry holds (for tests and consistency checks).

@@ -83,6 +83,9 @@ pub struct Session {
     pub password_md5: Option<SecretString>,
     /// How the hub reaches its server's control channel (`None` for images without one).
     pub control: Option<ControlAccess>,
+    /// Where the hub reaches its Troop port, for a server without a control channel (with
+    /// one, that is the control channel's address).
+    pub reach: Option<SocketAddr>,
     pub owner_ip: Option<IpAddr>,
     /// Counted against the per-address limit.
     pub counts_for_address: bool,
@@ -296,6 +299,7 @@ impl Registry {
             port: placed.port,
             password_md5: Some(new.password_md5),
             control: None,
+            reach: None,
             owner_ip: new.owner_ip,
             counts_for_address: !new.trusted,
             daemon: new.daemon,
@@ -373,6 +377,19 @@ impl Registry {
         }
         self.sessions.insert(session.name.clone(), session);
         Ok(())
+    }
+
+    /// Where the hub itself reaches session `name`'s Troop port (browser seats connect there).
+    pub fn troop_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.running(name).and_then(|s| s.control.as_ref().map(|c| c.addr).or(s.reach))
+    }
+
+    /// Records where the hub reaches session `id`'s Troop port, for a server without a control
+    /// channel.
+    pub fn set_reach(&mut self, id: &str, addr: SocketAddr) {
+        if let Some(s) = self.by_id_mut(id) {
+            s.reach = Some(addr);
+        }
     }
 
     /// Records the handle of session `id`'s server (and how to reach its control channel);

@@ -127,6 +127,7 @@ impl Registry {
             port,
             password_md5: Some(new.password_md5),
             control: Some(ready.control.clone()),
+            reach: None,
             owner_ip: new.owner_ip,
             counts_for_address: !new.trusted,
             daemon: new.daemon,

@@ -176,6 +176,7 @@ fn adoption_and_freeing_are_per_node() {
         port: 100,
         password_md5: None,
         control: None,
+        reach: None,
         owner_ip: None,
         counts_for_address: false,
         daemon: false,

@@ -1,0 +1,464 @@
+//! Browser seats over HTTP: the WebSocket `GET /api/v1/sessions/{name}/seat` that makes a web
+//! page a Troop 0.10.3 peer (SEAT.md), and the owner's switch
+//! `POST /api/v1/sessions/{name}/seats`. Each seat is one Troop connection from the hub to the
+//! session's server: the page's messages go out as Troop messages with the seat's client id,
+//! the server's come back as JSON. The page runs the OT; the hub checks the password through
+//! the gate, answers keep-alives, and drops a page that stops reading without slowing anyone.
+
+use super::audience::{check_password, close};
+use super::auth::AdminToken;
+use super::client::ClientIp;
+use super::error::{ApiError, ErrorBody};
+use super::json::JsonBody;
+use super::serve::{ConnectionSlot, Place, SocketFd};
+use super::types::{SeatState, SeatSwitch};
+use crate::hub::{Hub, SeatPlace, SeatRefusal};
+use crate::seat::{check_name, FromPage, Join, ToPage};
+use crate::wire::validate_name;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use secrecy::ExposeSecret;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tracing::{debug, info, Instrument};
+use troop_server::client::{login, ClientError};
+use troop_server::frame::Decoder;
+use troop_server::message::{Body, Message};
+
+/// A page must send its `join` within this.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The session's server must take the seat's login within this.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A page whose socket takes longer than this to take one write is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a page may fall behind by before it is dropped (the hub keeps reading its Troop
+/// connection all the time, so the session never waits for a page).
+pub const SEAT_BACKLOG: usize = 2048;
+/// The largest message a page may send (a paste of 1 MiB of code).
+const MAX_INCOMING: usize = 1 << 20;
+/// The largest Troop message the hub takes from a session's server for a seat.
+const MAX_FROM_SERVER: usize = 64 << 20;
+
+/// Close codes only seats use (the others are the audience view's, [`close`]).
+pub mod seat_close {
+    pub const NOT_ALLOWED: u16 = 4400;
+    pub const NAME_TAKEN: u16 = 4409;
+    pub const ENDED: u16 = 1000;
+}
+
+fn no_session(name: &str) -> ApiError {
+    ApiError::not_found(format!("No session named '{name}' is running"))
+}
+
+const SEATS_OFF_HUB: &str = "Browser seats are off on this hub";
+
+/// Play in a session from a browser (WebSocket)
+///
+/// Upgrades to a WebSocket that makes the page a Troop 0.10.3 peer of the session. The page's
+/// first message is `{"type": "join", "name": "...", "password": "..."}` (within 10 s); then it
+/// sends and gets the JSON forms of Troop's messages, as SEAT.md describes. Close codes: 4400
+/// a message a seat may not send, 4403 wrong password, 4404 no such session or seats off, 4408
+/// no join in time, 4409 the name is taken in the session, 4413 the page fell behind, 4429 too
+/// many wrong passwords, 4503 the session or the hub is full, 1000 the session ended.
+#[utoipa::path(get, path = "/api/v1/sessions/{name}/seat", tag = "seats",
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 101, description = "Upgraded; the seat's messages follow"),
+        (status = 400, description = "Not a valid session name, or not a WebSocket request", body = ErrorBody),
+        (status = 404, description = "No such session, or browser seats are off", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
+    ))]
+pub async fn seat(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    slot: Option<Extension<ConnectionSlot>>,
+    fd: Option<Extension<SocketFd>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !hub.config().browser_seats {
+        return Err(ApiError::not_found(SEATS_OFF_HUB));
+    }
+    let (id, _) = hub.troop_target(&name).ok_or_else(|| no_session(&name))?;
+    if !hub.seats.enabled(&id) {
+        return Err(ApiError::not_found(SeatRefusal::Off.to_string()));
+    }
+    hub.gate.check(ip, &name)?;
+    // Until it has joined, the socket keeps its connection's place in the caps.
+    let place = slot.and_then(|Extension(s)| s.take());
+    let span = tracing::info_span!("seat", session = %name);
+    Ok(ws.max_message_size(MAX_INCOMING).max_frame_size(MAX_INCOMING).on_upgrade(move |socket| {
+        // A page that stops reading shows in the seat's queue, not in a kernel buffer.
+        if let Some(Extension(fd)) = fd {
+            fd.bound_send_buffer();
+        }
+        Seat { hub, name, ip }.run(socket, place).instrument(span)
+    }))
+}
+
+/// Turn a session's browser seats on or off (the session's password or the admin token)
+#[utoipa::path(post, path = "/api/v1/sessions/{name}/seats", tag = "seats", security(("bearer" = []), ()),
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = SeatSwitch,
+    responses(
+        (status = 200, description = "Whether seats are on now, and how many are open", body = SeatState),
+        (status = 400, description = "Not a valid name or body, or neither password nor admin token", body = ErrorBody),
+        (status = 403, description = "Wrong password", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address (10, then one every 6 s)", body = ErrorBody),
+    ))]
+pub async fn set_seats(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    admin: Option<AdminToken>,
+    JsonBody(switch): JsonBody<SeatSwitch>,
+) -> Result<Json<SeatState>, ApiError> {
+    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (id, _) = hub.troop_target(&name).ok_or_else(|| no_session(&name))?;
+    if admin.is_none() {
+        let password = switch
+            .password
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
+        check_password(&hub, &name, ip, password).await?;
+    }
+    hub.seats.set_enabled(&id, switch.on);
+    info!(session = %name, on = switch.on, "browser seats switched");
+    Ok(Json(SeatState { name, on: switch.on, seats: hub.seats.count(&id) }))
+}
+
+/// Why a seat ends: the close code and the page's sentence (`retry`: it may try again).
+struct Refusal {
+    code: u16,
+    message: String,
+    retry: bool,
+}
+
+impl Refusal {
+    fn new(code: u16, message: impl Into<String>) -> Refusal {
+        Refusal { code, message: message.into(), retry: false }
+    }
+}
+
+/// One page's seat.
+struct Seat {
+    hub: Arc<Hub>,
+    name: String,
+    ip: IpAddr,
+}
+
+type Out = SplitSink<WebSocket, WsMessage>;
+
+/// Sends the page one message and closes with `code`.
+async fn goodbye(out: &mut Out, last: Option<ToPage>, code: u16) {
+    let bye = async {
+        if let Some(last) = last {
+            out.feed(WsMessage::Text(last.to_text().into())).await?;
+        }
+        out.send(WsMessage::Close(Some(CloseFrame { code, reason: "".into() }))).await
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, bye).await;
+}
+
+impl Seat {
+    async fn run(self, socket: WebSocket, waiting: Option<Place>) {
+        let (mut out, mut incoming) = socket.split();
+        let joined = self.join(&mut incoming).await;
+        drop(waiting);
+        let (performer, place, stream, id, session_id) = match joined {
+            Ok(j) => j,
+            Err(r) => {
+                let error = ToPage::Error { message: r.message, retry: r.retry };
+                return goodbye(&mut out, Some(error), r.code).await;
+            }
+        };
+        info!(performer = %performer, client = id, "a browser seat joined");
+        let welcome = ToPage::Welcome { id, name: performer.clone(), session: self.name.clone() };
+        if out.send(WsMessage::Text(welcome.to_text().into())).await.is_err() {
+            return;
+        }
+        let end = self.play(out, incoming, stream, id, &session_id, &performer).await;
+        debug!(performer = %performer, why = end, "a browser seat left");
+        drop(place);
+    }
+
+    /// Reads the page's `join`, checks it and logs in to the session's server.
+    async fn join(
+        &self,
+        incoming: &mut SplitStream<WebSocket>,
+    ) -> Result<(String, SeatPlace, tokio::net::TcpStream, i64, String), Refusal> {
+        let first = tokio::time::timeout(JOIN_TIMEOUT, async {
+            loop {
+                match incoming.next().await {
+                    Some(Ok(WsMessage::Text(text))) => return Some(text),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    _ => return None,
+                }
+            }
+        });
+        let no_join = || Refusal::new(close::NO_PASSWORD, "Send {\"type\": \"join\", \"name\", \"password\"} first");
+        let Ok(Some(text)) = first.await else {
+            // Silence counts like a wrong password.
+            self.hub.gate.failed(self.ip, &self.name);
+            return Err(no_join());
+        };
+        let Ok(Join::Join { name: performer, password }) = serde_json::from_str(text.as_str()) else {
+            return Err(no_join());
+        };
+        check_name(&performer).map_err(|why| Refusal::new(seat_close::NOT_ALLOWED, why))?;
+        check_password(&self.hub, &self.name, self.ip, &password).await.map_err(|e| match e.status() {
+            StatusCode::FORBIDDEN => Refusal::new(close::WRONG_PASSWORD, "Wrong password"),
+            StatusCode::TOO_MANY_REQUESTS => Refusal::new(close::TOO_MANY, e.message()),
+            _ => Refusal::new(close::NO_SESSION, e.message()),
+        })?;
+        let (session_id, addr) = self
+            .hub
+            .troop_target(&self.name)
+            .ok_or_else(|| Refusal::new(close::NO_SESSION, format!("No session named '{}' is running", self.name)))?;
+        if !self.hub.config().browser_seats {
+            return Err(Refusal::new(close::NO_SESSION, SEATS_OFF_HUB));
+        }
+        // Troop tells performers apart by name and address, and every seat comes from the
+        // hub's: a name a performer already plays under is refused here, in one sentence.
+        let taken = SeatRefusal::NameTaken(performer.clone());
+        if self.hub.performer_names(&session_id).contains(&performer) {
+            return Err(Refusal::new(seat_close::NAME_TAKEN, taken.to_string()));
+        }
+        let place =
+            self.hub.seats.take(&session_id, &performer, self.hub.config().browser_seats_total).map_err(|refused| {
+                match refused {
+                    SeatRefusal::Off => Refusal::new(close::NO_SESSION, refused.to_string()),
+                    SeatRefusal::HubFull(_) => Refusal { code: close::FULL, message: refused.to_string(), retry: true },
+                    SeatRefusal::NameTaken(_) => Refusal::new(seat_close::NAME_TAKEN, refused.to_string()),
+                }
+            })?;
+        let (stream, id) = self.login(addr, &performer, password.expose_secret()).await.map_err(|e| match e {
+            ClientError::Refused(-1) => Refusal::new(close::WRONG_PASSWORD, "Wrong password"),
+            ClientError::Refused(-2) => {
+                Refusal::new(close::FULL, "The session is full: Troop gives out 62 client ids over a session's life")
+            }
+            ClientError::Refused(-3) => Refusal::new(seat_close::NAME_TAKEN, taken.to_string()),
+            other => {
+                info!(error = %other, "a browser seat could not log in to the session's server");
+                Refusal { code: close::NO_SESSION, message: "The session's server did not answer".into(), retry: true }
+            }
+        })?;
+        Ok((performer, place, stream, id, session_id))
+    }
+
+    async fn login(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        password: &str,
+    ) -> Result<(tokio::net::TcpStream, i64), ClientError> {
+        tokio::time::timeout(LOGIN_TIMEOUT, login(addr, name, password))
+            .await
+            .map_err(|_| ClientError::Timeout("the login"))?
+    }
+
+    /// Carries messages both ways until one side ends; returns why, for the log.
+    async fn play(
+        &self,
+        out: Out,
+        mut incoming: SplitStream<WebSocket>,
+        stream: tokio::net::TcpStream,
+        id: i64,
+        session_id: &str,
+        performer: &str,
+    ) -> &'static str {
+        let addr = stream.peer_addr().ok();
+        let (mut read, write) = stream.into_split();
+        let mut to_server = ToServer { half: write, id, next_msg_id: 0 };
+        let connect = Body::Connect {
+            name: performer.to_string(),
+            hostname: addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+            port: addr.map_or(0, |a| i64::from(a.port())),
+            // Troop's "no interpreter" flag: a browser runs no code, so it is never the master.
+            dummy: 1,
+        };
+        if to_server.send(connect).await.is_err() {
+            return "the server closed before the join";
+        }
+        // The page's writer runs apart, so a slow page never stops the hub reading the server.
+        let (to_page, queue) = mpsc::channel::<PageOut>(SEAT_BACKLOG);
+        let writer = tokio::spawn(write_page(out, queue));
+        let mut epoch = self.hub.seats.subscribe();
+        let mut decoder = Decoder::new(MAX_FROM_SERVER);
+        let why = loop {
+            tokio::select! {
+                got = read.read_buf(decoder.buffer()) => {
+                    match got {
+                        Ok(0) | Err(_) => break self.server_gone(&to_page, session_id).await,
+                        Ok(_) => {}
+                    }
+                    match self.take_from_server(&mut decoder, &mut to_server, &to_page).await {
+                        Ok(true) => {}
+                        Ok(false) => break "the session ended",
+                        Err(why) => break why,
+                    }
+                }
+                m = incoming.next() => match m {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        let body = serde_json::from_str::<FromPage>(text.as_str())
+                            .map_err(|_| "That is not a message a seat may send")
+                            .and_then(FromPage::into_body);
+                        match body {
+                            Ok(body) => if to_server.send(body).await.is_err() {
+                                break self.server_gone(&to_page, session_id).await;
+                            },
+                            Err(why) => {
+                                let _ = to_page.try_send(PageOut::Close(seat_close::NOT_ALLOWED, Some(why.into())));
+                                break "the page sent what a seat may not";
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
+                        break "the page left";
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        let _ = to_page.try_send(PageOut::Close(close::PROTOCOL, None));
+                        break "the page broke the WebSocket protocol";
+                    }
+                },
+                Ok(()) = epoch.changed() => {
+                    if !self.hub.config().browser_seats || !self.hub.seats.enabled(session_id) {
+                        let why = SeatRefusal::Off.to_string();
+                        let _ = to_page.try_send(PageOut::Close(close::NO_SESSION, Some(why)));
+                        break "seats were turned off";
+                    }
+                }
+                // The page stopped reading: its writer gave up.
+                () = to_page.closed() => break "the page fell behind or its socket broke",
+            }
+        };
+        // Leaving like a Troop client: the connection closes and the server tells the others.
+        let _ = to_server.half.shutdown().await;
+        drop(to_page);
+        let _ = writer.await;
+        why
+    }
+
+    /// Takes what the server sent: keep-alives answered, the rest queued for the page.
+    /// `Ok(false)` once the server said the session ended.
+    async fn take_from_server(
+        &self,
+        decoder: &mut Decoder,
+        to_server: &mut ToServer,
+        to_page: &mpsc::Sender<PageOut>,
+    ) -> Result<bool, &'static str> {
+        loop {
+            let msg = match decoder.next_message() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(true),
+                Err(_) => {
+                    let why = "The session's server sent something the hub cannot read";
+                    let _ = to_page.try_send(PageOut::Close(close::NO_SESSION, Some(why.into())));
+                    return Err("bad data from the server");
+                }
+            };
+            if matches!(msg.body, Body::KeepAlive) {
+                if to_server.send(Body::KeepAlive).await.is_err() {
+                    return Err("the server closed");
+                }
+                continue;
+            }
+            let kill = matches!(msg.body, Body::Kill { .. });
+            let Some(page) = ToPage::from_troop(msg.src_id, msg.body) else { continue };
+            if to_page.try_send(PageOut::Text(page.to_text())).is_err() {
+                let _ = to_page.try_send(PageOut::Close(close::TOO_SLOW, None));
+                return Err("the page fell behind");
+            }
+            if kill {
+                let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The server's connection closed without its goodbye: the hub's sentence if the session
+    /// is ending, else a plain one.
+    async fn server_gone(&self, to_page: &mpsc::Sender<PageOut>, session_id: &str) -> &'static str {
+        let last = match self.hub.seats.ending_sentence(session_id) {
+            Some(sentence) => ToPage::Kill { string: sentence },
+            None => ToPage::Error { message: "The session's server closed the connection".into(), retry: true },
+        };
+        let _ = to_page.try_send(PageOut::Text(last.to_text()));
+        let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
+        "the server closed"
+    }
+}
+
+/// The seat's side of its Troop connection.
+struct ToServer {
+    half: OwnedWriteHalf,
+    id: i64,
+    next_msg_id: i64,
+}
+
+impl ToServer {
+    async fn send(&mut self, body: Body) -> std::io::Result<()> {
+        self.next_msg_id += 1;
+        let msg = Message { msg_id: self.next_msg_id, src_id: self.id, body };
+        self.half.write_all(msg.encode().as_bytes()).await
+    }
+}
+
+/// What the page's writer is asked to do.
+enum PageOut {
+    Text(String),
+    /// Close with this code, after this error sentence if any.
+    Close(u16, Option<String>),
+}
+
+/// Writes to the page in batches until told to close or the page stops taking writes (then
+/// it returns, which the seat sees as its queue closing).
+async fn write_page(mut out: Out, mut queue: mpsc::Receiver<PageOut>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut closing = None;
+        let write = async {
+            for item in batch {
+                match item {
+                    PageOut::Text(text) => out.feed(WsMessage::Text(text.into())).await?,
+                    PageOut::Close(code, why) => {
+                        if let Some(message) = why {
+                            let error = ToPage::Error { message, retry: false };
+                            out.feed(WsMessage::Text(error.to_text().into())).await?;
+                        }
+                        closing = Some(code);
+                        break;
+                    }
+                }
+            }
+            out.flush().await
+        };
+        if !matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(()))) {
+            return;
+        }
+        if let Some(code) = closing {
+            let frame = CloseFrame { code, reason: "".into() };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(WsMessage::Close(Some(frame)))).await;
+            return;
+        }
+    }
+}
