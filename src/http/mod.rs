@@ -68,6 +68,8 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(pages::view_page))
         .routes(routes!(pages::archive_page))
         .routes(routes!(pages::replay_page))
+        .routes(routes!(pages::seat_page))
+        .routes(routes!(pages::codemirror))
         .routes(routes!(pages::asset))
         .routes(routes!(audience::live))
         .routes(routes!(audience::set_audience))

@@ -1,6 +1,7 @@
 //! The pages people open in a browser besides the status page: the audience view `/s/{name}`,
-//! the archive form `/archive`, the replay `/a/{id}`, and their scripts and styles under
-//! `/assets/`. All are files compiled into the hub (`assets/`), served with a strict CSP; they
+//! the browser seat `/s/{name}/play`, the archive form `/archive`, the replay `/a/{id}`, and
+//! their scripts and styles under `/assets/` (the vendored CodeMirror under
+//! `/assets/codemirror/`, see `assets/vendor/codemirror/VERSION`). All are files compiled into the hub (`assets/`), served with a strict CSP; they
 //! use relative URLs only, so a reverse proxy may put the hub under a path prefix.
 
 use super::error::{ApiError, ErrorBody};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+pub const SEATS_OFF: &str = "This hub does not let performers play from a browser (browser_seats: off)";
 pub const AUDIENCE_OFF: &str = "This hub does not show sessions to an audience (audience: off)";
 pub const ARCHIVE_OFF: &str = "This hub keeps no archive of sessions (archive: off)";
 
@@ -55,6 +57,25 @@ pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) ->
     Ok(file(HTML, include_str!("assets/view.html")))
 }
 
+/// Play in a session from a browser (HTML)
+///
+/// A form for the session's name, a performer name and the password, then an editor with the
+/// session's code in which the performer types beside Troop's own clients.
+#[utoipa::path(get, path = "/s/{name}/play", tag = "seats",
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The page; it connects to the seat itself", content_type = "text/html", body = String),
+        (status = 400, description = "Not a valid session name", body = ErrorBody),
+        (status = 404, description = "Browser seats are off on this hub", body = ErrorBody),
+    ))]
+pub async fn seat_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !hub.config().browser_seats {
+        return Err(ApiError::not_found(SEATS_OFF));
+    }
+    Ok(file(HTML, include_str!("assets/seat.html")))
+}
+
 /// Your past sessions (HTML)
 ///
 /// A form for a session's name and password that lists its archived performances, with their
@@ -83,7 +104,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 
 /// The pages' scripts and styles
 #[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js or replay.css")),
+    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seat.js or seat.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -98,6 +119,29 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         "archive.js" => Ok(file(js, include_str!("assets/archive.js"))),
         "replay.js" => Ok(file(js, include_str!("assets/replay.js"))),
         "replay.css" => Ok(file(css, include_str!("assets/replay.css"))),
+        "ot.js" => Ok(file(js, include_str!("assets/ot.js"))),
+        "seat.js" => Ok(file(js, include_str!("assets/seat.js"))),
+        "seat.css" => Ok(file(css, include_str!("assets/seat.css"))),
+        _ => Err(ApiError::not_found("No such file")),
+    }
+}
+
+/// The vendored CodeMirror 5 (MIT), for the browser seat
+#[utoipa::path(get, path = "/assets/codemirror/{file}", tag = "seats",
+    params(("file" = String, Path, description = "codemirror.js, codemirror.css, python.js or haskell.js")),
+    responses(
+        (status = 200, description = "The file", content_type = "text/plain", body = String),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn codemirror(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let js = "text/javascript; charset=utf-8";
+    match name.as_str() {
+        "codemirror.js" => Ok(file(js, include_str!("assets/vendor/codemirror/lib/codemirror.js"))),
+        "codemirror.css" => {
+            Ok(file("text/css; charset=utf-8", include_str!("assets/vendor/codemirror/lib/codemirror.css")))
+        }
+        "python.js" => Ok(file(js, include_str!("assets/vendor/codemirror/mode/python/python.js"))),
+        "haskell.js" => Ok(file(js, include_str!("assets/vendor/codemirror/mode/haskell/haskell.js"))),
         _ => Err(ApiError::not_found("No such file")),
     }
 }

@@ -208,6 +208,8 @@ mod tests {
             last_activity: None,
             operations: 0,
             evaluations: 0,
+            seats: 0,
+            seats_on: true,
         };
         let table = sessions_table(Some(&[s]));
         assert_eq!(lobby_list(&[]), "");

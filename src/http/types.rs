@@ -172,6 +172,10 @@ pub struct Session {
     /// Edits applied and code evaluations so far.
     pub operations: u64,
     pub evaluations: u64,
+    /// Performers playing from a browser seat now (they are among `performers` too).
+    pub seats: usize,
+    /// Whether performers may join it from a browser.
+    pub seats_on: bool,
 }
 
 /// A performer in a session (its address is never shown).
@@ -202,6 +206,8 @@ impl From<SessionInfo> for Session {
             last_activity,
             operations,
             evaluations,
+            seats,
+            seats_on,
         } = s;
         let performers = performers.into_iter().map(|p| Performer { id: p.id, name: p.name, since: p.since }).collect();
         Session {
@@ -220,6 +226,8 @@ impl From<SessionInfo> for Session {
             last_activity,
             operations,
             evaluations,
+            seats,
+            seats_on,
         }
     }
 }
@@ -302,6 +310,8 @@ mod tests {
             last_activity: Some(5),
             operations: 6,
             evaluations: 7,
+            seats: 1,
+            seats_on: true,
         };
         let hubs = serde_json::to_value(&info).unwrap_or_default();
         assert_eq!(serde_json::to_value(Session::from(info)).unwrap_or_default(), hubs);

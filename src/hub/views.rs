@@ -31,6 +31,9 @@ pub struct SessionInfo {
     /// Edits applied and evaluations so far.
     pub operations: u64,
     pub evaluations: u64,
+    /// Performers playing from a browser seat now, and whether its seats are on.
+    pub seats: usize,
+    pub seats_on: bool,
 }
 
 /// A performer as the lists show it (never its address).
@@ -93,6 +96,8 @@ impl Hub {
                 last_activity: live.last_activity_ms.map(|t| t / 1000),
                 operations: live.counters.operations,
                 evaluations: live.counters.evaluations,
+                seats: self.seats.count(&s.id),
+                seats_on: self.config().browser_seats && self.seats.enabled(&s.id),
             })
             .collect()
     }
