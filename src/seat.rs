@@ -55,10 +55,12 @@ impl FromPage {
             FromPage::Operation { ops, revision } => Body::Operation { operation: ops, revision: index(revision)? },
             FromPage::Mark { index: i } => Body::SetMark { index: index(i)?, reply: 0 },
             FromPage::Select { start, end } => Body::Select { start: index(start)?, end: index(end)?, reply: 0 },
+            // As Troop's client sends them: evaluations come back to their sender too (reply 1),
+            // which runs them then, like every other peer; cursors and selections do not.
             FromPage::Evaluate { start, end } => {
-                Body::EvaluateBlock { start: index(start)?, end: index(end)?, reply: 0 }
+                Body::EvaluateBlock { start: index(start)?, end: index(end)?, reply: 1 }
             }
-            FromPage::EvaluateString { string } => Body::EvaluateString { string, reply: 0 },
+            FromPage::EvaluateString { string } => Body::EvaluateString { string, reply: 1 },
             FromPage::Ack => Body::ConnectAck { reply: Value::from(0) },
         })
     }
@@ -130,7 +132,7 @@ mod tests {
         assert_eq!((operation.base_len(), revision), (6, 7));
         assert_eq!(
             parse(json!({"type": "evaluate", "start": 2, "end": 5})).unwrap().into_body().unwrap(),
-            Body::EvaluateBlock { start: 2, end: 5, reply: 0 }
+            Body::EvaluateBlock { start: 2, end: 5, reply: 1 }
         );
         assert_eq!(parse(json!({"type": "ack"})).unwrap().into_body().unwrap(), Body::ConnectAck { reply: json!(0) });
         assert_eq!(

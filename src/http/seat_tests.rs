@@ -156,7 +156,9 @@ async fn a_seat_and_a_troop_client_play_together() {
     assert_eq!(op["ops"], json!(["a", 4]));
     send(&mut seat, json!({"type": "evaluate", "start": 1, "end": 2})).await;
     let eval = alice.recv_until_match(T, |_, m| matches!(m.body, Body::EvaluateBlock { .. })).await.unwrap();
-    assert_eq!((eval.src_id, eval.body), (id, Body::EvaluateBlock { start: 1, end: 2, reply: 0 }));
+    assert_eq!((eval.src_id, eval.body), (id, Body::EvaluateBlock { start: 1, end: 2, reply: 1 }));
+    let echo = next_of(&mut seat, "evaluate").await;
+    assert_eq!((echo["src"].as_i64(), echo["start"].as_i64()), (Some(id), Some(1)), "bea's own evaluation comes back");
     assert_eq!(b.hub.seats.total(), 1);
     // bea closes her tab: alice hears she left, and her place is given back.
     seat.close(None).await.unwrap();
