@@ -303,7 +303,7 @@ impl Seat {
                         Ok(0) | Err(_) => break self.server_gone(&to_page, session_id).await,
                         Ok(_) => {}
                     }
-                    match self.take_from_server(&mut decoder, &mut to_server, &to_page).await {
+                    match self.take_from_server(&mut decoder, &mut to_server, &to_page, session_id).await {
                         Ok(true) => {}
                         Ok(false) => break "the session ended",
                         Err(why) => break why,
@@ -359,6 +359,7 @@ impl Seat {
         decoder: &mut Decoder,
         to_server: &mut ToServer,
         to_page: &mpsc::Sender<PageOut>,
+        session_id: &str,
     ) -> Result<bool, &'static str> {
         loop {
             let msg = match decoder.next_message() {
@@ -377,7 +378,15 @@ impl Seat {
                 continue;
             }
             let kill = matches!(msg.body, Body::Kill { .. });
-            let Some(page) = ToPage::from_troop(msg.src_id, msg.body) else { continue };
+            let page = match msg.body {
+                // A server without a control channel says its own goodbye on SIGTERM: the seat
+                // gets the hub's sentence instead when the hub is ending the session.
+                Body::Kill { string } => {
+                    Some(ToPage::Kill { string: self.hub.seats.ending_sentence(session_id).unwrap_or(string) })
+                }
+                body => ToPage::from_troop(msg.src_id, body),
+            };
+            let Some(page) = page else { continue };
             if to_page.try_send(PageOut::Text(page.to_text())).is_err() {
                 let _ = to_page.try_send(PageOut::Close(close::TOO_SLOW, None));
                 return Err("the page fell behind");
