@@ -115,7 +115,7 @@ fn lobby_list(lobby: &[LobbyEntry]) -> String {
             n => format!("{n} performers"),
         };
         items.push_str(&format!(
-            "<li><a href=\"s/{name}\">{name}</a>: {performers}, playing for {age} min</li>\n",
+            "<li><a href=\"s/{name}\">{name}</a>: {performers}, playing for {age} min (<a href=\"s/{name}/play\">play</a>)</li>\n",
             name = escape(&s.name),
             age = s.age_seconds / 60,
         ));
@@ -214,7 +214,12 @@ mod tests {
         let table = sessions_table(Some(&[s]));
         assert_eq!(lobby_list(&[]), "");
         let lobby = lobby_list(&[LobbyEntry { name: "a<b".into(), performers: 1, age_seconds: 180 }]);
-        assert!(lobby.contains("<li><a href=\"s/a&lt;b\">a&lt;b</a>: 1 performer, playing for 3 min</li>"), "{lobby}");
+        assert!(
+            lobby.contains(
+                "<li><a href=\"s/a&lt;b\">a&lt;b</a>: 1 performer, playing for 3 min (<a href=\"s/a&lt;b/play\">play</a>)</li>"
+            ),
+            "{lobby}"
+        );
         let row = "<tr><td>&lt;b&gt;</td><td>h:7</td><td>running</td><td>2 min</td><td>a&lt;b</td></tr>";
         assert!(table.contains(row), "{table}");
     }

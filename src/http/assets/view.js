@@ -316,6 +316,12 @@
   R.fontFromQuery();
   R.setUpFullscreen(el.fullscreen, el.stage);
   el.session.textContent = name;
+  // Performers join from here in a browser: the seat page is this page's address + /play.
+  if (NAME_RE.test(name)) {
+    $("play").href = encodeURIComponent(name) + "/play";
+    $("play").title = "Play in this session from your browser";
+    $("play").hidden = false;
+  }
   $("username").value = name;
   document.title = (name || "Troop") + " · Troop audience view";
   scheduleRender();
