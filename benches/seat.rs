@@ -65,23 +65,38 @@ impl Seat {
             let msg = tokio::time::timeout(T, self.ws.next()).await.expect("a seat message in time");
             let Some(Ok(WsMessage::Text(t))) = msg else { continue };
             let m: Value = serde_json::from_str(t.as_str()).expect("JSON");
-            match m["type"].as_str() {
-                Some("welcome") => self.id = m["id"].as_i64().unwrap_or(-1),
-                Some("request_ack") if m["flag"] == 1 => {
-                    self.ws.send(WsMessage::text(r#"{"type":"ack"}"#)).await.expect("ack");
-                }
-                Some("reset") => {
-                    self.revision = 0;
-                    self.len = m["document"].as_str().unwrap_or("").chars().count() as u64;
-                }
-                Some("operation") => {
-                    self.revision += 1;
-                    let op: Operation = serde_json::from_value(m["ops"].clone()).expect("ops");
-                    self.len = op.target_len();
-                }
-                _ => {}
-            }
+            self.book(&m).await;
             return m;
+        }
+    }
+
+    /// [`Seat::next`], for a reader that does not mind an empty socket (no deadline).
+    async fn next_quiet(&mut self) -> Value {
+        loop {
+            let Some(Ok(WsMessage::Text(t))) = self.ws.next().await else { continue };
+            let m: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            self.book(&m).await;
+            return m;
+        }
+    }
+
+    /// A client's bookkeeping of message `m`: barriers answered, revision and length kept.
+    async fn book(&mut self, m: &Value) {
+        match m["type"].as_str() {
+            Some("welcome") => self.id = m["id"].as_i64().unwrap_or(-1),
+            Some("request_ack") if m["flag"] == 1 => {
+                self.ws.send(WsMessage::text(r#"{"type":"ack"}"#)).await.expect("ack");
+            }
+            Some("reset") => {
+                self.revision = 0;
+                self.len = m["document"].as_str().unwrap_or("").chars().count() as u64;
+            }
+            Some("operation") => {
+                self.revision += 1;
+                let op: Operation = serde_json::from_value(m["ops"].clone()).expect("ops");
+                self.len = op.target_len();
+            }
+            _ => {}
         }
     }
 
@@ -192,12 +207,11 @@ async fn run() {
     let pid = hub.proc.as_ref().expect("hub").id();
     let (stat, status) = (format!("/proc/{pid}/stat"), format!("/proc/{pid}/status"));
     let rss_before = proc_kib(&status, "VmRSS:");
-    let mut seats = Vec::new();
-    for k in 0..n_seats {
-        seats.push(Seat::join(hub.http, "bench", &format!("seat{k}")).await);
-    }
-    // Everyone else reads what arrives, so nobody's socket fills.
+    // Everyone reads all the time (as a page does), so nobody holds up a join barrier: each
+    // seat joins and reads in its own task, and types once `go` says so.
     let stop = tokio_util::sync::CancellationToken::new();
+    let go = tokio_util::sync::CancellationToken::new();
+    let (joined_tx, mut joined) = tokio::sync::mpsc::channel::<()>(n_seats);
     let drain = |mut c: TroopClient, stop: tokio_util::sync::CancellationToken| {
         tokio::spawn(async move {
             while !stop.is_cancelled() {
@@ -205,6 +219,41 @@ async fn run() {
             }
         })
     };
+    let s_reader = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let _ = tokio::time::timeout(Duration::from_millis(100), s.next_quiet()).await;
+            }
+        })
+    };
+    let mut typists = Vec::new();
+    for k in 0..n_seats {
+        let (stop, go, joined_tx, http) = (stop.clone(), go.clone(), joined_tx.clone(), hub.http);
+        typists.push(tokio::spawn(async move {
+            let mut seat = Seat::join(http, "bench", &format!("seat{k}")).await;
+            let _ = joined_tx.send(()).await;
+            let every = Duration::from_secs_f64(1.0 / seat_rate);
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                let tick = Instant::now();
+                if go.is_cancelled() {
+                    i += 1;
+                    seat.type_token(&format!("k{k}x{i}")).await;
+                }
+                // Reads until the next keystroke is due.
+                while let Some(left) = every.checked_sub(tick.elapsed()) {
+                    if tokio::time::timeout(left, seat.next_quiet()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            i
+        }));
+    }
+    for _ in 0..n_seats {
+        joined.recv().await;
+    }
     let drains = [drain(a, stop.clone()), drain(b, stop.clone())];
     let idle_ticks = ticks(&stat);
     let idle_at = Instant::now();
@@ -213,21 +262,7 @@ async fn run() {
     let rss_idle = proc_kib(&status, "VmRSS:");
     let typing_ticks = ticks(&stat);
     let typing_at = Instant::now();
-    let mut typists = Vec::new();
-    for (k, mut seat) in seats.into_iter().enumerate() {
-        let stop = stop.clone();
-        typists.push(tokio::spawn(async move {
-            let every = Duration::from_secs_f64(1.0 / seat_rate);
-            let mut i = 0u64;
-            while !stop.is_cancelled() {
-                let tick = Instant::now();
-                i += 1;
-                seat.type_token(&format!("k{k}x{i}")).await;
-                tokio::time::sleep(every.saturating_sub(tick.elapsed())).await;
-            }
-            i
-        }));
-    }
+    go.cancel();
     tokio::time::sleep(phase).await;
     let typing_cpu = (ticks(&stat) - typing_ticks) / typing_at.elapsed().as_secs_f64();
     let rss_typing = proc_kib(&status, "VmRSS:");
@@ -239,6 +274,7 @@ async fn run() {
     for d in drains {
         let _ = d.await;
     }
+    let _ = s_reader.await;
     let per = |x: f64| x / n_seats as f64;
     println!();
     println!("{n_seats} seats, {typed} keystrokes in {:.0} s ({seat_rate} a second each)", phase.as_secs_f64());

@@ -207,6 +207,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: CancellationT
         let proxy = hub.config().trusted_proxies.iter().any(|n| n.contains(&ip));
         match caps.take((!proxy).then(|| crate::gate::address_key(ip))) {
             Ok(place) => {
+                // Live messages are small and go out as they happen (a viewer's edit, a
+                // seat's echo): Nagle would hold each behind the client's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
                 connections.spawn(connection(stream, peer, app.clone(), shutdown.clone(), place));
             }
             Err(full) => {
