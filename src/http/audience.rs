@@ -149,19 +149,30 @@ pub async fn set_audience(
     if access == Access::Off {
         return Err(ApiError::not_found(OFF));
     }
-    if admin.is_none() {
-        let password = switch
-            .password
-            .as_ref()
-            .ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
-        check_password(&hub, &name, ip, password).await?;
-    }
+    owner_or_admin(&hub, &name, ip, admin.is_some(), switch.password.as_ref()).await?;
     if !hub.set_audience_public(&name, switch.public) {
         return Err(ApiError::not_found(WatchError::NotFollowed(name).to_string()));
     }
     let audience = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
     tracing::info!(session = %name, public = switch.public, "audience view switched");
     Ok(Json(AudienceState { name, audience }))
+}
+
+/// The owner's switches: the admin passes, anyone else must send the session's password
+/// (checked through the gate; 400 without one).
+pub(super) async fn owner_or_admin(
+    hub: &Hub,
+    name: &str,
+    ip: IpAddr,
+    admin: bool,
+    password: Option<&SecretString>,
+) -> Result<(), ApiError> {
+    if admin {
+        return Ok(());
+    }
+    let password =
+        password.ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
+    check_password(hub, name, ip, password).await
 }
 
 /// Checks a session password through the hub's gate: 429, 403 or 404 when it fails.

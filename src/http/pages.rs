@@ -104,7 +104,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 
 /// The pages' scripts and styles
 #[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seat.js or seat.css")),
+    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seatlogic.js, seat.js or seat.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -121,6 +121,7 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         "replay.css" => Ok(file(css, include_str!("assets/replay.css"))),
         "ot.js" => Ok(file(js, include_str!("assets/ot.js"))),
         "seat.js" => Ok(file(js, include_str!("assets/seat.js"))),
+        "seatlogic.js" => Ok(file(js, include_str!("assets/seatlogic.js"))),
         "seat.css" => Ok(file(css, include_str!("assets/seat.css"))),
         _ => Err(ApiError::not_found("No such file")),
     }

@@ -5,7 +5,7 @@
 //! the server's come back as JSON. The page runs the OT; the hub checks the password through
 //! the gate, answers keep-alives, and drops a page that stops reading without slowing anyone.
 
-use super::audience::{check_password, close};
+use super::audience::{check_password, close, owner_or_admin};
 use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{ApiError, ErrorBody};
@@ -126,13 +126,7 @@ pub async fn set_seats(
 ) -> Result<Json<SeatState>, ApiError> {
     validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (id, _) = hub.troop_target(&name).ok_or_else(|| no_session(&name))?;
-    if admin.is_none() {
-        let password = switch
-            .password
-            .as_ref()
-            .ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
-        check_password(&hub, &name, ip, password).await?;
-    }
+    owner_or_admin(&hub, &name, ip, admin.is_some(), switch.password.as_ref()).await?;
     hub.seats.set_enabled(&id, switch.on);
     info!(session = %name, on = switch.on, "browser seats switched");
     Ok(Json(SeatState { name, on: switch.on, seats: hub.seats.count(&id) }))

@@ -160,6 +160,15 @@ async fn a_seat_and_a_troop_client_play_together() {
     let echo = next_of(&mut seat, "evaluate").await;
     assert_eq!((echo["src"].as_i64(), echo["start"].as_i64()), (Some(id), Some(1)), "bea's own evaluation comes back");
     assert_eq!(b.hub.seats.total(), 1);
+    // The hub's live view (the audience view, the archive, the API) counts bea as a performer.
+    let (session_id, _) = b.hub.troop_target("jam").unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while !b.hub.performer_names(&session_id).contains(&"bea".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "the live view sees bea");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let listed = b.hub.list().into_iter().find(|s| s.name == "jam").unwrap();
+    assert_eq!((listed.seats, listed.seats_on), (1, true));
     // bea closes her tab: alice hears she left, and her place is given back.
     seat.close(None).await.unwrap();
     alice.recv_until_match(T, |_, m| m.src_id == id && m.body == Body::Remove).await.unwrap();

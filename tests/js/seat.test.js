@@ -1,4 +1,4 @@
-// The browser seat's logic without a DOM (src/http/assets/seat.js, root.TroopSeat): code point
+// The browser seat's logic without a DOM (src/http/assets/seatlogic.js, root.TroopSeat): code point
 // <-> CodeMirror position conversion (astral characters are 2 UTF-16 units, 1 code point),
 // operations as editor changes, Troop 0.10.3's block-of-code rules, what each hub message
 // means and the sentences the page shows. Run: node --test tests/js/
@@ -8,7 +8,7 @@ const assert = require("node:assert/strict");
 const path = require("node:path");
 
 require(path.join(__dirname, "../../src/http/assets/doc.js"));
-require(path.join(__dirname, "../../src/http/assets/seat.js"));
+require(path.join(__dirname, "../../src/http/assets/seatlogic.js"));
 const S = globalThis.TroopSeat;
 const TroopDoc = globalThis.TroopDoc;
 
