@@ -413,3 +413,49 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_whole_recording_replays_as_recorded_even_where_the_stored_code_differs() {
+    let _one = ONE_BROWSER.lock().await;
+    let mut page = Page::launch(PAGE_STATE).await;
+    let hub = hub_with_archive().await;
+    let o = owner(&hub, NAME, PASSWORD).await;
+    let mut alice =
+        TroopClient::join(SocketAddr::from(([127, 0, 0, 1], o.port)), "alice", PASSWORD, T).await.expect("alice joins");
+    // A burst of edits, each acknowledged.
+    for i in 0..30 {
+        let len = alice.document().chars().count() as u64;
+        alice.insert(len, &format!("{i} über 🎵\n")).await.unwrap();
+        synced(&mut alice).await;
+    }
+    let doc = alice.document().to_string();
+    drop(o);
+    let list = listed(&hub).await;
+    let id = list[0]["id"].as_str().expect("an id").to_string();
+    assert!(!list[0]["truncated"].as_bool().unwrap_or(true), "the whole performance was recorded");
+
+    // The stored code says something else (as a document written seconds before the end
+    // did): a whole recording is the last word, so the replay must not jump to it.
+    let db = hub.dir.path().join("data").join("archive.db");
+    let conn = rusqlite::Connection::open(&db).expect("open the archive");
+    conn.busy_timeout(T).expect("busy timeout");
+    let changed = conn.execute("UPDATE sessions SET document = ?1 WHERE id = ?2", ("stale code\n", &id));
+    assert_eq!(changed.expect("update the stored code"), 1);
+    drop(conn);
+
+    let token = access(&hub).await.json()["token"].as_str().expect("a token").to_string();
+    let origin = format!("http://{}", hub.http);
+    page.open(&format!("{origin}/archive")).await;
+    page.eval(&format!("sessionStorage.setItem({}, {})", js(&format!("troop-archive-token:{id}")), js(&token))).await;
+    page.open(&format!("{origin}/a/{id}")).await;
+    page.wait_for("window.troopReplay && troopReplay.state === 'ready'", Instant::now() + T, "the replay loads").await;
+    assert_eq!(page.eval("troopReplay.code").await, json!("stale code\n"), "the page read the stored code");
+    page.eval("troopReplay.seek(troopReplay.end_ms)").await;
+    page.wait_for(
+        &format!("troopReplay.state === 'ended' && document.getElementById('doc').textContent === {}", js(&doc)),
+        Instant::now() + T,
+        "the end is the recording's last edit, not the stored code",
+    )
+    .await;
+    assert_eq!(page.eval("document.getElementById('missed-note').hidden").await, json!(true), "no jump noted");
+}
