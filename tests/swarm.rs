@@ -352,6 +352,34 @@ async fn a_swarm_session_starts_on_its_node_admits_its_password_and_ends_with_it
     alice.insert(0, "hello").await.unwrap();
     alice.recv_until_match(T, |c, _| c.is_synchronized()).await.unwrap();
 
+    // A browser seat plays in the swarm session too: the hub reaches the task where it reaches
+    // its control channel.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!("ws://{}/api/v1/sessions/mySession/seat", hub.http);
+        let (mut seat, _) = tokio_tungstenite::connect_async(url).await.expect("the seat upgrades");
+        let join = json!({"type": "join", "name": "bea", "password": "pw"}).to_string();
+        seat.send(Message::text(join)).await.unwrap();
+        loop {
+            let m = match tokio::time::timeout(T, seat.next()).await.expect("a seat message in time") {
+                Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(t.as_str()).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("the seat closed: {other:?}"),
+            };
+            if m["type"] == "request_ack" && m["flag"] == 1 {
+                seat.send(Message::text(r#"{"type":"ack"}"#)).await.unwrap();
+            }
+            if m["type"] == "reset" {
+                assert_eq!(m["document"], "hello", "the seat gets the document");
+                break;
+            }
+        }
+        let op = json!({"type": "operation", "ops": [5, "!"], "revision": 0}).to_string();
+        seat.send(Message::text(op)).await.unwrap();
+        alice.recv_until_match(T, |c, _| c.document() == "hello!").await.expect("alice gets the seat's edit");
+    }
+
     // One service: one replica never restarted, placed on the node, host-mode port, hardened.
     let svc = services(&hub);
     assert_eq!(svc.len(), 1);
