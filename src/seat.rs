@@ -40,10 +40,16 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     if chars > MAX_NAME_CHARS {
         return Err("A performer name has at most 32 characters");
     }
-    if name.chars().any(char::is_control) {
-        return Err("A performer name cannot hold control characters");
+    if name.chars().any(|c| c.is_control() || invisible(c)) {
+        return Err("A performer name cannot hold control or invisible characters");
     }
     Ok(())
+}
+
+/// Characters that show nothing or turn text around (zero-width, bidi overrides and isolates,
+/// word joiners, the BOM): in a name they would hide it or let it pass for another.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 impl FromPage {
@@ -163,6 +169,8 @@ mod tests {
         assert!(check_name("  ").is_err());
         assert!(check_name("a\nb").is_err());
         assert!(check_name(&"x".repeat(33)).is_err());
+        assert!(check_name("al\u{200B}ice").is_err(), "zero-width");
+        assert!(check_name("\u{202E}ecila").is_err(), "right-to-left override");
     }
 
     #[test]

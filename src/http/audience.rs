@@ -357,7 +357,7 @@ async fn fell_behind(out: &mut futures_util::stream::SplitSink<WebSocket, Messag
 
 /// The close code for a socket that broke the protocol: 1009 for a message over the size
 /// limit, 1002 for the rest.
-fn protocol_close(e: &axum::Error) -> u16 {
+pub(super) fn protocol_close(e: &axum::Error) -> u16 {
     let text = e.to_string().to_ascii_lowercase();
     if text.contains("too long") || text.contains("too big") || text.contains("space limit") {
         close::TOO_BIG

@@ -5,14 +5,14 @@
 //! the server's come back as JSON. The page runs the OT; the hub checks the password through
 //! the gate, answers keep-alives, and drops a page that stops reading without slowing anyone.
 
-use super::audience::{check_password, close, owner_or_admin};
+use super::audience::{check_password, close, owner_or_admin, protocol_close};
 use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::serve::{ConnectionSlot, Place, SocketFd};
 use super::types::{SeatState, SeatSwitch};
-use crate::hub::{Hub, SeatPlace, SeatRefusal};
+use crate::hub::{Hub, SeatPlace, SeatRefusal, Seats};
 use crate::seat::{check_name, FromPage, Join, ToPage};
 use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -24,6 +24,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use secrecy::ExposeSecret;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages a page may fall behind by before it is dropped (the hub keeps reading its Troop
 /// connection all the time, so the session never waits for a page).
 pub const SEAT_BACKLOG: usize = 2048;
+/// ... and bytes (a Troop message can be 1 MiB; a reset holds the whole document).
+pub const SEAT_BYTES: usize = 16 << 20;
+/// How often a page is pinged; one silent for three of these is gone.
+const PING_EVERY: Duration = Duration::from_secs(20);
 /// The largest message a page may send (a paste of 1 MiB of code).
 const MAX_INCOMING: usize = 1 << 20;
 /// The largest Troop message the hub takes from a session's server for a seat.
@@ -52,6 +57,9 @@ const MAX_FROM_SERVER: usize = 64 << 20;
 pub mod seat_close {
     pub const NOT_ALLOWED: u16 = 4400;
     pub const NAME_TAKEN: u16 = 4409;
+    /// The session's server closed the seat's connection while the session goes on (it
+    /// dropped the seat, or it is restarting): the page may join again.
+    pub const SERVER_GONE: u16 = 4502;
     pub const ENDED: u16 = 1000;
 }
 
@@ -68,7 +76,8 @@ const SEATS_OFF_HUB: &str = "Browser seats are off on this hub";
 /// sends and gets the JSON forms of Troop's messages, as SEAT.md describes. Close codes: 4400
 /// a message a seat may not send, 4403 wrong password, 4404 no such session or seats off, 4408
 /// no join in time, 4409 the name is taken in the session, 4413 the page fell behind, 4429 too
-/// many wrong passwords, 4503 the session or the hub is full, 1000 the session ended.
+/// many wrong passwords, 4502 the server closed the seat (join again), 4503 the session or
+/// the hub is full, 1000 the session ended.
 #[utoipa::path(get, path = "/api/v1/sessions/{name}/seat", tag = "seats",
     params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
@@ -168,8 +177,9 @@ async fn goodbye(out: &mut Out, last: Option<ToPage>, code: u16) {
 impl Seat {
     async fn run(self, socket: WebSocket, waiting: Option<Place>) {
         let (mut out, mut incoming) = socket.split();
+        // Subscribed before anything is checked: a switch turned off meanwhile is seen.
+        let epoch = self.hub.seats.subscribe();
         let joined = self.join(&mut incoming).await;
-        drop(waiting);
         let (performer, place, stream, id, session_id) = match joined {
             Ok(j) => j,
             Err(r) => {
@@ -182,9 +192,11 @@ impl Seat {
         if out.send(WsMessage::Text(welcome.to_text().into())).await.is_err() {
             return;
         }
-        let end = self.play(out, incoming, stream, id, &session_id, &performer).await;
+        let end = self.play(out, incoming, stream, id, &session_id, &performer, epoch).await;
         debug!(performer = %performer, why = end, "a browser seat left");
         drop(place);
+        // A seat holds its connection's place in the per-address cap for its whole life.
+        drop(waiting);
     }
 
     /// Reads the page's `join`, checks it and logs in to the session's server.
@@ -233,7 +245,9 @@ impl Seat {
             self.hub.seats.take(&session_id, &performer, self.hub.config().browser_seats_total).map_err(|refused| {
                 match refused {
                     SeatRefusal::Off => Refusal::new(close::NO_SESSION, refused.to_string()),
-                    SeatRefusal::HubFull(_) => Refusal { code: close::FULL, message: refused.to_string(), retry: true },
+                    SeatRefusal::HubFull(_) | SeatRefusal::SessionFull(_) => {
+                        Refusal { code: close::FULL, message: refused.to_string(), retry: true }
+                    }
                     SeatRefusal::NameTaken(_) => Refusal::new(seat_close::NAME_TAKEN, refused.to_string()),
                 }
             })?;
@@ -263,6 +277,7 @@ impl Seat {
     }
 
     /// Carries messages both ways until one side ends; returns why, for the log.
+    #[allow(clippy::too_many_arguments)]
     async fn play(
         &self,
         out: Out,
@@ -271,6 +286,7 @@ impl Seat {
         id: i64,
         session_id: &str,
         performer: &str,
+        mut epoch: tokio::sync::watch::Receiver<u64>,
     ) -> &'static str {
         let addr = stream.peer_addr().ok();
         let (mut read, write) = stream.into_split();
@@ -286,73 +302,84 @@ impl Seat {
             return "the server closed before the join";
         }
         // The page's writer runs apart, so a slow page never stops the hub reading the server.
-        let (to_page, queue) = mpsc::channel::<PageOut>(SEAT_BACKLOG);
-        let writer = tokio::spawn(write_page(out, queue));
-        let mut epoch = self.hub.seats.subscribe();
+        let (page, writer) = PageWriter::start(out, self.hub.seats.clone());
         let mut decoder = Decoder::new(MAX_FROM_SERVER);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut heard = tokio::time::Instant::now();
         let why = loop {
             tokio::select! {
                 got = read.read_buf(decoder.buffer()) => {
                     match got {
-                        Ok(0) | Err(_) => break self.server_gone(&to_page, session_id).await,
+                        Ok(0) | Err(_) => break self.server_gone(&page, session_id),
                         Ok(_) => {}
                     }
-                    match self.take_from_server(&mut decoder, &mut to_server, &to_page, session_id).await {
+                    match self.take_from_server(&mut decoder, &mut to_server, &page, session_id).await {
                         Ok(true) => {}
                         Ok(false) => break "the session ended",
                         Err(why) => break why,
                     }
                 }
-                m = incoming.next() => match m {
-                    Some(Ok(WsMessage::Text(text))) => {
-                        let body = serde_json::from_str::<FromPage>(text.as_str())
-                            .map_err(|_| "That is not a message a seat may send")
-                            .and_then(FromPage::into_body);
-                        match body {
-                            Ok(body) => if to_server.send(body).await.is_err() {
-                                break self.server_gone(&to_page, session_id).await;
-                            },
-                            Err(why) => {
-                                let _ = to_page.try_send(PageOut::Close(seat_close::NOT_ALLOWED, Some(why.into())));
-                                break "the page sent what a seat may not";
+                m = incoming.next() => {
+                    heard = tokio::time::Instant::now();
+                    match m {
+                        Some(Ok(WsMessage::Text(text))) => {
+                            let body = serde_json::from_str::<FromPage>(text.as_str())
+                                .map_err(|_| "That is not a message a seat may send")
+                                .and_then(FromPage::into_body);
+                            match body {
+                                Ok(body) => if to_server.send(body).await.is_err() {
+                                    break self.server_gone(&page, session_id);
+                                },
+                                Err(why) => {
+                                    page.close(seat_close::NOT_ALLOWED, Some(why.into()), true);
+                                    break "the page sent what a seat may not";
+                                }
                             }
                         }
+                        Some(Ok(WsMessage::Close(_))) | None => {
+                            page.close(seat_close::ENDED, None, true);
+                            break "the page left";
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            page.close(protocol_close(&e), None, true);
+                            break "the page broke the WebSocket protocol";
+                        }
                     }
-                    Some(Ok(WsMessage::Close(_))) | None => {
-                        let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
-                        break "the page left";
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => {
-                        let _ = to_page.try_send(PageOut::Close(close::PROTOCOL, None));
-                        break "the page broke the WebSocket protocol";
-                    }
-                },
+                }
                 Ok(()) = epoch.changed() => {
                     if !self.hub.config().browser_seats || !self.hub.seats.enabled(session_id) {
-                        let why = SeatRefusal::Off.to_string();
-                        let _ = to_page.try_send(PageOut::Close(close::NO_SESSION, Some(why)));
+                        page.close(close::NO_SESSION, Some(SeatRefusal::Off.to_string()), true);
                         break "seats were turned off";
                     }
                 }
+                _ = ping.tick() => {
+                    // A page that went away without a word (a laptop asleep, a network gone)
+                    // answers no ping: its seat, name and Troop id are given back.
+                    if heard.elapsed() > PING_EVERY * 3 {
+                        page.close(close::TOO_SLOW, None, true);
+                        break "the page stopped answering";
+                    }
+                    page.ping();
+                }
                 // The page stopped reading: its writer gave up.
-                () = to_page.closed() => break "the page fell behind or its socket broke",
+                () = page.closed() => break "the page fell behind or its socket broke",
             }
         };
         // Leaving like a Troop client: the connection closes and the server tells the others.
         let _ = to_server.half.shutdown().await;
-        drop(to_page);
+        drop(page);
         let _ = writer.await;
         why
     }
 
     /// Takes what the server sent: keep-alives answered, the rest queued for the page.
-    /// `Ok(false)` once the server said the session ended.
+    /// `Ok(false)` once the hub is ending the session and the page has its sentence.
     async fn take_from_server(
         &self,
         decoder: &mut Decoder,
         to_server: &mut ToServer,
-        to_page: &mpsc::Sender<PageOut>,
+        page: &PageWriter,
         session_id: &str,
     ) -> Result<bool, &'static str> {
         loop {
@@ -361,7 +388,7 @@ impl Seat {
                 Ok(None) => return Ok(true),
                 Err(_) => {
                     let why = "The session's server sent something the hub cannot read";
-                    let _ = to_page.try_send(PageOut::Close(close::NO_SESSION, Some(why.into())));
+                    page.close(seat_close::SERVER_GONE, Some(why.into()), false);
                     return Err("bad data from the server");
                 }
             };
@@ -371,36 +398,40 @@ impl Seat {
                 }
                 continue;
             }
-            let kill = matches!(msg.body, Body::Kill { .. });
-            let page = match msg.body {
-                // A server without a control channel says its own goodbye on SIGTERM: the seat
-                // gets the hub's sentence instead when the hub is ending the session.
-                Body::Kill { string } => {
-                    Some(ToPage::Kill { string: self.hub.seats.ending_sentence(session_id).unwrap_or(string) })
-                }
+            let out = match msg.body {
+                // The session ends only when the hub ends it (its sentence) or the server
+                // closes: a MSG_KILL any performer can send is shown as what it says.
+                Body::Kill { string } => match self.hub.seats.ending_sentence(session_id) {
+                    Some(sentence) => {
+                        page.send(ToPage::Kill { string: sentence }.to_text());
+                        page.close(seat_close::ENDED, None, false);
+                        return Ok(false);
+                    }
+                    None => Some(ToPage::Console { string }),
+                },
                 body => ToPage::from_troop(msg.src_id, body),
             };
-            let Some(page) = page else { continue };
-            if to_page.try_send(PageOut::Text(page.to_text())).is_err() {
-                let _ = to_page.try_send(PageOut::Close(close::TOO_SLOW, None));
+            let Some(out) = out else { continue };
+            if !page.send(out.to_text()) {
+                page.close(close::TOO_SLOW, None, true);
                 return Err("the page fell behind");
-            }
-            if kill {
-                let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
-                return Ok(false);
             }
         }
     }
 
-    /// The server's connection closed without its goodbye: the hub's sentence if the session
-    /// is ending, else a plain one.
-    async fn server_gone(&self, to_page: &mpsc::Sender<PageOut>, session_id: &str) -> &'static str {
-        let last = match self.hub.seats.ending_sentence(session_id) {
-            Some(sentence) => ToPage::Kill { string: sentence },
-            None => ToPage::Error { message: "The session's server closed the connection".into(), retry: true },
-        };
-        let _ = to_page.try_send(PageOut::Text(last.to_text()));
-        let _ = to_page.try_send(PageOut::Close(seat_close::ENDED, None));
+    /// The server's connection closed: the hub's sentence if the session is ending (then the
+    /// page may not come back), else a sentence saying the page may join again.
+    fn server_gone(&self, page: &PageWriter, session_id: &str) -> &'static str {
+        match self.hub.seats.ending_sentence(session_id) {
+            Some(sentence) => {
+                page.send(ToPage::Kill { string: sentence }.to_text());
+                page.close(seat_close::ENDED, None, false);
+            }
+            None => {
+                let why = "The session's server closed this seat's connection; join again".to_string();
+                page.close(seat_close::SERVER_GONE, Some(why), false);
+            }
+        }
         "the server closed"
     }
 }
@@ -420,48 +451,134 @@ impl ToServer {
     }
 }
 
-/// What the page's writer is asked to do.
-enum PageOut {
-    Text(String),
-    /// Close with this code, after this error sentence if any.
-    Close(u16, Option<String>),
+/// What the page's writer is asked to do, besides sending text.
+struct Closing {
+    code: u16,
+    why: Option<String>,
+    /// Now, before what is queued (the page broke a rule or fell behind); otherwise after it.
+    at_once: bool,
+}
+
+/// The seat's side of its page: a queue bounded in messages and in bytes (its own and all
+/// seats' together, [`Seats::reserve`]), a close that never waits behind a full queue, pings.
+struct PageWriter {
+    queue: mpsc::Sender<String>,
+    closing: mpsc::Sender<Closing>,
+    pings: mpsc::Sender<()>,
+    /// Bytes queued for this page and not yet written.
+    queued: Arc<AtomicUsize>,
+    seats: Arc<Seats>,
+}
+
+impl PageWriter {
+    fn start(out: Out, seats: Arc<Seats>) -> (PageWriter, tokio::task::JoinHandle<()>) {
+        let (queue, texts) = mpsc::channel(SEAT_BACKLOG);
+        let (closing, close_rx) = mpsc::channel(1);
+        let (pings, ping_rx) = mpsc::channel(1);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(write_page(out, texts, close_rx, ping_rx, queued.clone(), seats.clone()));
+        (PageWriter { queue, closing, pings, queued, seats }, task)
+    }
+
+    /// Queues a text; false if the page is too far behind (in messages or bytes).
+    fn send(&self, text: String) -> bool {
+        let len = text.len();
+        // Counted before it is queued: the writer may take it (and give it back) at once.
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > SEAT_BYTES || !self.seats.reserve(len) {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.queue.try_send(text).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.seats.release(len);
+            return false;
+        }
+        true
+    }
+
+    fn close(&self, code: u16, why: Option<String>, at_once: bool) {
+        let _ = self.closing.try_send(Closing { code, why, at_once });
+    }
+
+    fn ping(&self) {
+        let _ = self.pings.try_send(());
+    }
+
+    async fn closed(&self) {
+        self.queue.closed().await
+    }
 }
 
 /// Writes to the page in batches until told to close or the page stops taking writes (then
-/// it returns, which the seat sees as its queue closing).
-async fn write_page(mut out: Out, mut queue: mpsc::Receiver<PageOut>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 256 {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// it returns, which the seat sees as its queue closing). Bytes written, or dropped at the end,
+/// are given back.
+async fn write_page(
+    mut out: Out,
+    mut texts: mpsc::Receiver<String>,
+    mut closing: mpsc::Receiver<Closing>,
+    mut pings: mpsc::Receiver<()>,
+    queued: Arc<AtomicUsize>,
+    seats: Arc<Seats>,
+) {
+    let written = |len: usize| {
+        queued.fetch_sub(len, Ordering::Relaxed);
+        seats.release(len);
+    };
+    // A close asked for after what is queued.
+    let mut after: Option<Closing> = None;
+    loop {
+        tokio::select! {
+            biased;
+            Some(c) = closing.recv(), if after.is_none() => {
+                if c.at_once {
+                    bye(&mut out, c).await;
+                    break;
+                }
+                after = Some(c);
             }
-        }
-        let mut closing = None;
-        let write = async {
-            for item in batch {
-                match item {
-                    PageOut::Text(text) => out.feed(WsMessage::Text(text.into())).await?,
-                    PageOut::Close(code, why) => {
-                        if let Some(message) = why {
-                            let error = ToPage::Error { message, retry: false };
-                            out.feed(WsMessage::Text(error.to_text().into())).await?;
-                        }
-                        closing = Some(code);
-                        break;
-                    }
+            Some(()) = pings.recv() => {
+                let ping = out.send(WsMessage::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    break;
                 }
             }
-            out.flush().await
-        };
-        if !matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(()))) {
-            return;
+            first = texts.recv() => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match texts.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let lens: usize = batch.iter().map(String::len).sum();
+                let write = async {
+                    for text in batch {
+                        out.feed(WsMessage::Text(text.into())).await?;
+                    }
+                    out.flush().await
+                };
+                let sent = tokio::time::timeout(SEND_TIMEOUT, write).await;
+                written(lens);
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
         }
-        if let Some(code) = closing {
-            let frame = CloseFrame { code, reason: "".into() };
-            let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(WsMessage::Close(Some(frame)))).await;
-            return;
+        if after.is_some() && texts.is_empty() {
+            if let Some(c) = after.take() {
+                bye(&mut out, c).await;
+            }
+            break;
         }
     }
+    texts.close();
+    while let Ok(t) = texts.try_recv() {
+        written(t.len());
+    }
+}
+
+/// The error sentence (if any) and the close frame.
+async fn bye(out: &mut Out, c: Closing) {
+    goodbye(out, c.why.map(|message| ToPage::Error { message, retry: false }), c.code).await;
 }

@@ -180,6 +180,25 @@ async fn a_seat_and_a_troop_client_play_together() {
 }
 
 #[tokio::test]
+async fn a_performers_kill_message_is_shown_not_obeyed() {
+    let b = bench("").await;
+    let (_, addr) = b.session("jam").await;
+    let mut mallory = TroopClient::join(addr, "mallory", PW, T).await.unwrap();
+    let (mut seat, id) = b.seat("jam", "bea").await;
+    next_of(&mut seat, "reset").await;
+    while !mallory.is_synchronized() {
+        mallory.recv(T).await.unwrap();
+    }
+    // Any Troop client can send MSG_KILL; only the hub (or the server closing) ends a seat.
+    mallory.send(Body::Kill { string: "Server shutting down, go home".into() }).await.unwrap();
+    let said = next_of(&mut seat, "console").await;
+    assert_eq!(said["string"], "Server shutting down, go home");
+    send(&mut seat, json!({"type": "mark", "index": 0})).await;
+    let mark = mallory.recv_until_match(T, |_, m| matches!(m.body, Body::SetMark { .. })).await.unwrap();
+    assert_eq!(mark.src_id, id, "the seat plays on");
+}
+
+#[tokio::test]
 async fn wrong_passwords_taken_names_and_bad_messages_are_refused_in_one_sentence() {
     let b = bench("").await;
     b.session("jam").await;

@@ -15,7 +15,16 @@ pub enum SeatRefusal {
     HubFull(usize),
     #[error("The name '{0}' is taken in this session: choose another")]
     NameTaken(String),
+    #[error("This session has as many browser seats as the hub allows ({0}); try again later")]
+    SessionFull(usize),
 }
+
+/// Browser seats one session may have at once (Troop gives out 62 client ids over a
+/// session's life; the rest are left for its Troop clients).
+pub const SEATS_PER_SESSION: usize = 32;
+/// Bytes queued for all pages together; a page whose next message would pass it is let go
+/// as fallen behind.
+pub const QUEUED_BYTES_TOTAL: usize = 256 << 20;
 
 #[derive(Debug, Default)]
 struct PerSession {
@@ -25,12 +34,16 @@ struct PerSession {
     off: bool,
     /// The hub's sentence, once the session is ending.
     ending: Option<String>,
+    /// The session ended: the entry goes with its last seat.
+    ended: bool,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     by_session: HashMap<String, PerSession>,
     total: usize,
+    /// Bytes queued for pages, all seats together.
+    queued: usize,
 }
 
 /// Every session's browser seats.
@@ -65,6 +78,9 @@ impl Seats {
         }
         if per.names.iter().any(|n| n == name) {
             return Err(SeatRefusal::NameTaken(name.to_string()));
+        }
+        if per.names.len() >= SEATS_PER_SESSION {
+            return Err(SeatRefusal::SessionFull(SEATS_PER_SESSION));
         }
         per.names.push(name.to_string());
         inner.total += 1;
@@ -104,12 +120,33 @@ impl Seats {
         self.inner().by_session.get(session).and_then(|p| p.ending.clone())
     }
 
-    /// Forgets an ended session's switch (its open seats give their places back themselves).
+    /// Forgets an ended session (its open seats give their places back themselves; its
+    /// entry goes with the last of them).
     pub fn forget(&self, session: &str) {
         let mut inner = self.inner();
-        if inner.by_session.get(session).is_some_and(|p| p.names.is_empty()) {
-            inner.by_session.remove(session);
+        match inner.by_session.get_mut(session) {
+            Some(p) if p.names.is_empty() => {
+                inner.by_session.remove(session);
+            }
+            Some(p) => p.ended = true,
+            None => {}
         }
+    }
+
+    /// Takes `len` bytes of the pages' shared queue budget; false if it is spent.
+    pub fn reserve(&self, len: usize) -> bool {
+        let mut inner = self.inner();
+        if inner.queued + len > QUEUED_BYTES_TOTAL {
+            return false;
+        }
+        inner.queued += len;
+        true
+    }
+
+    /// Gives back what [`Seats::reserve`] took.
+    pub fn release(&self, len: usize) {
+        let mut inner = self.inner();
+        inner.queued = inner.queued.saturating_sub(len);
     }
 
     /// Tells open seats to check whether they are still let in.
@@ -139,7 +176,7 @@ impl Drop for SeatPlace {
             if let Some(k) = per.names.iter().position(|n| *n == self.name) {
                 per.names.swap_remove(k);
             }
-            empty = per.names.is_empty() && !per.off;
+            empty = per.names.is_empty() && (per.ended || !per.off);
         }
         if empty {
             inner.by_session.remove(&self.session);
@@ -165,6 +202,30 @@ mod tests {
         drop(b);
         assert_eq!((seats.count("s1"), seats.count("s2"), seats.total()), (1, 0, 1));
         assert!(seats.take("s1", "alice", 3).is_ok(), "the name is free again");
+    }
+
+    #[test]
+    fn a_session_has_at_most_its_share_of_seats_and_the_pages_share_a_byte_budget() {
+        let seats = Arc::new(Seats::default());
+        let open: Vec<SeatPlace> =
+            (0..SEATS_PER_SESSION).map(|k| seats.take("s1", &format!("p{k}"), 1000).unwrap()).collect();
+        assert_eq!(seats.take("s1", "one more", 1000).unwrap_err(), SeatRefusal::SessionFull(SEATS_PER_SESSION));
+        assert!(seats.take("s2", "elsewhere", 1000).is_ok());
+        drop(open);
+        assert!(seats.reserve(QUEUED_BYTES_TOTAL - 10));
+        assert!(!seats.reserve(11), "the shared budget is spent");
+        seats.release(QUEUED_BYTES_TOTAL - 10);
+        assert!(seats.reserve(11));
+    }
+
+    #[test]
+    fn an_ended_session_goes_with_its_last_seat_even_when_its_seats_were_off() {
+        let seats = Arc::new(Seats::default());
+        let open = seats.take("s1", "alice", 10).unwrap();
+        seats.set_enabled("s1", false);
+        seats.forget("s1");
+        drop(open);
+        assert!(seats.inner().by_session.is_empty(), "nothing kept for an ended session");
     }
 
     #[test]
