@@ -47,7 +47,8 @@ struct Seat {
 impl Seat {
     async fn join(http: SocketAddr, session: &str, name: &str) -> Seat {
         let url = format!("ws://{http}/api/v1/sessions/{session}/seat");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("seat upgrade");
+        // Nagle off, as browsers have it for WebSockets.
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.expect("seat upgrade");
         let join = json!({"type": "join", "name": name, "password": PW}).to_string();
         ws.send(WsMessage::text(join)).await.expect("join");
         let mut seat = Seat { ws, id: -1, revision: 0, len: 0 };
