@@ -12,13 +12,12 @@
 
 use super::auth::AdminToken;
 use super::client::ClientIp;
-use super::error::{ApiError, ErrorBody};
+use super::error::{valid_name, ApiError, ErrorBody};
 use super::grants::{Grants, GRANT_TTL};
 use super::json::JsonBody;
 use super::pages::ARCHIVE_OFF;
 use crate::archive::{Archive, ArchiveError, Page, Summary};
 use crate::hub::Hub;
-use crate::wire::validate_name;
 use axum::extract::{Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -193,7 +192,7 @@ pub async fn access_name(
 ) -> Result<Json<Granted>, ApiError> {
     let archive = archive(&hub)?;
     let name = body.name.ok_or_else(|| ApiError::bad_request("Say which session: \"name\""))?;
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     let found = summaries_for(&hub, archive, name, ip, body.password).await?;
     grant(&grants, found.iter().map(|s| s.id.clone()).collect(), Some(found))
 }
@@ -264,7 +263,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Summary>>, ApiError> {
     let archive = archive(&hub)?;
     if let Some(name) = &q.name {
-        validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        valid_name(name)?;
     }
     match proof {
         Proof::Admin => {
@@ -298,7 +297,7 @@ pub async fn delete_name(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let archive = archive(&hub)?;
     let name = q.name.ok_or_else(|| ApiError::bad_request("Say which session: ?name=NAME"))?;
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     let deleted = blocking(move || archive.delete_name(&name)).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))
 }

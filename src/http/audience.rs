@@ -4,22 +4,21 @@
 //! one, then a snapshot and the session's events), and the owner's public switch
 //! `POST /api/v1/sessions/{name}/audience`. Wrong passwords are limited per address.
 
-use super::auth::AdminToken;
+use super::auth::{check_password, owner_or_admin, AdminToken};
 use super::client::ClientIp;
-use super::error::{ApiError, ErrorBody};
+use super::error::{no_session, valid_name, ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::serve::{ConnectionSlot, Place, SocketFd};
 use super::types::{AudienceState, AudienceSwitch};
 use crate::audience::{Access, LiveMessage};
 use crate::hub::{Hub, Watch, WatchError, FEED_BACKLOG};
-use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,14 +50,6 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// Not the WebSocket protocol (RFC 6455).
     pub const PROTOCOL: u16 = 1002;
-}
-
-fn valid_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-fn no_session(name: &str) -> ApiError {
-    ApiError::not_found(format!("No session named '{name}' is running"))
 }
 
 /// Watch a session live (WebSocket)
@@ -156,37 +147,6 @@ pub async fn set_audience(
     let audience = hub.audience_access(&name).ok_or_else(|| no_session(&name))?;
     tracing::info!(session = %name, public = switch.public, "audience view switched");
     Ok(Json(AudienceState { name, audience }))
-}
-
-/// The owner's switches: the admin passes, anyone else must send the session's password
-/// (checked through the gate; 400 without one).
-pub(super) async fn owner_or_admin(
-    hub: &Hub,
-    name: &str,
-    ip: IpAddr,
-    admin: bool,
-    password: Option<&SecretString>,
-) -> Result<(), ApiError> {
-    if admin {
-        return Ok(());
-    }
-    let password =
-        password.ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
-    check_password(hub, name, ip, password).await
-}
-
-/// Checks a session password through the hub's gate: 429, 403 or 404 when it fails.
-pub(super) async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
-    // Paid for before it is checked (so a burst cannot slip through), kept only when wrong.
-    let charge = hub.gate.take(ip, name)?;
-    match hub.check_session_password(name, password.expose_secret()).await {
-        Some(true) => Ok(()),
-        Some(false) => {
-            charge.wrong();
-            Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'")))
-        }
-        None => Err(no_session(name)),
-    }
 }
 
 /// The password message a viewer sends first.

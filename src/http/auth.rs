@@ -3,14 +3,16 @@
 //! time) and refuses the rest with a sentence saying why; `Option<AdminToken>` is for pages
 //! that show the admin more and everyone else less (a missing or wrong token there is just
 //! "not the admin"). Wrong tokens are limited per address by the hub's password gate, like
-//! wrong session passwords.
+//! wrong session passwords, which [`check_password`] checks (and [`owner_or_admin`] for the
+//! owner's switches: the admin, or whoever knows the session's password).
 
 use super::client::ClientIp;
-use super::error::ApiError;
+use super::error::{no_session, ApiError};
 use crate::hub::Hub;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,6 +73,37 @@ impl OptionalFromRequestParts<Arc<Hub>> for AdminToken {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Option<Self>, Infallible> {
         Ok(AdminToken::from_parts(parts, hub).await.ok())
+    }
+}
+
+/// The owner's switches: the admin passes, anyone else must send the session's password
+/// (checked through the gate; 400 without one).
+pub(super) async fn owner_or_admin(
+    hub: &Hub,
+    name: &str,
+    ip: IpAddr,
+    admin: bool,
+    password: Option<&SecretString>,
+) -> Result<(), ApiError> {
+    if admin {
+        return Ok(());
+    }
+    let password =
+        password.ok_or_else(|| ApiError::bad_request("Send the session's \"password\" (or the admin token)"))?;
+    check_password(hub, name, ip, password).await
+}
+
+/// Checks a session password through the hub's gate: 429, 403 or 404 when it fails.
+pub(super) async fn check_password(hub: &Hub, name: &str, ip: IpAddr, password: &SecretString) -> Result<(), ApiError> {
+    // Paid for before it is checked (so a burst cannot slip through), kept only when wrong.
+    let charge = hub.gate.take(ip, name)?;
+    match hub.check_session_password(name, password.expose_secret()).await {
+        Some(true) => Ok(()),
+        Some(false) => {
+            charge.wrong();
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("Wrong password for session '{name}'")))
+        }
+        None => Err(no_session(name)),
     }
 }
 

@@ -28,6 +28,21 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
+/// 400 unless `name` is a session name (letters, digits, '.', '_', '-'; at most 64).
+pub fn valid_name(name: &str) -> Result<(), ApiError> {
+    crate::wire::validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The sentence for a session that is not running.
+pub fn no_session_sentence(name: &str) -> String {
+    format!("No session named '{name}' is running")
+}
+
+/// 404: no session of that name is running.
+pub fn no_session(name: &str) -> ApiError {
+    ApiError::not_found(no_session_sentence(name))
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into(), retry_after: None }

@@ -4,10 +4,9 @@
 //! `/assets/codemirror/`, see `assets/vendor/codemirror/VERSION`). All are files compiled into the hub (`assets/`), served with a strict CSP; they
 //! use relative URLs only, so a reverse proxy may put the hub under a path prefix.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{valid_name, ApiError, ErrorBody};
 use crate::config::Audience;
 use crate::hub::Hub;
-use crate::wire::validate_name;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -50,7 +49,7 @@ const HTML: &str = "text/html; charset=utf-8";
         (status = 404, description = "The audience view is off on this hub", body = ErrorBody),
     ))]
 pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     if hub.config().audience == Audience::Off {
         return Err(ApiError::not_found(AUDIENCE_OFF));
     }
@@ -69,7 +68,7 @@ pub async fn view_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) ->
         (status = 404, description = "Browser seats are off on this hub", body = ErrorBody),
     ))]
 pub async fn seat_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     if !hub.config().browser_seats {
         return Err(ApiError::not_found(SEATS_OFF));
     }
@@ -104,7 +103,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 
 /// The pages' scripts and styles
 #[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seatlogic.js, seat.js or seat.css")),
+    params(("file" = String, Path, description = "palette.css, view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seatlogic.js, seat.js or seat.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -112,6 +111,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (js, css) = ("text/javascript; charset=utf-8", "text/css; charset=utf-8");
     match name.as_str() {
+        "palette.css" => Ok(file(css, include_str!("assets/palette.css"))),
         "view.css" => Ok(file(css, include_str!("assets/view.css"))),
         "doc.js" => Ok(file(js, include_str!("assets/doc.js"))),
         "render.js" => Ok(file(js, include_str!("assets/render.js"))),

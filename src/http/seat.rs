@@ -5,16 +5,15 @@
 //! the server's come back as JSON. The page runs the OT; the hub checks the password through
 //! the gate, answers keep-alives, and drops a page that stops reading without slowing anyone.
 
-use super::audience::{check_password, close, owner_or_admin, protocol_close};
-use super::auth::AdminToken;
+use super::audience::{close, protocol_close};
+use super::auth::{check_password, owner_or_admin, AdminToken};
 use super::client::ClientIp;
-use super::error::{ApiError, ErrorBody};
+use super::error::{no_session, no_session_sentence, valid_name, ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::serve::{ConnectionSlot, Place, SocketFd};
 use super::types::{SeatState, SeatSwitch};
 use crate::hub::{Hub, SeatPlace, SeatRefusal, Seats};
 use crate::seat::{check_name, FromPage, Join, ToPage};
-use crate::wire::validate_name;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -63,10 +62,6 @@ pub mod seat_close {
     pub const ENDED: u16 = 1000;
 }
 
-fn no_session(name: &str) -> ApiError {
-    ApiError::not_found(format!("No session named '{name}' is running"))
-}
-
 const SEATS_OFF_HUB: &str = "Browser seats are off on this hub";
 
 /// Play in a session from a browser (WebSocket)
@@ -94,7 +89,7 @@ pub async fn seat(
     fd: Option<Extension<SocketFd>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     if !hub.config().browser_seats {
         return Err(ApiError::not_found(SEATS_OFF_HUB));
     }
@@ -133,7 +128,7 @@ pub async fn set_seats(
     admin: Option<AdminToken>,
     JsonBody(switch): JsonBody<SeatSwitch>,
 ) -> Result<Json<SeatState>, ApiError> {
-    validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    valid_name(&name)?;
     let (id, _) = hub.troop_target(&name).ok_or_else(|| no_session(&name))?;
     owner_or_admin(&hub, &name, ip, admin.is_some(), switch.password.as_ref()).await?;
     hub.seats.set_enabled(&id, switch.on);
@@ -152,6 +147,16 @@ impl Refusal {
     fn new(code: u16, message: impl Into<String>) -> Refusal {
         Refusal { code, message: message.into(), retry: false }
     }
+}
+
+/// A page that joined: who it plays as, where, and its Troop connection.
+struct Joined {
+    performer: String,
+    /// Its Troop client id in the session.
+    id: i64,
+    session_id: String,
+    stream: tokio::net::TcpStream,
+    place: SeatPlace,
 }
 
 /// One page's seat.
@@ -180,7 +185,7 @@ impl Seat {
         // Subscribed before anything is checked: a switch turned off meanwhile is seen.
         let epoch = self.hub.seats.subscribe();
         let joined = self.join(&mut incoming).await;
-        let (performer, place, stream, id, session_id) = match joined {
+        let Joined { performer, id, session_id, stream, place } = match joined {
             Ok(j) => j,
             Err(r) => {
                 let error = ToPage::Error { message: r.message, retry: r.retry };
@@ -192,7 +197,7 @@ impl Seat {
         if out.send(WsMessage::Text(welcome.to_text().into())).await.is_err() {
             return;
         }
-        let end = self.play(out, incoming, stream, id, &session_id, &performer, epoch).await;
+        let end = self.play(out, incoming, stream, (id, &session_id, &performer), epoch).await;
         debug!(performer = %performer, why = end, "a browser seat left");
         drop(place);
         // A seat holds its connection's place in the per-address cap for its whole life.
@@ -200,10 +205,7 @@ impl Seat {
     }
 
     /// Reads the page's `join`, checks it and logs in to the session's server.
-    async fn join(
-        &self,
-        incoming: &mut SplitStream<WebSocket>,
-    ) -> Result<(String, SeatPlace, tokio::net::TcpStream, i64, String), Refusal> {
+    async fn join(&self, incoming: &mut SplitStream<WebSocket>) -> Result<Joined, Refusal> {
         let first = tokio::time::timeout(JOIN_TIMEOUT, async {
             loop {
                 match incoming.next().await {
@@ -231,7 +233,7 @@ impl Seat {
         let (session_id, addr) = self
             .hub
             .troop_target(&self.name)
-            .ok_or_else(|| Refusal::new(close::NO_SESSION, format!("No session named '{}' is running", self.name)))?;
+            .ok_or_else(|| Refusal::new(close::NO_SESSION, no_session_sentence(&self.name)))?;
         if !self.hub.config().browser_seats {
             return Err(Refusal::new(close::NO_SESSION, SEATS_OFF_HUB));
         }
@@ -262,7 +264,7 @@ impl Seat {
                 Refusal { code: close::NO_SESSION, message: "The session's server did not answer".into(), retry: true }
             }
         })?;
-        Ok((performer, place, stream, id, session_id))
+        Ok(Joined { performer, id, session_id, stream, place })
     }
 
     async fn login(
@@ -277,15 +279,12 @@ impl Seat {
     }
 
     /// Carries messages both ways until one side ends; returns why, for the log.
-    #[allow(clippy::too_many_arguments)]
     async fn play(
         &self,
         out: Out,
         mut incoming: SplitStream<WebSocket>,
         stream: tokio::net::TcpStream,
-        id: i64,
-        session_id: &str,
-        performer: &str,
+        (id, session_id, performer): (i64, &str, &str),
         mut epoch: tokio::sync::watch::Receiver<u64>,
     ) -> &'static str {
         let addr = stream.peer_addr().ok();

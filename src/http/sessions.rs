@@ -3,11 +3,10 @@
 //! `#[utoipa::path]` is its entry in the OpenAPI document.
 
 use super::auth::AdminToken;
-use super::error::{ApiError, ErrorBody};
+use super::error::{valid_name, ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::types::{Address, NewSession, NodeList, SessionList, Started};
 use crate::hub::{Hub, StartRequest};
-use crate::wire::validate_name;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,10 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A session name from a request, checked like the hub protocol checks it.
-fn valid_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
 /// The running configuration (secrets masked)
 #[utoipa::path(get, path = "/api/v1/config", tag = "admin", security(("bearer" = [])),
     responses(

@@ -3,6 +3,7 @@
 //! place is a [`SeatPlace`] that gives itself back when dropped, so no path leaks one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -42,21 +43,22 @@ struct PerSession {
 struct Inner {
     by_session: HashMap<String, PerSession>,
     total: usize,
-    /// Bytes queued for pages, all seats together.
-    queued: usize,
 }
 
 /// Every session's browser seats.
 #[derive(Debug)]
 pub struct Seats {
     inner: Mutex<Inner>,
+    /// Bytes queued for pages, all seats together (every message to a page passes here, so
+    /// it is an atomic, not under the lock).
+    queued: AtomicUsize,
     /// Bumped when who may sit may have changed (a session's switch, hub.yaml).
     epoch: watch::Sender<u64>,
 }
 
 impl Default for Seats {
     fn default() -> Self {
-        Seats { inner: Mutex::new(Inner::default()), epoch: watch::channel(0).0 }
+        Seats { inner: Mutex::new(Inner::default()), queued: AtomicUsize::new(0), epoch: watch::channel(0).0 }
     }
 }
 
@@ -135,18 +137,16 @@ impl Seats {
 
     /// Takes `len` bytes of the pages' shared queue budget; false if it is spent.
     pub fn reserve(&self, len: usize) -> bool {
-        let mut inner = self.inner();
-        if inner.queued + len > QUEUED_BYTES_TOTAL {
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUED_BYTES_TOTAL {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
-        inner.queued += len;
         true
     }
 
     /// Gives back what [`Seats::reserve`] took.
     pub fn release(&self, len: usize) {
-        let mut inner = self.inner();
-        inner.queued = inner.queued.saturating_sub(len);
+        self.queued.fetch_sub(len, Ordering::Relaxed);
     }
 
     /// Tells open seats to check whether they are still let in.

@@ -70,6 +70,7 @@ impl Hub {
     pub fn list(&self) -> Vec<SessionInfo> {
         let registry = lock(&self.registry);
         let now = now();
+        let seats_on_hub = self.config().browser_seats;
         registry
             .list()
             .map(|s| (s, self.live_view(&s.id).unwrap_or_default()))
@@ -97,7 +98,7 @@ impl Hub {
                 operations: live.counters.operations,
                 evaluations: live.counters.evaluations,
                 seats: self.seats.count(&s.id),
-                seats_on: self.config().browser_seats && self.seats.enabled(&s.id),
+                seats_on: seats_on_hub && self.seats.enabled(&s.id),
             })
             .collect()
     }
@@ -152,9 +153,7 @@ impl Hub {
 
     /// Session `name`'s id and where the hub reaches its Troop port, while it runs.
     pub fn troop_target(&self, name: &str) -> Option<(String, std::net::SocketAddr)> {
-        let r = lock(&self.registry);
-        let addr = r.troop_addr(name)?;
-        r.running(name).map(|s| (s.id.clone(), addr))
+        lock(&self.registry).running(name).and_then(|s| Some((s.id.clone(), s.troop_addr()?)))
     }
 
     /// Names of the performers connected to session `id` now, as its live view knows them.

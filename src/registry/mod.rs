@@ -102,6 +102,13 @@ pub struct Session {
     pub expires: Option<Instant>,
 }
 
+impl Session {
+    /// Where the hub itself reaches its Troop port (browser seats connect there).
+    pub fn troop_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().map(|c| c.addr).or(self.reach)
+    }
+}
+
 /// How the hub reaches a session server's control channel: its address and secret.
 #[derive(Debug, Clone)]
 pub struct ControlAccess {
@@ -377,11 +384,6 @@ impl Registry {
         }
         self.sessions.insert(session.name.clone(), session);
         Ok(())
-    }
-
-    /// Where the hub itself reaches session `name`'s Troop port (browser seats connect there).
-    pub fn troop_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.running(name).and_then(|s| s.control.as_ref().map(|c| c.addr).or(s.reach))
     }
 
     /// Records where the hub reaches session `id`'s Troop port, for a server without a control
