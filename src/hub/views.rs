@@ -158,7 +158,7 @@ impl Hub {
 
     /// Names of the performers connected to session `id` now, as its live view knows them.
     pub fn performer_names(&self, id: &str) -> Vec<String> {
-        self.live_view(id).map(|v| v.performers.into_iter().map(|p| p.name).collect()).unwrap_or_default()
+        self.live.with(id, |f| f.view.performers.iter().map(|p| p.name.clone()).collect()).unwrap_or_default()
     }
 
     /// Ports the registry holds (for tests and consistency checks).
