@@ -110,7 +110,7 @@ pub async fn get_session(
     let found = hub.query(&name);
     hub.metrics.request("http_query", if found.is_some() { "ok" } else { "error" });
     let audience = hub.audience_access(&name).unwrap_or(crate::audience::Access::Off);
-    let session = admin.and_then(|_| hub.list().into_iter().find(|s| s.name == name)).map(Into::into);
+    let session = admin.and_then(|_| hub.session(&name)).map(Into::into);
     match found {
         Some((host, port)) => Ok(Json(Address { name, host, port, audience, session })),
         None => Err(ApiError::not_found(format!("No session named '{name}'"))),

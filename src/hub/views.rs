@@ -4,8 +4,8 @@
 
 use super::{lock, now, short, Hub};
 use crate::metrics::Gauges;
-use crate::registry::{Node, State};
-use std::time::SystemTime;
+use crate::registry::{Node, Session, State};
+use std::time::{Instant, SystemTime};
 
 /// What the list requests show of a session (never its password).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,38 +69,44 @@ impl Hub {
     /// Every session, by name.
     pub fn list(&self) -> Vec<SessionInfo> {
         let registry = lock(&self.registry);
-        let now = now();
-        let seats_on_hub = self.config().browser_seats;
-        registry
-            .list()
-            .map(|s| (s, self.live_view(&s.id).unwrap_or_default()))
-            .map(|(s, live)| SessionInfo {
-                name: s.name.clone(),
-                id: s.id.clone(),
-                host: self.host_for(s.host.as_ref()),
-                node: s.node.clone(),
-                port: s.port,
-                state: match s.state {
-                    State::Starting => "starting",
-                    State::Running => "running",
-                },
-                created: s.created.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-                age_seconds: now.saturating_duration_since(s.started).as_secs(),
-                owner_connected: s.owner_connected,
-                daemon: s.daemon,
-                container: s.handle.as_deref().map(|c| short(c).to_string()),
-                performers: live
-                    .performers
-                    .iter()
-                    .map(|p| PerformerInfo { id: p.id, name: p.name.clone(), since: p.since_ms / 1000 })
-                    .collect(),
-                last_activity: live.last_activity_ms.map(|t| t / 1000),
-                operations: live.counters.operations,
-                evaluations: live.counters.evaluations,
-                seats: self.seats.count(&s.id),
-                seats_on: seats_on_hub && self.seats.enabled(&s.id),
-            })
-            .collect()
+        let (now, seats_on_hub) = (now(), self.config().browser_seats);
+        registry.list().map(|s| self.info(s, now, seats_on_hub)).collect()
+    }
+
+    /// One session, by name.
+    pub fn session(&self, name: &str) -> Option<SessionInfo> {
+        let registry = lock(&self.registry);
+        registry.get(name).map(|s| self.info(s, now(), self.config().browser_seats))
+    }
+
+    fn info(&self, s: &Session, now: Instant, seats_on_hub: bool) -> SessionInfo {
+        let live = self.live_view(&s.id).unwrap_or_default();
+        SessionInfo {
+            name: s.name.clone(),
+            id: s.id.clone(),
+            host: self.host_for(s.host.as_ref()),
+            node: s.node.clone(),
+            port: s.port,
+            state: match s.state {
+                State::Starting => "starting",
+                State::Running => "running",
+            },
+            created: s.created.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            age_seconds: now.saturating_duration_since(s.started).as_secs(),
+            owner_connected: s.owner_connected,
+            daemon: s.daemon,
+            container: s.handle.as_deref().map(|c| short(c).to_string()),
+            performers: live
+                .performers
+                .iter()
+                .map(|p| PerformerInfo { id: p.id, name: p.name.clone(), since: p.since_ms / 1000 })
+                .collect(),
+            last_activity: live.last_activity_ms.map(|t| t / 1000),
+            operations: live.counters.operations,
+            evaluations: live.counters.evaluations,
+            seats: self.seats.count(&s.id),
+            seats_on: seats_on_hub && self.seats.enabled(&s.id),
+        }
     }
 
     /// The nodes as the hub places sessions on them.

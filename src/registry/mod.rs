@@ -7,6 +7,11 @@
 //! next one is tried. Each session holds a lease on its slot, keyed by its id: releasing a
 //! session frees its name at once, its slot only when [`Registry::free`] hears its server is
 //! gone. The local Docker runtime is one node, [`LOCAL_NODE`].
+//!
+//! Nothing here walks every session for one request: sessions are indexed by name, id and
+//! handle, and counted per node and per owner address as they come and go; finding a free port
+//! scans the range's integers on one node without allocating (1,000 sessions measured in
+//! BENCHMARKS.md "A thousand sessions").
 
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
@@ -138,17 +143,34 @@ pub enum Gone {
     Unsure,
 }
 
+/// One node's port table: held ports by the id holding each, and ports set aside until when.
+#[derive(Debug, Default)]
+struct NodePorts {
+    held: HashMap<u16, String>,
+    aside: HashMap<u16, Instant>,
+}
+
+impl NodePorts {
+    fn free(&self, p: u16, now: Instant) -> bool {
+        !self.held.contains_key(&p) && self.aside.get(&p).is_none_or(|until| *until <= now)
+    }
+}
+
 /// The session table.
 #[derive(Debug)]
 pub struct Registry {
     sessions: BTreeMap<String, Session>,
+    /// Indexes into `sessions`: name by id, id by handle; counts per node and per address.
+    names_by_id: HashMap<String, String>,
+    ids_by_handle: HashMap<String, String>,
+    per_node: HashMap<String, usize>,
+    per_address: HashMap<IpAddr, usize>,
     nodes: Vec<Node>,
     ports: (u16, u16),
-    /// Held slots by the id of the session holding each, and back (ids are never reused; a
+    /// Each node's held and set-aside ports, and each holder's slot (ids are never reused; a
     /// name is, while the old session's server may still hold its slot).
-    holders: HashMap<Slot, String>,
+    slots: HashMap<String, NodePorts>,
     leases: HashMap<String, Slot>,
-    set_aside: HashMap<Slot, Instant>,
     /// Nodes where a start failed recently: placed on only when no other node has room.
     cooling: HashMap<String, Instant>,
     /// Warm pool members by id (see [`pool`]).
@@ -168,11 +190,14 @@ impl Registry {
     pub fn new(ports: (u16, u16), max_sessions: usize, max_per_address: usize) -> Self {
         Registry {
             sessions: BTreeMap::new(),
+            names_by_id: HashMap::new(),
+            ids_by_handle: HashMap::new(),
+            per_node: HashMap::new(),
+            per_address: HashMap::new(),
             nodes: Vec::new(),
             ports,
-            holders: HashMap::new(),
+            slots: HashMap::new(),
             leases: HashMap::new(),
-            set_aside: HashMap::new(),
             cooling: HashMap::new(),
             pool: BTreeMap::new(),
             max_sessions,
@@ -188,7 +213,8 @@ impl Registry {
 
     /// Widens (or, when no live session is outside it, narrows) the port range.
     pub fn set_ports(&mut self, ports: (u16, u16)) -> Result<(), String> {
-        if let Some((_, p)) = self.holders.keys().find(|(_, p)| *p < ports.0 || *p > ports.1) {
+        let outside = self.slots.values().flat_map(|n| n.held.keys()).find(|p| **p < ports.0 || **p > ports.1);
+        if let Some(p) = outside {
             return Err(format!("port {p} is in use by a session outside the new range"));
         }
         self.ports = ports;
@@ -210,6 +236,9 @@ impl Registry {
     /// Replaces the node list (from the engine). Sessions on a node that left keep their
     /// slot until they end; sessions on a listed node follow its current public host.
     pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        if self.nodes == nodes {
+            return; // asked every few seconds; the sessions change only when the nodes do
+        }
         for s in self.sessions.values_mut() {
             if let Some(n) = nodes.iter().find(|n| n.id == s.node) {
                 s.host = n.host.clone();
@@ -224,7 +253,7 @@ impl Registry {
 
     /// Sessions on a node (pool members not counted).
     pub fn sessions_on(&self, node: &str) -> usize {
-        self.sessions.values().filter(|s| s.node == node).count()
+        self.per_node.get(node).copied().unwrap_or(0)
     }
 
     /// Ports neither used nor set aside, summed over the usable nodes.
@@ -232,14 +261,51 @@ impl Registry {
         self.nodes.iter().filter(|n| n.usable).map(|n| self.free_ports_on(&n.id, now)).sum()
     }
 
-    /// Ports of one node neither used nor set aside.
+    /// Ports of one node neither used nor set aside (held ports are all in the range: see
+    /// [`Registry::set_ports`]).
     pub fn free_ports_on(&self, node: &str, now: Instant) -> usize {
-        (self.ports.0..=self.ports.1).filter(|p| self.port_free(node, *p, now)).count()
+        let all = usize::from(self.ports.1 - self.ports.0) + 1;
+        let Some(n) = self.slots.get(node) else { return all };
+        let (lo, hi) = self.ports;
+        let aside =
+            n.aside.iter().filter(|(p, until)| **until > now && (lo..=hi).contains(*p) && !n.held.contains_key(*p));
+        all.saturating_sub(n.held.len() + aside.count())
     }
 
-    fn port_free(&self, node: &str, p: u16, now: Instant) -> bool {
-        let slot = (node.to_string(), p);
-        !self.holders.contains_key(&slot) && self.set_aside.get(&slot).is_none_or(|until| *until <= now)
+    /// The lowest free port on `node`.
+    fn lowest_free(&self, node: &str, now: Instant) -> Option<u16> {
+        let (lo, hi) = self.ports;
+        match self.slots.get(node) {
+            Some(n) => (lo..=hi).find(|p| n.free(*p, now)),
+            None => Some(lo),
+        }
+    }
+
+    /// Adds `s` to the table and its indexes.
+    fn insert_session(&mut self, s: Session) {
+        self.names_by_id.insert(s.id.clone(), s.name.clone());
+        if let Some(h) = &s.handle {
+            self.ids_by_handle.insert(h.clone(), s.id.clone());
+        }
+        *self.per_node.entry(s.node.clone()).or_insert(0) += 1;
+        if let (true, Some(ip)) = (s.counts_for_address, s.owner_ip) {
+            *self.per_address.entry(ip).or_insert(0) += 1;
+        }
+        self.sessions.insert(s.name.clone(), s);
+    }
+
+    /// Takes session `name` out of the table and its indexes.
+    fn remove_session(&mut self, name: &str) -> Option<Session> {
+        let s = self.sessions.remove(name)?;
+        self.names_by_id.remove(&s.id);
+        if let Some(h) = &s.handle {
+            self.ids_by_handle.remove(h);
+        }
+        decrement(&mut self.per_node, &s.node);
+        if let (true, Some(ip)) = (s.counts_for_address, s.owner_ip) {
+            decrement(&mut self.per_address, &ip);
+        }
+        Some(s)
     }
 
     /// The usable node with the fewest sessions that has a free port (ties: the node listed
@@ -255,20 +321,32 @@ impl Registry {
         usable
             .into_iter()
             .find_map(|n| {
-                (self.ports.0..=self.ports.1).find(|p| self.port_free(&n.id, *p, now)).map(|port| Placement {
-                    node: n.id.clone(),
-                    host: n.host.clone(),
-                    port,
-                })
+                self.lowest_free(&n.id, now).map(|port| Placement { node: n.id.clone(), host: n.host.clone(), port })
             })
             .ok_or(RegistryError::NoPort)
     }
 
     fn hold(&mut self, slot: Slot, id: &str) {
         if let Some(old) = self.leases.insert(id.to_string(), slot.clone()) {
-            self.holders.remove(&old);
+            self.unhold(&old);
         }
-        self.holders.insert(slot, id.to_string());
+        self.slots.entry(slot.0).or_default().held.insert(slot.1, id.to_string());
+    }
+
+    fn unhold(&mut self, (node, port): &Slot) {
+        if let Some(n) = self.slots.get_mut(node) {
+            n.held.remove(port);
+        }
+    }
+
+    fn set_aside(&mut self, (node, port): Slot, now: Instant) {
+        let n = self.slots.entry(node).or_default();
+        n.aside.retain(|_, until| *until > now); // forget those whose time is up
+        n.aside.insert(port, now + SET_ASIDE);
+    }
+
+    fn is_held(&self, (node, port): &Slot) -> bool {
+        self.slots.get(node).is_some_and(|n| n.held.contains_key(port))
     }
 
     /// The checks every new session passes: a free name, the cap, the per-address limit.
@@ -280,7 +358,7 @@ impl Registry {
             return Err(RegistryError::Full);
         }
         if let (false, Some(ip)) = (new.trusted, new.owner_ip) {
-            let from_ip = self.sessions.values().filter(|s| s.counts_for_address && s.owner_ip == Some(ip)).count();
+            let from_ip = self.per_address.get(&ip).copied().unwrap_or(0);
             if from_ip >= self.max_per_address {
                 return Err(RegistryError::AddressLimit);
             }
@@ -317,31 +395,32 @@ impl Registry {
             started: now,
             expires: new.expires,
         };
-        self.sessions.insert(new.name, session);
+        self.insert_session(session);
         Ok(placed)
     }
 
     fn by_id_mut(&mut self, id: &str) -> Option<&mut Session> {
-        self.sessions.values_mut().find(|s| s.id == id)
+        self.sessions.get_mut(self.names_by_id.get(id)?)
     }
 
     /// Moves a registered session to `placed`.
     fn move_to(&mut self, id: &str, placed: &Placement) {
         self.hold((placed.node.clone(), placed.port), id);
-        if let Some(s) = self.by_id_mut(id) {
-            s.node = placed.node.clone();
-            s.host = placed.host.clone();
-            s.port = placed.port;
-        }
+        let Some(s) = self.by_id_mut(id) else { return };
+        let old = std::mem::replace(&mut s.node, placed.node.clone());
+        s.host = placed.host.clone();
+        s.port = placed.port;
+        decrement(&mut self.per_node, &old);
+        *self.per_node.entry(placed.node.clone()).or_insert(0) += 1;
     }
 
     /// The session's port was taken by something else: set it aside and place the session
     /// again (on the same node or another). With no room left the session goes.
     pub fn repick_port(&mut self, id: &str, now: Instant) -> Result<Placement, RegistryError> {
-        let name = self.sessions.values().find(|s| s.id == id).map(|s| s.name.clone()).ok_or(RegistryError::NoPort)?;
+        let name = self.names_by_id.get(id).cloned().ok_or(RegistryError::NoPort)?;
         if let Some(old) = self.leases.remove(id) {
-            self.holders.remove(&old);
-            self.set_aside.insert(old, now + SET_ASIDE);
+            self.unhold(&old);
+            self.set_aside(old, now);
         }
         match self.place(now, &[]) {
             Ok(placed) => {
@@ -349,7 +428,7 @@ impl Registry {
                 Ok(placed)
             }
             Err(e) => {
-                self.sessions.remove(&name);
+                self.remove_session(&name);
                 Err(e)
             }
         }
@@ -359,7 +438,7 @@ impl Registry {
     /// for a while, and the session moves to another usable node with room that this start
     /// has not `tried` yet, if there is one.
     pub fn place_elsewhere(&mut self, id: &str, now: Instant, tried: &[String]) -> Option<Placement> {
-        let node = self.sessions.values().find(|s| s.id == id)?.node.clone();
+        let node = self.by_id(id)?.node.clone();
         self.cooling.insert(node.clone(), now + NODE_COOLDOWN);
         let mut except = tried.to_vec();
         except.push(node);
@@ -375,14 +454,14 @@ impl Registry {
             return Err(RegistryError::NameTaken);
         }
         let slot = (session.node.clone(), session.port);
-        if self.holders.contains_key(&slot) {
+        if self.is_held(&slot) {
             return Err(RegistryError::NoPort);
         }
         self.hold(slot, &session.id);
         if let Some(n) = self.nodes.iter().find(|n| n.id == session.node) {
             session.host = n.host.clone();
         }
-        self.sessions.insert(session.name.clone(), session);
+        self.insert_session(session);
         Ok(())
     }
 
@@ -397,12 +476,14 @@ impl Registry {
     /// Records the handle of session `id`'s server (and how to reach its control channel);
     /// false if the session is gone.
     pub fn set_handle(&mut self, id: &str, handle: &str, control: Option<ControlAccess>) -> bool {
-        self.by_id_mut(id)
-            .map(|s| {
-                s.handle = Some(handle.to_string());
-                s.control = control;
-            })
-            .is_some()
+        let Some(s) = self.by_id_mut(id) else { return false };
+        let old = s.handle.replace(handle.to_string());
+        s.control = control;
+        if let Some(old) = old {
+            self.ids_by_handle.remove(&old);
+        }
+        self.ids_by_handle.insert(handle.to_string(), id.to_string());
+        true
     }
 
     /// Marks session `id` running; false if the session is gone.
@@ -421,7 +502,7 @@ impl Registry {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Session> {
-        self.sessions.values().find(|s| s.id == id)
+        self.sessions.get(self.names_by_id.get(id)?)
     }
 
     /// The running session of this name (a starting one is not reachable yet).
@@ -430,7 +511,7 @@ impl Registry {
     }
 
     pub fn by_handle(&self, handle: &str) -> Option<&Session> {
-        self.sessions.values().find(|s| s.handle.as_deref() == Some(handle))
+        self.by_id(self.ids_by_handle.get(handle)?)
     }
 
     /// Removes session `id` and frees its name at once. Its slot stays held: its server (or
@@ -438,8 +519,8 @@ impl Registry {
     /// for [`Registry::free`] (handing it out earlier makes the next start fail with "port is
     /// already allocated").
     pub fn release(&mut self, id: &str) -> Option<Session> {
-        let name = self.by_id(id)?.name.clone();
-        self.sessions.remove(&name)
+        let name = self.names_by_id.get(id)?.clone();
+        self.remove_session(&name)
     }
 
     /// The released session `id`'s server is gone (or, `Unsure`, may not be): its slot is
@@ -449,9 +530,9 @@ impl Registry {
             return;
         }
         if let Some(slot) = self.leases.remove(id) {
-            self.holders.remove(&slot);
+            self.unhold(&slot);
             if gone == Gone::Unsure {
-                self.set_aside.insert(slot, now + SET_ASIDE);
+                self.set_aside(slot, now);
             }
         }
     }
@@ -468,16 +549,27 @@ impl Registry {
 
     /// Ports the table holds, on every node (for consistency checks).
     pub fn ports_in_use(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = self.holders.keys().map(|(_, p)| *p).collect();
+        let mut p: Vec<u16> = self.slots.values().flat_map(|n| n.held.keys().copied()).collect();
         p.sort_unstable();
         p
     }
 
     /// Slots (node, port) the table holds.
     pub fn slots_in_use(&self) -> Vec<(String, u16)> {
-        let mut p: Vec<Slot> = self.holders.keys().cloned().collect();
+        let mut p: Vec<Slot> =
+            self.slots.iter().flat_map(|(node, n)| n.held.keys().map(|p| (node.clone(), *p))).collect();
         p.sort_unstable();
         p
+    }
+}
+
+/// One less of `key`; the entry goes at zero.
+fn decrement<K: std::hash::Hash + Eq + Clone>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 

@@ -138,7 +138,7 @@ impl Registry {
             started: now,
             expires: new.expires,
         };
-        self.sessions.insert(new.name, session);
+        self.insert_session(session);
         let placed = Placement { node, host, port };
         Ok(Some(Taken { id: member_id, placed, handle: ready.handle, control: ready.control }))
     }

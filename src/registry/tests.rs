@@ -315,3 +315,82 @@ fn a_member_of_an_older_generation_is_not_handed_out_and_a_held_slot_waits_for_f
         }
     ));
 }
+
+/// The indexes (by id, by handle, per node, per address, free ports) answer what a walk over
+/// every session answers, through a long random run of starts, moves, releases and frees.
+#[test]
+fn the_indexes_agree_with_a_walk_over_every_session() {
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let now = Instant::now();
+    let mut r = Registry::new((100, 160), 40, 3);
+    r.set_nodes(vec![node("n1", "a", true), node("n2", "b", true)]);
+    let mut released: Vec<String> = Vec::new();
+    let mut most = 0;
+    for step in 0..4000 {
+        let name = format!("s{}", rnd(60));
+        match rnd(6) {
+            0 | 1 => {
+                let ip = format!("10.0.0.{}", rnd(5));
+                let mut n = new(&name, &ip, rnd(4) == 0);
+                n.id = format!("id-{step}"); // ids are never reused
+                let _ = r.reserve(n, now);
+            }
+            2 => {
+                if let Some(id) = r.get(&name).map(|s| s.id.clone()) {
+                    r.set_handle(&id, &format!("h{step}"), None);
+                }
+            }
+            3 => {
+                if let Some(id) = r.get(&name).map(|s| s.id.clone()) {
+                    if rnd(2) == 0 {
+                        let _ = r.repick_port(&id, now);
+                    } else {
+                        let _ = r.place_elsewhere(&id, now, &[]);
+                    }
+                }
+            }
+            4 => {
+                if let Some(s) = r.get(&name).map(|s| s.id.clone()).and_then(|id| r.release(&id)) {
+                    released.push(s.id);
+                }
+            }
+            _ => {
+                if !released.is_empty() {
+                    let id = released.swap_remove(rnd(released.len() as u64) as usize);
+                    r.free(&id, if rnd(3) == 0 { Gone::Unsure } else { Gone::Removed }, now);
+                }
+            }
+        }
+        let all: Vec<Session> = r.list().cloned().collect();
+        most = most.max(all.len());
+        for s in &all {
+            assert_eq!(r.by_id(&s.id).map(|x| &x.name), Some(&s.name), "step {step}: by id");
+            if let Some(h) = &s.handle {
+                assert_eq!(r.by_handle(h).map(|x| &x.name), Some(&s.name), "step {step}: by handle");
+            }
+        }
+        for n in ["n1", "n2"] {
+            assert_eq!(r.sessions_on(n), all.iter().filter(|s| s.node == n).count(), "step {step}: on {n}");
+            let held = r.slots_in_use().iter().filter(|(node, _)| node == n).count();
+            let free = (100..=160).count() - held;
+            assert!(r.free_ports_on(n, now) <= free, "step {step}: free ports on {n}");
+        }
+        for k in 0..5 {
+            let ip: IpAddr = format!("10.0.0.{k}").parse().unwrap();
+            let counted = all.iter().filter(|s| s.counts_for_address && s.owner_ip == Some(ip)).count();
+            assert!(counted <= 3, "step {step}: the per-address limit held ({counted} from {ip})");
+            assert_eq!(r.per_address.get(&ip).copied().unwrap_or(0), counted, "step {step}: per address");
+        }
+        let mut slots = r.slots_in_use();
+        let n = slots.len();
+        slots.dedup();
+        assert_eq!(slots.len(), n, "step {step}: a slot held twice");
+    }
+    assert!(most > 20, "the run kept many sessions at once (at most {most})");
+}

@@ -1,0 +1,355 @@
+//! Sessions per host (`cargo bench --bench scale`): one hub grows to N = 10, 100, 250, 500 and
+//! 1,000 idle sessions (`SCALE_STEPS`), each with its owner's connection held open as performers
+//! do, and at each N measures, against the engine's or a trivial server's floor at the same N:
+//!
+//! - the next session's start, request to reply, cold (pool off) and warm (a pool of 4), and
+//!   the engine's own create + start + accept of the same image with a published port;
+//! - ending one session: its owner's kill to its container gone;
+//! - queries from 256 clients, closed loop and paced at 10,000 q/s, against the query floor;
+//! - at rest: hub RSS and CPU, the engine's CPU, host memory per session (MemAvailable) and
+//!   each process name's PSS; iptables rules; `docker ps` time;
+//! - the engine stopped for 4 s (SIGSTOP): what a start and queries get meanwhile.
+//!
+//! At the largest N: the hub SIGKILLed and started again (adoption time, every session still
+//! answering on its port), then SIGTERM (time until it exits and nothing is left).
+//! Prints a table and writes `target/bench-scale.json`. Run it as root (PSS of the engine's
+//! processes, iptables); the userland proxy's setting is the engine's (`docker info`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "measure/mod.rs"]
+#[allow(dead_code)]
+mod measure;
+
+use common::{metric, TestHub};
+use measure::*;
+use serde_json::json;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use troop_hub::admin::{self, start_session, Owner};
+
+/// Samples per measured start kind at each N.
+const SAMPLES: usize = 20;
+/// Sessions started at once while growing to the next N.
+const GROW_AT_ONCE: usize = 4;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50, p99 and max of `v`, in ms.
+fn tails(mut v: Vec<Duration>) -> [f64; 3] {
+    v.sort();
+    [pct(&v, 0.5), pct(&v, 0.99), v.last().map_or(f64::NAN, |d| ms(*d))]
+}
+
+/// CPU ticks (user + system) a process used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(14) + get(15)
+}
+
+fn pids_named(name: &str) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").args(["-x", name]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Share of one core each of `pids` used over `window`, summed.
+async fn cpu_share(pids: &[u32], window: Duration) -> f64 {
+    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    tokio::time::sleep(window).await;
+    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    (after.saturating_sub(before)) as f64 / 100.0 / window.as_secs_f64()
+}
+
+fn iptables_rules() -> usize {
+    let out = std::process::Command::new("iptables-save").output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("-A")).count()).unwrap_or(0)
+}
+
+fn timed_cli(args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let _ = std::process::Command::new("docker").args(args).output();
+    t.elapsed()
+}
+
+/// The hub's config with `warm_pool` set, applied by the hub's reload (checked every second).
+async fn set_pool(hub: &TestHub, members: usize) {
+    let yaml = std::fs::read_to_string(hub.config_path()).expect("hub.yaml");
+    let mut kept: Vec<&str> = yaml.lines().filter(|l| !l.starts_with("warm_pool:")).collect();
+    let line = format!("warm_pool: {members}");
+    kept.push(&line);
+    std::fs::write(hub.config_path(), kept.join("\n") + "\n").expect("write hub.yaml");
+    hub.eventually("the pool's new size", Duration::from_secs(30), async || {
+        let m = common::http(hub.http, "GET", "/metrics", None, None).await.body;
+        let (target, ready) = (metric(&m, "troop_hub_pool_target"), metric(&m, "troop_hub_pool_ready"));
+        let starting = metric(&m, "troop_hub_pool_starting");
+        let done = if members == 0 { ready + starting.max(0.0) <= 0.0 } else { ready >= members as f64 };
+        if target as usize == members && done {
+            Ok(())
+        } else {
+            Err(format!("target {target}, ready {ready}, starting {starting}"))
+        }
+    })
+    .await;
+}
+
+/// One start, request to reply; the session is ended at once (its owner kills it).
+async fn next_start(hub: &TestHub, name: &str) -> Result<Duration, String> {
+    let t = Instant::now();
+    let o = start_session(hub.addr, name, "pw", Duration::from_secs(60)).await.map_err(|e| e.to_string())??;
+    let took = t.elapsed();
+    o.kill().await;
+    Ok(took)
+}
+
+/// The container id of session `name`.
+fn container_of(hub: &TestHub, name: &str) -> Option<String> {
+    let filter = format!("label=io.troop-hub.session={name}");
+    let hub_filter = format!("label=io.troop-hub.hub={}", hub.id);
+    let out = common::docker(&["ps", "-q", "--no-trunc", "--filter", &hub_filter, "--filter", &filter]);
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().map(str::to_string)
+}
+
+/// Kill by the owner to its container gone.
+async fn end_one(hub: &TestHub, owner: Owner, name: &str) -> Duration {
+    let id = container_of(hub, name).expect("the session's container");
+    let t = Instant::now();
+    owner.kill().await;
+    hub.eventually("the ended session's container to go", Duration::from_secs(60), async || {
+        let out = common::docker(&["inspect", "-f", "{{.State.Status}}", &id]);
+        if out.status.success() {
+            Err(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    t.elapsed()
+}
+
+/// Loopback sources nobody used yet in this run (each level its own: no TIME_WAIT reuse).
+fn sources(step: usize, kind: u8, n: u8) -> Vec<IpAddr> {
+    (0..n).map(|k| IpAddr::from([127, 1 + step as u8, kind, 10 + k])).collect()
+}
+
+fn main() {
+    if std::env::var_os("BENCH_QUERY_FLOOR").is_some() {
+        return serve_query_floor();
+    }
+    let steps: Vec<usize> = std::env::var("SCALE_STEPS")
+        .unwrap_or_else(|_| "10,100,250,500,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("SCALE_STEPS: numbers, comma-separated"))
+        .collect();
+    let most = steps.iter().copied().max().unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let proxies_before = pids_named("docker-proxy").len();
+        let base = format!("max_sessions: {}\nmax_sessions_per_address: {}\nidle_exit: null\norphans: adopt", most + 40, most + 40);
+        let mut hub = TestHub::new(&base);
+        hub.envs.push(("RUST_LOG".into(), "info".into()));
+        let first = 30000 + (std::process::id() % 20) as u16 * 100;
+        hub.ports = (first, first + most as u16 + 60);
+        let floor_port = first + most as u16 + 70;
+        let mut hub = hub.start().await;
+        let _floors = FloorCleanup(hub.id.clone());
+        let docker = bollard::Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("api");
+        let engine: Vec<u32> = ["dockerd", "containerd"].iter().flat_map(|n| pids_named(n)).collect();
+        let pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
+        let (mem0, (pss0, _)) = (proc_kib("/proc/meminfo", "MemAvailable:"), pss_by_process());
+        let rules0 = iptables_rules();
+        println!("hub ports {}-{}; docker-proxy processes before: {proxies_before}", hub.ports.0, hub.ports.1);
+        let mut userland_proxy = false;
+        println!(
+            "\n{:>5} {:>7} | {:>15} {:>15} {:>15} | {:>8} | {:>17} {:>17} {:>10} | {:>7} {:>6} {:>6} {:>7} | {:>6} {:>8}",
+            "N", "grow s", "cold p50/p99", "warm p50/p99", "floor p50/p99", "end ms", "q256 p50/p99 ms", "10k/s p50/p99", "floor p99",
+            "hub MiB", "hub %", "eng %", "MiB/ses", "rules", "ps ms"
+        );
+        let mut owners: Vec<(String, Owner)> = Vec::new();
+        let mut rows = Vec::new();
+        for (step, &n) in steps.iter().enumerate() {
+            // Grow to n, a few at a time.
+            let t = Instant::now();
+            while owners.len() < n {
+                let batch: Vec<String> = (owners.len()..n.min(owners.len() + GROW_AT_ONCE)).map(|i| format!("d{i}")).collect();
+                let started = futures_util::future::join_all(batch.iter().map(|name| async move {
+                    (name.clone(), start_session(hub.addr, name, "pw", Duration::from_secs(120)).await)
+                }))
+                .await;
+                for (name, r) in started {
+                    match r {
+                        Ok(Ok(o)) => owners.push((name, o)),
+                        Ok(Err(e)) => panic!("growing to {n}: {name} refused: {e}\n{}", hub.log()),
+                        Err(e) => panic!("growing to {n}: {name}: {e}"),
+                    }
+                }
+            }
+            let grow = t.elapsed();
+            userland_proxy = pids_named("docker-proxy").len() > proxies_before;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+
+            // At rest.
+            let hub_cpu = cpu_share(&[pid], Duration::from_secs(5)).await;
+            let engine_cpu = cpu_share(&engine, Duration::from_secs(5)).await;
+            let rss = proc_kib(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0;
+            let mem = proc_kib("/proc/meminfo", "MemAvailable:");
+            let per_session = mem0.saturating_sub(mem) as f64 / n as f64 / 1024.0;
+            let (pss, _) = pss_by_process();
+            let parts: serde_json::Map<String, serde_json::Value> = SESSION_PROCESSES
+                .iter()
+                .map(|p| {
+                    let grown = pss.get(*p).copied().unwrap_or(0) as f64 - pss0.get(*p).copied().unwrap_or(0) as f64;
+                    (p.to_string(), json!(grown / n as f64 / 1024.0))
+                })
+                .collect();
+            let rules = iptables_rules();
+            let ps = tails((0..5).map(|_| timed_cli(&["ps", "-q"])).collect())[0];
+
+            // The next session, cold, warm, and the engine's floor, alternated.
+            let (mut cold, mut floor) = (Vec::new(), Vec::new());
+            for k in 0..SAMPLES {
+                floor.push(floor_once(&docker, floor_port, &hub.id).await);
+                cold.push(next_start(&hub, &format!("c{step}-{k}")).await.expect("a cold start"));
+            }
+            set_pool(&hub, 4).await;
+            let mut warm = Vec::new();
+            for k in 0..SAMPLES {
+                set_pool(&hub, 4).await; // full again
+                warm.push(next_start(&hub, &format!("w{step}-{k}")).await.expect("a warm start"));
+            }
+            set_pool(&hub, 0).await;
+            let mut ends = Vec::new();
+            for k in 0..5 {
+                let name = format!("e{step}-{k}");
+                let o = start_session(hub.addr, &name, "pw", Duration::from_secs(60)).await.expect("answered").expect("started");
+                ends.push(end_one(&hub, o, &name).await);
+            }
+
+            // Queries: closed loop, then paced at 10,000 q/s, each against the floor.
+            let floor_q = query_floor();
+            query_warm_up(hub.addr).await;
+            conntrack_room(90_000).await;
+            let (closed, closed_failed) = queries(hub.addr, &sources(step, 1, 4), 256, Duration::from_secs(2), None).await;
+            let closed_qps = closed.len() as f64 / 2.0;
+            let (paced, paced_failed) = queries(hub.addr, &sources(step, 2, 2), 256, Duration::from_secs(2), Some(10_000.0)).await;
+            let paced_qps = paced.len() as f64 / 2.0;
+            conntrack_room(25_000).await;
+            let (fpaced, _) = queries(floor_q.addr, &sources(step, 3, 2), 256, Duration::from_secs(2), Some(10_000.0)).await;
+            drop(floor_q);
+
+            // The engine stopped for 4 s: a start and paced queries meanwhile.
+            let dockerd = pids_named("dockerd");
+            for p in &dockerd {
+                let _ = std::process::Command::new("kill").args(["-STOP", &p.to_string()]).status();
+            }
+            let stalled_start = async {
+                let t = Instant::now();
+                let r = start_session(hub.addr, &format!("stall{step}"), "pw", Duration::from_secs(60)).await;
+                let said = match r {
+                    Ok(Ok(o)) => {
+                        o.kill().await;
+                        "started".to_string()
+                    }
+                    Ok(Err(e)) => e,
+                    Err(e) => format!("client: {e}"),
+                };
+                (t.elapsed(), said)
+            };
+            let stall_sources = sources(step, 4, 1);
+            let stalled_queries = queries(hub.addr, &stall_sources, 256, Duration::from_secs(3), Some(2_000.0));
+            let resume = async {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                for p in &dockerd {
+                    let _ = std::process::Command::new("kill").args(["-CONT", &p.to_string()]).status();
+                }
+            };
+            let ((stall_took, stall_said), (stall_q, stall_failed), ()) =
+                tokio::join!(stalled_start, stalled_queries, resume);
+
+            let cold = tails(cold);
+            let warm = tails(warm);
+            let floor = tails(floor);
+            let end = tails(ends);
+            let closed_t = tails(closed);
+            let paced_t = tails(paced);
+            let fpaced_t = tails(fpaced);
+            let stall_t = tails(stall_q);
+            println!(
+                "{n:>5} {:>7.1} | {:>7.0}/{:<7.0} {:>7.2}/{:<7.2} {:>7.0}/{:<7.0} | {:>8.0} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>10.2} | {rss:>7.1} {:>6.1} {:>6.1} {per_session:>7.2} | {rules:>6} {ps:>8.0}",
+                grow.as_secs_f64(), cold[0], cold[1], warm[0], warm[1], floor[0], floor[1], end[0],
+                closed_t[0], closed_t[1], paced_t[0], paced_t[1], fpaced_t[1], hub_cpu * 100.0, engine_cpu * 100.0
+            );
+            println!(
+                "      queries closed {closed_qps:.0}/s ({closed_failed} failed), paced {paced_qps:.0}/s ({paced_failed} failed, max {:.1} ms); \
+                 engine stopped 4 s: queries p99 {:.2} ms max {:.1} ms ({stall_failed} failed), a start took {:.1} s: {stall_said}",
+                paced_t[2], stall_t[1], stall_t[2], stall_took.as_secs_f64()
+            );
+            rows.push(json!({
+                "n": n, "grow_seconds": grow.as_secs_f64(),
+                "start_cold_ms": cold, "start_warm_ms": warm, "engine_floor_ms": floor, "end_one_ms": end,
+                "queries_closed_256": {"qps": closed_qps, "ms": closed_t, "failed": closed_failed},
+                "queries_paced_10k": {"qps": paced_qps, "ms": paced_t, "failed": paced_failed, "floor_ms": fpaced_t},
+                "hub_rss_mib": rss, "hub_cpu_share": hub_cpu, "engine_cpu_share": engine_cpu,
+                "host_mib_per_session": per_session, "pss_mib_per_session": parts,
+                "iptables_rules": rules, "iptables_rules_before": rules0, "docker_ps_ms": ps,
+                "engine_stopped_4s": {"start_seconds": stall_took.as_secs_f64(), "start_said": stall_said, "queries_ms": stall_t, "queries_failed": stall_failed},
+            }));
+        }
+
+        // A restart with every session live: adoption, then each still answers on its port.
+        let n = owners.len();
+        hub.signal("KILL");
+        hub.wait_exit(Duration::from_secs(30)).await;
+        let t = Instant::now();
+        hub.spawn().await;
+        let adopted = hub
+            .eventually("every session adopted", Duration::from_secs(300), async || {
+                let v = admin::request(hub.addr, &json!({"type": "query", "name": format!("d{}", n - 1)}), common::T).await;
+                let last = v.map_err(|e| e.to_string())?;
+                let m = common::http(hub.http, "GET", "/metrics", None, None).await.body;
+                let running = metric(&m, "troop_hub_sessions_running");
+                if last["result"].is_array() && running as usize >= n {
+                    Ok(t.elapsed())
+                } else {
+                    Err(format!("{running} of {n} running"))
+                }
+            })
+            .await;
+        let mut answering = 0;
+        for (name, _) in &owners {
+            let v = admin::request(hub.addr, &json!({"type": "query", "name": name}), common::T).await.expect("query");
+            let port = v["result"][1].as_u64().unwrap_or(0) as u16;
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                answering += 1;
+            }
+        }
+        drop(owners);
+        let new_pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
+        let rss_after = proc_kib(&format!("/proc/{new_pid}/status"), "VmRSS:") as f64 / 1024.0;
+        println!(
+            "\nuserland proxy {}; restart with {n} sessions: adopted in {:.1} s, {answering} of {n} answer on their ports; hub RSS {rss_after:.1} MiB",
+            if userland_proxy { "on" } else { "off" },
+            adopted.as_secs_f64()
+        );
+
+        // SIGTERM: until the hub exits, and until nothing of it is left.
+        let t = Instant::now();
+        hub.signal("TERM");
+        hub.wait_exit(Duration::from_secs(900)).await;
+        let exited = t.elapsed();
+        let left = hub.containers().len();
+        println!("SIGTERM with {n} sessions: the hub exited after {:.1} s; {left} containers left", exited.as_secs_f64());
+        let report = json!({"userland_proxy": userland_proxy, "steps": rows,
+            "restart": {"sessions": n, "adopted_seconds": adopted.as_secs_f64(), "answering": answering, "hub_rss_mib": rss_after},
+            "sigterm": {"sessions": n, "exit_seconds": exited.as_secs_f64(), "containers_left": left}});
+        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-scale.json");
+        let _ = std::fs::write(out, serde_json::to_string_pretty(&report).unwrap_or_default());
+        assert_eq!(left, 0, "containers left after SIGTERM");
+    });
+}
