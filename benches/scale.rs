@@ -153,6 +153,13 @@ fn main() {
         let proxies_before = pids_named("docker-proxy").len();
         let base = format!("max_sessions: {}\nmax_sessions_per_address: {}\nidle_exit: null\norphans: adopt", most + 40, most + 40);
         let mut hub = TestHub::new(&base);
+        // The archive's bound must hold every live session at its largest: 1 MiB each here.
+        let archive = hub.dir.path().join("archive.db");
+        hub.extra_yaml.push_str(&format!(
+            "\narchive: {{path: {}, max_session_bytes: 1m, max_total_bytes: {}m}}",
+            archive.display(),
+            most + 40
+        ));
         hub.envs.push(("RUST_LOG".into(), "info".into()));
         let first = 30000 + (std::process::id() % 20) as u16 * 100;
         hub.ports = (first, first + most as u16 + 60);

@@ -578,3 +578,76 @@ async fn an_image_without_a_control_channel_is_refused_at_start_with_the_fix_nam
     assert!(last.contains("set control_channel: false"), "the fix is named: {last}");
     assert!(hub.containers().is_empty(), "no warm pool member was started");
 }
+
+/// The networks each of this hub's containers is on, by network name: how many.
+fn containers_per_network(hub: &TestHub) -> std::collections::BTreeMap<String, usize> {
+    let mut per = std::collections::BTreeMap::new();
+    for id in hub.containers() {
+        let nets =
+            common::docker_ok(&["inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", &id]);
+        for n in nets.split_whitespace() {
+            *per.entry(n.to_string()).or_insert(0) += 1;
+        }
+    }
+    per
+}
+
+#[tokio::test]
+async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_when_it_empties_and_survives_a_restart() {
+    // Two sessions a network here (1,000 by default: a Linux bridge takes 1,023 ports).
+    let mut hub = TestHub::new("orphans: adopt");
+    // (Named here: TestHub names the network only when the extra lines do not.)
+    hub.extra_yaml.push_str(&format!("\nnetwork: {}-net\nsessions_per_network: 2", hub.id));
+    hub.ports = (hub.ports.0, hub.ports.0 + 5);
+    let mut hub = hub.start().await;
+    let net = format!("{}-net", hub.id);
+    let mut owners = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        owners.push(owner(&hub, name, "pw").await);
+    }
+    let want = |counts: &[(&str, usize)]| -> std::collections::BTreeMap<String, usize> {
+        counts.iter().map(|(suffix, n)| (format!("{net}{suffix}"), *n)).collect()
+    };
+    assert_eq!(containers_per_network(&hub), want(&[("", 2), ("-2", 2), ("-3", 1)]));
+    // Each session plays on its own network: a performer joins the last one.
+    let e = owners.pop().expect("e");
+    let _perf = TroopClient::join(([127, 0, 0, 1], e.port).into(), "bob", "pw", T).await.expect("join e");
+    // The third network empties: the hub removes it.
+    drop(_perf);
+    drop(e);
+    hub.eventually("the emptied network removed", T, async || {
+        let nets = common::docker_ok(&["network", "ls", "--format", "{{.Name}}", "--filter", &format!("name={net}")]);
+        let names: Vec<&str> = nets.lines().collect();
+        if names.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    // After a restart the hub knows which networks are full: a new session fills the second.
+    hub.signal("KILL");
+    hub.wait_exit(T).await;
+    hub.spawn().await;
+    let adopted = common::eventually("the four sessions adopted", T, async || {
+        let q = query(hub.addr, "d").await;
+        if q.is_array() {
+            Ok(())
+        } else {
+            Err(format!("{q}"))
+        }
+    });
+    adopted.await;
+    let b = owners.remove(1);
+    drop(b); // its owner's connection died with the old hub; ended by the admin instead
+    let v = troop_hub::admin::request(hub.addr, &serde_json::json!({"type": "kill", "name": "b"}), T).await.unwrap();
+    assert_eq!(v["data"], "success");
+    hub.wait_containers(3).await;
+    let _f = owner(&hub, "f", "pw").await;
+    assert_eq!(containers_per_network(&hub), want(&[("", 2), ("-2", 2)]), "f took b's place, no third network");
+    // SIGTERM: every session and every network goes.
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(T).await, Some(0));
+    assert!(hub.containers().is_empty(), "no container left");
+    assert!(!hub.network_exists(), "no network left");
+}

@@ -146,6 +146,9 @@ pub struct Config {
     pub limits: Limits,
     /// The sessions' bridge network (swarm: the name prefix of each session's overlay).
     pub network: String,
+    /// Containers per bridge network: past that the hub adds `NETWORK-2`, `NETWORK-3`... (a
+    /// Linux bridge takes at most 1,023 ports).
+    pub sessions_per_network: usize,
     #[serde(with = "humantime_serde")]
     pub start_timeout: Duration,
     /// The session server exits after this long with nobody logged in (`None`: never).
@@ -217,6 +220,7 @@ impl Default for Config {
             control_channel: true,
             limits: Limits::default(),
             network: "troop-hub-sessions".into(),
+            sessions_per_network: 1000,
             start_timeout: Duration::from_secs(15),
             idle_exit: Some(Duration::from_secs(600)),
             max_session_age: None,
@@ -349,6 +353,11 @@ impl Config {
             "use 1 to 48 characters from A-Z a-z 0-9 . _ -",
         )?;
         ensure(name(&self.network), "network", "use characters from A-Z a-z 0-9 . _ -")?;
+        ensure(
+            (1..=1000).contains(&self.sessions_per_network),
+            "sessions_per_network",
+            "must be 1 to 1000 (a Linux bridge takes at most 1,023 ports)",
+        )?;
         let (first, last) = self.ports;
         ensure(first >= 1 && first <= last, "ports", "the range must be FIRST-LAST with 1 <= FIRST <= LAST")?;
         ensure(!self.image.trim().is_empty(), "image", "must name an image")?;

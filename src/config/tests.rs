@@ -201,6 +201,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("browser_seats_total", "20"),
     ("trusted_proxies", "[10.0.0.0/8]"),
     ("archive", "off"),
+    ("sessions_per_network", "500"),
 ];
 
 #[test]

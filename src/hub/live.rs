@@ -45,6 +45,8 @@ pub(super) struct Followed {
     /// The snapshot viewers get on arrival, serialised (in parts) once per change (made when
     /// the first viewer after a change asks; dropped on every change).
     pub snapshot_text: Option<Arc<[Utf8Bytes]>>,
+    /// Its performers as counted in the hub's total (`None` once it is no longer followed).
+    pub counted: Option<usize>,
 }
 
 impl Followed {
@@ -226,6 +228,7 @@ impl Hub {
             viewers: 0,
             name: name.to_string(),
             snapshot_text: None,
+            counted: None,
         };
         self.live.insert(id, followed);
         drop(registry);

@@ -7,6 +7,7 @@
 
 use super::engine::{classify, hub_filter, timed_within, Engine};
 use super::probe::{accepts, host_port_listening, USERLAND_PROXY_WARNING};
+use super::shards::{shard_of, Shards};
 use super::spec::{credentials_from_env, labelled, ServerSpec, STOP_GRACE};
 use super::{
     exit_reason, Credentials, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec,
@@ -38,9 +39,9 @@ const INSPECTS_AT_ONCE: usize = 16;
 /// Sessions as containers on the local Docker engine.
 pub struct DockerRuntime {
     engine: Engine,
-    /// The sessions' network by id (names can be ambiguous on older engines), or `bridge`
-    /// for Docker's default one.
-    network_id: tokio::sync::Mutex<Option<String>>,
+    /// The sessions' networks (by id: names can be ambiguous on older engines; `bridge` for
+    /// Docker's default one) and how full each is.
+    networks: tokio::sync::Mutex<Shards>,
     removals: tokio::sync::Semaphore,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::Arc<AtomicBool>,
@@ -49,6 +50,8 @@ pub struct DockerRuntime {
 /// What inspecting a session container tells.
 struct Inspected {
     running: bool,
+    /// The network it is on.
+    network: Option<String>,
     exit_code: Option<i64>,
     credentials: Option<Credentials>,
     addr: Option<SocketAddr>,
@@ -59,8 +62,8 @@ impl DockerRuntime {
     /// is contacted yet.
     pub fn new(config: Config) -> DockerRuntime {
         DockerRuntime {
+            networks: tokio::sync::Mutex::new(Shards::new(&config.network, config.sessions_per_network)),
             engine: Engine::new(config),
-            network_id: tokio::sync::Mutex::new(None),
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
         }
@@ -84,22 +87,30 @@ impl DockerRuntime {
         Ok(found.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| n.id).collect())
     }
 
-    /// The sessions' network id, creating the network if it does not exist.
+    /// The first network's reference, finding or creating it (the operator's network, or
+    /// Docker's default bridge, is used as it is).
     async fn ensure_network(&self, c: &Config) -> Result<String, RuntimeError> {
-        let mut cached = self.network_id.lock().await;
-        if let Some(id) = cached.as_ref() {
-            return Ok(id.clone());
+        let mut nets = self.networks.lock().await;
+        nets.reconfigure(&c.network, c.sessions_per_network);
+        self.shard_network(&mut nets, c, 0).await
+    }
+
+    /// Shard `k`'s network reference, finding or creating it.
+    async fn shard_network(&self, nets: &mut Shards, c: &Config, k: usize) -> Result<String, RuntimeError> {
+        if let Some(id) = nets.id(k) {
+            return Ok(id.to_string());
         }
+        let name = nets.name(k);
         let docker = self.engine.client().await?;
-        let found = self.networks_named(&docker, &c.network).await?;
+        let found = self.networks_named(&docker, &name).await?;
         if !found.is_empty() {
-            let id = self.keep_one_network(&docker, c, found).await?;
+            let id = self.keep_one_network(&docker, &name, c, found).await?;
             let net = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await?;
-            let reference = sessions_kept_apart(&net, &c.network, id)?;
-            *cached = Some(reference.clone());
+            let reference = sessions_kept_apart(&net, &name, id)?;
+            nets.set_id(k, reference.clone());
             return Ok(reference);
         }
-        if c.network == "bridge" {
+        if name == "bridge" {
             // Docker refuses to make a network of that name; an engine run with `"bridge":
             // "none"` has no default bridge.
             return Err(RuntimeError::Misconfigured(
@@ -107,23 +118,68 @@ impl DockerRuntime {
             ));
         }
         let request = NetworkCreateRequest {
-            name: c.network.clone(),
+            name: name.clone(),
             driver: Some("bridge".into()),
             options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
             labels: Some(HashMap::from([(LABEL_MANAGED.into(), "true".into()), (LABEL_HUB.into(), c.hub_id.clone())])),
             ..Default::default()
         };
         let id = self.timed(docker.create_network(request)).await?.id;
-        info!(network = %c.network, "created the sessions' network (no traffic between sessions)");
-        *cached = Some(id.clone());
+        info!(network = %name, "created a sessions' network (no traffic between sessions)");
+        nets.set_id(k, id.clone());
         Ok(id)
+    }
+
+    /// A network for one more container: the first with room (a Linux bridge takes 1,023
+    /// ports; `sessions_per_network` each), a new one when all are full. Docker's default
+    /// bridge cannot be split: it holds `sessions_per_network` and no more.
+    async fn place(&self, c: &Config) -> Result<(usize, String), RuntimeError> {
+        let mut nets = self.networks.lock().await;
+        nets.reconfigure(&c.network, c.sessions_per_network);
+        let k = nets.reserve();
+        if k > 0 && c.network == "bridge" {
+            nets.unreserve(k);
+            return Err(RuntimeError::Misconfigured(format!(
+                "Docker's default bridge holds {} sessions (sessions_per_network) and cannot be split: leave `network` unset so the hub adds networks as it needs them",
+                c.sessions_per_network
+            )));
+        }
+        match self.shard_network(&mut nets, c, k).await {
+            Ok(id) => Ok((k, id)),
+            Err(e) => {
+                nets.unreserve(k);
+                Err(e)
+            }
+        }
+    }
+
+    /// Container `id` is gone: an extra network it leaves empty is removed.
+    async fn left(&self, container: &str) {
+        let mut nets = self.networks.lock().await;
+        let Some(k) = nets.left(container) else { return };
+        let (Some(id), name) = (nets.id(k).map(str::to_string), nets.name(k)) else { return };
+        let Ok(docker) = self.engine.client().await else { return };
+        match self.timed(docker.remove_network(&id)).await {
+            Ok(()) | Err(RuntimeError::NotFound) => {
+                nets.forget_id(k);
+                info!(network = %name, "removed a sessions' network that emptied");
+            }
+            // Kept and filled again later; teardown tries again.
+            Err(e) => debug!(network = %name, error = %e, "could not remove an emptied sessions' network"),
+        }
     }
 
     /// One network out of several with the sessions' name. A hub killed while it created the
     /// network and restarted at once can leave two (Docker does not refuse a second one with
     /// the same name), and Docker then refuses to start a container on either ("ambiguous").
     /// The one with the most containers stays; the other empty ones of this hub are removed.
-    async fn keep_one_network(&self, docker: &Docker, c: &Config, ids: Vec<String>) -> Result<String, RuntimeError> {
+    async fn keep_one_network(
+        &self,
+        docker: &Docker,
+        name: &str,
+        c: &Config,
+        ids: Vec<String>,
+    ) -> Result<String, RuntimeError> {
         if ids.len() == 1 {
             return Ok(ids.into_iter().next().unwrap_or_default());
         }
@@ -139,15 +195,14 @@ impl DockerRuntime {
         for (containers, ours, id) in nets.into_iter().skip(1) {
             let removed = ours && containers == 0 && self.timed(docker.remove_network(&id)).await.is_ok();
             if removed {
-                warn!(network = %c.network, id = %crate::hub::short(&id), "removed a second network of the same name (left by a hub killed while creating it)");
+                warn!(network = %name, id = %crate::hub::short(&id), "removed a second network of the same name (left by a hub killed while creating it)");
             } else {
                 left += 1;
             }
         }
         if left > 1 {
             return Err(RuntimeError::Misconfigured(format!(
-                "{left} networks are named {}: remove the ones no session uses (docker network ls --filter name={})",
-                c.network, c.network
+                "{left} networks are named {name}: remove the ones no session uses (docker network ls --filter name={name})"
             )));
         }
         Ok(keep)
@@ -164,15 +219,13 @@ impl DockerRuntime {
     async fn inspect(&self, docker: &Docker, container_id: &str, c: &Config) -> Result<Inspected, RuntimeError> {
         let info = self.timed(docker.inspect_container(container_id, None::<InspectContainerOptions>)).await?;
         let state = info.state.as_ref();
-        let ip = info
-            .network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref())
-            .and_then(|nets| nets.get(&c.network).or_else(|| nets.values().next()))
-            .and_then(|e| e.ip_address.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        // One network each: the sessions' first one or one of its shards.
+        let network =
+            info.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|nets| nets.iter().next());
+        let ip = network.and_then(|(_, e)| e.ip_address.as_deref()).and_then(|ip| ip.parse::<IpAddr>().ok());
         Ok(Inspected {
             running: state.and_then(|s| s.running).unwrap_or(false),
+            network: network.map(|(name, _)| name.clone()),
             exit_code: state.and_then(|s| s.exit_code),
             credentials: info.config.as_ref().and_then(|cfg| cfg.env.as_deref()).and_then(credentials_from_env),
             addr: ip.map(|ip| SocketAddr::new(ip, c.session_port)),
@@ -181,17 +234,31 @@ impl DockerRuntime {
 
     /// Creates and starts the container; returns its id.
     async fn create_once(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
-        let network = self.ensure_network(c).await?;
+        let (k, network) = self.place(c).await?;
         let body = ServerSpec::new(c, spec).container(network, c.bind_address, spec.port);
         let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
-        let id = match self.timed(docker.create_container(Some(options), body)).await {
-            Ok(r) => r.id,
-            Err(RuntimeError::ImageMissing(_)) | Err(RuntimeError::NotFound) => {
-                return Err(RuntimeError::ImageMissing(c.image.clone()).into())
+        let created = self.timed(docker.create_container(Some(options), body)).await;
+        let id = match created {
+            Ok(r) => {
+                self.networks.lock().await.joined(&r.id, k);
+                r.id
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let mut nets = self.networks.lock().await;
+                nets.unreserve(k);
+                if matches!(&e, RuntimeError::Failed(m) if m.contains("is ambiguous")) {
+                    nets.forget_id(k); // looked up again (see keep_one_network)
+                }
+                return Err(match e {
+                    RuntimeError::ImageMissing(_) | RuntimeError::NotFound => {
+                        RuntimeError::ImageMissing(c.image.clone())
+                    }
+                    e => e,
+                }
+                .into());
+            }
         };
-        debug!(session = %spec.name, container = %id, "container created");
+        debug!(session = %spec.name, container = %id, network = k, "container created");
         if let Err(e) = self.timed(docker.start_container(&id, None)).await {
             self.discard(&id).await;
             return Err(match e {
@@ -208,7 +275,6 @@ impl DockerRuntime {
         match self.create_once(docker, c, spec).await {
             Err(StartError::Engine(RuntimeError::Failed(e))) if e.contains("is ambiguous") => {
                 warn!(network = %c.network, "two networks have the sessions' name: keeping one and starting again");
-                *self.network_id.lock().await = None;
                 self.create_once(docker, c, spec).await
             }
             other => other,
@@ -384,11 +450,15 @@ impl Runtime for DockerRuntime {
                 Err(e) => debug!(container = %container_id, error = %e, "stop failed; removing by force"),
             }
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            match timed_within(limit, docker.remove_container(&container_id, Some(options))).await {
+            let removed = match timed_within(limit, docker.remove_container(&container_id, Some(options))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
+            };
+            if removed.is_ok() {
+                self.left(&container_id).await;
             }
+            removed
         })
     }
 
@@ -412,6 +482,9 @@ impl Runtime for DockerRuntime {
                     true => self.inspect(docker, &handle, c).await.ok(),
                     false => None,
                 };
+                if let Some(network) = seen.as_ref().and_then(|i| i.network.as_deref()) {
+                    self.networks.lock().await.found(&handle, network);
+                }
                 let l = labelled(&summary.labels.unwrap_or_default());
                 Existing {
                     handle,
@@ -451,20 +524,30 @@ impl Runtime for DockerRuntime {
         Box::pin(async move {
             let c = self.config();
             let Ok(docker) = self.engine.client().await else { return };
-            let Ok(ids) = self.networks_named(&docker, &c.network).await else { return };
+            // The first network by its name (it may be the operator's), the others by this
+            // hub's label.
+            let Ok(mut ids) = self.networks_named(&docker, &c.network).await else { return };
+            let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_HUB}={}", c.hub_id)])]);
+            let listed = self.timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await;
+            for n in listed.unwrap_or_default() {
+                let shard = n.name.as_deref().and_then(|name| shard_of(&c.network, name));
+                if let (Some(1..), Some(id)) = (shard, n.id) {
+                    ids.push(id);
+                }
+            }
             for id in ids {
                 let Ok((containers, ours)) = self.network_use(&docker, &id, &c).await else { continue };
                 if !(ours && containers == 0) {
                     continue;
                 }
                 match self.timed(docker.remove_network(&id)).await {
-                    Ok(()) => {
-                        *self.network_id.lock().await = None;
-                        info!(network = %c.network, "removed the sessions' network");
+                    Ok(()) => info!(network = %crate::hub::short(&id), "removed a sessions' network"),
+                    Err(e) => {
+                        warn!(network = %crate::hub::short(&id), error = %e, "could not remove a sessions' network")
                     }
-                    Err(e) => warn!(network = %c.network, error = %e, "could not remove the sessions' network"),
                 }
             }
+            *self.networks.lock().await = Shards::new(&c.network, c.sessions_per_network);
         })
     }
 

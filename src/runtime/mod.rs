@@ -14,6 +14,7 @@ mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod probe;
+mod shards;
 pub mod spec;
 pub mod swarm;
 
