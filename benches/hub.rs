@@ -22,13 +22,10 @@
 //!   growth per session: shim, troop-server, docker-proxy, fuse-overlayfs, the engine, the hub),
 //!   hub RSS, time to reach the cap and to clean up.
 
-#[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "measure/mod.rs"]
-mod measure;
 
+use common::measure::*;
 use common::{metric, TestHub};
-use measure::*;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -160,15 +157,6 @@ async fn warm_starts(hub: &TestHub, n: usize, quiet: bool, tag: &str) -> (Vec<Du
         o.kill().await;
     }
     (reply, login)
-}
-
-/// The `elapsed_us` of every log line holding `what`.
-fn hub_timings(log: &str, what: &str) -> Vec<Duration> {
-    log.lines()
-        .filter(|l| l.contains(what))
-        .filter_map(|l| l.split("elapsed_us=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .map(Duration::from_micros)
-        .collect()
 }
 
 /// `n` starts at once; returns the successes' latencies and the refusals.

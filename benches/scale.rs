@@ -15,14 +15,10 @@
 //! Prints a table and writes `target/bench-scale.json`. Run it as root (PSS of the engine's
 //! processes, iptables); the userland proxy's setting is the engine's (`docker info`).
 
-#[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "measure/mod.rs"]
-#[allow(dead_code)]
-mod measure;
 
+use common::measure::*;
 use common::{metric, TestHub};
-use measure::*;
 use serde_json::json;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -43,16 +39,6 @@ fn tails(mut v: Vec<Duration>) -> [f64; 3] {
     [pct(&v, 0.5), pct(&v, 0.99), v.last().map_or(f64::NAN, |d| ms(*d))]
 }
 
-/// CPU ticks (user + system) a process used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(14) + get(15)
-}
-
 fn pids_named(name: &str) -> Vec<u32> {
     let out = std::process::Command::new("pgrep").args(["-x", name]).output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
@@ -61,10 +47,10 @@ fn pids_named(name: &str) -> Vec<u32> {
 
 /// Share of one core each of `pids` used over `window`, summed.
 async fn cpu_share(pids: &[u32], window: Duration) -> f64 {
-    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let used = || -> f64 { pids.iter().map(|p| common::load::ticks(&format!("/proc/{p}/stat"))).sum() };
+    let before = used();
     tokio::time::sleep(window).await;
-    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
-    (after.saturating_sub(before)) as f64 / 100.0 / window.as_secs_f64()
+    (used() - before).max(0.0) / 100.0 / window.as_secs_f64()
 }
 
 fn iptables_rules() -> usize {
@@ -231,6 +217,12 @@ fn main() {
                 warm.push(next_start(&hub, &format!("w{step}-{k}")).await.expect("a warm start"));
             }
             set_pool(&hub, 0).await;
+            // The same warm starts as the hub timed them, request parsed to reply written.
+            let log = hub.log();
+            let mine = format!("session={}", "w");
+            let warm_lines: String =
+                log.lines().filter(|l| l.contains(&format!("{mine}{step}-"))).collect::<Vec<_>>().join("\n");
+            let warm_inside = tails(hub_timings(&warm_lines, "session ready (warm pool)"));
             let mut ends = Vec::new();
             for k in 0..5 {
                 let name = format!("e{step}-{k}");
@@ -242,12 +234,17 @@ fn main() {
             let floor_q = query_floor();
             query_warm_up(hub.addr).await;
             conntrack_room(90_000).await;
+            failures();
             let (closed, closed_failed) = queries(hub.addr, &sources(step, 1, 4), 256, Duration::from_secs(2), None).await;
             let closed_qps = closed.len() as f64 / 2.0;
+            let closed_why = failures();
             let (paced, paced_failed) = queries(hub.addr, &sources(step, 2, 2), 256, Duration::from_secs(2), Some(10_000.0)).await;
             let paced_qps = paced.len() as f64 / 2.0;
+            let paced_why = failures();
             conntrack_room(25_000).await;
-            let (fpaced, _) = queries(floor_q.addr, &sources(step, 3, 2), 256, Duration::from_secs(2), Some(10_000.0)).await;
+            let (fpaced, floor_failed) =
+                queries(floor_q.addr, &sources(step, 3, 2), 256, Duration::from_secs(2), Some(10_000.0)).await;
+            let floor_why = failures();
             drop(floor_q);
 
             // The engine stopped for 4 s: a start and paced queries meanwhile.
@@ -292,6 +289,10 @@ fn main() {
                 grow.as_secs_f64(), cold[0], cold[1], warm[0], warm[1], floor[0], floor[1], end[0],
                 closed_t[0], closed_t[1], paced_t[0], paced_t[1], fpaced_t[1], hub_cpu * 100.0, engine_cpu * 100.0
             );
+            println!("      warm starts inside the hub p50/p99/max {:.2}/{:.2}/{:.2} ms", warm_inside[0], warm_inside[1], warm_inside[2]);
+            if closed_failed + paced_failed + floor_failed > 0 {
+                println!("      failed queries: closed loop {closed_why}; paced {paced_why}; floor {floor_why}");
+            }
             println!(
                 "      queries closed {closed_qps:.0}/s ({closed_failed} failed), paced {paced_qps:.0}/s ({paced_failed} failed, max {:.1} ms); \
                  engine stopped 4 s: queries p99 {:.2} ms max {:.1} ms ({stall_failed} failed), a start took {:.1} s: {stall_said}",
@@ -299,9 +300,10 @@ fn main() {
             );
             rows.push(json!({
                 "n": n, "grow_seconds": grow.as_secs_f64(),
-                "start_cold_ms": cold, "start_warm_ms": warm, "engine_floor_ms": floor, "end_one_ms": end,
+                "start_cold_ms": cold, "start_warm_ms": warm, "start_warm_inside_hub_ms": warm_inside, "engine_floor_ms": floor, "end_one_ms": end,
                 "queries_closed_256": {"qps": closed_qps, "ms": closed_t, "failed": closed_failed},
-                "queries_paced_10k": {"qps": paced_qps, "ms": paced_t, "failed": paced_failed, "floor_ms": fpaced_t},
+                "queries_paced_10k": {"qps": paced_qps, "ms": paced_t, "failed": paced_failed, "floor_ms": fpaced_t, "floor_failed": floor_failed},
+                "query_failures": {"closed": closed_why, "paced": paced_why, "floor": floor_why},
                 "hub_rss_mib": rss, "hub_cpu_share": hub_cpu, "engine_cpu_share": engine_cpu,
                 "host_mib_per_session": per_session, "pss_mib_per_session": parts,
                 "iptables_rules": rules, "iptables_rules_before": rules0, "docker_ps_ms": ps,

@@ -16,6 +16,7 @@
 //! - [`http`]: the HTTP API, metrics and status page.
 //! - [`accept`]: listening with a deep accept queue, pausing after failed accepts (both front doors).
 //! - [`reload`]: live reload of hub.yaml.
+//! - [`open_files`]: the hub's open-file limit, raised at start, and the session range it can hold.
 //! - [`seat`]: the browser seat's messages and their Troop forms (the connection is in `http`).
 //! - [`admin`]: the operator CLI's client side (`troop-hub list`, `troop-hub kill`).
 
@@ -28,6 +29,7 @@ pub mod gate;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod open_files;
 pub mod random;
 pub mod registry;
 pub mod reload;

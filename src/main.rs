@@ -121,6 +121,11 @@ async fn real_main() -> anyhow::Result<()> {
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let admin_token = config.admin_token()?;
+    // Every session holds files open in the hub: a range it could not hold stops it here.
+    let open_files = troop_hub::open_files::raise();
+    if let Some(warning) = troop_hub::open_files::check(&config, open_files).map_err(anyhow::Error::msg)? {
+        warn!("{warning}");
+    }
     // Both front doors first: a port in use stops the hub before it creates anything on the
     // engine (connections wait in the accept queue until recovery is done).
     let listener = troop_hub::accept::listen(config.listen)

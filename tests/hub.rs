@@ -651,3 +651,22 @@ async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_when_it_emp
     assert!(hub.containers().is_empty(), "no container left");
     assert!(!hub.network_exists(), "no network left");
 }
+
+#[tokio::test]
+async fn a_range_the_hub_could_not_hold_open_is_refused_at_start_naming_the_limit() {
+    common::session_image();
+    // 100 sessions need about 456 open files; this hub may open 300 (its hard limit too).
+    let mut hub = TestHub::new("max_sessions: 100\nmax_sessions_per_address: 100\narchive: off");
+    hub.ports = (hub.ports.0, hub.ports.0 + 99);
+    hub.write_config();
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_troop-hub"), "--config"])
+        .arg(hub.config_path())
+        .output()
+        .expect("run troop-hub");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(last.contains("need about 456 open files, but this process may open 300 (ulimit -n)"), "{last}");
+    assert!(!hub.network_exists(), "nothing was made on the engine");
+}

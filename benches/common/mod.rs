@@ -1,10 +1,12 @@
-//! Shared by the Docker benches (`audience`, `archive`): the hub tests' helpers (a real hub on
-//! Docker, cleaned up when dropped; HTTP requests) and [`load`], eight paced Troop performers
-//! with their relay latency and the CPU counters of /proc.
+//! Shared by the Docker benches: the hub tests' helpers (a real hub on Docker, cleaned up when
+//! dropped; HTTP requests), [`load`] (eight paced Troop performers with their relay latency and
+//! the CPU counters of /proc) and [`measure`] (start floors, query clients, host memory; `hub`
+//! and `scale`).
 #![allow(dead_code)]
 
 #[path = "../../tests/common/mod.rs"]
 mod hub;
 pub mod load;
+pub mod measure;
 
 pub use hub::*;

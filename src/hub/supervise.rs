@@ -232,12 +232,13 @@ impl Hub {
             .filter_map(|s| Some((s.id.clone(), s.handle.clone()?)))
             .collect();
         let members = self.ready_members();
-        let Ok(found) = self.runtime.list().await else { return };
+        let Ok(found) = self.runtime.list_brief().await else { return };
         let up: Vec<String> = found.iter().filter(|c| c.running).map(|c| c.handle.clone()).collect();
         self.check_members(members, &up).await;
+        let up: std::collections::HashSet<&str> = up.iter().map(String::as_str).collect();
         let gone = running
             .into_iter()
-            .filter(|(_, handle)| !found.iter().any(|c| c.running && c.handle == *handle))
+            .filter(|(_, handle)| !up.contains(handle.as_str()))
             .map(|(id, _)| (id, EndReason::ContainerExited("the session container is gone".into())));
         self.end_together(gone.collect()).await;
         self.remove_strays(found).await;

@@ -45,6 +45,8 @@ pub struct DockerRuntime {
     removals: tokio::sync::Semaphore,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::Arc<AtomicBool>,
+    /// Starts so far, for looking for the proxy on some of them only.
+    starts: std::sync::atomic::AtomicU64,
 }
 
 /// What inspecting a session container tells.
@@ -66,6 +68,7 @@ impl DockerRuntime {
             engine: Engine::new(config),
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
+            starts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -325,6 +328,49 @@ impl DockerRuntime {
         }
     }
 
+    /// This hub's containers; with `details`, running ones are inspected for what adoption
+    /// needs (credentials, address, network).
+    async fn list_with(&self, details: bool) -> Result<Vec<Existing>, RuntimeError> {
+        let c = self.config();
+        let docker = self.engine.client().await?;
+        let options = ListContainersOptions { all: true, filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
+        let found = self.timed(docker.list_containers(Some(options))).await?;
+        // Credentials and address only for running containers (adoption needs them),
+        // inspected a few at a time: one by one made adopting 1,000 sessions take long.
+        let (docker, c) = (&docker, &c);
+        let out = futures_util::stream::iter(found.into_iter().filter_map(|summary| {
+            let handle = summary.id.clone()?;
+            Some((handle, summary))
+        }))
+        .map(|(handle, summary)| async move {
+            let running = summary.state.map(|s| s.to_string() == "running").unwrap_or(false);
+            let seen = match running && details {
+                true => self.inspect(docker, &handle, c).await.ok(),
+                false => None,
+            };
+            if let Some(network) = seen.as_ref().and_then(|i| i.network.as_deref()) {
+                self.networks.lock().await.found(&handle, network);
+            }
+            let l = labelled(&summary.labels.unwrap_or_default());
+            Existing {
+                handle,
+                running,
+                session_id: l.session_id,
+                name: l.name,
+                pooled: l.pooled,
+                node: Some(crate::registry::LOCAL_NODE.to_string()),
+                port: l.port,
+                created: l.created,
+                credentials: seen.as_ref().and_then(|i| i.credentials.clone()),
+                control: seen.and_then(|i| i.addr),
+            }
+        })
+        .buffered(INSPECTS_AT_ONCE)
+        .collect::<Vec<Existing>>()
+        .await;
+        Ok(out)
+    }
+
     /// Removes a container this runtime made for a start that failed.
     async fn discard(&self, id: &str) {
         if let Err(e) = self.remove(id.to_string()).await {
@@ -336,8 +382,11 @@ impl DockerRuntime {
     /// userland proxy. Only a positive finding counts (a hub in its own network namespace
     /// sees nothing). Warned once. Reading /proc/net/tcp (thousands of lines with many sessions) runs on the blocking pool,
     /// beside the start rather than in its way, never on a worker the front doors need.
+    /// Looked for on the first 8 starts and every 100th after (reading /proc/net/tcp costs
+    /// more as sessions add sockets; the engine's setting changes only when it restarts).
     fn check_userland_proxy(&self, port: u16) {
-        if self.userland_proxy.load(Ordering::Relaxed) {
+        let n = self.starts.fetch_add(1, Ordering::Relaxed);
+        if self.userland_proxy.load(Ordering::Relaxed) || (n >= 8 && !n.is_multiple_of(100)) {
             return;
         }
         let found = self.userland_proxy.clone();
@@ -463,47 +512,11 @@ impl Runtime for DockerRuntime {
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
-        Box::pin(async move {
-            let c = self.config();
-            let docker = self.engine.client().await?;
-            let options =
-                ListContainersOptions { all: true, filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
-            let found = self.timed(docker.list_containers(Some(options))).await?;
-            // Credentials and address only for running containers (adoption needs them),
-            // inspected a few at a time: one by one made adopting 1,000 sessions take long.
-            let (docker, c) = (&docker, &c);
-            let out = futures_util::stream::iter(found.into_iter().filter_map(|summary| {
-                let handle = summary.id.clone()?;
-                Some((handle, summary))
-            }))
-            .map(|(handle, summary)| async move {
-                let running = summary.state.map(|s| s.to_string() == "running").unwrap_or(false);
-                let seen = match running {
-                    true => self.inspect(docker, &handle, c).await.ok(),
-                    false => None,
-                };
-                if let Some(network) = seen.as_ref().and_then(|i| i.network.as_deref()) {
-                    self.networks.lock().await.found(&handle, network);
-                }
-                let l = labelled(&summary.labels.unwrap_or_default());
-                Existing {
-                    handle,
-                    running,
-                    session_id: l.session_id,
-                    name: l.name,
-                    pooled: l.pooled,
-                    node: Some(crate::registry::LOCAL_NODE.to_string()),
-                    port: l.port,
-                    created: l.created,
-                    credentials: seen.as_ref().and_then(|i| i.credentials.clone()),
-                    control: seen.and_then(|i| i.addr),
-                }
-            })
-            .buffered(INSPECTS_AT_ONCE)
-            .collect::<Vec<Existing>>()
-            .await;
-            Ok(out)
-        })
+        Box::pin(self.list_with(true))
+    }
+
+    fn list_brief(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
+        Box::pin(self.list_with(false))
     }
 
     fn events(&self) -> BoxFuture<'_, Result<EventStream, RuntimeError>> {

@@ -176,6 +176,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, handle: String) -> BoxFuture<'_, Result<(), RuntimeError>>;
     /// This hub's sessions on the engine. No side effects.
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>>;
+    /// [`Runtime::list`] without what only adoption needs (credentials, addresses): what the
+    /// periodic reconcile asks for, cheaper on an engine with many sessions.
+    fn list_brief(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
+        self.list()
+    }
     /// Removes leftovers that belong to no session (e.g. networks of a start cut short).
     fn sweep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -1,7 +1,9 @@
-//! What the hub benches measure with, shared by `hub` and `scale`: percentiles, the engine's
-//! own start floor, query clients and the trivial query floor, host memory by process, and
-//! the cleanup of floor containers.
+//! What the hub benches measure with, shared by `hub` and `scale`: percentiles of durations,
+//! the engine's own start floor, query clients and the trivial query floor, host memory by
+//! process, and the cleanup of floor containers.
 
+#[allow(unused_imports)] // used by `hub` and `scale`, not by every bench
+pub use super::load::proc_kib;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use serde_json::json;
@@ -137,7 +139,7 @@ pub fn query_frames() -> (Vec<u8>, Vec<u8>) {
 /// many connections", is a failure).
 pub async fn query_from(source: std::net::IpAddr, addr: SocketAddr, ask: &[u8], answer: &[u8]) -> bool {
     let go = async {
-        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|_| Failure::Socket)?;
         // The port is picked at connect (for the whole 4-tuple), not at bind: bind's own search
         // for a free port slows down as thousands are taken.
         let one: libc::c_int = 1;
@@ -151,19 +153,70 @@ pub async fn query_from(source: std::net::IpAddr, addr: SocketAddr, ask: &[u8], 
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        (set == 0).then_some(())?;
-        socket.bind(SocketAddr::new(source, 0)).ok()?;
-        let mut s = socket.connect(addr).await.ok()?;
-        s.write_all(ask).await.ok()?;
+        if set != 0 {
+            return Err(Failure::Socket);
+        }
+        socket.bind(SocketAddr::new(source, 0)).map_err(|_| Failure::Socket)?;
+        let mut s = socket.connect(addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            std::io::ErrorKind::AddrNotAvailable => Failure::NoPort,
+            _ => Failure::Connect,
+        })?;
+        s.write_all(ask).await.map_err(|_| Failure::Io)?;
         let mut got = Vec::with_capacity(answer.len());
         let mut buf = [0u8; 64];
         while got.len() < answer.len() {
-            let n = s.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+            let n = s.read(&mut buf).await.map_err(|_| Failure::Io)?;
+            if n == 0 {
+                return Err(Failure::Io);
+            }
             got.extend_from_slice(&buf[..n]);
         }
-        (got == answer).then_some(())
+        if got == answer {
+            Ok(())
+        } else {
+            Err(Failure::Wrong)
+        }
     };
-    matches!(tokio::time::timeout(Duration::from_secs(5), go).await, Ok(Some(())))
+    let failure = match tokio::time::timeout(Duration::from_secs(5), go).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(f)) => f,
+        Err(_) => Failure::Timeout,
+    };
+    FAILURES[failure as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    false
+}
+
+/// Why a query failed, counted over the run (see [`failures`]).
+#[derive(Clone, Copy)]
+enum Failure {
+    Socket,
+    Refused,
+    NoPort,
+    Connect,
+    Io,
+    Wrong,
+    Timeout,
+}
+
+static FAILURES: [std::sync::atomic::AtomicUsize; 7] = [const { std::sync::atomic::AtomicUsize::new(0) }; 7];
+
+/// Failed queries so far by why (and resets the counts): "refused 3, timeout 1".
+pub fn failures() -> String {
+    let names = ["socket", "refused", "no local port", "connect", "reset or closed", "wrong answer", "timeout"];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(&FAILURES)
+        .filter_map(|(name, n)| {
+            let n = n.swap(0, std::sync::atomic::Ordering::Relaxed);
+            (n > 0).then(|| format!("{name} {n}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Queries from `clients` concurrent clients for `run`, one query per connection, client `i`
@@ -313,15 +366,6 @@ pub fn serve_query_floor() {
     });
 }
 
-pub fn proc_kib(file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The processes an idle session adds on the host, by name (`/proc/PID/comm`, at most 15
 /// characters: the shim is `containerd-shim`).
 pub const SESSION_PROCESSES: [&str; 7] =
@@ -369,4 +413,13 @@ impl Drop for FloorCleanup {
             let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
         }
     }
+}
+
+/// The `elapsed_us` of every log line holding `what`.
+pub fn hub_timings(log: &str, what: &str) -> Vec<Duration> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split("elapsed_us=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .map(Duration::from_micros)
+        .collect()
 }
