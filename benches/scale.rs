@@ -190,6 +190,8 @@ fn main() {
             // At rest.
             let hub_cpu = cpu_share(&[pid], Duration::from_secs(5)).await;
             let engine_cpu = cpu_share(&engine, Duration::from_secs(5)).await;
+            // The whole machine at rest (shims, servers, proxies, the kernel): % of all cores.
+            let host_busy = tokio::task::spawn_blocking(common::load::machine_busy_now).await.unwrap_or(f64::NAN);
             let rss = proc_kib(&format!("/proc/{pid}/status"), "VmRSS:") as f64 / 1024.0;
             let mem = proc_kib("/proc/meminfo", "MemAvailable:");
             let per_session = mem0.saturating_sub(mem) as f64 / n as f64 / 1024.0;
@@ -289,7 +291,10 @@ fn main() {
                 grow.as_secs_f64(), cold[0], cold[1], warm[0], warm[1], floor[0], floor[1], end[0],
                 closed_t[0], closed_t[1], paced_t[0], paced_t[1], fpaced_t[1], hub_cpu * 100.0, engine_cpu * 100.0
             );
-            println!("      warm starts inside the hub p50/p99/max {:.2}/{:.2}/{:.2} ms", warm_inside[0], warm_inside[1], warm_inside[2]);
+            println!(
+                "      warm starts inside the hub p50/p99/max {:.2}/{:.2}/{:.2} ms; the machine at rest {host_busy:.1} % busy",
+                warm_inside[0], warm_inside[1], warm_inside[2]
+            );
             if closed_failed + paced_failed + floor_failed > 0 {
                 println!("      failed queries: closed loop {closed_why}; paced {paced_why}; floor {floor_why}");
             }
@@ -304,7 +309,7 @@ fn main() {
                 "queries_closed_256": {"qps": closed_qps, "ms": closed_t, "failed": closed_failed},
                 "queries_paced_10k": {"qps": paced_qps, "ms": paced_t, "failed": paced_failed, "floor_ms": fpaced_t, "floor_failed": floor_failed},
                 "query_failures": {"closed": closed_why, "paced": paced_why, "floor": floor_why},
-                "hub_rss_mib": rss, "hub_cpu_share": hub_cpu, "engine_cpu_share": engine_cpu,
+                "hub_rss_mib": rss, "hub_cpu_share": hub_cpu, "engine_cpu_share": engine_cpu, "host_busy_percent": host_busy,
                 "host_mib_per_session": per_session, "pss_mib_per_session": parts,
                 "iptables_rules": rules, "iptables_rules_before": rules0, "docker_ps_ms": ps,
                 "engine_stopped_4s": {"start_seconds": stall_took.as_secs_f64(), "start_said": stall_said, "queries_ms": stall_t, "queries_failed": stall_failed},

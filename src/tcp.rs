@@ -83,9 +83,8 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                         let hub = hub.clone();
                         tasks.spawn(async move {
                             hub.metrics.connection_opened();
-                            handle(stream, peer, hub.clone()).await;
+                            handle(stream, peer, hub.clone(), slot).await;
                             hub.metrics.connection_closed();
-                            drop(slot);
                         });
                     }
                     None => {
@@ -121,7 +120,11 @@ async fn error(stream: &mut TcpStream, message: &str) {
     let _ = stream.write_all(&wire::error_frame(message)).await;
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
+/// `slot` is the connection's place under the connection caps, held until it ends, except by
+/// an owner: an owner's connection lasts as long as its session, which `max_sessions` and the
+/// per-address session limit already bound (1,000 owners would otherwise fill the default cap
+/// of 1,024 and leave no room for a query).
+async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, slot: Slot) {
     let config = hub.config();
     let first = tokio::time::timeout(config.request_timeout, wire::read_frame(&mut stream)).await;
     let request = match first {
@@ -174,6 +177,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
                 Ok(owned) => {
                     reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
                     if !daemon {
+                        drop(slot);
                         return own(stream, owned, &hub).await;
                     }
                 }

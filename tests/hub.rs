@@ -670,3 +670,19 @@ async fn a_range_the_hub_could_not_hold_open_is_refused_at_start_naming_the_limi
     assert!(last.contains("need about 456 open files, but this process may open 300 (ulimit -n)"), "{last}");
     assert!(!hub.network_exists(), "nothing was made on the engine");
 }
+
+#[tokio::test]
+async fn owners_connections_do_not_fill_the_connection_cap() {
+    // A cap of 2 open connections and 3 sessions with their owners connected: a query and a
+    // fourth start still get in (1,000 owners would fill the default cap of 1,024).
+    let mut hub = TestHub::new("max_connections: 2");
+    hub.ports = (hub.ports.0, hub.ports.0 + 4);
+    let hub = hub.start().await;
+    let mut owners = Vec::new();
+    for name in ["a", "b", "c"] {
+        owners.push(owner(&hub, name, "pw").await);
+    }
+    assert!(query(hub.addr, "c").await.is_array(), "a query is answered beside 3 owners");
+    owners.push(owner(&hub, "d", "pw").await);
+    hub.wait_containers(4).await;
+}

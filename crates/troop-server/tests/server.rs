@@ -379,6 +379,15 @@ async fn idle_exit_waits_for_the_last_client() {
 }
 
 #[tokio::test]
+async fn a_server_nobody_joins_exits_when_its_idle_time_is_up() {
+    // With nobody joined it has no timer ticking, only its idle exit's.
+    let (mut p, _addr) = spawn_binary(&["--idle-exit", "400ms", "--password", PW], &[]).await;
+    let t = std::time::Instant::now();
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(5)).await, Some(0));
+    assert!(t.elapsed() >= Duration::from_millis(300), "exited before its idle time: {:?}", t.elapsed());
+}
+
+#[tokio::test]
 async fn keepalive_pings_every_second() {
     let (_p, addr) = spawn_binary(&["--keepalive", "--password", PW], &[]).await;
     let mut a = TroopClient::join(addr, "a", PW, T).await.unwrap();

@@ -160,6 +160,15 @@ struct Loop {
     frame: Vec<u8>,
 }
 
+/// Resolves when the idle exit is due (never without one).
+async fn idle_due(idle_exit: Option<Duration>, idle_since: Option<Instant>) {
+    match (idle_exit, idle_since) {
+        (Some(limit), Some(since)) => tokio::time::sleep_until((since + limit).into()).await,
+        (Some(limit), None) => tokio::time::sleep(limit).await,
+        (None, _) => std::future::pending().await,
+    }
+}
+
 /// Runs the server on `listener` until `shutdown` resolves, the idle timeout passes or the hub
 /// ends the session. Then every joined client gets MSG_KILL, queues are flushed (a bounded
 /// time) and every connection is closed.
@@ -178,10 +187,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 None
             }
             Some(event) = events.recv() => lp.on_event(event),
-            _ = tick.tick() => {
+            // Timeouts and keepalives concern joined clients: with none, the server sleeps
+            // until its idle exit is due instead of waking 4 times a second (1,000 idle
+            // sessions on one host made 4,000 wake-ups a second).
+            _ = tick.tick(), if lp.session.live_count() > 0 => {
                 lp.on_tick();
                 None
             }
+            () = idle_due(lp.idle_exit, lp.idle_since), if lp.session.live_count() == 0 => None,
             Some(_) = lp.readers.join_next() => None,
             Some(_) = lp.writers.join_next() => None,
         };
