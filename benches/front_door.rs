@@ -13,14 +13,13 @@
 
 mod common;
 
-use common::load::summary;
+use common::load::{receive_token as receive, summary, synced};
 use common::{TestHub, T};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use troop_hub::admin::start_session;
 use troop_server::client::TroopClient;
-use troop_server::message::Body;
 
 const PW: &str = "pw";
 
@@ -52,21 +51,6 @@ fn relay(to: SocketAddr) -> SocketAddr {
         });
     });
     rx.recv().expect("the relay's address")
-}
-
-async fn synced(c: &mut TroopClient) {
-    while !c.is_synchronized() {
-        c.recv(T).await.expect("ack");
-    }
-}
-
-async fn receive(c: &mut TroopClient, token: &str) {
-    c.recv_until_match(
-        T,
-        |_, m| matches!(&m.body, Body::Operation { operation, .. } if operation.to_string().contains(token)),
-    )
-    .await
-    .expect("the token arrives");
 }
 
 /// One edit from `from`, until `to` has it; everyone else catches up after the clock stops.

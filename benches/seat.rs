@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::load::{proc_kib, summary, ticks};
+use common::load::{proc_kib, receive_token as receive_native, summary, synced, ticks};
 use common::{TestHub, T};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use troop_hub::admin::start_session;
 use troop_server::client::TroopClient;
-use troop_server::message::Body;
 use troop_server::ot::Operation;
 
 const PW: &str = "pw";
@@ -118,21 +117,6 @@ impl Seat {
             }
         }
     }
-}
-
-async fn synced(c: &mut TroopClient) {
-    while !c.is_synchronized() {
-        c.recv(T).await.expect("ack");
-    }
-}
-
-async fn receive_native(c: &mut TroopClient, token: &str) {
-    c.recv_until_match(
-        T,
-        |_, m| matches!(&m.body, Body::Operation { operation, .. } if operation.to_string().contains(token)),
-    )
-    .await
-    .expect("the token arrives");
 }
 
 fn main() {

@@ -327,3 +327,20 @@ pub fn one_thread_runtime(name: &str) -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Waits until `c`'s operations in flight are all acknowledged.
+pub async fn synced(c: &mut TroopClient) {
+    while !c.is_synchronized() {
+        c.recv(T).await.expect("ack");
+    }
+}
+
+/// Waits until an operation holding `token` reaches `c`.
+pub async fn receive_token(c: &mut TroopClient, token: &str) {
+    c.recv_until_match(
+        T,
+        |_, m| matches!(&m.body, Body::Operation { operation, .. } if operation.to_string().contains(token)),
+    )
+    .await
+    .expect("the token arrives");
+}
