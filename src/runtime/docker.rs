@@ -247,11 +247,7 @@ impl DockerRuntime {
                 r.id
             }
             Err(e) => {
-                let mut nets = self.networks.lock().await;
-                nets.unreserve(k);
-                if matches!(&e, RuntimeError::Failed(m) if m.contains("is ambiguous")) {
-                    nets.forget_id(k); // looked up again (see keep_one_network)
-                }
+                self.networks.lock().await.unreserve(k);
                 return Err(match e {
                     RuntimeError::ImageMissing(_) | RuntimeError::NotFound => {
                         RuntimeError::ImageMissing(c.image.clone())
@@ -278,6 +274,7 @@ impl DockerRuntime {
         match self.create_once(docker, c, spec).await {
             Err(StartError::Engine(RuntimeError::Failed(e))) if e.contains("is ambiguous") => {
                 warn!(network = %c.network, "two networks have the sessions' name: keeping one and starting again");
+                self.networks.lock().await.forget_ids();
                 self.create_once(docker, c, spec).await
             }
             other => other,

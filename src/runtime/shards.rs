@@ -76,6 +76,13 @@ impl Shards {
         }
     }
 
+    /// Every network must be looked up again (one of them turned out ambiguous).
+    pub fn forget_ids(&mut self) {
+        for s in &mut self.nets {
+            s.id = None;
+        }
+    }
+
     fn grow(&mut self, k: usize) {
         if self.nets.len() <= k {
             self.nets.resize(k + 1, Shard::default());
