@@ -133,6 +133,9 @@ async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
     // Each one's text in their own Troop colour, their cursors tagged with their names.
     let colour_of = |who: &str| format!("troopView.performers.find(p => p.name === {}).colour", js(who));
     let (ca, cb) = (page.eval(&colour_of("alice")).await, page.eval(&colour_of("bob")).await);
+    // The reopened page draws its text after its model has it: wait for both runs.
+    let drawn = format!("{SPAN_OF}({}) && {SPAN_OF}({})", js("d1 >> play"), js("p1 >> pluck"));
+    page.wait_for(&drawn, Instant::now() + T, "alice's and bob's text drawn").await;
     let alice_span = page.eval(&format!("{SPAN_OF}({})", js("d1 >> play"))).await;
     let bob_span = page.eval(&format!("{SPAN_OF}({})", js("p1 >> pluck"))).await;
     assert!(alice_span["class"].as_str().is_some_and(|c| c.contains(&format!("p{ca}"))), "{alice_span} {ca}");
