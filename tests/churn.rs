@@ -66,7 +66,7 @@ async fn consistent(hub: &TestHub) -> BTreeMap<String, u64> {
 struct Churned {
     started: usize,
     answered: usize,
-    /// What came back instead of an answer, per query that got none.
+    /// What came back instead of an answer (the first few per client).
     unanswered: Vec<String>,
     refused: BTreeMap<String, usize>,
 }
@@ -116,7 +116,9 @@ async fn churn(hub: &TestHub, owners: usize, queriers: usize, target: usize, dea
             while going() {
                 match admin::request(addr, &json!({"type": "query", "name": format!("o{k}-1")}), T).await {
                     Ok(v) if v.get("result").is_some() => n += 1,
-                    other => unanswered.push(format!("{other:?}")),
+                    // The first few say what came back; a dead hub must not fill memory.
+                    other if unanswered.len() < 5 => unanswered.push(format!("{other:?}")),
+                    _ => {}
                 }
             }
             (n, unanswered)
