@@ -14,7 +14,6 @@ mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod probe;
-mod shards;
 pub mod spec;
 pub mod swarm;
 

@@ -1,33 +1,35 @@
 //! Sessions as containers on the local Docker engine: one container per session, built from
 //! the shared [`ServerSpec`] (no capabilities, no-new-privileges, read-only root, non-root
-//! user, limits, capped logs), on one bridge network without inter-container traffic, its
-//! port published on the host. A start returns once the server accepts on the container's
-//! own address (Docker's proxy accepts on the published port before that). Exits come from
-//! the engine's event stream. The local engine is one node, [`Node::local`].
+//! user, limits, capped logs), on the sessions' bridge networks without inter-container
+//! traffic ([`networks`]), its port published on the host. A start returns once the server
+//! accepts on the container's own address (Docker's proxy accepts on the published port before
+//! that). Exits come from the engine's event stream. The local engine is one node,
+//! [`Node::local`].
+
+mod networks;
+mod shards;
 
 use super::engine::{classify, hub_filter, timed_within, Engine};
 use super::probe::{accepts, host_port_listening, USERLAND_PROXY_WARNING};
-use super::shards::{shard_of, Shards};
 use super::spec::{credentials_from_env, labelled, ServerSpec, STOP_GRACE};
 use super::{
     exit_reason, Credentials, EventStream, Existing, Node, Runtime, RuntimeError, RuntimeEvent, SessionSpec,
-    StartError, Started, LABEL_HUB, LABEL_MANAGED,
+    StartError, Started,
 };
 use crate::config::Config;
-use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
-    ListNetworksOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use networks::Networks;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Container removals in flight at most: ending hundreds of sessions at once (shutdown) must
 /// not swamp the engine into timeouts.
@@ -39,9 +41,8 @@ const INSPECTS_AT_ONCE: usize = 16;
 /// Sessions as containers on the local Docker engine.
 pub struct DockerRuntime {
     engine: Engine,
-    /// The sessions' networks (by id: names can be ambiguous on older engines; `bridge` for
-    /// Docker's default one) and how full each is.
-    networks: tokio::sync::Mutex<Shards>,
+    /// The sessions' networks and how full each is.
+    networks: Networks,
     removals: tokio::sync::Semaphore,
     /// Set once a session's port is seen served by docker-proxy on this host.
     userland_proxy: std::sync::Arc<AtomicBool>,
@@ -64,7 +65,7 @@ impl DockerRuntime {
     /// is contacted yet.
     pub fn new(config: Config) -> DockerRuntime {
         DockerRuntime {
-            networks: tokio::sync::Mutex::new(Shards::new(&config.network, config.sessions_per_network)),
+            networks: Networks::new(&config),
             engine: Engine::new(config),
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
@@ -81,142 +82,6 @@ impl DockerRuntime {
 
     fn config(&self) -> Config {
         self.engine.config()
-    }
-
-    /// Ids of the networks named exactly `name` (Docker matches name filters by substring).
-    async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<String>, RuntimeError> {
-        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
-        let found = self.timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await?;
-        Ok(found.into_iter().filter(|n| n.name.as_deref() == Some(name)).filter_map(|n| n.id).collect())
-    }
-
-    /// The first network's reference, finding or creating it (the operator's network, or
-    /// Docker's default bridge, is used as it is).
-    async fn ensure_network(&self, c: &Config) -> Result<String, RuntimeError> {
-        let mut nets = self.networks.lock().await;
-        nets.reconfigure(&c.network, c.sessions_per_network);
-        self.shard_network(&mut nets, c, 0).await
-    }
-
-    /// Shard `k`'s network reference, finding or creating it.
-    async fn shard_network(&self, nets: &mut Shards, c: &Config, k: usize) -> Result<String, RuntimeError> {
-        if let Some(id) = nets.id(k) {
-            return Ok(id.to_string());
-        }
-        let name = nets.name(k);
-        let docker = self.engine.client().await?;
-        let found = self.networks_named(&docker, &name).await?;
-        if !found.is_empty() {
-            let id = self.keep_one_network(&docker, &name, c, found).await?;
-            let net = self.timed(docker.inspect_network(&id, None::<InspectNetworkOptions>)).await?;
-            let reference = sessions_kept_apart(&net, &name, id)?;
-            nets.set_id(k, reference.clone());
-            return Ok(reference);
-        }
-        if name == "bridge" {
-            // Docker refuses to make a network of that name; an engine run with `"bridge":
-            // "none"` has no default bridge.
-            return Err(RuntimeError::Misconfigured(
-                "`network: bridge` names Docker's default bridge, which this engine does not have: leave `network` unset so the hub makes its own".into(),
-            ));
-        }
-        let request = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
-            labels: Some(HashMap::from([(LABEL_MANAGED.into(), "true".into()), (LABEL_HUB.into(), c.hub_id.clone())])),
-            ..Default::default()
-        };
-        let id = self.timed(docker.create_network(request)).await?.id;
-        info!(network = %name, "created a sessions' network (no traffic between sessions)");
-        nets.set_id(k, id.clone());
-        Ok(id)
-    }
-
-    /// A network for one more container: the first with room (a Linux bridge takes 1,023
-    /// ports; `sessions_per_network` each), a new one when all are full. Docker's default
-    /// bridge cannot be split: it holds `sessions_per_network` and no more.
-    async fn place(&self, c: &Config) -> Result<(usize, String), RuntimeError> {
-        let mut nets = self.networks.lock().await;
-        nets.reconfigure(&c.network, c.sessions_per_network);
-        let k = nets.reserve();
-        if k > 0 && c.network == "bridge" {
-            nets.unreserve(k);
-            return Err(RuntimeError::Misconfigured(format!(
-                "Docker's default bridge holds {} sessions (sessions_per_network) and cannot be split: leave `network` unset so the hub adds networks as it needs them",
-                c.sessions_per_network
-            )));
-        }
-        match self.shard_network(&mut nets, c, k).await {
-            Ok(id) => Ok((k, id)),
-            Err(e) => {
-                nets.unreserve(k);
-                Err(e)
-            }
-        }
-    }
-
-    /// Container `id` is gone: an extra network it leaves empty is removed.
-    async fn left(&self, container: &str) {
-        let mut nets = self.networks.lock().await;
-        let Some(k) = nets.left(container) else { return };
-        let (Some(id), name) = (nets.id(k).map(str::to_string), nets.name(k)) else { return };
-        let Ok(docker) = self.engine.client().await else { return };
-        match self.timed(docker.remove_network(&id)).await {
-            Ok(()) | Err(RuntimeError::NotFound) => {
-                nets.forget_id(k);
-                info!(network = %name, "removed a sessions' network that emptied");
-            }
-            // Kept and filled again later; teardown tries again.
-            Err(e) => debug!(network = %name, error = %e, "could not remove an emptied sessions' network"),
-        }
-    }
-
-    /// One network out of several with the sessions' name. A hub killed while it created the
-    /// network and restarted at once can leave two (Docker does not refuse a second one with
-    /// the same name), and Docker then refuses to start a container on either ("ambiguous").
-    /// The one with the most containers stays; the other empty ones of this hub are removed.
-    async fn keep_one_network(
-        &self,
-        docker: &Docker,
-        name: &str,
-        c: &Config,
-        ids: Vec<String>,
-    ) -> Result<String, RuntimeError> {
-        if ids.len() == 1 {
-            return Ok(ids.into_iter().next().unwrap_or_default());
-        }
-        let mut nets = Vec::new();
-        for id in ids {
-            let (containers, ours) = self.network_use(docker, &id, c).await?;
-            nets.push((containers, ours, id));
-        }
-        // Most containers first; among equals, the order Docker listed them in.
-        nets.sort_by_key(|(containers, _, _)| std::cmp::Reverse(*containers));
-        let keep = nets[0].2.clone();
-        let mut left = 1;
-        for (containers, ours, id) in nets.into_iter().skip(1) {
-            let removed = ours && containers == 0 && self.timed(docker.remove_network(&id)).await.is_ok();
-            if removed {
-                warn!(network = %name, id = %crate::hub::short(&id), "removed a second network of the same name (left by a hub killed while creating it)");
-            } else {
-                left += 1;
-            }
-        }
-        if left > 1 {
-            return Err(RuntimeError::Misconfigured(format!(
-                "{left} networks are named {name}: remove the ones no session uses (docker network ls --filter name={name})"
-            )));
-        }
-        Ok(keep)
-    }
-
-    /// How many containers network `id` holds, and whether this hub made it (its label).
-    async fn network_use(&self, docker: &Docker, id: &str, c: &Config) -> Result<(usize, bool), RuntimeError> {
-        let net = self.timed(docker.inspect_network(id, None::<InspectNetworkOptions>)).await?;
-        let containers = net.containers.as_ref().map_or(0, |m| m.len());
-        let ours = net.labels.as_ref().and_then(|l| l.get(LABEL_HUB)) == Some(&c.hub_id);
-        Ok((containers, ours))
     }
 
     async fn inspect(&self, docker: &Docker, container_id: &str, c: &Config) -> Result<Inspected, RuntimeError> {
@@ -237,17 +102,17 @@ impl DockerRuntime {
 
     /// Creates and starts the container; returns its id.
     async fn create_once(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
-        let (k, network) = self.place(c).await?;
+        let (k, network) = self.networks.place(&self.engine, c).await?;
         let body = ServerSpec::new(c, spec).container(network, c.bind_address, spec.port);
         let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
         let created = self.timed(docker.create_container(Some(options), body)).await;
         let id = match created {
             Ok(r) => {
-                self.networks.lock().await.joined(&r.id, k);
+                self.networks.joined(&r.id, k).await;
                 r.id
             }
             Err(e) => {
-                self.networks.lock().await.unreserve(k);
+                self.networks.unreserve(k).await;
                 return Err(match e {
                     RuntimeError::ImageMissing(_) | RuntimeError::NotFound => {
                         RuntimeError::ImageMissing(c.image.clone())
@@ -274,7 +139,7 @@ impl DockerRuntime {
         match self.create_once(docker, c, spec).await {
             Err(StartError::Engine(RuntimeError::Failed(e))) if e.contains("is ambiguous") => {
                 warn!(network = %c.network, "two networks have the sessions' name: keeping one and starting again");
-                self.networks.lock().await.forget_ids();
+                self.networks.forget_ids().await;
                 self.create_once(docker, c, spec).await
             }
             other => other,
@@ -346,7 +211,7 @@ impl DockerRuntime {
                 false => None,
             };
             if let Some(network) = seen.as_ref().and_then(|i| i.network.as_deref()) {
-                self.networks.lock().await.found(&handle, network);
+                self.networks.found(&handle, network).await;
             }
             let l = labelled(&summary.labels.unwrap_or_default());
             Existing {
@@ -395,39 +260,6 @@ impl DockerRuntime {
     }
 }
 
-/// Docker's default network's option that names it so (its name, `bridge`, can be taken).
-const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
-/// A bridge network's option that lets its containers reach each other (on unless "false").
-const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
-
-/// How a container joins network `net`, found by `name`, as `id`: sessions must not reach each
-/// other on it. The hub makes its own network so; one it finds (the operator's, or Docker's
-/// default bridge named in hub.yaml) must be a bridge with inter-container traffic off, or
-/// the hub says why it will not use it. Docker's default bridge is joined by its name, as
-/// `docker run --network bridge` does (joined by id, Docker would take it for a network of
-/// the user's and give its containers the embedded DNS resolver).
-fn sessions_kept_apart(net: &bollard::models::NetworkInspect, name: &str, id: String) -> Result<String, RuntimeError> {
-    let option = |key: &str| net.options.as_ref().and_then(|o| o.get(key)).map(String::as_str);
-    let default_bridge = option(DEFAULT_BRIDGE) == Some("true");
-    let bridge = net.driver.as_deref() == Some("bridge");
-    // Docker reads the option as a boolean (Go's ParseBool).
-    let icc_off = matches!(option(ENABLE_ICC), Some("0" | "f" | "F" | "false" | "FALSE" | "False"));
-    if bridge && icc_off {
-        return Ok(if default_bridge { "bridge".into() } else { id });
-    }
-    let fix = if default_bridge {
-        "set \"icc\": false in the engine's daemon.json and restart it, or leave `network` unset so the hub makes its own".to_string()
-    } else if bridge {
-        format!("remove it and the hub makes its own, or create it with -o {ENABLE_ICC}=false")
-    } else {
-        "name a bridge network, or leave `network` unset so the hub makes its own".to_string()
-    };
-    Err(RuntimeError::Misconfigured(format!(
-        "the sessions' network `{name}` lets sessions reach each other ({} driver, inter-container traffic on): {fix}",
-        net.driver.as_deref().unwrap_or("unknown")
-    )))
-}
-
 impl Runtime for DockerRuntime {
     fn reconfigure(&self, config: Config) {
         self.engine.reconfigure(config);
@@ -440,7 +272,7 @@ impl Runtime for DockerRuntime {
             // The network first: one that lets sessions reach each other stops the hub even
             // while the image is still missing (that only waits for a build).
             let image = self.check().await;
-            self.ensure_network(&c).await?;
+            self.networks.first(&self.engine, &c).await?;
             image
         })
     }
@@ -502,7 +334,7 @@ impl Runtime for DockerRuntime {
                 Err(e) => Err(e),
             };
             if removed.is_ok() {
-                self.left(&container_id).await;
+                self.networks.left(&self.engine, &container_id).await;
             }
             removed
         })
@@ -531,34 +363,7 @@ impl Runtime for DockerRuntime {
     }
 
     fn teardown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let c = self.config();
-            let Ok(docker) = self.engine.client().await else { return };
-            // The first network by its name (it may be the operator's), the others by this
-            // hub's label.
-            let Ok(mut ids) = self.networks_named(&docker, &c.network).await else { return };
-            let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_HUB}={}", c.hub_id)])]);
-            let listed = self.timed(docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) }))).await;
-            for n in listed.unwrap_or_default() {
-                let shard = n.name.as_deref().and_then(|name| shard_of(&c.network, name));
-                if let (Some(1..), Some(id)) = (shard, n.id) {
-                    ids.push(id);
-                }
-            }
-            for id in ids {
-                let Ok((containers, ours)) = self.network_use(&docker, &id, &c).await else { continue };
-                if !(ours && containers == 0) {
-                    continue;
-                }
-                match self.timed(docker.remove_network(&id)).await {
-                    Ok(()) => info!(network = %crate::hub::short(&id), "removed a sessions' network"),
-                    Err(e) => {
-                        warn!(network = %crate::hub::short(&id), error = %e, "could not remove a sessions' network")
-                    }
-                }
-            }
-            *self.networks.lock().await = Shards::new(&c.network, c.sessions_per_network);
-        })
+        Box::pin(async move { self.networks.teardown(&self.engine, &self.config()).await })
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -581,48 +386,4 @@ fn exited(ev: bollard::models::EventMessage) -> RuntimeEvent {
     };
     let idle = ev.action.as_deref() != Some("pause") && attrs.get("exitCode").map(String::as_str) == Some("0");
     RuntimeEvent::Exited { handle: actor.id.unwrap_or_default(), reason, idle }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bollard::models::NetworkInspect;
-
-    fn network(driver: &str, options: &[(&str, &str)]) -> NetworkInspect {
-        NetworkInspect {
-            driver: Some(driver.into()),
-            options: Some(options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ..Default::default()
-        }
-    }
-
-    fn refusal(net: &NetworkInspect, name: &str) -> String {
-        match sessions_kept_apart(net, name, "abc123".into()) {
-            Err(RuntimeError::Misconfigured(why)) => why,
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_bridge_with_inter_container_traffic_off_is_joined_by_id_and_the_default_one_by_name() {
-        let own = network("bridge", &[(ENABLE_ICC, "false")]);
-        assert_eq!(sessions_kept_apart(&own, "troop-hub-sessions", "abc123".into()).ok().as_deref(), Some("abc123"));
-        let default = network("bridge", &[(DEFAULT_BRIDGE, "true"), (ENABLE_ICC, "false")]);
-        assert_eq!(sessions_kept_apart(&default, "bridge", "def456".into()).ok().as_deref(), Some("bridge"));
-    }
-
-    #[test]
-    fn a_network_that_lets_sessions_reach_each_other_is_refused_with_its_fix() {
-        let default = network("bridge", &[(DEFAULT_BRIDGE, "true"), (ENABLE_ICC, "true")]);
-        assert!(refusal(&default, "bridge").contains("set \"icc\": false in the engine's daemon.json"));
-        // A bridge made without the option: Docker's default is traffic on.
-        let operators = network("bridge", &[]);
-        let why = refusal(&operators, "shared");
-        assert!(why.starts_with("the sessions' network `shared` lets sessions reach each other"), "{why}");
-        assert!(why.contains("-o com.docker.network.bridge.enable_icc=false"), "{why}");
-        let zero = network("bridge", &[(ENABLE_ICC, "0")]);
-        assert_eq!(sessions_kept_apart(&zero, "shared", "abc123".into()).ok().as_deref(), Some("abc123"));
-        let overlay = network("overlay", &[(ENABLE_ICC, "false")]);
-        assert!(refusal(&overlay, "multi").contains("name a bridge network"));
-    }
 }
