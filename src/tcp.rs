@@ -175,9 +175,13 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, slot: Sl
             let req = StartRequest { name, password, daemon, peer: Some(peer.ip()), ttl: None };
             match hub.start_session(req).await {
                 Ok(owned) => {
-                    reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
-                    if !daemon {
+                    if daemon {
+                        reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
+                    } else {
+                        // An owner from here on: its place is free before it hears the reply
+                        // (and may send its next request).
                         drop(slot);
+                        reply(&mut stream, json!({ "address": [owned.host, owned.port] })).await;
                         return own(stream, owned, &hub).await;
                     }
                 }
