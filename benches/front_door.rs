@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::load::{receive_token as receive, summary, synced};
+use common::load::{latency_table, receive_token as receive, synced};
 use common::{TestHub, T};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -108,26 +108,10 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(50).saturating_sub(tick.elapsed())).await;
     }
 
-    println!("{:<44} {:>9} {:>9} {:>9} {:>6}", "path", "p50 ms", "p99 ms", "max ms", "n");
-    let mut rows = Vec::new();
-    let mut base = (0.0, 0.0);
-    for (name, v) in [
-        ("edit, published port (baseline)", direct),
-        ("edit, relayed by a process like the hub", through),
-        ("connect + login, published port", login_pub),
-        ("connect + login, relayed", login_relay),
-    ] {
-        let (p50, p99, max, count) = summary(v);
-        if name.starts_with("edit, published") || name.starts_with("connect + login, published") {
-            base = (p50, p99);
-        }
-        println!(
-            "{name:<44} {p50:>9.3} {p99:>9.3} {max:>9.3} {count:>6}   p50 {:.2}x, p99 {:.2}x its baseline",
-            p50 / base.0,
-            p99 / base.1
-        );
-        rows.push(json!({"path": name, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "n": count}));
-    }
+    let rows = latency_table(vec![
+        vec![("edit, published port (baseline)", direct), ("edit, relayed by a process like the hub", through)],
+        vec![("connect + login, published port", login_pub), ("connect + login, relayed", login_relay)],
+    ]);
     let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-front-door.json");
     let _ = std::fs::write(out, serde_json::to_string_pretty(&json!({"rows": rows})).unwrap_or_default());
 }

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::load::{proc_kib, receive_token as receive_native, summary, synced, ticks};
+use common::load::{latency_table, proc_kib, receive_token as receive_native, synced, ticks};
 use common::{TestHub, T};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -171,22 +171,11 @@ async fn run() {
         receive_native(&mut b, &token).await;
         tokio::time::sleep(Duration::from_millis(50).saturating_sub(tick.elapsed())).await;
     }
-    let rows = [("native -> native (baseline)", base), ("seat -> native", to_native), ("native -> seat", to_seat)];
-    let mut json_rows = Vec::new();
-    println!("{:<30} {:>9} {:>9} {:>9} {:>7}", "path", "p50 ms", "p99 ms", "max ms", "n");
-    let mut baseline = (0.0, 0.0);
-    for (name, v) in rows {
-        let (p50, p99, max, count) = summary(v);
-        if baseline == (0.0, 0.0) {
-            baseline = (p50, p99);
-        }
-        println!(
-            "{name:<30} {p50:>9.2} {p99:>9.2} {max:>9.2} {count:>7}   p50 {:.2}x, p99 {:.2}x the baseline",
-            p50 / baseline.0,
-            p99 / baseline.1
-        );
-        json_rows.push(json!({"path": name, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "n": count}));
-    }
+    let json_rows = latency_table(vec![vec![
+        ("native -> native (baseline)", base),
+        ("seat -> native", to_native),
+        ("native -> seat", to_seat),
+    ]]);
 
     // What a seat costs the hub: N seats idle, then typing.
     let pid = hub.proc.as_ref().expect("hub").id();

@@ -344,3 +344,25 @@ pub async fn receive_token(c: &mut TroopClient, token: &str) {
     .await
     .expect("the token arrives");
 }
+
+/// Prints latency rows (ns) as a table, each against the first row of its group (its
+/// baseline), and returns them as JSON rows (`path`, `p50_ms`, `p99_ms`, `max_ms`, `n`).
+pub fn latency_table(groups: Vec<Vec<(&str, Vec<u64>)>>) -> Vec<serde_json::Value> {
+    let width = groups.iter().flatten().map(|(name, _)| name.len()).max().unwrap_or(4);
+    println!("{:<width$} {:>9} {:>9} {:>9} {:>7}", "path", "p50 ms", "p99 ms", "max ms", "n");
+    let mut rows = Vec::new();
+    for group in groups {
+        let mut baseline = None;
+        for (name, v) in group {
+            let (p50, p99, max, count) = summary(v);
+            let (b50, b99) = *baseline.get_or_insert((p50, p99));
+            println!(
+                "{name:<width$} {p50:>9.3} {p99:>9.3} {max:>9.3} {count:>7}   p50 {:.2}x, p99 {:.2}x its baseline",
+                p50 / b50,
+                p99 / b99
+            );
+            rows.push(serde_json::json!({"path": name, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "n": count}));
+        }
+    }
+    rows
+}
