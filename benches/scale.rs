@@ -221,10 +221,9 @@ fn main() {
             set_pool(&hub, 0).await;
             // The same warm starts as the hub timed them, request parsed to reply written.
             let log = hub.log();
-            let mine = format!("session={}", "w");
-            let warm_lines: String =
-                log.lines().filter(|l| l.contains(&format!("{mine}{step}-"))).collect::<Vec<_>>().join("\n");
-            let warm_inside = tails(hub_timings(&warm_lines, "session ready (warm pool)"));
+            let mine = format!("session=w{step}-");
+            let warm_lines: Vec<&str> = log.lines().filter(|l| l.contains(&mine)).collect();
+            let warm_inside = tails(hub_timings(&warm_lines.join("\n"), "session ready (warm pool)"));
             let mut ends = Vec::new();
             for k in 0..5 {
                 let name = format!("e{step}-{k}");

@@ -39,13 +39,12 @@ impl LiveSessions {
         let session = lock(&self.by_id).get(id).cloned()?;
         let mut followed = lock(&session);
         let r = f(&mut followed);
-        // A session no longer followed (removed meanwhile) is no longer counted.
-        let now = followed.view.performers.len();
-        if let Some(counted) = followed.counted.replace(now) {
+        // A session removed meanwhile (`counted` taken) is no longer counted.
+        if let Some(counted) = followed.counted {
+            let now = followed.view.performers.len();
+            followed.counted = Some(now);
             self.performers.fetch_add(now, Ordering::Relaxed);
             self.performers.fetch_sub(counted, Ordering::Relaxed);
-        } else {
-            followed.counted = None;
         }
         Some(r)
     }

@@ -96,6 +96,26 @@ async fn a_session_is_armed_followed_recorded_and_watched_over_its_real_control_
 }
 
 #[tokio::test]
+async fn the_performers_total_follows_joins_leaves_and_endings() {
+    // /metrics' `troop_hub_performers`, kept as sessions change rather than counted per scrape.
+    let fake = Arc::new(FakeRuntime::with_servers());
+    let hub = hub(&fake, "max_sessions_per_address: 2").await;
+    let one = hub.start_session(req("one", PW)).await.unwrap();
+    let two = hub.start_session(req("two", PW)).await.unwrap();
+    let (at_one, at_two) = (server_of(&hub, &fake, "one"), server_of(&hub, &fake, "two"));
+    let alice = TroopClient::join(at_one, "alice", PW, T).await.expect("alice joins one");
+    let _bob = TroopClient::join(at_one, "bob", PW, T).await.expect("bob joins one");
+    let _carol = TroopClient::join(at_two, "carol", PW, T).await.expect("carol joins two");
+    until("three performers counted", || hub.gauges().performers == 3).await;
+    alice.close().await;
+    until("alice's leaving counted", || hub.gauges().performers == 2).await;
+    hub.owner_gone(&one.id, false).await;
+    until("session one's performers no longer counted", || hub.gauges().performers == 1).await;
+    hub.owner_gone(&two.id, false).await;
+    until("nobody counted", || hub.gauges().performers == 0).await;
+}
+
+#[tokio::test]
 async fn a_warm_pool_member_is_a_locked_real_server_that_a_start_arms() {
     let fake = Arc::new(FakeRuntime::with_servers());
     let hub = hub(&fake, "warm_pool: 2").await;
