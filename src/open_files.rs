@@ -51,9 +51,13 @@ pub fn check(c: &Config, limit: u64) -> Result<Option<String>, String> {
 pub fn raise() -> u64 {
     match rlimit::getrlimit(rlimit::Resource::NOFILE) {
         Ok((soft, hard)) if soft < hard => rlimit::increase_nofile_limit(hard).unwrap_or(soft),
-        Ok((soft, _)) => soft,
-        Err(_) => u64::MAX, // cannot tell: do not refuse
+        _ => current(),
     }
+}
+
+/// The limit in force now (`u64::MAX` when it cannot be read: then nothing is refused).
+pub fn current() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft)
 }
 
 #[cfg(test)]

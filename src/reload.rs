@@ -18,8 +18,7 @@ fn fingerprint(path: &Path) -> Option<Vec<u8>> {
 pub fn reload(hub: &Hub, path: &Path) -> bool {
     match Config::load(path) {
         Ok(new) => {
-            let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
-            if let Err(why) = crate::open_files::check(&new, limit) {
+            if let Err(why) = crate::open_files::check(&new, crate::open_files::current()) {
                 warn!("hub.yaml refused: {why}; the running configuration stays");
                 hub.metrics.reload("invalid");
                 return false;
