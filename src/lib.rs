@@ -28,6 +28,7 @@ pub mod config;
 pub mod gate;
 pub mod http;
 pub mod hub;
+pub mod links;
 pub mod metrics;
 pub mod open_files;
 pub mod random;

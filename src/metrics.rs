@@ -31,6 +31,12 @@ pub struct Metrics {
     /// Operations applied and evaluations, over every session (from their live streams).
     operations: AtomicU64,
     evaluations: AtomicU64,
+    /// Characters typed and deleted, over every session (no label per performer).
+    typed: AtomicU64,
+    deleted: AtomicU64,
+    /// Performers removed by owners, and locks set.
+    removals: AtomicU64,
+    locks: AtomicU64,
     open_connections: AtomicI64,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -103,6 +109,18 @@ impl Metrics {
         self.evaluations.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An edit typed `typed` characters and deleted `deleted`.
+    pub fn characters(&self, typed: u64, deleted: u64) {
+        self.typed.fetch_add(typed, Ordering::Relaxed);
+        self.deleted.fetch_add(deleted, Ordering::Relaxed);
+    }
+
+    /// An owner removed a performer (`lock: false`) or locked a session (`lock: true`).
+    pub fn moderation(&self, lock: bool) {
+        let counter = if lock { &self.locks } else { &self.removals };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn docker_error(&self) {
         self.docker_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,6 +184,10 @@ impl Metrics {
         for (name, help, v) in [
             ("session_operations_total", "Edits applied, over every session.", &self.operations),
             ("session_evaluations_total", "Code evaluations, over every session.", &self.evaluations),
+            ("session_typed_characters_total", "Characters performers typed, over every session.", &self.typed),
+            ("session_deleted_characters_total", "Characters performers deleted, over every session.", &self.deleted),
+            ("performers_removed_total", "Performers removed from their session by its owner.", &self.removals),
+            ("session_locks_total", "Sessions locked to new performers by their owner.", &self.locks),
         ] {
             let v = v.load(Ordering::Relaxed);
             let _ =

@@ -104,6 +104,9 @@ pub struct Summary {
     pub bytes: u64,
     /// Some timeline lines were not stored (the session's cap, or a full queue).
     pub truncated: bool,
+    /// Statistics per performer, from the timeline, once the session has ended.
+    #[schema(value_type = std::collections::BTreeMap<String, crate::audience::PerformerStats>)]
+    pub stats: crate::audience::StatsByName,
 }
 
 /// What [`Archive::prune`] removed.
@@ -255,7 +258,7 @@ impl std::fmt::Debug for Archive {
 }
 
 const SUMMARY_COLUMNS: &str =
-    "id, name, started_ms, ended_ms, end_reason, performers, operations, evaluations, bytes, truncated";
+    "id, name, started_ms, ended_ms, end_reason, performers, operations, evaluations, bytes, truncated, stats";
 
 fn summary_from(row: &Row<'_>) -> rusqlite::Result<Summary> {
     let id: String = row.get(0)?;
@@ -271,6 +274,7 @@ fn summary_from(row: &Row<'_>) -> rusqlite::Result<Summary> {
         evaluations: from_sql_int(row.get(7)?),
         bytes: from_sql_int(row.get(8)?),
         truncated: row.get(9)?,
+        stats: row.get::<_, Option<String>>(10)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
         id,
     })
 }

@@ -88,7 +88,7 @@ impl Archive {
                      ORDER BY started_ms DESC, id DESC LIMIT {MAX_CHECKED}"
                 );
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([name], |row| Ok((summary_from(row)?, row.get(10)?, row.get(11)?)))?;
+                let rows = stmt.query_map([name], |row| Ok((summary_from(row)?, row.get(11)?, row.get(12)?)))?;
                 rows.collect()
             },
         )?;

@@ -12,7 +12,7 @@ use super::ArchiveError;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Migrations in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1, v2, v3];
+const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[v1, v2, v3, v4];
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -60,6 +60,12 @@ fn v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// a stopped hub left open can bring its code up to the last stored edit.
 fn v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE sessions ADD COLUMN document_seq INTEGER;")
+}
+
+/// Version 4: `stats`, the statistics per performer (JSON) computed from the timeline when
+/// the session ends.
+fn v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE sessions ADD COLUMN stats TEXT;")
 }
 
 fn sqlite<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> ArchiveError + 'a {

@@ -73,6 +73,7 @@ async fn begin_record_finish_round_trip() {
                 .sum::<u64>()
                 + summary.bytes,
             truncated: false,
+            stats: Default::default(),
         }
     );
     let lines = timeline(&archive, "s1").unwrap();

@@ -349,16 +349,27 @@ impl Writer {
                 self.written.push((id.clone(), document));
                 result.map_err(failed(id, "keeping a session's document"))
             }
-            Op::Finish { id, ended_ms, reason, document } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document) WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![id, sql_int(*ended_ms), reason, document]))
-                .map(drop)
-                .map_err(failed(id, "ending a session")),
+            Op::Finish { id, ended_ms, reason, document } => {
+                let stats = self.stats_of(id).map_err(failed(id, "counting a session's statistics"))?;
+                self.conn
+                    .prepare_cached(
+                        "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document),
+                         stats = ?5 WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![id, sql_int(*ended_ms), reason, document, stats]))
+                    .map(drop)
+                    .map_err(failed(id, "ending a session"))
+            }
             Op::Flush(_) | Op::Job(_) => Ok(()),
         }
+    }
+
+    /// Session `id`'s statistics per performer (JSON), from its stored timeline.
+    fn stats_of(&mut self, id: &str) -> rusqlite::Result<String> {
+        let mut stmt = self.conn.prepare_cached("SELECT line FROM lines WHERE session_id = ?1 ORDER BY seq")?;
+        let lines: Vec<String> = stmt.query_map([id], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let stats = crate::audience::Stats::of_timeline(lines.iter().map(String::as_str));
+        Ok(serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into()))
     }
 
     fn record(

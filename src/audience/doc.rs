@@ -40,6 +40,18 @@ impl LiveDoc {
         LiveDoc { text: document.to_string(), len, runs, marks: BTreeMap::new() }
     }
 
+    /// The document of an archived snapshot with its `[author, length]` runs (as
+    /// [`super::LiveSnapshot::authors`] gives them); runs that do not cover the text exactly
+    /// are not trusted, and it is [`LiveDoc::from_snapshot`].
+    pub fn with_authors(document: &str, authors: &[(Option<ClientId>, u64)], before: Option<&LiveDoc>) -> LiveDoc {
+        let mut doc = LiveDoc::from_snapshot(document, before);
+        let runs: Vec<Run> = authors.iter().map(|&(author, len)| Run { author, len }).collect();
+        if runs.iter().map(|r| r.len).sum::<u64>() == doc.len && before.is_none_or(|b| b.text != document) {
+            doc.runs = bounded(runs);
+        }
+        doc
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }

@@ -71,7 +71,7 @@ impl FromRequestParts<Arc<Hub>> for Proof {
     }
 }
 
-fn archive(hub: &Hub) -> Result<Archive, ApiError> {
+pub(super) fn archive(hub: &Hub) -> Result<Archive, ApiError> {
     hub.archive().cloned().ok_or_else(|| ApiError::not_found(ARCHIVE_OFF))
 }
 
@@ -81,7 +81,7 @@ fn failed(e: ArchiveError) -> ApiError {
 }
 
 /// Runs a database call on the blocking pool; its errors are logged, the client gets a 500.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
@@ -101,7 +101,13 @@ async fn slow_check<T: Send + 'static>(
 
 /// Checks a password proof of archive `id`, charged to the session's name (admin and token
 /// proofs pass here when they hold).
-async fn prove(hub: &Hub, grants: &Grants, archive: &Archive, id: &str, proof: Proof) -> Result<(), ApiError> {
+pub(super) async fn prove(
+    hub: &Hub,
+    grants: &Grants,
+    archive: &Archive,
+    id: &str,
+    proof: Proof,
+) -> Result<(), ApiError> {
     match proof {
         Proof::Admin => Ok(()),
         Proof::Token(token) if grants.allows(&token, id) => Ok(()),
@@ -148,9 +154,14 @@ pub struct Access {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: Option<String>,
     /// The session's password (any characters).
-    #[schema(value_type = String, format = Password)]
-    pub password: SecretString,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// Or, for one performance, the token of a share link to it (the `#share=` of its URL).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub share: Option<SecretString>,
 }
+
+const NO_PASSWORD: &str = "Send the session's \"password\"";
 
 /// What a proved password opens: a token for `X-Archive-Token`, how long it holds, and (for
 /// a name) that name's performances it opened.
@@ -193,14 +204,15 @@ pub async fn access_name(
     let archive = archive(&hub)?;
     let name = body.name.ok_or_else(|| ApiError::bad_request("Say which session: \"name\""))?;
     valid_name(&name)?;
-    let found = summaries_for(&hub, archive, name, ip, body.password).await?;
+    let password = body.password.ok_or_else(|| ApiError::bad_request(NO_PASSWORD))?;
+    let found = summaries_for(&hub, archive, name, ip, password).await?;
     grant(&grants, found.iter().map(|s| s.id.clone()).collect(), Some(found))
 }
 
 /// Open one past performance with its password
 ///
-/// The password goes in the body (any characters); the token reads this performance's
-/// summary, code and timeline (`X-Archive-Token`) for a while.
+/// The password goes in the body (any characters), or a share link's token as `"share"`; the
+/// token reads this performance's summary, code and timeline (`X-Archive-Token`) for a while.
 #[utoipa::path(post, path = "/api/v1/archive/{id}/access", tag = "archive",
     params(("id" = String, Path)),
     request_body = Access,
@@ -220,7 +232,11 @@ pub async fn access_one(
     JsonBody(body): JsonBody<Access>,
 ) -> Result<Json<Granted>, ApiError> {
     let archive = archive(&hub)?;
-    verify(&hub, &archive, &id, ip, body.password).await?;
+    match (body.share, body.password) {
+        (Some(share), _) => super::links::check_archive_share(&hub, &id, ip, &share)?,
+        (None, Some(password)) => verify(&hub, &archive, &id, ip, password).await?,
+        (None, None) => return Err(ApiError::bad_request(NO_PASSWORD)),
+    }
     grant(&grants, vec![id], None)
 }
 
@@ -347,7 +363,7 @@ pub async fn delete_one(
 }
 
 /// The date (UTC) of a Unix time in ms, `YYYY-MM-DD`.
-fn date(ms: u64) -> String {
+pub(super) fn date(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string().chars().take(10).collect()
 }

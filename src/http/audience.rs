@@ -25,6 +25,9 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::pages::AUDIENCE_OFF as OFF;
+use secrecy::ExposeSecret;
+/// What a viewer let in by a share link hears when the link stops holding.
+const LINK_GONE: &str = "This share link has expired or was revoked";
 /// A viewer must send its password within this.
 pub const PASSWORD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A viewer whose socket takes longer than this to take one message is dropped.
@@ -55,7 +58,8 @@ pub mod close {
 /// Watch a session live (WebSocket)
 ///
 /// Upgrades to a WebSocket. When the session's view needs its password, the client's first
-/// message is `{"password": "..."}` (within 10 s). The hub then sends JSON text messages
+/// message is `{"password": "..."}` or a share link's token, `{"share": "..."}` (within 10 s);
+/// a viewer let in by a link is let go when the link expires or is revoked (4403). The hub then sends JSON text messages
 /// ([`LiveMessage`]): a `snapshot`, then `join`, `leave`, `operation`, `evaluate`, `mark`,
 /// `select` in the session's order, and `ended` with the reason when it ends. A later
 /// `snapshot` replaces everything (the hub resynchronised). Applying each operation to the
@@ -98,7 +102,7 @@ pub async fn live(
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     })?;
-    let viewer = Viewer { hub, name, ip, proved: false };
+    let viewer = Viewer { hub, name, ip, proved: false, link: None };
     let needs_password = access == Access::Password;
     // Until it has given the password, the socket keeps its connection's place in the caps.
     let place = slot.and_then(|Extension(s)| s.take()).filter(|_| needs_password);
@@ -149,11 +153,16 @@ pub async fn set_audience(
     Ok(Json(AudienceState { name, audience }))
 }
 
-/// The password message a viewer sends first.
+/// The message a viewer sends first: the session's password, or a share link's token.
 #[derive(serde::Deserialize)]
 struct Hello {
-    password: SecretString,
+    password: Option<SecretString>,
+    share: Option<SecretString>,
 }
+
+/// How often a viewer let in by a share link checks that the link still holds (it expires
+/// by itself; a revoke is seen at once).
+const LINK_CHECK: Duration = Duration::from_secs(15);
 
 /// One viewer's connection.
 struct Viewer {
@@ -162,6 +171,8 @@ struct Viewer {
     ip: IpAddr,
     /// It gave the session's password (it may stay when the view stops being public).
     proved: bool,
+    /// The share link that let it in, which must go on holding.
+    link: Option<SecretString>,
 }
 
 /// Sends an error and closes.
@@ -183,11 +194,12 @@ impl Viewer {
     ) {
         let (mut out, mut incoming) = socket.split();
         if needs_password {
-            if let Err((code, message, retry)) = self.password(&mut incoming).await {
-                return refuse(&mut out, code, &message, retry).await;
+            match self.password(&mut incoming).await {
+                Ok(link) => self.link = link,
+                Err((code, message, retry)) => return refuse(&mut out, code, &message, retry).await,
             }
             drop(waiting);
-            self.proved = true;
+            self.proved = self.link.is_none();
         }
         let mut watch: Watch = match self.hub.watch(&self.name) {
             Ok(w) => w,
@@ -201,8 +213,13 @@ impl Viewer {
                 return;
             }
         }
+        let mut link_check = tokio::time::interval(LINK_CHECK);
+        link_check.reset();
         loop {
             tokio::select! {
+                _ = link_check.tick(), if self.link.is_some() => if !self.link_holds() {
+                    return refuse(&mut out, close::WRONG_PASSWORD, LINK_GONE, false).await;
+                },
                 m = watch.feed.recv() => match m {
                     Ok(first) => {
                         // Everything already waiting goes out in one write.
@@ -251,7 +268,10 @@ impl Viewer {
                     Some(Access::Off) | None => {
                         return refuse(&mut out, close::NO_SESSION, OFF, false).await;
                     }
-                    Some(Access::Password) if !self.proved => {
+                    Some(Access::Password) if self.link.is_some() && !self.link_holds() => {
+                        return refuse(&mut out, close::WRONG_PASSWORD, LINK_GONE, false).await;
+                    }
+                    Some(Access::Password) if !self.proved && self.link.is_none() => {
                         let why = "This view now needs the session's password";
                         return refuse(&mut out, close::WRONG_PASSWORD, why, false).await;
                     }
@@ -261,11 +281,17 @@ impl Viewer {
         }
     }
 
-    /// Reads and checks the viewer's password: `Err((close code, sentence, may retry))`.
+    /// Whether the share link that let this viewer in still opens the view.
+    fn link_holds(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| self.hub.link_opens_session(&self.name, l.expose_secret()))
+    }
+
+    /// Reads and checks the viewer's password or share link (`Ok(Some(link))` for a link):
+    /// `Err((close code, sentence, may retry))`.
     async fn password(
         &self,
         incoming: &mut futures_util::stream::SplitStream<WebSocket>,
-    ) -> Result<(), (u16, String, bool)> {
+    ) -> Result<Option<SecretString>, (u16, String, bool)> {
         let first = tokio::time::timeout(PASSWORD_TIMEOUT, async {
             loop {
                 match incoming.next().await {
@@ -289,9 +315,19 @@ impl Viewer {
                 return Err(no_password);
             }
         };
-        let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password)?;
-        match check_password(&self.hub, &self.name, self.ip, &hello.password).await {
-            Ok(()) => Ok(()),
+        let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password.clone())?;
+        if let Some(share) = hello.share {
+            return match super::links::check_session_share(&self.hub, &self.name, self.ip, &share) {
+                Ok(()) => Ok(Some(share)),
+                Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    Err((close::TOO_MANY, e.message().to_string(), false))
+                }
+                Err(e) => Err((close::WRONG_PASSWORD, e.message().to_string(), false)),
+            };
+        }
+        let password = hello.password.ok_or(no_password)?;
+        match check_password(&self.hub, &self.name, self.ip, &password).await {
+            Ok(()) => Ok(None),
             Err(e) if e.status() == StatusCode::FORBIDDEN => {
                 Err((close::WRONG_PASSWORD, "Wrong password".into(), false))
             }

@@ -14,6 +14,10 @@
 //! - `pages.rs`: the browser pages (`/s/{name}`, `/archive`, `/a/{id}`) and their assets.
 //! - `audience.rs`: the live WebSocket and the owner's public switch.
 //! - `seat.rs`: the browser seat's WebSocket (a page as a Troop peer) and the owner's switch.
+//! - `moderation.rs`: the owner removing a performer and locking a session; `owner.rs`: how
+//!   an owner proves it.
+//! - `keep.rs`: a past performance as one HTML file that replays offline, and its evaluations.
+//! - `links.rs`: share links to a session's view and a past performance's replay.
 //! - `archive.rs`: past sessions' code and timelines; `grants.rs`: the tokens a proved password
 //!   gives them. `client.rs`: the client's address.
 
@@ -24,8 +28,12 @@ mod client;
 mod error;
 mod grants;
 mod json;
+mod keep;
+mod links;
 mod log;
+mod moderation;
 mod openapi;
+mod owner;
 mod pages;
 mod seat;
 #[cfg(test)]
@@ -75,12 +83,20 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(audience::set_audience))
         .routes(routes!(seat::seat))
         .routes(routes!(seat::set_seats))
+        .routes(routes!(moderation::remove_performer))
+        .routes(routes!(moderation::lock))
+        .routes(routes!(links::list_session_links, links::create_session_link))
+        .routes(routes!(links::revoke_session_link))
+        .routes(routes!(links::list_archive_links, links::create_archive_link))
+        .routes(routes!(links::revoke_archive_link))
         .routes(routes!(archive::list, archive::delete_name))
         .routes(routes!(archive::access_name))
         .routes(routes!(archive::access_one))
         .routes(routes!(archive::get_one, archive::delete_one))
         .routes(routes!(archive::code))
         .routes(routes!(archive::timeline))
+        .routes(routes!(keep::replay_file))
+        .routes(routes!(keep::evaluations_file))
 }
 
 /// What every path without a route gets.

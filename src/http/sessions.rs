@@ -112,7 +112,10 @@ pub async fn get_session(
     let audience = hub.audience_access(&name).unwrap_or(crate::audience::Access::Off);
     let session = admin.and_then(|_| hub.session(&name)).map(Into::into);
     match found {
-        Some((host, port)) => Ok(Json(Address { name, host, port, audience, session })),
+        Some((host, port)) => {
+            let locked = hub.session_locked(&name);
+            Ok(Json(Address { name, host, port, audience, locked, session }))
+        }
         None => Err(ApiError::not_found(format!("No session named '{name}'"))),
     }
 }

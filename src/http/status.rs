@@ -210,6 +210,8 @@ mod tests {
             evaluations: 0,
             seats: 0,
             seats_on: true,
+            locked: false,
+            stats: Default::default(),
         };
         let table = sessions_table(Some(&[s]));
         assert_eq!(lobby_list(&[]), "");

@@ -96,6 +96,8 @@ pub struct Address {
     pub port: u16,
     /// Who may watch it in a browser at `/s/{name}` now: "public", "password" or "off".
     pub audience: Access,
+    /// Whether its owner locked it to new performers (viewers are still welcome).
+    pub locked: bool,
     /// With the admin token: the session's whole record, as `GET /api/v1/sessions` lists it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
@@ -176,6 +178,12 @@ pub struct Session {
     pub seats: usize,
     /// Whether performers may join it from a browser.
     pub seats_on: bool,
+    /// Whether its owner locked it to new performers.
+    pub locked: bool,
+    /// Statistics per performer (by name) since the hub followed it: characters typed and
+    /// deleted, evaluations, active seconds and their share of the code now.
+    #[schema(value_type = std::collections::BTreeMap<String, crate::audience::PerformerStats>)]
+    pub stats: crate::audience::StatsByName,
 }
 
 /// A performer in a session (its address is never shown).
@@ -208,6 +216,8 @@ impl From<SessionInfo> for Session {
             evaluations,
             seats,
             seats_on,
+            locked,
+            stats,
         } = s;
         let performers = performers.into_iter().map(|p| Performer { id: p.id, name: p.name, since: p.since }).collect();
         Session {
@@ -228,6 +238,8 @@ impl From<SessionInfo> for Session {
             evaluations,
             seats,
             seats_on,
+            locked,
+            stats,
         }
     }
 }
@@ -312,6 +324,12 @@ mod tests {
             evaluations: 7,
             seats: 1,
             seats_on: true,
+            locked: true,
+            stats: [(
+                "alice".to_string(),
+                crate::audience::PerformerStats { typed: 3, share: 0.5, ..Default::default() },
+            )]
+            .into(),
         };
         let hubs = serde_json::to_value(&info).unwrap_or_default();
         assert_eq!(serde_json::to_value(Session::from(info)).unwrap_or_default(), hubs);

@@ -18,7 +18,7 @@ pub fn new_secret() -> Option<SecretString> {
     crate::random::hex(32).map(SecretString::from)
 }
 
-async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> {
+pub(super) async fn connect(access: &ControlAccess) -> Result<ControlClient, ControlError> {
     ControlClient::connect(access.addr, access.secret.expose_secret(), CONTROL_TIMEOUT).await
 }
 

@@ -8,7 +8,7 @@
 use super::control::Subscription;
 use super::record::{Recorder, DOCUMENT_EVERY};
 use super::{lock, EndReason, Hub};
-use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot};
+use crate::audience::{LiveDoc, LiveMessage, LiveSnapshot, Stats, StatsByName};
 use crate::registry::ControlAccess;
 use axum::extract::ws::Utf8Bytes;
 use secrecy::ExposeSecret;
@@ -47,6 +47,8 @@ pub(super) struct Followed {
     pub snapshot_text: Option<Arc<[Utf8Bytes]>>,
     /// Its performers as counted in the hub's total (`None` once it is no longer followed).
     pub counted: Option<usize>,
+    /// Statistics per performer since the hub followed it.
+    pub stats: Stats,
 }
 
 impl Followed {
@@ -63,6 +65,11 @@ impl Followed {
         let (doc, seq) = self.doc.as_ref()?;
         let snapshot = LiveSnapshot::new(&self.name, *seq, doc, &self.view.performers, self.public);
         Some(snapshot.into_parts().into_iter().map(Utf8Bytes::from).collect())
+    }
+
+    /// Statistics per performer, with their shares of the document now.
+    pub fn stats(&self) -> StatsByName {
+        self.doc.as_ref().map(|(doc, _)| self.stats.report(doc)).unwrap_or_default()
     }
 
     /// The owner's public switch.
@@ -108,6 +115,7 @@ impl Followed {
         self.doc = Some((doc, seq));
         self.view = LiveView::from_snapshot(s);
         if let Some(mut m) = self.snapshot() {
+            self.stats.observe(&m);
             // Every viewer starts again from it, in parts (one after the other on the feed).
             if self.watched() {
                 for part in self.snapshot_parts().unwrap_or_default() {
@@ -153,6 +161,7 @@ impl Followed {
         };
         if fits {
             if let Some(m) = LiveMessage::from_event(e) {
+                self.stats.observe(&m);
                 if self.recorder.is_some() || self.watched() {
                     let text = m.to_text();
                     if let (Some(recorder), Some((doc, _))) = (&mut self.recorder, &self.doc) {
@@ -174,11 +183,18 @@ pub struct LiveView {
     pub counters: Counters,
     /// Unix time (ms) of the last thing that happened in the session.
     pub last_activity_ms: Option<u64>,
+    /// Its owner locked it to new performers.
+    pub locked: bool,
 }
 
 impl LiveView {
     fn from_snapshot(s: Snapshot) -> LiveView {
-        LiveView { performers: s.performers, counters: s.counters, last_activity_ms: s.last_activity_ms }
+        LiveView {
+            performers: s.performers,
+            counters: s.counters,
+            last_activity_ms: s.last_activity_ms,
+            locked: s.locked,
+        }
     }
 
     fn apply(&mut self, e: &Event) {
@@ -192,6 +208,7 @@ impl LiveView {
             EventKind::Leave { id } => self.performers.retain(|p| p.id != *id),
             EventKind::Operation { .. } => self.counters.operations += 1,
             EventKind::Evaluate { .. } => self.counters.evaluations += 1,
+            EventKind::Lock { locked } => self.locked = *locked,
             _ => {}
         }
     }
@@ -229,6 +246,7 @@ impl Hub {
             name: name.to_string(),
             snapshot_text: None,
             counted: None,
+            stats: Stats::default(),
         };
         self.live.insert(id, followed);
         drop(registry);
@@ -250,6 +268,7 @@ impl Hub {
     /// Stops following session `id`, which ended for `reason`: its viewers hear why and are
     /// let go, its recording gets the final code.
     pub(super) fn unfollow(&self, id: &str, reason: &EndReason) {
+        self.links.forget_session(id);
         let Some(followed) = self.live.remove(id) else { return };
         let mut followed = lock(&followed);
         followed.stop.cancel();
@@ -327,7 +346,10 @@ impl Hub {
             };
             let Ok(Some(event)) = event else { return true };
             match &event.kind {
-                EventKind::Operation { .. } => self.metrics.operation(),
+                EventKind::Operation { ops, .. } => {
+                    self.metrics.operation();
+                    self.metrics.characters(ops.inserted_chars(), ops.deleted_chars());
+                }
                 EventKind::Evaluate { .. } => self.metrics.evaluation(),
                 _ => {}
             }

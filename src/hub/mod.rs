@@ -8,6 +8,7 @@
 //! - [`control`]: talking to session servers (arm, verify an owner, say why a session ends);
 //! - [`live`]: one subscription per live session, for who is playing and what they do;
 //! - [`live_sessions`]: every followed session's state, each behind a lock of its own;
+//! - [`moderate`]: the owner removing a performer and locking the session;
 //! - [`audience`]: who may watch a session in a browser, and admitting viewers to its feed;
 //! - [`record`]: recording each followed session into the archive;
 //! - [`pool`]: the warm pool of started, locked servers a start takes instead of waiting;
@@ -24,6 +25,7 @@ mod live;
 mod live_sessions;
 #[cfg(test)]
 mod live_tests;
+mod moderate;
 mod outcome;
 mod pool;
 mod record;
@@ -36,6 +38,7 @@ mod views;
 
 pub use audience::{LobbyEntry, Watch, WatchError};
 pub use live::{LiveView, FEED_BACKLOG};
+pub use moderate::{removal_sentence, ModerationError, MAX_REASON};
 pub use outcome::{EndReason, HubError};
 pub use pool::{PoolInfo, MEMBER_MAX_AGE, REFILLS_AT_ONCE};
 pub use seats::{SeatPlace, SeatRefusal, Seats};
@@ -80,6 +83,8 @@ pub struct Hub {
     pub gate: PasswordGate,
     /// Browser seats by session, and each session's switch for them.
     pub seats: Arc<Seats>,
+    /// Share links to running sessions' views and archived performances.
+    pub links: crate::links::Links,
     /// Bumped when who may watch may have changed (viewers check again).
     audience_epoch: tokio::sync::watch::Sender<u64>,
     /// Cold starts at once ([`COLD_STARTS_AT_ONCE`]); the rest wait in request order (the
@@ -196,6 +201,7 @@ impl Hub {
             archive: OnceLock::new(),
             gate: PasswordGate::default(),
             seats: Arc::default(),
+            links: crate::links::Links::default(),
             cold_starts: tokio::sync::Semaphore::new(COLD_STARTS_AT_ONCE),
             audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,

@@ -50,6 +50,8 @@ impl Recorder {
             LiveMessage::Join { seq, time_ms, name, .. } => ("join", *seq, *time_ms, Some(name.clone())),
             LiveMessage::Leave { seq, time_ms, .. } => ("leave", *seq, *time_ms, None),
             LiveMessage::Mark { seq, time_ms, .. } => ("mark", *seq, *time_ms, None),
+            LiveMessage::Removed { seq, time_ms, name, .. } => ("removed", *seq, *time_ms, Some(name.clone())),
+            LiveMessage::Lock { seq, time_ms, .. } => ("lock", *seq, *time_ms, None),
             // Selections come and go with every drag; a replay does without them.
             LiveMessage::Select { .. }
             | LiveMessage::Snapshot(_)

@@ -34,6 +34,10 @@ pub struct SessionInfo {
     /// Performers playing from a browser seat now, and whether its seats are on.
     pub seats: usize,
     pub seats_on: bool,
+    /// Its owner locked it to new performers.
+    pub locked: bool,
+    /// Statistics per performer since the hub followed it.
+    pub stats: crate::audience::StatsByName,
 }
 
 /// A performer as the lists show it (never its address).
@@ -106,6 +110,8 @@ impl Hub {
             evaluations: live.counters.evaluations,
             seats: self.seats.count(&s.id),
             seats_on: seats_on_hub && self.seats.enabled(&s.id),
+            locked: live.locked,
+            stats: self.live.with(&s.id, |f| f.stats()).unwrap_or_default(),
         }
     }
 

@@ -110,6 +110,16 @@ impl Operation {
         self.parts.iter().filter(|p| !p.is_delete()).map(Part::len).sum()
     }
 
+    /// Characters the operation inserts.
+    pub fn inserted_chars(&self) -> u64 {
+        self.parts.iter().filter(|p| p.is_insert()).map(Part::len).sum()
+    }
+
+    /// Characters the operation deletes.
+    pub fn deleted_chars(&self) -> u64 {
+        self.parts.iter().filter(|p| p.is_delete()).map(Part::len).sum()
+    }
+
     /// Builder: skip `n` characters, merged into a trailing retain.
     pub fn retain(&mut self, n: u64) -> &mut Self {
         if n == 0 {

@@ -519,6 +519,70 @@ async fn end_sends_every_performer_the_sentence_and_the_server_exits_zero() {
 }
 
 #[tokio::test]
+async fn a_removed_performer_gets_the_sentence_and_stays_out_while_the_session_is_locked() {
+    let server = Server::start(Config::default()).await;
+    let mut clients = vec![server.join("alice").await, server.join("bob").await];
+    settle(&mut clients).await;
+    let (mut bob, mut alice) = (clients.remove(1), clients.remove(0));
+    let (snap, mut events) = server.control().await.subscribe().await.expect("subscribe");
+    assert!(!snap.locked);
+    let mut ctl = server.control().await;
+    assert!(ctl.lock(true).await.expect("lock"));
+    assert!(ctl.snapshot().await.expect("snapshot").locked);
+    assert!(matches!(login(server.addr, "carol", PW).await, Err(ClientError::Refused(-2))), "new names stay out");
+    let sentence = "Troop Hub: the session's owner removed you: spam";
+    assert_eq!(ctl.remove("bob", sentence).await.expect("remove"), vec![1]);
+    let seen = bob.expect_closed(T).await.expect("bob's connection is closed");
+    let kills: Vec<&str> = seen
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Kill { string } => Some(string.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills, vec![sentence], "bob got MSG_KILL with the sentence");
+    alice
+        .recv_until_match(T, |_, m| m.src_id == 1 && matches!(m.body, Body::Remove))
+        .await
+        .expect("alice is told bob left");
+    assert!(matches!(login(server.addr, "bob", PW).await, Err(ClientError::Refused(-2))), "bob stays out");
+    assert_eq!(ctl.remove("nobody", sentence).await.expect("remove nobody"), Vec::<i64>::new());
+    // Alice keeps playing, and may come back while it is locked.
+    alice.insert(0, "d1 >> play('x')").await.expect("alice types");
+    drop(alice);
+    let deadline = Instant::now() + T;
+    let mut alice = loop {
+        match TroopClient::join(server.addr, "alice", PW, T).await {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "alice could not come back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!ctl.lock(false).await.expect("unlock"));
+    let _bob_again = server.join("bob").await;
+    alice.insert(0, "# ").await.expect("alice types again");
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|k| matches!(k, EventKind::Lock { locked: false })) {
+        match events.next_within(T).await {
+            Ok(Some(e)) => kinds.push(e.kind),
+            other => panic!("the events stopped before the unlock: {other:?} after {kinds:?}"),
+        }
+    }
+    let moderation: Vec<&EventKind> =
+        kinds.iter().filter(|k| matches!(k, EventKind::Lock { .. } | EventKind::Removed { .. })).collect();
+    assert_eq!(
+        moderation,
+        vec![
+            &EventKind::Lock { locked: true },
+            &EventKind::Removed { id: 1, name: "bob".into(), reason: sentence.into() },
+            &EventKind::Lock { locked: false },
+        ]
+    );
+    let removed_at = kinds.iter().position(|k| matches!(k, EventKind::Removed { .. })).unwrap_or(usize::MAX);
+    assert_eq!(kinds.get(removed_at + 1), Some(&EventKind::Leave { id: 1 }), "the leave follows the removal");
+}
+
+#[tokio::test]
 async fn the_idle_exit_given_by_arm_counts_from_arming() {
     let (mut p, addr) = spawn_binary(&[], &[("TROOP_CONTROL_SECRET", SECRET)]).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // locked and idle, but no timer yet

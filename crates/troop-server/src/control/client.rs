@@ -121,6 +121,20 @@ impl ControlClient {
         self.call(&Request::End { reason: reason.into() }).await.map(drop)
     }
 
+    /// Removes every joined performer called `name` (each gets MSG_KILL with `reason`);
+    /// returns their client ids, none when nobody by that name is joined.
+    pub async fn remove(&mut self, name: &str, reason: &str) -> Result<Vec<i64>, ControlError> {
+        let reply = self.call(&Request::Remove { name: name.into(), reason: reason.into() }).await?;
+        let ids = reply.get("removed").cloned().unwrap_or(Value::Null);
+        parse(ids)
+    }
+
+    /// Locks the session to new performers, or unlocks it; returns whether it is locked now.
+    pub async fn lock(&mut self, locked: bool) -> Result<bool, ControlError> {
+        let reply = self.call(&Request::Lock { locked }).await?;
+        reply.get("locked").and_then(Value::as_bool).ok_or(ControlError::Protocol("lock reply without locked".into()))
+    }
+
     /// Subscribes: the snapshot the events start from, and the events after it.
     pub async fn subscribe(mut self) -> Result<(Snapshot, EventStream), ControlError> {
         let mut reply = self.call(&Request::Subscribe).await?;

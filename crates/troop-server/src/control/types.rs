@@ -32,6 +32,17 @@ pub enum Request {
     End {
         reason: String,
     },
+    /// Every joined performer called `name` gets MSG_KILL with `reason` and is disconnected;
+    /// `{"ok": true, "removed": [ids]}` (empty when nobody by that name is joined).
+    Remove {
+        name: String,
+        reason: String,
+    },
+    /// Locks the session to new performers (those joined now may come back) or unlocks it;
+    /// `{"ok": true, "locked": bool}`.
+    Lock {
+        locked: bool,
+    },
 }
 
 /// A field that is present (possibly `null`) deserializes to `Some(value)`.
@@ -54,6 +65,9 @@ pub struct Snapshot {
     pub counters: Counters,
     /// Unix time (ms) of the last event, if any.
     pub last_activity_ms: Option<u64>,
+    /// Locked to new performers by the owner (`lock`); absent from older servers.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// A joined, connected Troop client.
@@ -123,6 +137,11 @@ pub enum EventKind {
     Constraint { id: i64 },
     /// A join reset the revisions (the document is unchanged).
     Reset,
+    /// The hub removed a performer (`remove`): it got MSG_KILL with `reason`; its `leave`
+    /// follows.
+    Removed { id: ClientId, name: String, reason: String },
+    /// The session was locked to new performers, or unlocked (`lock`).
+    Lock { locked: bool },
 }
 
 /// Every field an event frame can have, for reading one in a single pass.
@@ -142,6 +161,8 @@ struct FlatEvent {
     start: Option<i64>,
     end: Option<i64>,
     index: Option<i64>,
+    reason: Option<String>,
+    locked: Option<bool>,
 }
 
 /// The `event` field.
@@ -157,6 +178,8 @@ enum Tag {
     Console,
     Constraint,
     Reset,
+    Removed,
+    Lock,
 }
 
 impl TryFrom<FlatEvent> for Event {
@@ -191,6 +214,12 @@ impl TryFrom<FlatEvent> for Event {
             Tag::Console => EventKind::Console { author: author?, text: f.text.ok_or_else(|| missing("text"))? },
             Tag::Constraint => EventKind::Constraint { id: id? },
             Tag::Reset => EventKind::Reset,
+            Tag::Removed => EventKind::Removed {
+                id: id?,
+                name: f.name.ok_or_else(|| missing("name"))?,
+                reason: f.reason.ok_or_else(|| missing("reason"))?,
+            },
+            Tag::Lock => EventKind::Lock { locked: f.locked.ok_or_else(|| missing("locked"))? },
         };
         Ok(Event { seq: f.seq, time_ms: f.time_ms, kind })
     }
@@ -263,6 +292,15 @@ mod tests {
         .unwrap();
         assert!(matches!(s.kind, EventKind::Evaluate { kind: EvalKind::String, start: None, .. }));
         assert!(serde_json::from_value::<Event>(json!({"seq": 1, "time_ms": 1, "event": "leave"})).is_err());
+        let removed =
+            Event { seq: 6, time_ms: 2, kind: EventKind::Removed { id: 1, name: "b".into(), reason: "r".into() } };
+        let v = serde_json::to_value(&removed).unwrap();
+        assert_eq!(v, json!({"seq": 6, "time_ms": 2, "event": "removed", "id": 1, "name": "b", "reason": "r"}));
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), removed);
+        let lock = Event { seq: 7, time_ms: 2, kind: EventKind::Lock { locked: true } };
+        let v = serde_json::to_value(&lock).unwrap();
+        assert_eq!(v, json!({"seq": 7, "time_ms": 2, "event": "lock", "locked": true}));
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), lock);
         assert!(serde_json::from_value::<Event>(json!({"seq": 1, "time_ms": 1, "event": "party"})).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The server side of the hub's control channel (see `CONTROL.md`): a control connection's
 //! reader (the secret line, then request frames), and what the session task does with its
-//! requests: arm, verify, snapshot, subscribe (events fanned out to bounded queues) and end.
+//! requests: arm, verify, snapshot, subscribe (events fanned out to bounded queues), the
+//! owner's moderation (remove, lock) and end.
 //!
 //! Nothing here can hold up performers: replies and events go through the connection's own
 //! bounded queue and writer; a control connection that does not keep up is closed.
@@ -219,6 +220,16 @@ impl Loop {
             Ok(Request::Snapshot) => wire::ok(self.snapshot()),
             Ok(Request::Subscribe) => self.subscribe(key),
             Ok(Request::End { reason }) => return Some(Stop::End { key, reason }),
+            Ok(Request::Remove { name, reason }) => {
+                let removed = self.session.remove(&name, &reason);
+                info!(performer = %name, clients = ?removed, "performer removed by the hub");
+                wire::ok(serde_json::json!({ "removed": removed }))
+            }
+            Ok(Request::Lock { locked }) => {
+                self.session.set_locked(locked);
+                info!(locked, "session locked to new performers by the hub (or unlocked)");
+                wire::ok(serde_json::json!({ "locked": self.session.is_locked() }))
+            }
         };
         match self.controls.get(&key) {
             Some(c) if c.reply(reply) => {
@@ -275,6 +286,7 @@ impl Loop {
             performers: self.session.performers(unix_ms_at),
             counters: Counters { operations, evaluations, bytes_relayed: self.bytes_relayed },
             last_activity_ms: self.last_activity_ms,
+            locked: self.session.is_locked(),
         }
     }
 

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 mod join;
+mod moderate;
 mod observe;
 pub use observe::block_text;
 
@@ -37,13 +38,17 @@ pub enum LoginError {
     NameTaken,
     #[error("client version does not match")]
     VersionMismatch,
+    /// The owner locked the session to new performers; Troop's client shows its "maximum
+    /// number of users" sentence for it, the closest it has.
+    #[error("the session is locked to new performers")]
+    Locked,
 }
 
 impl LoginError {
     pub fn code(self) -> i64 {
         match self {
             LoginError::WrongPassword => -1,
-            LoginError::TooManyUsers => -2,
+            LoginError::TooManyUsers | LoginError::Locked => -2,
             LoginError::NameTaken => -3,
             LoginError::VersionMismatch => -4,
         }
@@ -163,6 +168,8 @@ pub struct Session {
     actions: Vec<Action>,
     dropped: Vec<(ClientId, DropReason)>,
     obs: observe::Observer,
+    /// While locked by the owner: the names that may still log in (see `moderate.rs`).
+    admitted: Option<HashSet<String>>,
 }
 
 impl Session {
@@ -193,6 +200,7 @@ impl Session {
             actions: Vec::new(),
             dropped: Vec::new(),
             obs: observe::Observer::default(),
+            admitted: None,
         }
     }
 
@@ -229,6 +237,9 @@ impl Session {
     ) -> Result<ClientId, LoginError> {
         if !self.verify(password_md5) {
             return Err(LoginError::WrongPassword);
+        }
+        if !self.admits(name) {
+            return Err(LoginError::Locked);
         }
         let known = self.peers.iter().find(|p| p.ip == ip && p.name == name);
         let id = match known {
