@@ -63,13 +63,13 @@ fn script_safe(json: &str) -> String {
 fn one_file(kept: &Kept) -> String {
     let data = serde_json::json!({ "summary": kept.summary, "code": kept.code, "timeline": kept.timeline });
     let mut scripts = String::new();
-    let _ = write!(
+    let _ = writeln!(
         scripts,
-        "<script type=\"application/json\" id=\"troop-embedded\">{}</script>\n",
+        "<script type=\"application/json\" id=\"troop-embedded\">{}</script>",
         script_safe(&data.to_string())
     );
     for js in [include_str!("assets/doc.js"), include_str!("assets/render.js"), include_str!("assets/replay.js")] {
-        let _ = write!(scripts, "<script>\n{js}</script>\n");
+        let _ = writeln!(scripts, "<script>\n{js}</script>");
     }
     let styles =
         [include_str!("assets/palette.css"), include_str!("assets/view.css"), include_str!("assets/replay.css")];
