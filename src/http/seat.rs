@@ -255,6 +255,9 @@ impl Seat {
             })?;
         let (stream, id) = self.login(addr, &performer, password.expose_secret()).await.map_err(|e| match e {
             ClientError::Refused(-1) => Refusal::new(close::WRONG_PASSWORD, "Wrong password"),
+            ClientError::Refused(-2) if self.hub.session_locked(&self.name) => {
+                Refusal::new(close::FULL, "The session's owner has locked it to new performers")
+            }
             ClientError::Refused(-2) => {
                 Refusal::new(close::FULL, "The session is full: Troop gives out 62 client ids over a session's life")
             }
@@ -312,7 +315,7 @@ impl Seat {
                         Ok(0) | Err(_) => break self.server_gone(&page, session_id),
                         Ok(_) => {}
                     }
-                    match self.take_from_server(&mut decoder, &mut to_server, &page, session_id).await {
+                    match self.take_from_server(&mut decoder, &mut to_server, &page, (session_id, performer)).await {
                         Ok(true) => {}
                         Ok(false) => break "the session ended",
                         Err(why) => break why,
@@ -379,7 +382,7 @@ impl Seat {
         decoder: &mut Decoder,
         to_server: &mut ToServer,
         page: &PageWriter,
-        session_id: &str,
+        (session_id, performer): (&str, &str),
     ) -> Result<bool, &'static str> {
         loop {
             let msg = match decoder.next_message() {
@@ -403,6 +406,13 @@ impl Seat {
                 Body::Kill { string } => match self.hub.seats.ending_sentence(session_id) {
                     Some(sentence) => {
                         page.send(ToPage::Kill { string: sentence }.to_text());
+                        page.close(seat_close::ENDED, None, false);
+                        return Ok(false);
+                    }
+                    // The owner removed this seat's performer: the server's own sentence, and the
+                    // page does not join again by itself.
+                    None if msg.src_id == -1 && self.hub.seats.take_removed(session_id, performer) => {
+                        page.send(ToPage::Kill { string }.to_text());
                         page.close(seat_close::ENDED, None, false);
                         return Ok(false);
                     }

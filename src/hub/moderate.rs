@@ -44,11 +44,18 @@ pub fn removal_sentence(reason: Option<&str>) -> String {
     }
 }
 
+/// What a control call's failure says, for session `name`.
+fn unanswered(name: &str) -> impl Fn(troop_server::control::ControlError) -> ModerationError + Copy + '_ {
+    move |e| ModerationError::Unanswered { session: name.to_string(), error: e.to_string() }
+}
+
 impl Hub {
-    fn control_of(&self, name: &str) -> Result<ControlAccess, ModerationError> {
+    /// Session `name`'s id and control channel.
+    fn control_of(&self, name: &str) -> Result<(String, ControlAccess), ModerationError> {
         let registry = lock(&self.registry);
         let session = registry.running(name).ok_or_else(|| ModerationError::NoSession(name.to_string()))?;
-        session.control.clone().ok_or_else(|| ModerationError::NoControl(name.to_string()))
+        let access = session.control.clone().ok_or_else(|| ModerationError::NoControl(name.to_string()))?;
+        Ok((session.id.clone(), access))
     }
 
     /// Removes performer `performer` from session `name`; they read [`removal_sentence`].
@@ -58,11 +65,9 @@ impl Hub {
         performer: &str,
         reason: Option<&str>,
     ) -> Result<Vec<i64>, ModerationError> {
-        let access = self.control_of(name)?;
-        let unanswered = |e: troop_server::control::ControlError| ModerationError::Unanswered {
-            session: name.to_string(),
-            error: e.to_string(),
-        };
+        let (id, access) = self.control_of(name)?;
+        let unanswered = unanswered(name);
+        self.seats.removing(&id, performer);
         let mut client = control::connect(&access).await.map_err(unanswered)?;
         let ids = client.remove(performer, &removal_sentence(reason)).await.map_err(unanswered)?;
         if ids.is_empty() {
@@ -75,11 +80,8 @@ impl Hub {
 
     /// Locks session `name` to new performers, or unlocks it; whether it is locked now.
     pub async fn lock_session(&self, name: &str, locked: bool) -> Result<bool, ModerationError> {
-        let access = self.control_of(name)?;
-        let unanswered = |e: troop_server::control::ControlError| ModerationError::Unanswered {
-            session: name.to_string(),
-            error: e.to_string(),
-        };
+        let (_, access) = self.control_of(name)?;
+        let unanswered = unanswered(name);
         let mut client = control::connect(&access).await.map_err(unanswered)?;
         let now = client.lock(locked).await.map_err(unanswered)?;
         if now {

@@ -37,6 +37,8 @@ struct PerSession {
     ending: Option<String>,
     /// The session ended: the entry goes with its last seat.
     ended: bool,
+    /// Performers its owner is removing, whose seats end with the server's sentence.
+    removed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +117,25 @@ impl Seats {
         if let Some(per) = self.inner().by_session.get_mut(session) {
             per.ending = Some(sentence.to_string());
         }
+    }
+
+    /// The owner is removing performer `name` from session `session`: a seat playing as
+    /// them ends with the server's sentence instead of offering to join again.
+    pub fn removing(&self, session: &str, name: &str) {
+        if let Some(per) = self.inner().by_session.get_mut(session) {
+            if per.names.iter().any(|n| n == name) && !per.removed.iter().any(|n| n == name) {
+                per.removed.push(name.to_string());
+            }
+        }
+    }
+
+    /// Whether seat `name` of session `session` is being removed (once: it is forgotten).
+    pub fn take_removed(&self, session: &str, name: &str) -> bool {
+        let mut inner = self.inner();
+        let Some(per) = inner.by_session.get_mut(session) else { return false };
+        let before = per.removed.len();
+        per.removed.retain(|n| n != name);
+        per.removed.len() < before
     }
 
     /// The hub's sentence for session `session`, once it is ending.

@@ -1,7 +1,10 @@
 // render.js: the drawing shared by the live audience view (view.js) and the archive replay
 // (replay.js), loaded before either as window.TroopRender: performer colour classes, the
 // document as lines of author runs with cursors and selections, evaluation flashes, keeping
-// the last typist's cursor in sight, the performer list, and the ?font= / full-screen setup.
+// the last typist's cursor in sight, centring an evaluated block (the stage view), the
+// performer list with each one's share of the code, and the page parameters (?font=,
+// ?stage, ?bg=transparent, ?lines=, read from the query and from after a share link's token
+// in the fragment) and the full-screen setup.
 // Each page keeps its own state and decides when to draw. Data is hostile: it only ever goes
 // into the page through textContent and attributes, never innerHTML.
 (function () {
@@ -28,17 +31,38 @@
     return { from: start, to: end > start ? end : start + 1 };
   }
 
-  // The performer list in the top bar: performers is a Map id -> {id, name}.
-  function drawPerformers(listEl, performers, colour) {
+  // The performer list in the top bar: performers is a Map id -> {id, name}; shares (if
+  // given) a Map id -> the part of the code they wrote (0..1), drawn small beside the name.
+  function drawPerformers(listEl, performers, colour, shares) {
     var frag = document.createDocumentFragment();
     performers.forEach(function (p) {
       var li = document.createElement("li");
       li.className = "p" + colour(p.id);
       li.dataset.id = String(p.id);
       li.textContent = p.name;
+      if (shares) {
+        var share = document.createElement("span");
+        share.className = "share";
+        share.textContent = Math.round((shares.get(p.id) || 0) * 100) + "%";
+        share.title = "Share of the code " + p.name + " wrote";
+        li.appendChild(share);
+      }
       frag.appendChild(li);
     });
     listEl.replaceChildren(frag);
+  }
+
+  // Each author's part of a TroopDoc's characters (a Map id -> 0..1), as Troop's own client
+  // charts it; text whose author is unknown counts in the whole but for nobody.
+  function shares(doc) {
+    var counts = new Map(), n = doc.authors.length;
+    for (var i = 0; i < n; i++) {
+      var a = doc.authors[i];
+      if (a !== null && a !== undefined) counts.set(a, (counts.get(a) || 0) + 1);
+    }
+    var out = new Map();
+    counts.forEach(function (c, id) { out.set(id, n ? c / n : 0); });
+    return out;
   }
 
   // One page's document view. opts: docEl (the <pre>), editor (its scrolling box), colour
@@ -218,11 +242,62 @@
     else if (r.right > box.right - margin) editor.scrollLeft += r.right - (box.right - margin);
   };
 
-  // ?font=N (8 to 96 px) sets the code's size.
+  // Centres lines from..to (1-based, to excluded) in the editor: the stage view follows each
+  // evaluation this way, whoever scrolled.
+  Lines.prototype.centre = function (from, to) {
+    var first = this.lineEls[Math.max(0, from - 1)], last = this.lineEls[Math.max(0, Math.min(to - 1, this.lineEls.length) - 1)];
+    if (!first) return;
+    last = last || first;
+    var editor = this.editor, box = editor.getBoundingClientRect();
+    var top = first.getBoundingClientRect().top, bottom = last.getBoundingClientRect().bottom;
+    var middle = (top + bottom) / 2 - box.top;
+    var target = editor.scrollTop + middle - editor.clientHeight / 2;
+    if (bottom - top > editor.clientHeight) target = editor.scrollTop + top - box.top - editor.clientHeight * 0.1;
+    editor.scrollTo({ top: Math.max(0, target), behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
+    editor.scrollLeft = 0;
+  };
+
+  // The page's parameters: the query's, then those after a share link's token in the
+  // fragment (#share=TOKEN&stage&bg=transparent), which win.
+  function params() {
+    var p = new URLSearchParams(location.search);
+    var hash = location.hash.replace(/^#/, "");
+    new URLSearchParams(hash).forEach(function (v, k) { p.set(k, v); });
+    return p;
+  }
+
+  // A share link's token, if the page was opened with one (the fragment never reaches the hub).
+  function shareToken() {
+    var t = params().get("share");
+    return t && /^[0-9a-f]{16,128}$/.test(t) ? t : null;
+  }
+
+  // The stage view (?stage): the code alone, large, for a projector or a stream; with
+  // ?bg=transparent for an OBS browser source, ?lines=N to fit N lines on the screen.
+  // Returns whether the page is on stage.
+  function stageFromQuery() {
+    var p = params(), root = document.documentElement;
+    if (!p.has("stage")) return false;
+    root.classList.add("stage");
+    if (p.get("bg") === "transparent") root.classList.add("transparent");
+    var lines = Number(p.get("lines"));
+    if (p.get("lines") && isFinite(lines) && lines >= 5 && lines <= 200 && !p.get("font")) {
+      var fit = function () {
+        var px = Math.max(8, Math.min(160, window.innerHeight / (lines * 1.45)));
+        root.style.setProperty("--font", px.toFixed(2) + "px");
+      };
+      fit();
+      window.addEventListener("resize", fit);
+    }
+    return true;
+  }
+
+  // ?font=N (8 to 96 px; 160 on stage) sets the code's size.
   function fontFromQuery() {
-    var v = new URLSearchParams(location.search).get("font");
+    var v = params().get("font");
     if (v === null || v === "" || !isFinite(Number(v))) return;
-    var px = Math.min(96, Math.max(8, Number(v)));
+    var max = document.documentElement.classList.contains("stage") ? 160 : 96;
+    var px = Math.min(max, Math.max(8, Number(v)));
     document.documentElement.style.setProperty("--font", px + "px");
   }
 
@@ -244,7 +319,11 @@
     colourOf: colourOf,
     flashLines: flashLines,
     drawPerformers: drawPerformers,
+    shares: shares,
     Lines: Lines,
+    params: params,
+    shareToken: shareToken,
+    stageFromQuery: stageFromQuery,
     fontFromQuery: fontFromQuery,
     setUpFullscreen: setUpFullscreen
   };

@@ -37,6 +37,16 @@
   try { id = decodeURIComponent(location.pathname.split("/").pop() || ""); } catch (e) { id = ""; }
   var token = null;
   var summary = null;
+  // A file downloaded from .../replay.html carries the performance in itself (no network).
+  var embedded = (function () {
+    var node = document.getElementById("troop-embedded");
+    if (!node) return null;
+    try { return JSON.parse(node.textContent); } catch (e) { return null; }
+  })();
+  if (embedded && embedded.summary && typeof embedded.summary.id === "string") id = embedded.summary.id;
+  var share = R.shareToken();     // a share link's token, from the fragment
+  var onStage = false;            // the stage view (?stage): plays by itself, code only
+  var centreOn = null;            // the last evaluation's lines, to centre on the next frame
   var finalCode = null;           // the archive's final code, when it could be read
 
   // ---- the event store: one entry per timeline line, in parallel typed arrays -------------
@@ -311,10 +321,15 @@
     el.form.hidden = true;
     setState("loading");
     showMessage("Checking the password…", "");
+    access({ password: v });
+  });
+
+  // Trades the password (or a share link's token) for a token that reads this performance.
+  function access(proof) {
     fetch("../api/v1/archive/" + encodeURIComponent(id) + "/access", {
       method: "POST", cache: "no-store", credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ password: v })
+      body: JSON.stringify(proof)
     }).then(function (r) {
       if (!r.ok) return refused(r);
       return r.json();
@@ -327,9 +342,13 @@
       if (e && e.message === "refused") return;
       fail("The hub could not be reached.", e instanceof TypeError ? "Try again in a moment." : String(e && e.message || e));
     });
-  });
+  }
 
   function api(path) {
+    if (embedded) {
+      var body = { "": JSON.stringify(embedded.summary), "/code": embedded.code, "/timeline": embedded.timeline }[path];
+      return Promise.resolve(typeof body === "string" ? new Response(body) : new Response("", { status: 404 }));
+    }
     return fetch("../api/v1/archive/" + encodeURIComponent(id) + path, {
       cache: "no-store", credentials: "same-origin", headers: { "X-Archive-Token": token }
     });
@@ -534,6 +553,7 @@
     setState("ready");
     goToTime(base, false);
     renderNow();
+    if (onStage) play();   // on a big screen nobody is at the controls
   }
 
   // The last keyframe at or before event index idx.
@@ -702,9 +722,10 @@
     var a = who(store.A[i]);
     var f = R.flashLines(rep.doc, a, store.L[i] === 1, store.P[i], store.D[i]);
     painter.flash(f.from, f.to, a);
+    if (onStage) centreOn = f;
   }
 
-  var frame = 0, drawn = { doc: null, version: -1, perf: "", perfList: "" };
+  var frame = 0, drawn = { doc: null, version: -1, perf: "", perfList: "", sharesOf: -1, sharesAt: 0 };
   var painter = new R.Lines({ docEl: el.doc, editor: el.editor, colour: colourOf, schedule: scheduleRender, altRestart: true });
 
   function scheduleRender() {
@@ -719,16 +740,25 @@
     frame = 0;
     if (!player) return;
     var perfKey = performersKey();
-    if (drawn.perfList !== perfKey) {
+    // Each performer's share of the code at this moment, at most twice a second.
+    var t = performance.now();
+    if (drawn.perfList !== perfKey || (drawn.sharesOf !== player.doc.version && t - drawn.sharesAt > 500)) {
       drawn.perfList = perfKey;
-      R.drawPerformers(el.performers, player.performers, colourOf);
+      drawn.sharesOf = player.doc.version;
+      drawn.sharesAt = t;
+      R.drawPerformers(el.performers, player.performers, colourOf, R.shares(player.doc));
     }
     if (drawn.doc !== player.doc || drawn.version !== player.doc.version || drawn.perf !== perfKey) {
       drawn.doc = player.doc; drawn.version = player.doc.version; drawn.perf = perfKey;
       painter.drawDoc(player.doc, player.performers);
     }
     painter.drawFlashes();
-    painter.follow();
+    if (centreOn) {
+      painter.centre(centreOn.from, centreOn.to);
+      centreOn = null;
+    } else {
+      painter.follow();
+    }
     if (!dragging) el.scrubber.value = String(Math.round(pos - base));
     el.scrubber.style.setProperty("--pct", ((pos - base) / Math.max(1, endAbs - base) * 100).toFixed(2) + "%");
     var now = clockOf(pos - base);
@@ -746,14 +776,20 @@
   }
 
   // ---- page setup -------------------------------------------------------------------------
+  onStage = hook.stage = R.stageFromQuery();
   R.fontFromQuery();
   R.setUpFullscreen(el.fullscreen, document.documentElement);
   setSpeed(Number(el.speed.value) || SPEEDS[0]);
-  if (!id || id.length > 200) {
+  if (embedded) {
+    // A kept file: no hub to go back to, nothing to ask.
+    $("back").hidden = true;
+    load();
+  } else if (!id || id.length > 200) {
     fail("That is not an archived session's address.", "");
   } else {
     token = storageGet();
     if (token) load();
+    else if (share) { showMessage("Opening the shared performance…", ""); access({ share: share }); }
     else askPassword("");
   }
 })();

@@ -30,6 +30,9 @@
   var colours = new Map();      // id -> colour index, kept after a performer leaves
   var evaluations = 0;
   var password = null;          // kept here only, for reconnects
+  var share = R.shareToken();   // a share link's token, from the fragment (never sent in a URL)
+  var onStage = false;          // the stage view (?stage): set up below
+  var centreOn = null;          // the last evaluation's lines, to centre on the next frame
   var audience = null;
   var ws = null, stopped = false, backoff = BACKOFF_MIN_MS, timer = null, snapshotTimer = null;
 
@@ -96,7 +99,7 @@
         if (audience === "off") {
           showMessage("This hub does not show sessions to an audience.");
           stop("error", "not shown");
-        } else if (audience === "password" && password === null) {
+        } else if (audience === "password" && password === null && !share) {
           askPassword("");
         } else {
           connect();
@@ -142,7 +145,9 @@
     ws = sock;
     sock.onopen = function () {
       if (ws !== sock) return;
-      if (audience === "password") sock.send(JSON.stringify({ password: password || "" }));
+      if (audience === "password") {
+        sock.send(JSON.stringify(share && password === null ? { share: share } : { password: password || "" }));
+      }
       clearTimeout(snapshotTimer);
       snapshotTimer = setTimeout(function () { if (ws === sock) { closeSocket(4000); retrySoon(); } }, SNAPSHOT_TIMEOUT_MS);
     };
@@ -265,6 +270,9 @@
       closeSocket(1000);
       el.status.parentNode.title = text;
       retrySoon();
+    } else if (audience === "password" && share && password === null && /share link/i.test(text)) {
+      share = null;   // expired or revoked: the password still opens the view
+      wrongPassword(text);
     } else if (audience === "password" && /password/i.test(text)) {
       wrongPassword(text);
     } else {
@@ -280,11 +288,13 @@
     var block = msg.kind !== "string" && typeof msg.start === "number";
     var f = R.flashLines(doc, msg.author, block, msg.start, msg.end);
     painter.flash(f.from, f.to, msg.author);
+    if (onStage) centreOn = f;
   }
 
   function colourOf(id) { return R.colourOf(colours, id); }
 
-  var perfVersion = 0, perfDrawn = -1;
+  var perfVersion = 0, perfDrawn = -1, sharesAt = 0, sharesVersion = -1;
+  var SHARES_EVERY_MS = 1000;
   function performersChanged() {
     perfVersion++;
     view.performers = Array.from(performers.values());
@@ -300,19 +310,35 @@
 
   function render() {
     frame = 0;
-    if (perfDrawn !== perfVersion) {
+    // Each performer's share of the code, beside their name: redrawn when they come and go,
+    // and at most once a second while the code changes.
+    var now = Date.now();
+    var sharesStale = sharesVersion !== doc.version && now - sharesAt >= SHARES_EVERY_MS;
+    if (perfDrawn !== perfVersion || sharesStale) {
       perfDrawn = perfVersion;
-      R.drawPerformers(el.performers, performers, colourOf);
+      sharesAt = now;
+      sharesVersion = doc.version;
+      R.drawPerformers(el.performers, performers, colourOf, R.shares(doc));
+    } else if (sharesVersion !== doc.version) {
+      clearTimeout(sharesTimer);
+      sharesTimer = setTimeout(scheduleRender, SHARES_EVERY_MS - (now - sharesAt));
     }
     if (drawn.doc !== doc || drawn.version !== doc.version || drawn.perf !== perfVersion) {
       drawn.doc = doc; drawn.version = doc.version; drawn.perf = perfVersion;
       painter.drawDoc(doc, performers);
     }
     painter.drawFlashes();
-    painter.follow();
+    if (centreOn) {
+      painter.centre(centreOn.from, centreOn.to);
+      centreOn = null;
+    } else {
+      painter.follow();
+    }
   }
+  var sharesTimer = 0;
 
   // ---- page setup -------------------------------------------------------------------------
+  onStage = view.stage = R.stageFromQuery();
   R.fontFromQuery();
   R.setUpFullscreen(el.fullscreen, el.stage);
   el.session.textContent = name;
