@@ -37,6 +37,9 @@ pub struct LinkRequest {
     /// The address the link starts with, as the page that asks knows it (`https://host/prefix/`);
     /// by default `http://` and the request's `Host`.
     pub base: Option<String>,
+    /// View parameters the link carries after its token: `stage`, `bg=transparent`, `font=N`,
+    /// `lines=N`, joined with `&` (e.g. `"stage&bg=transparent"`).
+    pub params: Option<String>,
     /// The session's password, when not sent in `X-Session-Password` (sessions only).
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
@@ -99,6 +102,23 @@ fn base(asked: Option<&str>, headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(if base.ends_with('/') { base } else { format!("{base}/") })
 }
 
+/// The view parameters a link may carry, checked: `&`-joined `stage`, `bg=…`, `font=…`,
+/// `lines=…` with short plain values.
+fn view_params(asked: Option<&str>) -> Result<String, ApiError> {
+    let Some(asked) = asked.map(str::trim).filter(|p| !p.is_empty()) else { return Ok(String::new()) };
+    let fine = asked.len() <= 100
+        && asked.split('&').all(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            ["stage", "bg", "font", "lines"].contains(&key)
+                && value.len() <= 16
+                && value.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+    if !fine {
+        return Err(ApiError::bad_request("\"params\" takes stage, bg=…, font=… and lines=…, joined with &"));
+    }
+    Ok(format!("&{asked}"))
+}
+
 fn qr_svg(url: &str) -> String {
     use qrcode::render::svg;
     match qrcode::QrCode::new(url.as_bytes()) {
@@ -123,8 +143,9 @@ fn make(
     let default = serde_json::Value::from(DEFAULT_EXPIRY);
     let ttl = parse_expiry(request.expires_in.as_ref().unwrap_or(&default))?;
     let base = base(request.base.as_deref(), headers)?;
+    let params = view_params(request.params.as_deref())?;
     let (token, link) = hub.links.create(target, ttl)?;
-    let url = format!("{base}{path}#share={token}");
+    let url = format!("{base}{path}#share={token}{params}");
     let qr_svg = qr_svg(&url);
     let made = NewLink { id: link.id, url, expires: link.expires, qr_svg };
     let mut response = (StatusCode::CREATED, Json(made)).into_response();
@@ -342,5 +363,10 @@ mod tests {
             assert!(base(Some(bad), &headers).is_err(), "{bad}");
         }
         assert!(qr_svg("https://x.org/s/jam#share=00").starts_with("<?xml"), "a QR code in SVG");
+        assert_eq!(view_params(Some("stage&bg=transparent")).ok().as_deref(), Some("&stage&bg=transparent"));
+        assert_eq!(view_params(None).ok().as_deref(), Some(""));
+        for bad in ["share=x", "stage&x=1", "bg=a b", "font=<b>"] {
+            assert!(view_params(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -77,6 +77,7 @@ fn api() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(pages::archive_page))
         .routes(routes!(pages::replay_page))
         .routes(routes!(pages::seat_page))
+        .routes(routes!(pages::owner_page))
         .routes(routes!(pages::codemirror))
         .routes(routes!(pages::asset))
         .routes(routes!(audience::live))

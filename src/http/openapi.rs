@@ -20,6 +20,8 @@ use utoipa::Modify;
         (name = "sessions", description = "Start, find, list and end sessions"),
         (name = "audience", description = "Watch a session live in a browser, read-only"),
         (name = "seats", description = "Play in a session from a browser, beside Troop clients"),
+        (name = "moderation", description = "The session owner removing a performer, locking the session"),
+        (name = "links", description = "Share links: a session's view or a past performance without the password"),
         (name = "archive", description = "Past sessions' code and timelines"),
         (name = "admin", description = "For the hub's operator (admin token)"),
         (name = "monitoring", description = "Health, readiness, metrics and the status page"),

@@ -1,5 +1,5 @@
 //! The pages people open in a browser besides the status page: the audience view `/s/{name}`,
-//! the browser seat `/s/{name}/play`, the archive form `/archive`, the replay `/a/{id}`, and
+//! the browser seat `/s/{name}/play`, the owner's page `/s/{name}/owner`, the archive form `/archive`, the replay `/a/{id}`, and
 //! their scripts and styles under `/assets/` (the vendored CodeMirror under
 //! `/assets/codemirror/`, see `assets/vendor/codemirror/VERSION`). All are files compiled into the hub (`assets/`), served with a strict CSP; they
 //! use relative URLs only, so a reverse proxy may put the hub under a path prefix.
@@ -75,6 +75,21 @@ pub async fn seat_page(State(hub): State<Arc<Hub>>, Path(name): Path<String>) ->
     Ok(file(HTML, include_str!("assets/seat.html")))
 }
 
+/// Manage a session you own (HTML)
+///
+/// With the session's password: who plays and their statistics, removing a performer,
+/// locking the session to new performers, and share links with their QR codes.
+#[utoipa::path(get, path = "/s/{name}/owner", tag = "moderation",
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The page; it asks for the password", content_type = "text/html", body = String),
+        (status = 400, description = "Not a valid session name", body = ErrorBody),
+    ))]
+pub async fn owner_page(Path(name): Path<String>) -> Result<Response, ApiError> {
+    valid_name(&name)?;
+    Ok(file(HTML, include_str!("assets/owner.html")))
+}
+
 /// Your past sessions (HTML)
 ///
 /// A form for a session's name and password that lists its archived performances, with their
@@ -103,7 +118,7 @@ pub async fn replay_page(State(hub): State<Arc<Hub>>, Path(_id): Path<String>) -
 
 /// The pages' scripts and styles
 #[utoipa::path(get, path = "/assets/{file}", tag = "audience",
-    params(("file" = String, Path, description = "palette.css, view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seatlogic.js, seat.js or seat.css")),
+    params(("file" = String, Path, description = "palette.css, view.css, doc.js, render.js, view.js, archive.js, replay.js, replay.css, ot.js, seatlogic.js, seat.js, seat.css, owner.js or owner.css")),
     responses(
         (status = 200, description = "The file", content_type = "text/plain", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -123,6 +138,8 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         "seat.js" => Ok(file(js, include_str!("assets/seat.js"))),
         "seatlogic.js" => Ok(file(js, include_str!("assets/seatlogic.js"))),
         "seat.css" => Ok(file(css, include_str!("assets/seat.css"))),
+        "owner.js" => Ok(file(js, include_str!("assets/owner.js"))),
+        "owner.css" => Ok(file(css, include_str!("assets/owner.css"))),
         _ => Err(ApiError::not_found("No such file")),
     }
 }

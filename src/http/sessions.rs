@@ -3,6 +3,7 @@
 //! `#[utoipa::path]` is its entry in the OpenAPI document.
 
 use super::auth::AdminToken;
+use super::client::ClientIp;
 use super::error::{valid_name, ApiError, ErrorBody};
 use super::json::JsonBody;
 use super::types::{Address, NewSession, NodeList, SessionList, Started};
@@ -95,9 +96,12 @@ fn ttl_within(asked: Option<Duration>, default: Duration, max: Duration) -> Resu
 
 /// A session's public address (like the hub protocol's query)
 #[utoipa::path(get, path = "/api/v1/sessions/{name}", tag = "sessions", security((), ("bearer" = [])),
-    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(("name" = String, Path, description = "The session's name", pattern = r"^[A-Za-z0-9._-]{1,64}$"),
+        ("X-Session-Password" = Option<String>, Header, description = "Its password, for its whole record (utf-8''<percent-encoded> when not ASCII)")),
     responses(
-        (status = 200, description = "Where performers join it (with the admin token, its whole record too)", body = Address),
+        (status = 200, description = "Where performers join it (with the admin token or its password, its whole record too)", body = Address),
+        (status = 403, description = "Wrong password in X-Session-Password", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords from this address", body = ErrorBody),
         (status = 400, description = "Not a valid session name", body = ErrorBody),
         (status = 404, description = "No session of that name is running", body = ErrorBody),
     ))]
@@ -105,12 +109,22 @@ pub async fn get_session(
     State(hub): State<Arc<Hub>>,
     Path(name): Path<String>,
     admin: Option<AdminToken>,
+    ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Address>, ApiError> {
     valid_name(&name)?;
     let found = hub.query(&name);
     hub.metrics.request("http_query", if found.is_some() { "ok" } else { "error" });
     let audience = hub.audience_access(&name).unwrap_or(crate::audience::Access::Off);
-    let session = admin.and_then(|_| hub.session(&name)).map(Into::into);
+    // The whole record for the admin, and for its owner (the password in the header).
+    let owner = match super::owner::header_password(&headers)? {
+        Some(_) if admin.is_none() && found.is_some() => {
+            super::owner::owner(&hub, &name, ip, false, &headers, None).await?;
+            true
+        }
+        _ => false,
+    };
+    let session = (admin.is_some() || owner).then(|| hub.session(&name)).flatten().map(Into::into);
     match found {
         Some((host, port)) => {
             let locked = hub.session_locked(&name);

@@ -114,8 +114,18 @@ fn lobby_list(lobby: &[LobbyEntry]) -> String {
             1 => "1 performer".to_string(),
             n => format!("{n} performers"),
         };
+        // Each one's share of the code and runs, small: "alice 60% · 4 runs".
+        let stats: Vec<String> = s
+            .stats
+            .iter()
+            .map(|(who, st)| {
+                let runs = if st.evaluations == 1 { "1 run".to_string() } else { format!("{} runs", st.evaluations) };
+                format!("{} {:.0}% · {runs}", escape(who), st.share * 100.0)
+            })
+            .collect();
+        let stats = if stats.is_empty() { String::new() } else { format!(" <small>{}</small>", stats.join(", ")) };
         items.push_str(&format!(
-            "<li><a href=\"s/{name}\">{name}</a>: {performers}, playing for {age} min (<a href=\"s/{name}/play\">play</a>)</li>\n",
+            "<li><a href=\"s/{name}\">{name}</a>: {performers}, playing for {age} min (<a href=\"s/{name}/play\">play</a>){stats}</li>\n",
             name = escape(&s.name),
             age = s.age_seconds / 60,
         ));
@@ -215,10 +225,13 @@ mod tests {
         };
         let table = sessions_table(Some(&[s]));
         assert_eq!(lobby_list(&[]), "");
-        let lobby = lobby_list(&[LobbyEntry { name: "a<b".into(), performers: 1, age_seconds: 180 }]);
+        let stats =
+            [("x<y".to_string(), crate::audience::PerformerStats { evaluations: 1, share: 0.6, ..Default::default() })];
+        let lobby =
+            lobby_list(&[LobbyEntry { name: "a<b".into(), performers: 1, age_seconds: 180, stats: stats.into() }]);
         assert!(
             lobby.contains(
-                "<li><a href=\"s/a&lt;b\">a&lt;b</a>: 1 performer, playing for 3 min (<a href=\"s/a&lt;b/play\">play</a>)</li>"
+                "<li><a href=\"s/a&lt;b\">a&lt;b</a>: 1 performer, playing for 3 min (<a href=\"s/a&lt;b/play\">play</a>) <small>x&lt;y 60% · 1 run</small></li>"
             ),
             "{lobby}"
         );

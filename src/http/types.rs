@@ -98,7 +98,8 @@ pub struct Address {
     pub audience: Access,
     /// Whether its owner locked it to new performers (viewers are still welcome).
     pub locked: bool,
-    /// With the admin token: the session's whole record, as `GET /api/v1/sessions` lists it.
+    /// With the admin token or its password: the session's whole record, as
+    /// `GET /api/v1/sessions` lists it (performers, statistics, whether it is locked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
 }

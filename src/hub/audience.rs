@@ -58,6 +58,8 @@ pub struct LobbyEntry {
     pub name: String,
     pub performers: usize,
     pub age_seconds: u64,
+    /// Statistics of the performers playing now, by name.
+    pub stats: crate::audience::StatsByName,
 }
 
 impl Hub {
@@ -96,10 +98,13 @@ impl Hub {
         let mut lobby: Vec<LobbyEntry> = registry
             .list()
             .filter_map(|s| {
-                let performers =
-                    self.live.with(&s.id, |f| (everyone || f.public).then_some(f.view.performers.len()))??;
+                let (performers, stats) = self.live.with(&s.id, |f| {
+                    let mut stats = f.stats();
+                    stats.retain(|name, _| f.view.performers.iter().any(|p| &p.name == name));
+                    (everyone || f.public).then_some((f.view.performers.len(), stats))
+                })??;
                 let age_seconds = now.saturating_duration_since(s.started).as_secs();
-                Some(LobbyEntry { name: s.name.clone(), performers, age_seconds })
+                Some(LobbyEntry { name: s.name.clone(), performers, age_seconds, stats })
             })
             .collect();
         lobby.sort_by(|a, b| a.name.cmp(&b.name));

@@ -173,10 +173,21 @@
     li.appendChild(node("p", "ended", how));
 
     var perf = Array.isArray(s.performers) ? s.performers : [];
+    var stats = s.stats && typeof s.stats === "object" ? s.stats : {};
     var pp = node("p", "performers");
     if (perf.length) {
       pp.appendChild(node("span", "label", perf.length === 1 ? "Performer" : "Performers"));
-      perf.forEach(function (p) { pp.appendChild(node("span", "who", String(p))); });
+      perf.forEach(function (p) {
+        var who = node("span", "who", String(p)), st = stats[String(p)];
+        // Their share of the final code and their runs, small beside the name.
+        if (st && typeof st === "object") {
+          var line = node("span", "stats", Math.round((Number(st.share) || 0) * 100) + "% · " +
+            count(st.evaluations, "run", "runs") + " · " + count(st.typed, "char typed", "chars typed"));
+          line.title = count(st.deleted, "character", "characters") + " deleted, active " + (Number(st.active_s) || 0) + " s";
+          who.appendChild(line);
+        }
+        pp.appendChild(who);
+      });
     } else {
       pp.appendChild(node("span", "label", "No performers recorded"));
     }
@@ -214,9 +225,60 @@
       download(id, "/timeline", name + (date ? "-" + date : "") + "-timeline.jsonl", timeline, err);
     });
     actions.appendChild(timeline);
+    var file = node("button", "button download-file", "Keep as one file (HTML)");
+    file.type = "button";
+    file.title = "The replay with the whole performance inside: it plays from disk in any browser, offline";
+    file.addEventListener("click", function () {
+      download(id, "/replay.html", name + (date ? "-" + date : "") + ".html", file, err);
+    });
+    actions.appendChild(file);
+    var evals = node("button", "button download-evaluations", "Evaluations (text)");
+    evals.type = "button";
+    evals.addEventListener("click", function () {
+      download(id, "/evaluations.txt", name + (date ? "-" + date : "") + "-evaluations.txt", evals, err);
+    });
+    actions.appendChild(evals);
+    var shareButton = node("button", "button share", "Share the replay");
+    shareButton.type = "button";
+    var shared = node("div", "shared");
+    shared.hidden = true;
+    shareButton.addEventListener("click", function () { shareReplay(id, shareButton, shared, err); });
+    actions.appendChild(shareButton);
     li.appendChild(actions);
+    li.appendChild(shared);
     li.appendChild(err);
     return li;
+  }
+
+  // A link to the replay that opens without the password (7 days), with its QR code.
+  function shareReplay(id, button, shared, err) {
+    if (!asked) return;
+    button.disabled = true;
+    err.textContent = "";
+    fetch("api/v1/archive/" + encodeURIComponent(id) + "/links", {
+      method: "POST", cache: "no-store", credentials: "same-origin",
+      headers: { "X-Archive-Token": asked.token, "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ expires_in: "7d", base: new URL(".", location.href).href })
+    }).then(function (r) {
+      if (!r.ok) return errorOf(r).then(function (text) { throw new Error(sentence(r, text)); });
+      return r.json();
+    }).then(function (made) {
+      var url = node("input", "share-url");
+      url.type = "text";
+      url.readOnly = true;
+      url.value = String(made.url || "");
+      url.setAttribute("aria-label", "A link to this replay, for 7 days");
+      var qr = node("img", "qr");
+      qr.alt = "The link as a QR code";
+      qr.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(String(made.qr_svg || ""));
+      var note = node("p", "hint", "Anyone with this link can replay it, without the password, for 7 days.");
+      shared.replaceChildren(url, note, qr);
+      shared.hidden = false;
+      hook.lastShare = made.url;
+    }).catch(function (e) {
+      err.textContent = e instanceof TypeError ? "The hub could not be reached. Try again in a moment."
+        : (e && e.message ? e.message : String(e));
+    }).then(function () { button.disabled = false; });
   }
 
   // ---- downloads --------------------------------------------------------------------------
