@@ -80,10 +80,12 @@ impl Hub {
 
     /// Locks session `name` to new performers, or unlocks it; whether it is locked now.
     pub async fn lock_session(&self, name: &str, locked: bool) -> Result<bool, ModerationError> {
-        let (_, access) = self.control_of(name)?;
+        let (id, access) = self.control_of(name)?;
         let unanswered = unanswered(name);
         let mut client = control::connect(&access).await.map_err(unanswered)?;
         let now = client.lock(locked).await.map_err(unanswered)?;
+        // Said at once (its event, which says the same, may still be on its way).
+        self.live.with(&id, |f| f.view.locked = now);
         if now {
             self.metrics.moderation(true);
         }
