@@ -58,7 +58,14 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
     assert_eq!(http(hub.http, "GET", path, None, None).await.json()["locked"], json!(false));
 
     // Wrong, missing and right proofs.
-    let wrong = request(hub.http, "POST", &format!("{path}/lock"), &[("X-Session-Password", "nope")], Some(r#"{"locked":true}"#)).await;
+    let wrong = request(
+        hub.http,
+        "POST",
+        &format!("{path}/lock"),
+        &[("X-Session-Password", "nope")],
+        Some(r#"{"locked":true}"#),
+    )
+    .await;
     assert_eq!(wrong.status, 403, "{}", wrong.body);
     let none = http(hub.http, "POST", &format!("{path}/lock"), None, Some(r#"{"locked":true}"#)).await;
     assert_eq!(none.status, 400, "{}", none.body);
@@ -67,7 +74,8 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
     assert_eq!(http(hub.http, "GET", path, None, None).await.json()["locked"], json!(true), "anyone can see it");
 
     // Bob is removed with a reason; he reads it, his connection ends, alice is told.
-    let removed = as_owner(&hub, "DELETE", &format!("{path}/performers/bob"), Some(r#"{"reason":"too loud\nsorry"}"#)).await;
+    let removed =
+        as_owner(&hub, "DELETE", &format!("{path}/performers/bob"), Some(r#"{"reason":"too loud\nsorry"}"#)).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert_eq!(removed.json()["clients"], json!([1]));
     let seen = bob.expect_closed(T).await.expect("bob's connection is closed");
@@ -115,7 +123,14 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
     drop(o);
     let (id, timeline) = hub
         .eventually("the archived timeline", T, async || {
-            let listed = request(hub.http, "GET", "/api/v1/archive?name=gig", &[("Authorization", &format!("Bearer {TOKEN}"))], None).await;
+            let listed = request(
+                hub.http,
+                "GET",
+                "/api/v1/archive?name=gig",
+                &[("Authorization", &format!("Bearer {TOKEN}"))],
+                None,
+            )
+            .await;
             let first = listed.json()[0].clone();
             if first["ended_ms"].is_null() {
                 return Err(format!("not ended yet: {}", listed.body));
@@ -179,7 +194,10 @@ async fn share_links_open_the_view_until_they_expire_or_are_revoked() {
     assert_eq!(made.status, 201, "{}", made.body);
     let made = made.json();
     let url = made["url"].as_str().unwrap_or_default().to_string();
-    assert!(url.starts_with(&format!("http://{}/s/gig#share=", hub.http)) && url.ends_with("&stage&bg=transparent"), "{url}");
+    assert!(
+        url.starts_with(&format!("http://{}/s/gig#share=", hub.http)) && url.ends_with("&stage&bg=transparent"),
+        "{url}"
+    );
     assert!(made["qr_svg"].as_str().unwrap_or_default().contains("<svg"), "a QR code");
     let token = token_of(&url);
     assert_eq!(token.len(), 64);
@@ -217,9 +235,11 @@ async fn share_links_open_the_view_until_they_expire_or_are_revoked() {
     // Expired by itself.
     let short = as_owner(&hub, "POST", links, Some(r#"{"expires_in": 1}"#)).await.json();
     let short = token_of(short["url"].as_str().unwrap_or_default());
-    hub.eventually("the one-second link to expire", T, async || match watch(&hub, "gig", json!({"share": short})).await {
-        Err((4403, _)) => Ok(()),
-        other => Err(format!("still {other:?}")),
+    hub.eventually("the one-second link to expire", T, async || {
+        match watch(&hub, "gig", json!({"share": short})).await {
+            Err((4403, _)) => Ok(()),
+            other => Err(format!("still {other:?}")),
+        }
     })
     .await;
     let bad = as_owner(&hub, "POST", links, Some(r#"{"expires_in": "forever"}"#)).await;

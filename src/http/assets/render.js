@@ -253,8 +253,8 @@
     var middle = (top + bottom) / 2 - box.top;
     var target = editor.scrollTop + middle - editor.clientHeight / 2;
     if (bottom - top > editor.clientHeight) target = editor.scrollTop + top - box.top - editor.clientHeight * 0.1;
-    editor.scrollTo({ top: Math.max(0, target), behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
-    editor.scrollLeft = 0;
+    var smooth = !matchMedia("(prefers-reduced-motion: reduce)").matches;
+    editor.scrollTo({ top: Math.max(0, target), left: 0, behavior: smooth ? "smooth" : "auto" });
   };
 
   // The page's parameters: the query's, then those after a share link's token in the
