@@ -24,7 +24,9 @@
 //!    the replay page's requests (summary, then timeline and code together); baseline: the same
 //!    lines read in-process with `Archive::timeline`; (b) the replay page (`/a/{id}`) in
 //!    headless chromium (`tests/common/browser.rs`) until its state is "ready" (skipped
-//!    without chromium).
+//!    without chromium); (c) the same hour kept as one file: GET .../replay.html (its weight,
+//!    and its time against the timeline GET), then that file opened from `file://` in chromium
+//!    until "ready", against (b) in the same run.
 
 mod common;
 
@@ -512,8 +514,13 @@ async fn timed_get(addr: SocketAddr, path: &str, header: (&str, &str)) -> Timed 
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "a whole body: {head}");
-    Timed { status, first_byte_ms, total_ms, body: body.to_string() }
+    // The timeline streams in chunks as the archive is read.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        common::dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Timed { status, first_byte_ms, total_ms, body }
 }
 
 /// First and median of timed repetitions, ms.
@@ -553,12 +560,33 @@ const TIMELINE_FETCH: &str = r#"(() => { const e = performance.getEntriesByType(
 async fn replay_page(hub: &TestHub, id: &str, runs: usize) -> Vec<PageRun> {
     let origin = format!("http://{}", hub.http);
     let mut page = Page::launch(BASIC_STATE).await;
-    // The archive form leaves the password in the tab's sessionStorage for the replay page.
+    // The archive form leaves a token for the performance in the tab's sessionStorage.
+    let access = http(
+        hub.http,
+        "POST",
+        &format!("/api/v1/archive/{id}/access"),
+        None,
+        Some(&json!({"password": HOUR_PW}).to_string()),
+    )
+    .await;
+    let token = access.json()["token"].as_str().unwrap_or_default().to_string();
     page.open(&format!("{origin}/archive")).await;
-    let key = serde_json::to_string(&format!("troop-archive-password:{id}")).expect("a JS string");
-    page.eval(&format!("sessionStorage.setItem({key}, {})", json!(HOUR_PW))).await;
+    let key = serde_json::to_string(&format!("troop-archive-token:{id}")).expect("a JS string");
+    page.eval(&format!("sessionStorage.setItem({key}, {})", json!(token))).await;
     page.call("Page.addScriptToEvaluateOnNewDocument", json!({"source": READY_PROBE})).await;
     let url = format!("{origin}/a/{id}");
+    loads(&mut page, &url, runs).await
+}
+
+/// The performance kept as one file, opened from disk `runs` times.
+async fn file_page(path: &Path, runs: usize) -> Vec<PageRun> {
+    let mut page = Page::launch(BASIC_STATE).await;
+    page.call("Page.addScriptToEvaluateOnNewDocument", json!({"source": READY_PROBE})).await;
+    loads(&mut page, &format!("file://{}", path.display()), runs).await
+}
+
+/// Navigates to `url` `runs` times, each until the replay is ready.
+async fn loads(page: &mut Page, url: &str, runs: usize) -> Vec<PageRun> {
     let mut out = Vec::new();
     for _ in 0..runs {
         let r = page.call("Page.navigate", json!({"url": url})).await;
@@ -577,6 +605,11 @@ async fn replay_page(hub: &TestHub, id: &str, runs: usize) -> Vec<PageRun> {
         });
     }
     out
+}
+
+/// The size of `path` gzipped (`gzip -c`), 0 without gzip.
+fn gzip_len(path: &Path) -> u64 {
+    std::process::Command::new("gzip").arg("-c").arg(path).output().map_or(0, |o| o.stdout.len() as u64)
 }
 
 fn chromium_available() -> bool {
@@ -735,12 +768,28 @@ fn main() {
         assert_eq!(lines, hour.lines, "every generated line is served");
         assert_eq!(http_body.len(), body_len, "the hub serves what the store reads");
 
-        let (page_runs, page_note) = if chromium_available() {
-            (replay_page(&hub, &hour.id, 3).await, None)
+        // (c) The hour as one file.
+        let file_path = format!("/api/v1/archive/{}/replay.html", hour.id);
+        let (mut file_gets, mut file_body) = (Vec::new(), String::new());
+        for _ in 0..READS {
+            let r = timed_get(hub.http, &file_path, ("Authorization", &admin)).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            file_gets.push(r.total_ms);
+            file_body = r.body;
+        }
+        let kept = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-one-hour-replay.html"));
+        std::fs::write(&kept, &file_body).expect("the one-hour file written");
+        let file_gzip = gzip_len(&kept);
+
+        let (page_runs, file_runs, page_note) = if chromium_available() {
+            (replay_page(&hub, &hour.id, 3).await, file_page(&kept, 3).await, None)
         } else {
-            (Vec::new(), Some("skipped: no chromium (apt-get install chromium)"))
+            (Vec::new(), Vec::new(), Some("skipped: no chromium (apt-get install chromium)"))
         };
         drop(hub);
+        for p in &file_runs {
+            assert_eq!(p.lines as usize, hour.lines, "the file replays every line");
+        }
         for p in &page_runs {
             assert_eq!(p.lines as usize, hour.lines, "the page read every line");
         }
@@ -750,6 +799,8 @@ fn main() {
         let by_password = Reads::of(&by_password);
         let page_requests = Reads::of(&page_requests);
         let ready = Reads::of(&page_runs.iter().map(|p| p.ready_ms).collect::<Vec<_>>());
+        let file_ready = Reads::of(&file_runs.iter().map(|p| p.ready_ms).collect::<Vec<_>>());
+        let file_gets = Reads::of(&file_gets);
         let page_fetch = Reads::of(&page_runs.iter().map(|p| p.timeline_fetch_ms).collect::<Vec<_>>());
         let first_byte = median(&first_bytes);
 
@@ -848,7 +899,7 @@ fn main() {
         row("GET .../timeline, X-Session-Password (+ argon2)", by_password);
         row("the page's requests: summary, then timeline + code", page_requests);
         println!(
-            "  first byte of the admin GET: median {first_byte:.1} ms (the hub builds the whole body first); argon2 verify in-process {verify_ms:.1} ms; HTTP/in-process median {:.2}",
+            "  first byte of the admin GET: median {first_byte:.1} ms (the timeline streams as it is read); argon2 verify in-process {verify_ms:.1} ms; HTTP/in-process median {:.2}",
             by_admin.median_ms / in_process.median_ms
         );
         match page_note {
@@ -866,6 +917,24 @@ fn main() {
                     page_fetch.first_ms, page_fetch.median_ms, page_fetch.min_ms
                 );
             }
+        }
+        println!(
+            "the hour kept as one file (replay.html): {:.2} MiB ({:.2}x the timeline body; {:.2} MiB gzipped), GET {:.1} ms median ({:.2}x the timeline GET)",
+            file_body.len() as f64 / MIB,
+            file_body.len() as f64 / http_body.len().max(1) as f64,
+            file_gzip as f64 / MIB,
+            file_gets.median_ms,
+            file_gets.median_ms / by_admin.median_ms
+        );
+        if page_note.is_none() {
+            println!(
+                "  opened from file:// in chromium, to state \"ready\" ({} loads, ms)      {:7.1}  {:7.1}  {:7.1}   ({:.2}x the hub's replay page)",
+                file_runs.len(),
+                file_ready.first_ms,
+                file_ready.median_ms,
+                file_ready.min_ms,
+                file_ready.median_ms / ready.median_ms
+            );
         }
         let problems: Vec<String> = [
             (ratio99 > 1.10).then(|| {
@@ -922,6 +991,8 @@ fn main() {
                 "page_requests_ms": page_requests, "argon2_verify_ms": verify_ms,
                 "replay_page": if page_runs.is_empty() { json!(page_note) } else {
                     json!({"ready_ms": ready, "timeline_fetch_ms": page_fetch, "loads": page_json}) },
+                "one_file": {"bytes": file_body.len(), "gzip_bytes": file_gzip, "get_ms": file_gets,
+                             "file_ready_ms": if file_runs.is_empty() { json!(page_note) } else { json!(file_ready) }},
             },
             "problems": problems,
         });

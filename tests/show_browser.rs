@@ -203,6 +203,13 @@ async fn a_performance_kept_as_one_file_replays_offline_to_the_archived_code() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let doc = alice.document().to_string();
+    // The owner locks and opens the session again: the replay shows both.
+    for locked in [true, false] {
+        let body = json!({ "locked": locked }).to_string();
+        let r =
+            request(hub.http, "POST", "/api/v1/sessions/kept/lock", &[("X-Session-Password", "pw")], Some(&body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     drop(alice);
     drop(o);
     let admin = format!("Bearer {TOKEN}");
@@ -239,7 +246,6 @@ async fn a_performance_kept_as_one_file_replays_offline_to_the_archived_code() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("kept.html");
     std::fs::write(&path, &file.body).expect("saved");
-    println!("one-file replay: {} bytes for {} timeline lines", file.body.len(), 0);
     drop(hub);
     page.open(&format!("file://{}", path.display())).await;
     page.wait_for("window.troopReplay && troopReplay.state === 'ready'", Instant::now() + T, "the file loads").await;
@@ -250,6 +256,14 @@ async fn a_performance_kept_as_one_file_replays_offline_to_the_archived_code() {
         js(&doc)
     );
     page.wait_for(&ended, Instant::now() + Duration::from_secs(30), "it replays to the archived code").await;
+    assert_eq!(
+        page.eval("[troopReplay.moderation, document.querySelectorAll('#ticks .tick.mod').length]").await,
+        json!([
+            ["The owner locked the session to new performers", "The owner opened the session to new performers again"],
+            2
+        ]),
+        "the owner's lock is shown as it plays, and marked on the scrubber"
+    );
     let outside: Vec<&String> = page
         .requests
         .iter()

@@ -330,3 +330,27 @@ async fn a_seat_that_stops_reading_is_dropped_and_the_session_plays_on() {
         alice.recv(T).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_removed_seat_reads_the_owners_sentence_and_a_locked_session_refuses_new_seats() {
+    let b = bench("").await;
+    b.session("jam").await;
+    let (mut seat, _) = b.seat("jam", "bea").await;
+    next_of(&mut seat, "reset").await;
+    assert!(b.hub.lock_session("jam", true).await.expect("locked"));
+    assert!(b.hub.session_locked("jam"), "said at once");
+    let ids = b.hub.remove_performer("jam", "bea", Some("time's up")).await.expect("removed");
+    assert_eq!(ids.len(), 1);
+    let kill = next_of(&mut seat, "kill").await;
+    assert_eq!(kill["string"].as_str(), Some(crate::hub::removal_sentence(Some("time's up")).as_str()));
+    assert_eq!(closed(&mut seat).await.0, Some(1000), "ended: the page does not join again");
+
+    let mut again = b.open("jam").await;
+    send(&mut again, json!({"type": "join", "name": "bea", "password": PW})).await;
+    let (_, seen) = closed(&mut again).await;
+    assert_eq!(seen[0]["message"], "The session's owner has locked it to new performers");
+    let nobody = b.hub.remove_performer("jam", "nobody", None).await;
+    assert!(matches!(nobody, Err(crate::hub::ModerationError::NoPerformer { .. })), "{nobody:?}");
+    assert!(!b.hub.lock_session("jam", false).await.expect("unlocked"));
+    let (_bea, _) = b.seat("jam", "bea").await;
+}

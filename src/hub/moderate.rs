@@ -68,9 +68,19 @@ impl Hub {
         let (id, access) = self.control_of(name)?;
         let unanswered = unanswered(name);
         self.seats.removing(&id, performer);
-        let mut client = control::connect(&access).await.map_err(unanswered)?;
-        let ids = client.remove(performer, &removal_sentence(reason)).await.map_err(unanswered)?;
+        let removed = async {
+            let mut client = control::connect(&access).await?;
+            client.remove(performer, &removal_sentence(reason)).await
+        };
+        let ids = match removed.await {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.seats.take_removed(&id, performer);
+                return Err(unanswered(e));
+            }
+        };
         if ids.is_empty() {
+            self.seats.take_removed(&id, performer);
             return Err(ModerationError::NoPerformer { session: name.to_string(), performer: performer.to_string() });
         }
         self.metrics.moderation(false);

@@ -436,7 +436,7 @@ pub async fn request(
     HttpResponse { status, headers: head.to_string(), body }
 }
 
-fn dechunk(mut s: &str) -> String {
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

@@ -20,7 +20,7 @@
   var SPEEDS = [1, 4, 16];
 
   // Event kinds in the store.
-  var OP = 0, GOP = 1, FIX = 2, EVAL = 3, JOIN = 4, LEAVE = 5, MARK = 6, SNAP = 7;
+  var OP = 0, GOP = 1, FIX = 2, EVAL = 3, JOIN = 4, LEAVE = 5, MARK = 6, SNAP = 7, MOD = 8;
 
   function $(id) { return document.getElementById(id); }
   var el = {
@@ -30,7 +30,7 @@
     progress: $("progress"), form: $("password-form"), password: $("password"),
     passwordError: $("password-error"), play: $("play"), playWord: $("play-word"),
     scrubber: $("scrubber"), ticks: $("ticks"), now: $("now"), total: $("total"), clock: $("clock"),
-    speed: $("speed"), gapNote: $("gap-note"), missedNote: $("missed-note")
+    speed: $("speed"), gapNote: $("gap-note"), missedNote: $("missed-note"), moderation: $("moderation")
   };
 
   var id = "";
@@ -121,6 +121,12 @@
         return store.push(LEAVE, t, seq, num(m.id), 0, 0, 0, null);
       case "mark":
         return store.push(MARK, t, seq, num(m.id), int32(m.index), 0, 0, null);
+      case "removed":
+        return store.push(MOD, t, seq, num(m.id), 0, 0, 0,
+          String(m.name == null ? "A performer" : m.name) + " was removed by the session's owner");
+      case "lock":
+        return store.push(MOD, t, seq, NaN, 0, 0, 0, m.locked
+          ? "The owner locked the session to new performers" : "The owner opened the session to new performers again");
       case "snapshot":
         (Array.isArray(m.performers) ? m.performers : []).forEach(function (p) {
           if (p && typeof p.id === "number" && typeof p.colour === "number" && !colours.has(p.id)) colours.set(p.id, p.colour);
@@ -217,6 +223,9 @@
       case MARK:
         if (a !== null) rep.doc.setMark(a, store.P[i]);
         return;
+      case MOD:
+        if (live) moderation(store.X[i]);
+        return;
       case SNAP: {
         var m = store.X[i];
         rep.doc = window.TroopDoc.fromSnapshot(m.document, m.authors, m.marks);
@@ -256,7 +265,7 @@
   var lines = 0;
 
   var hook = window.troopReplay = {
-    state: "loading", id: id, lines: 0, speed: 1, keyframes: 0, error: null, code: null,
+    state: "loading", id: id, lines: 0, speed: 1, keyframes: 0, error: null, code: null, moderation: [],
     seek: function (ms) { return seek(ms); },
     play: function () { return play(); },
     pause: function () { return pause(); },
@@ -701,9 +710,27 @@
     return (h ? h + ":" + (m < 10 ? "0" : "") : "") + m + ":" + (s < 10 ? "0" : "") + s;
   }
 
+  // The owner's moderation, said for a few seconds as the replay passes it.
+  var modTimer = 0;
+  function moderation(text) {
+    hook.moderation.push(text);
+    el.moderation.textContent = text;
+    el.moderation.hidden = false;
+    clearTimeout(modTimer);
+    modTimer = setTimeout(function () { el.moderation.hidden = true; }, 4000);
+  }
+
   function drawTicks() {
     var frag = document.createDocumentFragment(), span = Math.max(1, endAbs - base);
     for (var i = 0; i < store.n; i++) {
+      if (store.K[i] === MOD) {
+        var mt = document.createElement("div");
+        mt.className = "tick mod";
+        mt.style.left = ((store.T[i] - base) / span * 100).toFixed(3) + "%";
+        mt.title = clockOf(store.T[i] - base) + "  " + store.X[i];
+        frag.appendChild(mt);
+        continue;
+      }
       if (store.K[i] !== EVAL) continue;
       var d = document.createElement("div");
       d.className = "tick p" + colourOf(who(store.A[i]));
