@@ -272,3 +272,64 @@ async fn a_performance_kept_as_one_file_replays_offline_to_the_archived_code() {
     assert!(outside.is_empty(), "nothing fetched: {outside:?}");
     assert!(page.complaints.is_empty(), "{:#?}", page.complaints);
 }
+
+/// `cargo test --test show_browser -- --ignored --exact readme_screenshots` writes
+/// docs/stage-view.png (the stage view at 1920x1080 right after an evaluation) and
+/// docs/owner-page.png (the owner's page with a share link and its QR code).
+#[tokio::test]
+#[ignore = "writes docs/stage-view.png and docs/owner-page.png; run it on purpose"]
+async fn readme_screenshots() {
+    let _one = ONE_BROWSER.lock().await;
+    let hub = TestHub::new("audience: public").start().await;
+    let o = owner(&hub, "friday-jam", "pw").await;
+    let mut troupe: Vec<TroopClient> = Vec::new();
+    for name in ["ada", "ben", "cleo"] {
+        let next = performer(&o, name, "pw").await;
+        for c in &mut troupe {
+            c.recv_until_match(T, |_, m| matches!(m.body, Body::Reset { .. })).await.expect("a join resets the others");
+        }
+        troupe.push(next);
+    }
+    let parts: [(usize, &str); 9] = [
+        (0, "Clock.bpm = 124\nScale.default = Scale.minor\n\n"),
+        (1, "d1 >> play(\"x-o-[--]x-o{-[-o]}\", sample=2, amp=0.9)\n"),
+        (1, "d2 >> play(\"  * \", dur=1/2, rate=[1, 2], pan=[-0.6, 0.6])\n\n"),
+        (2, "b1 >> bass([0, 3, 5, 4], dur=[3/4, 3/4, 1/2], oct=4, amp=0.8)\n"),
+        (0, "p1 >> pluck(P[0:8] + (0, 2), dur=1/4, amp=linvar([0.3, 0.8], 8))\n"),
+        (2, "p2 >> blip(var([0, 4, 5, 3], 4), dur=PDur(3, 8), oct=6, sus=1/2)\n\n"),
+        (0, "k1 >> keys(p1.pitch + 2, delay=0.25, room=0.6, mix=0.3)\n"),
+        (1, "s1 >> space(b1.pitch, dur=8, chop=4, lpf=linvar([500, 3000], 16))\n\n"),
+        (2, "Group(p1, p2).every(8, \"stutter\", 4)\n"),
+    ];
+    let mut doc = String::new();
+    for (who, text) in parts {
+        let p = &mut troupe[who];
+        if p.document() != doc {
+            p.recv_until_match(T, |c, _| c.document() == doc).await.expect("sees the others");
+        }
+        p.insert(doc.chars().count() as u64, text).await.expect("types");
+        synced(p).await;
+        doc = p.document().to_string();
+    }
+    let mut page = Page::launch(PAGE_STATE).await;
+    page.open(&format!("http://{}/s/friday-jam?stage", hub.http)).await;
+    page.wait_for(&format!("troopView.document === {}", js(&doc)), Instant::now() + T, "the code shows").await;
+    page.eval("document.fonts.ready.then(() => true)").await;
+    let b1 = doc[..doc.find("b1 >> bass").unwrap_or(0)].matches('\n').count() as i64 + 1;
+    troupe[2].send(Body::EvaluateBlock { start: b1, end: b1 + 3, reply: 1 }).await.expect("cleo runs it");
+    page.wait_for("document.querySelector('#doc [data-flash]')", Instant::now() + T, "a flash").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    page.eval("document.getAnimations().forEach(a => { a.pause(); a.currentTime = 350; })").await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs");
+    std::fs::write(format!("{dir}/stage-view.png"), page.screenshot().await).expect("written");
+
+    page.open(&format!("http://{}/s/friday-jam/owner", hub.http)).await;
+    page.eval("document.getElementById('password').value = 'pw'; document.getElementById('open').click()").await;
+    page.wait_for("troopOwner.state === 'open' && troopOwner.performers.length === 3", Instant::now() + T, "open").await;
+    page.eval("document.getElementById('stage').checked = true; document.getElementById('make').click()").await;
+    page.wait_for("troopOwner.lastLink && document.getElementById('qr').complete && troopOwner.links.length === 1", Instant::now() + T, "a link").await;
+    std::fs::write(format!("{dir}/owner-page.png"), page.screenshot().await).expect("written");
+    eprintln!("wrote {dir}/stage-view.png and owner-page.png");
+    assert_clean(&page, &hub);
+    drop(o);
+}
