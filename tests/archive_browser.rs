@@ -252,7 +252,8 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
     let item = page
         .eval(
             r#"(li => ({ id: li.dataset.id, href: li.querySelector("a.replay").getAttribute("href"),
-                        who: [...li.querySelectorAll(".performers .who")].map(w => w.textContent),
+                        who: [...li.querySelectorAll(".performers .who")].map(w => w.firstChild.textContent),
+                        stats: [...li.querySelectorAll(".performers .who .stats")].map(w => w.textContent),
                         ended: li.querySelector(".ended").textContent, counts: li.querySelector(".counts").textContent,
                         found: document.getElementById("found").textContent }))(document.querySelector("li.session"))"#,
         )
@@ -260,6 +261,7 @@ async fn the_archive_page_lists_the_performance_and_its_replay_ends_in_the_code(
     assert_eq!(item["id"], json!(id), "{item}");
     assert_eq!(item["href"], json!(format!("a/{id}")), "{item}");
     assert_eq!(item["who"], json!(["alice"]), "{item}");
+    assert_eq!(item["stats"], json!(["100% · 3 runs · 99 chars typed"]), "her figures, small beside her name: {item}");
     assert_eq!(item["ended"], json!("Ended: its owner left"), "{item}");
     assert!(item["counts"].as_str().is_some_and(|c| c.contains("3 evaluations")), "{item}");
     assert_eq!(item["found"], json!(format!("1 performance of {NAME}")), "{item}");

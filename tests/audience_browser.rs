@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::browser::{assert_clean, js, Page, HEIGHT, ONE_BROWSER, WIDTH};
+use common::browser::{assert_clean, js, Page, FRIDAY_JAM, HEIGHT, ONE_BROWSER, WIDTH};
 use common::{owner, performer, TestHub, T};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -89,7 +89,8 @@ async fn a_real_browser_shows_the_session_live_in_the_performers_colours() {
     let named = "troopView.performers.map(p => p.name).sort().join() === 'alice,bob'";
     page.wait_for(named, Instant::now() + T, "the page knows the performers").await;
     let listed =
-        "[...document.querySelectorAll('#performers li')].map(li => li.textContent).sort().join() === 'alice,bob'";
+        "[...document.querySelectorAll('#performers li')].map(li => li.firstChild.textContent).sort().join() === 'alice,bob' \
+         && [...document.querySelectorAll('#performers li .share')].every(s => /^[0-9]+%$/.test(s.textContent))";
     page.wait_for(listed, Instant::now() + T, "the bar names the performers").await;
     assert_eq!(page.eval("document.getElementById('session').textContent").await, json!("jam"));
     assert_eq!(page.eval("document.getElementById('doc').textContent").await, json!(""));
@@ -251,20 +252,7 @@ async fn readme_screenshot() {
     let mut troupe = troupe(&o, &["ada", "ben", "cleo"]).await;
 
     // Each performer types their part in pieces, in turn.
-    let parts: [(usize, &str); 12] = [
-        (0, "Clock.bpm = 124\nScale.default = Scale.minor\n\n"),
-        (1, "d1 >> play(\"x-o-[--]x-o{-[-o]}\", sample=2, amp=0.9)\n"),
-        (1, "d2 >> play(\"  * \", dur=1/2, rate=[1, 2], pan=[-0.6, 0.6])\n\n"),
-        (2, "b1 >> bass([0, 3, 5, 4], dur=[3/4, 3/4, 1/2], oct=4, amp=0.8)\n"),
-        (0, "p1 >> pluck(P[0:8] + (0, 2), dur=1/4, amp=linvar([0.3, 0.8], 8))\n"),
-        (2, "p2 >> blip(var([0, 4, 5, 3], 4), dur=PDur(3, 8), oct=6, sus=1/2)\n\n"),
-        (0, "k1 >> keys(p1.pitch + 2, delay=0.25, room=0.6, mix=0.3)\n"),
-        (1, "s1 >> space(b1.pitch, dur=8, chop=4, lpf=linvar([500, 3000], 16))\n\n"),
-        (2, "Group(p1, p2).every(8, \"stutter\", 4)\n"),
-        (0, "d1.every(16, \"trim\", 3)\n\n"),
-        (1, "# ben: drop on the next cycle\n"),
-        (2, "Master().hpf = var([0, 0, 0, 800], 4)"),
-    ];
+    let parts = FRIDAY_JAM;
     let mut doc = String::new();
     let at = |doc: &str, needle: &str| doc[..doc.find(needle).expect(needle)].chars().count() as u64;
     for (who, text) in parts {

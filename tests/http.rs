@@ -54,7 +54,10 @@ async fn sessions_api_happy_paths_errors_and_auth() {
     assert_eq!(created.status, 201, "{}", created.body);
     let port = created.json()["port"].as_u64().unwrap() as u16;
     let found = http(h, "GET", "/api/v1/sessions/api", None, None).await;
-    assert_eq!(found.json(), json!({"name": "api", "host": "127.0.0.1", "port": port, "audience": "password"}));
+    assert_eq!(
+        found.json(),
+        json!({"name": "api", "host": "127.0.0.1", "port": port, "audience": "password", "locked": false})
+    );
     let tcp = admin::request(hub.addr, &json!({"type": "query", "name": "api"}), T).await.unwrap();
     assert_eq!(tcp["result"], json!(["127.0.0.1", port]), "TCP and HTTP agree");
     let session: SocketAddr = ([127, 0, 0, 1], port).into();

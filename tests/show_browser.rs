@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::browser::{assert_clean, js, Page, HEIGHT, ONE_BROWSER, WIDTH};
+use common::browser::{assert_clean, js, Page, FRIDAY_JAM, HEIGHT, ONE_BROWSER, WIDTH};
 use common::{http, owner, performer, request, TestHub, T};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -290,17 +290,7 @@ async fn readme_screenshots() {
         }
         troupe.push(next);
     }
-    let parts: [(usize, &str); 9] = [
-        (0, "Clock.bpm = 124\nScale.default = Scale.minor\n\n"),
-        (1, "d1 >> play(\"x-o-[--]x-o{-[-o]}\", sample=2, amp=0.9)\n"),
-        (1, "d2 >> play(\"  * \", dur=1/2, rate=[1, 2], pan=[-0.6, 0.6])\n\n"),
-        (2, "b1 >> bass([0, 3, 5, 4], dur=[3/4, 3/4, 1/2], oct=4, amp=0.8)\n"),
-        (0, "p1 >> pluck(P[0:8] + (0, 2), dur=1/4, amp=linvar([0.3, 0.8], 8))\n"),
-        (2, "p2 >> blip(var([0, 4, 5, 3], 4), dur=PDur(3, 8), oct=6, sus=1/2)\n\n"),
-        (0, "k1 >> keys(p1.pitch + 2, delay=0.25, room=0.6, mix=0.3)\n"),
-        (1, "s1 >> space(b1.pitch, dur=8, chop=4, lpf=linvar([500, 3000], 16))\n\n"),
-        (2, "Group(p1, p2).every(8, \"stutter\", 4)\n"),
-    ];
+    let parts = FRIDAY_JAM;
     let mut doc = String::new();
     for (who, text) in parts {
         let p = &mut troupe[who];
@@ -325,9 +315,15 @@ async fn readme_screenshots() {
 
     page.open(&format!("http://{}/s/friday-jam/owner", hub.http)).await;
     page.eval("document.getElementById('password').value = 'pw'; document.getElementById('open').click()").await;
-    page.wait_for("troopOwner.state === 'open' && troopOwner.performers.length === 3", Instant::now() + T, "open").await;
+    page.wait_for("troopOwner.state === 'open' && troopOwner.performers.length === 3", Instant::now() + T, "open")
+        .await;
     page.eval("document.getElementById('stage').checked = true; document.getElementById('make').click()").await;
-    page.wait_for("troopOwner.lastLink && document.getElementById('qr').complete && troopOwner.links.length === 1", Instant::now() + T, "a link").await;
+    page.wait_for(
+        "troopOwner.lastLink && document.getElementById('qr').complete && troopOwner.links.length === 1",
+        Instant::now() + T,
+        "a link",
+    )
+    .await;
     std::fs::write(format!("{dir}/owner-page.png"), page.screenshot().await).expect("written");
     eprintln!("wrote {dir}/stage-view.png and owner-page.png");
     assert_clean(&page, &hub);

@@ -27,6 +27,22 @@ pub const NO_CHROMIUM: &str =
 pub const WIDTH: u32 = 1920;
 pub const HEIGHT: u32 = 1080;
 
+/// The code the README's screenshots show: (performer index, text typed), in order.
+pub const FRIDAY_JAM: [(usize, &str); 12] = [
+    (0, "Clock.bpm = 124\nScale.default = Scale.minor\n\n"),
+    (1, "d1 >> play(\"x-o-[--]x-o{-[-o]}\", sample=2, amp=0.9)\n"),
+    (1, "d2 >> play(\"  * \", dur=1/2, rate=[1, 2], pan=[-0.6, 0.6])\n\n"),
+    (2, "b1 >> bass([0, 3, 5, 4], dur=[3/4, 3/4, 1/2], oct=4, amp=0.8)\n"),
+    (0, "p1 >> pluck(P[0:8] + (0, 2), dur=1/4, amp=linvar([0.3, 0.8], 8))\n"),
+    (2, "p2 >> blip(var([0, 4, 5, 3], 4), dur=PDur(3, 8), oct=6, sus=1/2)\n\n"),
+    (0, "k1 >> keys(p1.pitch + 2, delay=0.25, room=0.6, mix=0.3)\n"),
+    (1, "s1 >> space(b1.pitch, dur=8, chop=4, lpf=linvar([500, 3000], 16))\n\n"),
+    (2, "Group(p1, p2).every(8, \"stutter\", 4)\n"),
+    (0, "d1.every(16, \"trim\", 3)\n\n"),
+    (1, "# ben: drop on the next cycle\n"),
+    (2, "Master().hpf = var([0, 0, 0, 800], 4)"),
+];
+
 /// One browser at a time: with two cores, a second chromium would only add noise to the timing
 /// checks.
 pub static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

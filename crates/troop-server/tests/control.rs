@@ -93,6 +93,16 @@ async fn settle(clients: &mut [TroopClient]) {
     }
 }
 
+/// The sentences of the MSG_KILLs among `seen`.
+fn kills(seen: &[troop_server::message::Message]) -> Vec<&str> {
+    seen.iter()
+        .filter_map(|m| match &m.body {
+            Body::Kill { string } => Some(string.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Opens a raw connection and writes `bytes` (errors ignored: the server may close first).
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -492,14 +502,7 @@ async fn end_sends_every_performer_the_sentence_and_the_server_exits_zero() {
     ControlClient::connect(addr, SECRET, T).await.unwrap().end(SENTENCE).await.expect("end acknowledged");
     for c in [&mut a, &mut b] {
         let seen = c.expect_closed(T).await.expect("closed after end");
-        let kills: Vec<&str> = seen
-            .iter()
-            .filter_map(|m| match &m.body {
-                Body::Kill { string } => Some(string.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(kills, vec![SENTENCE], "{} got MSG_KILL with the sentence", c.name);
+        assert_eq!(kills(&seen), vec![SENTENCE], "{} got MSG_KILL with the sentence", c.name);
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     let status = loop {
@@ -533,14 +536,7 @@ async fn a_removed_performer_gets_the_sentence_and_stays_out_while_the_session_i
     let sentence = "Troop Hub: the session's owner removed you: spam";
     assert_eq!(ctl.remove("bob", sentence).await.expect("remove"), vec![1]);
     let seen = bob.expect_closed(T).await.expect("bob's connection is closed");
-    let kills: Vec<&str> = seen
-        .iter()
-        .filter_map(|m| match &m.body {
-            Body::Kill { string } => Some(string.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(kills, vec![sentence], "bob got MSG_KILL with the sentence");
+    assert_eq!(kills(&seen), vec![sentence], "bob got MSG_KILL with the sentence");
     alice
         .recv_until_match(T, |_, m| m.src_id == 1 && matches!(m.body, Body::Remove))
         .await

@@ -213,31 +213,19 @@
     var err = node("p", "action-error");
     err.setAttribute("role", "alert");
     var date = utcDate(started);
-    var code = node("button", "button download-code", "Download code");
-    code.type = "button";
-    code.addEventListener("click", function () {
-      download(id, "/code", name + (date ? "-" + date : "") + ".txt", code, err);
-    });
-    actions.appendChild(code);
-    var timeline = node("button", "button download-timeline", "Download timeline (JSON lines)");
-    timeline.type = "button";
-    timeline.addEventListener("click", function () {
-      download(id, "/timeline", name + (date ? "-" + date : "") + "-timeline.jsonl", timeline, err);
-    });
-    actions.appendChild(timeline);
-    var file = node("button", "button download-file", "Keep as one file (HTML)");
-    file.type = "button";
-    file.title = "The replay with the whole performance inside: it plays from disk in any browser, offline";
-    file.addEventListener("click", function () {
-      download(id, "/replay.html", name + (date ? "-" + date : "") + ".html", file, err);
-    });
-    actions.appendChild(file);
-    var evals = node("button", "button download-evaluations", "Evaluations (text)");
-    evals.type = "button";
-    evals.addEventListener("click", function () {
-      download(id, "/evaluations.txt", name + (date ? "-" + date : "") + "-evaluations.txt", evals, err);
-    });
-    actions.appendChild(evals);
+    // A button that downloads .../PATH as NAME-DATE+SUFFIX (or the name the hub gives).
+    function downloadButton(cls, label, path, suffix, title) {
+      var b = node("button", "button " + cls, label);
+      b.type = "button";
+      if (title) b.title = title;
+      b.addEventListener("click", function () { download(id, path, name + (date ? "-" + date : "") + suffix, b, err); });
+      actions.appendChild(b);
+    }
+    downloadButton("download-code", "Download code", "/code", ".txt");
+    downloadButton("download-timeline", "Download timeline (JSON lines)", "/timeline", "-timeline.jsonl");
+    downloadButton("download-file", "Keep as one file (HTML)", "/replay.html", ".html",
+      "The replay with the whole performance inside: it plays from disk in any browser, offline");
+    downloadButton("download-evaluations", "Evaluations (text)", "/evaluations.txt", "-evaluations.txt");
     var shareButton = node("button", "button share", "Share the replay");
     shareButton.type = "button";
     var shared = node("div", "shared");
