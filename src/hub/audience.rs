@@ -1,6 +1,6 @@
 //! The audience side of live sessions: who may watch a session ([`Hub::audience_access`]),
-//! the owner's public switch, the lobby of public sessions, checking a session password for a
-//! viewer, and admitting viewers to a session's feed within the caps (a [`Watch`] holds a
+//! the owner's public switch, the lobby of public sessions, checking a session password or a
+//! share link (`crate::links`) for a viewer, and admitting viewers to a session's feed within the caps (a [`Watch`] holds a
 //! viewer's place until it is dropped).
 
 use super::{control, live::Followed, lock, now, Hub};
@@ -126,6 +126,26 @@ impl Hub {
             (None, Some(access)) => control::verify(&access, &md5).await,
             (None, None) => false,
         })
+    }
+
+    /// The share-link target of running session `name` (this run of it).
+    pub fn link_target(&self, name: &str) -> Option<crate::links::Target> {
+        let id = lock(&self.registry).running(name)?.id.clone();
+        Some(crate::links::Target::Session { name: name.to_string(), id })
+    }
+
+    /// Whether share link `token` opens running session `name`'s view now.
+    pub fn link_opens_session(&self, name: &str, token: &str) -> bool {
+        self.links.opens(token).is_some_and(|t| Some(t) == self.link_target(name))
+    }
+
+    /// Revokes link `link` to running session `name`; viewers it let in are let go.
+    pub fn revoke_session_link(&self, name: &str, link: &str) -> bool {
+        let revoked = self.link_target(name).is_some_and(|t| self.links.revoke(&t, link));
+        if revoked {
+            self.audience_changed();
+        }
+        revoked
     }
 
     /// Whether a viewer could be admitted to session `name` now (nothing is reserved).

@@ -109,26 +109,6 @@ impl Hub {
         self.live.with(&id, |f| f.view.locked).unwrap_or(false)
     }
 
-    /// The share-link target of running session `name` (this run of it).
-    pub fn link_target(&self, name: &str) -> Option<crate::links::Target> {
-        let id = lock(&self.registry).running(name)?.id.clone();
-        Some(crate::links::Target::Session { name: name.to_string(), id })
-    }
-
-    /// Whether share link `token` opens running session `name`'s view now.
-    pub fn link_opens_session(&self, name: &str, token: &str) -> bool {
-        self.links.opens(token).is_some_and(|t| Some(t) == self.link_target(name))
-    }
-
-    /// Revokes link `link` to running session `name`; viewers it let in are let go.
-    pub fn revoke_session_link(&self, name: &str, link: &str) -> bool {
-        let revoked = self.link_target(name).is_some_and(|t| self.links.revoke(&t, link));
-        if revoked {
-            self.audience_changed();
-        }
-        revoked
-    }
-
     /// Statistics per performer of running session `name`, if the hub follows it.
     pub fn session_stats(&self, name: &str) -> Option<StatsByName> {
         let id = lock(&self.registry).running(name)?.id.clone();
