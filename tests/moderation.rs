@@ -93,6 +93,31 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
     assert!(matches!(login(addr, "carol", PW).await, Err(ClientError::Refused(-2))), "so does a newcomer");
     let nobody = as_owner(&hub, "DELETE", &format!("{path}/performers/nobody"), None).await;
     assert_eq!(nobody.status, 404, "{}", nobody.body);
+    // Bad input: a clear error, nothing changes.
+    let long = format!("{path}/performers/{}", "x".repeat(200));
+    for (method, target, body, status) in [
+        ("DELETE", long.as_str(), None, 400),
+        ("DELETE", "/api/v1/sessions/gig/performers/alice", Some("{\"reason\": 5}"), 400),
+        ("DELETE", "/api/v1/sessions/gig/performers/alice", Some("not json"), 400),
+        ("POST", "/api/v1/sessions/gig/lock", Some("{}"), 400),
+        ("POST", "/api/v1/sessions/gig/lock", Some("{\"locked\": \"yes\"}"), 400),
+        ("POST", "/api/v1/sessions/nosuch/lock", Some("{\"locked\": true}"), 404),
+        ("POST", "/api/v1/sessions/bad%20name/lock", Some("{\"locked\": true}"), 400),
+    ] {
+        let r = as_owner(&hub, method, target, body).await;
+        assert_eq!(r.status, status, "{method} {target} {body:?}: {}", r.body);
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "a sentence: {}", r.body);
+    }
+    let garbled = request(
+        hub.http,
+        "POST",
+        &format!("{path}/lock"),
+        &[("X-Session-Password", "utf-8''%FF")],
+        Some(r#"{"locked":false}"#),
+    )
+    .await;
+    assert_eq!(garbled.status, 400, "{}", garbled.body);
+    assert_eq!(http(hub.http, "GET", path, None, None).await.json()["locked"], json!(true), "still locked");
 
     // Alice keeps playing, and her figures show.
     alice.insert(0, "d1 >> play('x-o-')\n").await.expect("alice types");
