@@ -58,7 +58,8 @@ pub struct Links {
     by_digest: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// A token as the hub keeps it.
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -109,6 +110,11 @@ impl Links {
     pub fn opens(&self, token: &str) -> Option<Target> {
         let map = self.entries();
         map.get(&digest(token)).filter(|e| e.link.expires > unix_now()).map(|e| e.target.clone())
+    }
+
+    /// Whether the link whose token has this digest still holds (not expired or revoked).
+    pub fn holds(&self, digest: &[u8; 32]) -> bool {
+        self.entries().get(digest).is_some_and(|e| e.link.expires > unix_now())
     }
 
     /// The live links to `target`, oldest first.

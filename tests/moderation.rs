@@ -172,6 +172,7 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
         .map(|m| format!("{} {} {}", m["type"], m["name"], m["locked"]))
         .collect();
     assert_eq!(kinds, vec!["\"lock\" null true", "\"removed\" \"bob\" null", "\"lock\" null false"], "{timeline}");
+    assert!(!timeline.contains("too loud"), "the reason stays between the owner and bob");
     let summary = http(hub.http, "GET", &format!("/api/v1/archive/{id}"), Some(TOKEN), None).await.json();
     assert_eq!(summary["stats"]["alice"]["evaluations"], json!(1), "{summary}");
     let log = hub.log();
@@ -281,4 +282,46 @@ async fn share_links_open_the_view_until_they_expire_or_are_revoked() {
     .await;
     let _again = owner(&hub, "gig", PW).await;
     assert_eq!(watch(&hub, "gig", json!({"share": live})).await.map_err(|e| e.0), Err(4403), "not the next session's");
+
+    // A past performance's link reads it while it holds, and manages nothing.
+    let admin = format!("Bearer {TOKEN}");
+    let listed = request(hub.http, "GET", "/api/v1/archive?name=gig", &[("Authorization", &admin)], None).await.json();
+    let id = listed.as_array().and_then(|l| l.iter().find(|s| !s["ended_ms"].is_null())).map(|s| s["id"].clone());
+    let id = id.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let links = format!("/api/v1/archive/{id}/links");
+    let made = request(hub.http, "POST", &links, &[("Authorization", &admin)], Some(r#"{"expires_in": "1d"}"#)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let made = made.json();
+    assert!(made["url"].as_str().is_some_and(|u| u.contains(&format!("/a/{id}#share="))), "{made}");
+    let share = token_of(made["url"].as_str().unwrap_or_default());
+    let access = http(
+        hub.http,
+        "POST",
+        &format!("/api/v1/archive/{id}/access"),
+        None,
+        Some(&json!({"share": share}).to_string()),
+    )
+    .await;
+    assert_eq!(access.status, 200, "{}", access.body);
+    let reading = access.json()["token"].as_str().unwrap_or_default().to_string();
+    let with = [("X-Archive-Token", reading.as_str())];
+    assert_eq!(request(hub.http, "GET", &format!("/api/v1/archive/{id}"), &with, None).await.status, 200, "it reads");
+    assert_eq!(request(hub.http, "POST", &links, &with, Some("{}")).await.status, 403, "it makes no links");
+    assert_eq!(request(hub.http, "GET", &links, &with, None).await.status, 403, "it lists none");
+    let link_id = made["id"].as_str().unwrap_or_default();
+    let revoke_by_link = request(hub.http, "DELETE", &format!("{links}/{link_id}"), &with, None).await;
+    assert_eq!(revoke_by_link.status, 403, "it revokes none");
+    let revoked = request(hub.http, "DELETE", &format!("{links}/{link_id}"), &[("Authorization", &admin)], None).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    let after = request(hub.http, "GET", &format!("/api/v1/archive/{id}"), &with, None).await;
+    assert_eq!(after.status, 401, "its reading token ends with the link: {}", after.body);
+    let again = http(
+        hub.http,
+        "POST",
+        &format!("/api/v1/archive/{id}/access"),
+        None,
+        Some(&json!({"share": share}).to_string()),
+    )
+    .await;
+    assert_eq!(again.status, 403, "{}", again.body);
 }

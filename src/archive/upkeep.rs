@@ -91,12 +91,13 @@ impl Archive {
                 let mut closed = 0;
                 for (id, document, document_seq) in open.into_iter().filter(|(id, ..)| !except.contains(id)) {
                     let code = rebuild(&tx, &id, document, document_seq)?;
+                    let stats = super::writer::stats_of(&tx, &id);
                     closed += tx
                         .prepare_cached(
-                            "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document)
-                             WHERE id = ?1 AND ended_ms IS NULL",
+                            "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document),
+                             stats = ?5 WHERE id = ?1 AND ended_ms IS NULL",
                         )?
-                        .execute(params![id, sql_int(now_ms), reason, code])?;
+                        .execute(params![id, sql_int(now_ms), reason, code, stats])?;
                 }
                 tx.commit()?;
                 Ok(closed)

@@ -73,6 +73,30 @@ pub(super) enum Op {
     Job(Job),
 }
 
+/// Session `id`'s statistics per performer (JSON), from its stored timeline; `None` (and a
+/// log line) if they cannot be read: a session's end never fails for its statistics.
+pub(super) fn stats_of(conn: &rusqlite::Connection, id: &str) -> Option<String> {
+    let read = || -> rusqlite::Result<String> {
+        let mut stmt = conn.prepare_cached("SELECT line FROM lines WHERE session_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([id])?;
+        let mut stats = crate::audience::Stats::default();
+        let mut doc = crate::audience::LiveDoc::default();
+        while let Some(row) = rows.next()? {
+            if let Ok(line) = row.get_ref(0)?.as_str() {
+                crate::audience::stats::fold_line(&mut stats, &mut doc, line);
+            }
+        }
+        Ok(serde_json::to_string(&stats.report(&doc)).unwrap_or_else(|_| "{}".into()))
+    };
+    match read() {
+        Ok(json) => Some(json),
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "archive: the session's statistics could not be counted");
+            None
+        }
+    }
+}
+
 /// Whether a failure may pass by itself (then the batch is tried again).
 pub(super) fn passing(e: &rusqlite::Error) -> bool {
     matches!(
@@ -350,7 +374,7 @@ impl Writer {
                 result.map_err(failed(id, "keeping a session's document"))
             }
             Op::Finish { id, ended_ms, reason, document } => {
-                let stats = self.stats_of(id).map_err(failed(id, "counting a session's statistics"))?;
+                let stats = stats_of(&self.conn, id);
                 self.conn
                     .prepare_cached(
                         "UPDATE sessions SET ended_ms = ?2, end_reason = ?3, document = COALESCE(?4, document),
@@ -362,14 +386,6 @@ impl Writer {
             }
             Op::Flush(_) | Op::Job(_) => Ok(()),
         }
-    }
-
-    /// Session `id`'s statistics per performer (JSON), from its stored timeline.
-    fn stats_of(&mut self, id: &str) -> rusqlite::Result<String> {
-        let mut stmt = self.conn.prepare_cached("SELECT line FROM lines WHERE session_id = ?1 ORDER BY seq")?;
-        let lines: Vec<String> = stmt.query_map([id], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
-        let stats = crate::audience::Stats::of_timeline(lines.iter().map(String::as_str));
-        Ok(serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into()))
     }
 
     fn record(

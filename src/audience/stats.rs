@@ -123,20 +123,26 @@ impl Stats {
         let mut stats = Stats::default();
         let mut doc = LiveDoc::default();
         for line in lines {
-            let Ok(message) = serde_json::from_str::<LiveMessage>(line) else { continue };
-            match &message {
-                LiveMessage::Snapshot(s) => doc = LiveDoc::with_authors(&s.document, &s.authors, Some(&doc)),
-                LiveMessage::Operation { author, ops, .. } => {
-                    if let Ok(op) = serde_json::from_value::<Operation>(ops.clone()) {
-                        let _ = doc.apply(*author, &op);
-                    }
-                }
-                _ => {}
-            }
-            stats.observe(&message);
+            fold_line(&mut stats, &mut doc, line);
         }
         stats.report(&doc)
     }
+}
+
+/// Counts one archived timeline line into `stats`, keeping `doc` (who wrote what) in step; a
+/// line that is not a viewer message is skipped.
+pub fn fold_line(stats: &mut Stats, doc: &mut LiveDoc, line: &str) {
+    let Ok(message) = serde_json::from_str::<LiveMessage>(line) else { return };
+    match &message {
+        LiveMessage::Snapshot(s) => *doc = LiveDoc::with_authors(&s.document, &s.authors, Some(doc)),
+        LiveMessage::Operation { author, ops, .. } => {
+            if let Ok(op) = serde_json::from_value::<Operation>(ops.clone()) {
+                let _ = doc.apply(*author, &op);
+            }
+        }
+        _ => {}
+    }
+    stats.observe(&message);
 }
 
 /// Characters an operation in Troop's JSON form inserts and deletes.

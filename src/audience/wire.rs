@@ -46,8 +46,9 @@ pub enum LiveMessage {
     Mark { seq: u64, time_ms: u64, id: ClientId, index: i64 },
     /// A performer selected `start..end` (equal: nothing).
     Select { seq: u64, time_ms: u64, id: ClientId, start: i64, end: i64 },
-    /// The owner removed a performer from the session; `reason` is the sentence they got.
-    Removed { seq: u64, time_ms: u64, id: ClientId, name: String, reason: String },
+    /// The owner removed a performer from the session (the reason they were given stays
+    /// between the owner and them).
+    Removed { seq: u64, time_ms: u64, id: ClientId, name: String },
     /// The owner locked the session to new performers, or unlocked it.
     Lock { seq: u64, time_ms: u64, locked: bool },
     /// The session ended, and why; the hub closes the socket after it.
@@ -184,9 +185,7 @@ impl LiveMessage {
             EventKind::Select { id, start, end } => {
                 LiveMessage::Select { seq, time_ms, id: *id, start: *start, end: *end }
             }
-            EventKind::Removed { id, name, reason } => {
-                LiveMessage::Removed { seq, time_ms, id: *id, name: name.clone(), reason: reason.clone() }
-            }
+            EventKind::Removed { id, name, .. } => LiveMessage::Removed { seq, time_ms, id: *id, name: name.clone() },
             EventKind::Lock { locked } => LiveMessage::Lock { seq, time_ms, locked: *locked },
             EventKind::Console { .. } | EventKind::Constraint { .. } | EventKind::Reset => return None,
         })

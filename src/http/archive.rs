@@ -13,7 +13,7 @@
 use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{valid_name, ApiError, ErrorBody};
-use super::grants::{Grants, GRANT_TTL};
+use super::grants::{Grants, Proved, GRANT_TTL};
 use super::json::JsonBody;
 use super::pages::ARCHIVE_OFF;
 use crate::archive::{Archive, ArchiveError, Page, Summary};
@@ -108,13 +108,32 @@ pub(super) async fn prove(
     id: &str,
     proof: Proof,
 ) -> Result<(), ApiError> {
+    prove_as(hub, grants, archive, id, proof).await.map(drop)
+}
+
+/// [`prove`], saying whether it was through a share link (which reads, and only while the
+/// link holds).
+pub(super) async fn prove_as(
+    hub: &Hub,
+    grants: &Grants,
+    archive: &Archive,
+    id: &str,
+    proof: Proof,
+) -> Result<Proved, ApiError> {
     match proof {
-        Proof::Admin => Ok(()),
-        Proof::Token(token) if grants.allows(&token, id) => Ok(()),
-        Proof::Token(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, EXPIRED)),
-        Proof::Password { password, ip } => verify(hub, archive, id, ip, password).await,
+        Proof::Admin => Ok(Proved::Password),
+        Proof::Token(token) => match grants.granted(&token, id) {
+            Some(Proved::Link(link)) if !hub.links.holds(&link) => {
+                Err(ApiError::new(StatusCode::UNAUTHORIZED, LINK_GONE))
+            }
+            Some(proved) => Ok(proved),
+            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, EXPIRED)),
+        },
+        Proof::Password { password, ip } => verify(hub, archive, id, ip, password).await.map(|()| Proved::Password),
     }
 }
+
+const LINK_GONE: &str = "This share link has expired or was revoked; ask for a new one";
 
 /// One slow check of `password` for archive `id`, through the gate.
 async fn verify(hub: &Hub, archive: &Archive, id: &str, ip: IpAddr, password: SecretString) -> Result<(), ApiError> {
@@ -174,7 +193,17 @@ pub struct Granted {
 }
 
 fn grant(grants: &Grants, ids: Vec<String>, sessions: Option<Vec<Summary>>) -> Result<Json<Granted>, ApiError> {
-    let token = grants.issue(ids).ok_or_else(|| {
+    grant_for(grants, ids, sessions, None)
+}
+
+/// [`grant`], for a share link when `link` holds its token's digest.
+fn grant_for(
+    grants: &Grants,
+    ids: Vec<String>,
+    sessions: Option<Vec<Summary>>,
+    link: Option<[u8; 32]>,
+) -> Result<Json<Granted>, ApiError> {
+    let token = grants.issue_for(ids, link).ok_or_else(|| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The hub has no randomness for a token right now")
     })?;
     Ok(Json(Granted { token, expires_in: GRANT_TTL.as_secs(), sessions }))
@@ -233,11 +262,17 @@ pub async fn access_one(
 ) -> Result<Json<Granted>, ApiError> {
     let archive = archive(&hub)?;
     match (body.share, body.password) {
-        (Some(share), _) => super::links::check_archive_share(&hub, &id, ip, &share)?,
-        (None, Some(password)) => verify(&hub, &archive, &id, ip, password).await?,
-        (None, None) => return Err(ApiError::bad_request(NO_PASSWORD)),
+        (Some(share), _) => {
+            super::links::check_archive_share(&hub, &id, &share)?;
+            let link = Some(crate::links::digest(share.expose_secret()));
+            grant_for(&grants, vec![id], None, link)
+        }
+        (None, Some(password)) => {
+            verify(&hub, &archive, &id, ip, password).await?;
+            grant(&grants, vec![id], None)
+        }
+        (None, None) => Err(ApiError::bad_request(NO_PASSWORD)),
     }
-    grant(&grants, vec![id], None)
 }
 
 /// `?name=` (and, for the admin's listing, a page: `?limit=&before=`)

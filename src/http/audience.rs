@@ -317,7 +317,7 @@ impl Viewer {
         };
         let hello: Hello = serde_json::from_str(text.as_str()).map_err(|_| no_password.clone())?;
         if let Some(share) = hello.share {
-            return match super::links::check_session_share(&self.hub, &self.name, self.ip, &share) {
+            return match super::links::check_session_share(&self.hub, &self.name, &share) {
                 Ok(()) => Ok(Some(share)),
                 Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => {
                     Err((close::TOO_MANY, e.message().to_string(), false))

@@ -24,6 +24,9 @@ struct Kept {
     timeline: String,
 }
 
+/// Files built at once, at most: each holds its performance a few times over in memory.
+static BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 async fn kept(hub: &Hub, grants: &Grants, id: String, proof: Proof) -> Result<Kept, ApiError> {
     let archive = archive(hub)?;
     prove(hub, grants, &archive, &id, proof).await?;
@@ -149,6 +152,10 @@ pub async fn replay_file(
     Path(id): Path<String>,
     proof: Proof,
 ) -> Result<Response, ApiError> {
+    let _turn = BUILDING
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "The hub is stopping"))?;
     let kept = kept(&hub, &grants, id, proof).await?;
     let file = format!("{}-{}.html", kept.summary.name, date(kept.summary.started_ms));
     Ok(attachment("text/html; charset=utf-8", one_file(&kept), file))

@@ -5,11 +5,11 @@
 //! to the hub itself. A link takes the view's parameters (`?stage&bg=transparent`, or after
 //! the token: `#share=<token>&stage`). The answer carries the link as a QR code (SVG) too.
 
-use super::archive::{archive, blocking, prove, Proof};
+use super::archive::{archive, blocking, prove_as, Proof};
 use super::auth::AdminToken;
 use super::client::ClientIp;
 use super::error::{no_session, valid_name, ApiError, ErrorBody};
-use super::grants::Grants;
+use super::grants::{Grants, Proved};
 use super::owner::owner;
 use crate::hub::Hub;
 use crate::links::{parse_expiry, Link, LinkError, Target};
@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -157,24 +156,34 @@ fn session_target(hub: &Hub, name: &str) -> Result<Target, ApiError> {
     hub.link_target(name).ok_or_else(|| no_session(name))
 }
 
-/// Checks a share token for archived performance `id`; per address like a wrong password.
-pub fn check_archive_share(hub: &Hub, id: &str, ip: IpAddr, share: &SecretString) -> Result<(), ApiError> {
-    let charge = hub.gate.take_admin(ip)?;
+// A share token is 256 random bits: guessing one is hopeless, so a wrong one costs nothing
+// from the address's password budget (a venue behind one address scanning an old QR code
+// must not lock its own owner out).
+
+/// Checks a share token for archived performance `id`.
+pub fn check_archive_share(hub: &Hub, id: &str, share: &SecretString) -> Result<(), ApiError> {
     if hub.links.opens(share.expose_secret()) == Some(Target::Archive { id: id.to_string() }) {
         return Ok(());
     }
-    charge.wrong();
     Err(ApiError::new(StatusCode::FORBIDDEN, GONE))
 }
 
-/// Checks a share token for running session `name`'s view; per address like a wrong password.
-pub fn check_session_share(hub: &Hub, name: &str, ip: IpAddr, share: &SecretString) -> Result<(), ApiError> {
-    let charge = hub.gate.take_admin(ip)?;
+/// Checks a share token for running session `name`'s view.
+pub fn check_session_share(hub: &Hub, name: &str, share: &SecretString) -> Result<(), ApiError> {
     if hub.link_opens_session(name, share.expose_secret()) {
         return Ok(());
     }
-    charge.wrong();
     Err(ApiError::new(StatusCode::FORBIDDEN, GONE))
+}
+
+/// Refuses a proof that came through a share link: links never manage links.
+fn not_by_link(proved: Proved) -> Result<(), ApiError> {
+    match proved {
+        Proved::Password => Ok(()),
+        Proved::Link(_) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "A share link lets its holder watch, nothing else"))
+        }
+    }
 }
 
 /// Share a session's view: a link that opens it without the password
@@ -299,7 +308,7 @@ pub async fn create_archive_link(
     headers: HeaderMap,
     super::json::JsonBody(request): super::json::JsonBody<LinkRequest>,
 ) -> Result<Response, ApiError> {
-    prove(&hub, &grants, &archive(&hub)?, &id, proof).await?;
+    not_by_link(prove_as(&hub, &grants, &archive(&hub)?, &id, proof).await?)?;
     archived(&hub, &id).await?;
     let response = make(&hub, Target::Archive { id: id.clone() }, &request, &headers, &format!("a/{id}"))?;
     tracing::info!(archived = %id, "share link made");
@@ -321,7 +330,7 @@ pub async fn list_archive_links(
     Path(id): Path<String>,
     proof: Proof,
 ) -> Result<Json<Vec<LinkInfo>>, ApiError> {
-    prove(&hub, &grants, &archive(&hub)?, &id, proof).await?;
+    not_by_link(prove_as(&hub, &grants, &archive(&hub)?, &id, proof).await?)?;
     Ok(Json(hub.links.list(&Target::Archive { id }).into_iter().map(Into::into).collect()))
 }
 
@@ -340,7 +349,7 @@ pub async fn revoke_archive_link(
     Path((id, link)): Path<(String, String)>,
     proof: Proof,
 ) -> Result<StatusCode, ApiError> {
-    prove(&hub, &grants, &archive(&hub)?, &id, proof).await?;
+    not_by_link(prove_as(&hub, &grants, &archive(&hub)?, &id, proof).await?)?;
     if !hub.links.revoke(&Target::Archive { id: id.clone() }, &link) {
         return Err(ApiError::not_found("No such link to this performance"));
     }

@@ -124,7 +124,13 @@ pub async fn get_session(
         }
         _ => false,
     };
-    let session = (admin.is_some() || owner).then(|| hub.session(&name)).flatten().map(Into::into);
+    let mut session: Option<super::types::Session> =
+        (admin.is_some() || owner).then(|| hub.session(&name)).flatten().map(Into::into);
+    if let Some(s) = session.as_mut().filter(|_| admin.is_none()) {
+        // The owner's view of it: where the hub runs it is the operator's business.
+        s.node = String::new();
+        s.container = None;
+    }
     match found {
         Some((host, port)) => {
             let locked = hub.session_locked(&name);

@@ -95,8 +95,8 @@ impl Hub {
         let mut client = control::connect(&access).await.map_err(unanswered)?;
         let now = client.lock(locked).await.map_err(unanswered)?;
         // Said at once (its event, which says the same, may still be on its way).
-        self.live.with(&id, |f| f.view.locked = now);
-        if now {
+        let was = self.live.with(&id, |f| std::mem::replace(&mut f.view.locked, now));
+        if now && was == Some(false) {
             self.metrics.moderation(true);
         }
         info!(session = %name, locked = now, "session locked to new performers by its owner (or unlocked)");

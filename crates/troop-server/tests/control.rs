@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use troop_server::client::{login, ClientError, TroopClient};
+use troop_server::client::{login, login_from, ClientError, TroopClient};
 use troop_server::control::{ControlClient, ControlError, ControlSecret, EvalKind, EventKind, EventStream};
 use troop_server::message::Body;
 use troop_server::server::{self, Config, Exit};
@@ -545,7 +545,23 @@ async fn a_removed_performer_gets_the_sentence_and_stays_out_while_the_session_i
     assert_eq!(ctl.remove("nobody", sentence).await.expect("remove nobody"), Vec::<i64>::new());
     // Alice keeps playing, and may come back while it is locked.
     alice.insert(0, "d1 >> play('x')").await.expect("alice types");
+    // While alice plays, a stranger with the password cannot log in as her from elsewhere.
+    let elsewhere = "127.0.0.2".parse().ok();
+    let stranger = login_from(elsewhere, server.addr, "alice", PW, troop_server::session::VERSION).await;
+    assert!(matches!(stranger, Err(ClientError::Refused(-2))), "{stranger:?}");
     drop(alice);
+    // Nor join as the removed bob after logging in under alice's admitted name.
+    let deadline = Instant::now() + T;
+    let (mut sneak, id) = loop {
+        match login(server.addr, "alice", PW).await {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "alice's name is admitted once she left: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let connect = Body::Connect { name: "bob".into(), hostname: "127.0.0.1".into(), port: 1, dummy: 0 };
+    sneak.write_all(troop_server::message::Message::new(id, connect).encode().as_bytes()).await.expect("sent");
+    assert_eq!(read_to_close(&mut sneak, T).await, 0, "closed without a word");
     let deadline = Instant::now() + T;
     let mut alice = loop {
         match TroopClient::join(server.addr, "alice", PW, T).await {

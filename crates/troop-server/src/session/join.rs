@@ -16,6 +16,11 @@ impl Session {
         let Some(conn) = self.live.get(&id) else {
             return;
         };
+        // The name a client plays under is the one it joins with: while locked it must be one
+        // the lock admits (a login under one name cannot join under another).
+        if !self.admits(&name, Some(id)) {
+            return self.drop_client(id, super::DropReason::LockedOut(name));
+        }
         let peer = Peer { id, name, ip: conn.ip, port: conn.port, dummy, index: 0, connected: true, since: now };
         match self.peers.iter().position(|p| p.id == id) {
             Some(k) => self.peers[k] = peer,

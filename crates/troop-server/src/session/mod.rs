@@ -144,6 +144,8 @@ pub enum DropReason {
     NoAck,
     #[error("silent for longer than the keepalive timeout")]
     KeepaliveTimeout,
+    #[error("joined as {0:?}, a name the owner's lock does not admit")]
+    LockedOut(String),
 }
 
 /// One Troop session.
@@ -238,7 +240,7 @@ impl Session {
         if !self.verify(password_md5) {
             return Err(LoginError::WrongPassword);
         }
-        if !self.admits(name) {
+        if !self.admits(name, None) {
             return Err(LoginError::Locked);
         }
         let known = self.peers.iter().find(|p| p.ip == ip && p.name == name);

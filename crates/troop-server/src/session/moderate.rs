@@ -25,9 +25,12 @@ impl Session {
         self.admitted.is_some()
     }
 
-    /// Whether a login by `name` may go on (always, unless locked).
-    pub(super) fn admits(&self, name: &str) -> bool {
-        self.admitted.as_ref().is_none_or(|names| names.contains(name))
+    /// Whether client `id` (a login: `None`) may play as `name`: always, unless locked; then
+    /// only an admitted name that no other joined client holds (a stranger with the password
+    /// cannot take a name the lock admits while its performer plays).
+    pub(super) fn admits(&self, name: &str, id: Option<ClientId>) -> bool {
+        let Some(names) = &self.admitted else { return true };
+        names.contains(name) && !self.peers.iter().any(|p| p.connected && p.name == name && Some(p.id) != id)
     }
 
     /// Removes every joined performer called `name`: each gets MSG_KILL with `reason`, then
