@@ -546,3 +546,26 @@ async fn a_name_listing_finds_each_password_s_own_sessions_with_one_hash() {
     conn.execute("UPDATE sessions SET name_key = NULL WHERE id = 'a'", []).unwrap();
     assert_eq!(ids(archive.summaries_for("jam", "first").unwrap()), ["c", "a"]);
 }
+
+#[tokio::test]
+async fn an_ended_session_and_one_closed_after_a_stop_both_get_their_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = open(&dir);
+    let join = r#"{"type":"join","seq":1,"time_ms":1000,"id":0,"name":"ann","colour":0}"#;
+    let typed = r#"{"type":"operation","seq":2,"time_ms":1500,"author":0,"ops":["d1 >> play('x')"]}"#;
+    let ran = r#"{"type":"evaluate","seq":3,"time_ms":2500,"author":0,"kind":"string","text":"d1.stop()"}"#;
+    for id in ["ended", "dead"] {
+        archive.begin(id, "jam", 0, None);
+        for (seq, kind, line) in [(1, "join", join), (2, "operation", typed), (3, "evaluate", ran)] {
+            archive.record(id, seq, 1000, kind, None, line.to_string());
+        }
+    }
+    archive.finish("ended", 9_000, "its owner left", None);
+    archive.flush().await;
+    assert_eq!(archive.close_unfinished(&[], 9_500, "the hub stopped while it ran").unwrap(), 1);
+    for id in ["ended", "dead"] {
+        let stats = archive.summary(id).unwrap().unwrap().stats;
+        let ann = &stats["ann"];
+        assert_eq!((ann.typed, ann.evaluations, ann.active_s, ann.share), (15, 1, 2, 1.0), "{id}: {stats:?}");
+    }
+}
