@@ -30,7 +30,18 @@ async fn hub_with_archive(extra: &str) -> TestHub {
 
 /// An owner's request: the password in the header.
 async fn as_owner(hub: &TestHub, method: &str, path: &str, body: Option<&str>) -> common::HttpResponse {
-    request(hub.http, method, path, &[("X-Session-Password", PW_HEADER)], body).await
+    with_password(hub, PW_HEADER, method, path, body).await
+}
+
+/// A request with `header` as its `X-Session-Password`.
+async fn with_password(
+    hub: &TestHub,
+    header: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> common::HttpResponse {
+    request(hub.http, method, path, &[("X-Session-Password", header)], body).await
 }
 
 /// The session's record as its owner reads it.
@@ -58,14 +69,7 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
     assert_eq!(http(hub.http, "GET", path, None, None).await.json()["locked"], json!(false));
 
     // Wrong, missing and right proofs.
-    let wrong = request(
-        hub.http,
-        "POST",
-        &format!("{path}/lock"),
-        &[("X-Session-Password", "nope")],
-        Some(r#"{"locked":true}"#),
-    )
-    .await;
+    let wrong = with_password(&hub, "nope", "POST", &format!("{path}/lock"), Some(r#"{"locked":true}"#)).await;
     assert_eq!(wrong.status, 403, "{}", wrong.body);
     let none = http(hub.http, "POST", &format!("{path}/lock"), None, Some(r#"{"locked":true}"#)).await;
     assert_eq!(none.status, 400, "{}", none.body);
@@ -108,14 +112,7 @@ async fn a_removed_performer_reads_why_and_stays_out_while_the_session_is_locked
         assert_eq!(r.status, status, "{method} {target} {body:?}: {}", r.body);
         assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "a sentence: {}", r.body);
     }
-    let garbled = request(
-        hub.http,
-        "POST",
-        &format!("{path}/lock"),
-        &[("X-Session-Password", "utf-8''%FF")],
-        Some(r#"{"locked":false}"#),
-    )
-    .await;
+    let garbled = with_password(&hub, "utf-8''%FF", "POST", &format!("{path}/lock"), Some(r#"{"locked":false}"#)).await;
     assert_eq!(garbled.status, 400, "{}", garbled.body);
     assert_eq!(http(hub.http, "GET", path, None, None).await.json()["locked"], json!(true), "still locked");
 

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{metric, TestHub, T};
+use common::{metric, start_many, TestHub, T};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use troop_hub::admin::{self, start_session};
+use troop_hub::admin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ten minutes: cargo test --release --test scale -- --ignored"]
@@ -30,21 +30,7 @@ async fn a_thousand_sessions_start_survive_a_restart_and_leave_nothing() {
     let mut hub = hub.start().await;
 
     let t = Instant::now();
-    let mut owners = Vec::new();
-    while owners.len() < n {
-        let names: Vec<String> = (owners.len()..n.min(owners.len() + 4)).map(|i| format!("s{i}")).collect();
-        let started = futures_util::future::join_all(
-            names.iter().map(|name| start_session(hub.addr, name, "pw", Duration::from_secs(120))),
-        )
-        .await;
-        for (name, r) in names.iter().zip(started) {
-            match r {
-                Ok(Ok(o)) => owners.push(o),
-                Ok(Err(e)) => panic!("{name} refused after {} sessions: {e}\n{}", owners.len(), hub.log()),
-                Err(e) => panic!("{name} after {} sessions: {e}", owners.len()),
-            }
-        }
-    }
+    let owners = start_many(&hub, "s", n, Duration::from_secs(120)).await;
     eprintln!("{n} sessions started in {:.0} s", t.elapsed().as_secs_f64());
 
     hub.signal("KILL");

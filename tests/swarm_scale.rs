@@ -9,9 +9,8 @@
 mod common;
 
 use common::swarm::{Swarm, Worker, MANAGER_IP, WORKER_IP};
-use common::{docker_ok, TestHub, T};
+use common::{docker_ok, start_many, TestHub, T};
 use std::time::{Duration, Instant};
-use troop_hub::admin::start_session;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: cargo test --release --test swarm_scale -- --ignored (TROOP_HUB_SWARM_N per node)"]
@@ -32,26 +31,7 @@ async fn sessions_on_two_swarm_nodes_spread_evenly_and_a_sigterm_leaves_nothing_
     let mut hub = hub.start().await;
 
     let t = Instant::now();
-    let mut owners = Vec::new();
-    let mut lap = Instant::now();
-    while owners.len() < n {
-        let names: Vec<String> = (owners.len()..n.min(owners.len() + 4)).map(|i| format!("w{i}")).collect();
-        let started = futures_util::future::join_all(
-            names.iter().map(|name| start_session(hub.addr, name, "pw", Duration::from_secs(180))),
-        )
-        .await;
-        for (name, r) in names.iter().zip(started) {
-            match r {
-                Ok(Ok(o)) => owners.push(o),
-                Ok(Err(e)) => panic!("{name} refused after {} sessions: {e}\n{}", owners.len(), hub.log()),
-                Err(e) => panic!("{name} after {} sessions: {e}", owners.len()),
-            }
-        }
-        if owners.len() % 50 < 4 && lap.elapsed() > Duration::from_secs(1) {
-            eprintln!("{} sessions after {:.0} s", owners.len(), t.elapsed().as_secs_f64());
-            lap = Instant::now();
-        }
-    }
+    let owners = start_many(&hub, "w", n, Duration::from_secs(180)).await;
     let started_s = t.elapsed().as_secs_f64();
     eprintln!("{n} sessions started on two nodes in {started_s:.0} s");
     let on = |host: &str| owners.iter().filter(|o| o.host == host).count();

@@ -221,7 +221,7 @@ mod tests {
             seats: 0,
             seats_on: true,
             locked: false,
-            stats: Default::default(),
+            stats: None,
         };
         let table = sessions_table(Some(&[s]));
         assert_eq!(lobby_list(&[]), "");

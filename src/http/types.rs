@@ -182,9 +182,11 @@ pub struct Session {
     /// Whether its owner locked it to new performers.
     pub locked: bool,
     /// Statistics per performer (by name) since the hub followed it: characters typed and
-    /// deleted, evaluations, active seconds and their share of the code now.
-    #[schema(value_type = std::collections::BTreeMap<String, crate::audience::PerformerStats>)]
-    pub stats: crate::audience::StatsByName,
+    /// deleted, evaluations, active seconds and their share of the code now. On one session's
+    /// record (`GET /api/v1/sessions/{name}`), not in the listing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, crate::audience::PerformerStats>>)]
+    pub stats: Option<crate::audience::StatsByName>,
 }
 
 /// A performer in a session (its address is never shown).
@@ -326,11 +328,10 @@ mod tests {
             seats: 1,
             seats_on: true,
             locked: true,
-            stats: [(
-                "alice".to_string(),
-                crate::audience::PerformerStats { typed: 3, share: 0.5, ..Default::default() },
-            )]
-            .into(),
+            stats: Some(
+                [("alice".to_string(), crate::audience::PerformerStats { typed: 3, share: 0.5, ..Default::default() })]
+                    .into(),
+            ),
         };
         let hubs = serde_json::to_value(&info).unwrap_or_default();
         assert_eq!(serde_json::to_value(Session::from(info)).unwrap_or_default(), hubs);

@@ -36,8 +36,10 @@ pub struct SessionInfo {
     pub seats_on: bool,
     /// Its owner locked it to new performers.
     pub locked: bool,
-    /// Statistics per performer since the hub followed it.
-    pub stats: crate::audience::StatsByName,
+    /// Statistics per performer since the hub followed it: for one session
+    /// ([`Hub::session`]), not in the list (each would walk its document's authors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::audience::StatsByName>,
 }
 
 /// A performer as the lists show it (never its address).
@@ -80,7 +82,9 @@ impl Hub {
     /// One session, by name.
     pub fn session(&self, name: &str) -> Option<SessionInfo> {
         let registry = lock(&self.registry);
-        registry.get(name).map(|s| self.info(s, now(), self.config().browser_seats))
+        let mut info = registry.get(name).map(|s| self.info(s, now(), self.config().browser_seats))?;
+        info.stats = Some(self.live.with(&info.id, |f| f.stats()).unwrap_or_default());
+        Some(info)
     }
 
     fn info(&self, s: &Session, now: Instant, seats_on_hub: bool) -> SessionInfo {
@@ -111,7 +115,7 @@ impl Hub {
             seats: self.seats.count(&s.id),
             seats_on: seats_on_hub && self.seats.enabled(&s.id),
             locked: live.locked,
-            stats: self.live.with(&s.id, |f| f.stats()).unwrap_or_default(),
+            stats: None,
         }
     }
 

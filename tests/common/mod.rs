@@ -465,6 +465,32 @@ pub async fn owner(hub: &TestHub, name: &str, pw: &str) -> troop_hub::admin::Own
     }
 }
 
+/// Starts `n` sessions named `{prefix}0`, `{prefix}1`... four at a time, each owner's
+/// connection held open (the scale tests); says how far it got every 50, and fails with the
+/// hub's log on the first refusal.
+pub async fn start_many(hub: &TestHub, prefix: &str, n: usize, each_within: Duration) -> Vec<troop_hub::admin::Owner> {
+    let began = Instant::now();
+    let mut owners = Vec::new();
+    while owners.len() < n {
+        let names: Vec<String> = (owners.len()..n.min(owners.len() + 4)).map(|i| format!("{prefix}{i}")).collect();
+        let started = futures_util::future::join_all(
+            names.iter().map(|name| troop_hub::admin::start_session(hub.addr, name, "pw", each_within)),
+        )
+        .await;
+        for (name, r) in names.iter().zip(started) {
+            match r {
+                Ok(Ok(o)) => owners.push(o),
+                Ok(Err(e)) => panic!("{name} refused after {} sessions: {e}\n{}", owners.len(), hub.log()),
+                Err(e) => panic!("{name} after {} sessions: {e}", owners.len()),
+            }
+        }
+        if owners.len() % 50 < 4 {
+            eprintln!("{} sessions after {:.0} s", owners.len(), began.elapsed().as_secs_f64());
+        }
+    }
+    owners
+}
+
 /// A Troop client named `name`, joined to `o`'s session with its password.
 pub async fn performer(o: &troop_hub::admin::Owner, name: &str, pw: &str) -> troop_server::client::TroopClient {
     let addr = SocketAddr::from(([127, 0, 0, 1], o.port));
