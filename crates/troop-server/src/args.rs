@@ -34,6 +34,7 @@ pub struct Args {
     pub queue_bytes: usize,
     pub history: usize,
     pub history_bytes: usize,
+    pub proxy_protocol: bool,
 }
 
 impl Default for Args {
@@ -54,6 +55,7 @@ impl Default for Args {
             queue_bytes: 16 << 20,
             history: 8192,
             history_bytes: 16 << 20,
+            proxy_protocol: false,
         }
     }
 }
@@ -66,6 +68,9 @@ Usage: troop-server [OPTIONS]
 Options:
   -p, --port <PORT>            TCP port to listen on [default: 57890]
       --bind <ADDRESS>         Address to listen on [default: 0.0.0.0]
+      --proxy-protocol         Take a connection's source from a PROXY protocol v2 header
+                               when it starts with one (behind the hub's front door only:
+                               whoever reaches the port can name any address)
   -P, --password <PASSWORD>    Session password (standalone use; prefer TROOP_PASSWORD_MD5,
                                which keeps it off command lines). Empty means no password, as
                                upstream [env: TROOP_PASSWORD]
@@ -117,6 +122,7 @@ pub fn parse(
             Arg::Long("password-md5") => a.password_md5 = Some(text(&mut parser, "--password-md5")?),
             Arg::Short('p') | Arg::Long("port") => a.port = parsed(&mut parser, "--port")?,
             Arg::Long("bind") => a.bind = parsed(&mut parser, "--bind")?,
+            Arg::Long("proxy-protocol") => a.proxy_protocol = true,
             Arg::Long("idle-exit") => {
                 let value = text(&mut parser, "--idle-exit")?;
                 let idle = humantime::parse_duration(&value).map_err(|e| invalid("--idle-exit", &value, e))?;
@@ -221,6 +227,7 @@ mod tests {
                 "13",
                 "--history-bytes",
                 "14",
+                "--proxy-protocol",
             ],
             &[],
         ));
@@ -237,6 +244,7 @@ mod tests {
             max_connections_per_address: 12,
             history: 13,
             history_bytes: 14,
+            proxy_protocol: true,
             ..Args::default()
         };
         assert_eq!(a, want);

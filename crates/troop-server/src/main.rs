@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         queue_bytes: args.queue_bytes,
         max_connections: args.max_connections.max(1),
         max_connections_per_address: args.max_connections_per_address.max(1),
+        proxy_protocol: args.proxy_protocol,
         ..Config::default()
     };
     let addr = SocketAddr::new(args.bind, args.port);

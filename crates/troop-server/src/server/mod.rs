@@ -9,6 +9,7 @@
 
 mod conn;
 mod control;
+pub mod proxy;
 
 use crate::control::ControlSecret;
 use crate::message::Message;
@@ -55,6 +56,9 @@ pub struct Config {
     /// Open connections at most, in all and from one address (more are closed at once).
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// Read a PROXY protocol v2 header when a connection starts with one ([`proxy`]): only
+    /// for a server whose port nobody but the hub's front door can reach.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             login_timeout: Duration::from_secs(10),
             max_connections: 256,
             max_connections_per_address: 64,
+            proxy_protocol: false,
         }
     }
 }
@@ -144,6 +149,8 @@ struct Loop {
     controls: HashMap<ConnKey, control::Control>,
     writers: JoinSet<()>,
     readers: JoinSet<()>,
+    /// Connections whose PROXY header is being read (`proxy_protocol`), with their source.
+    arriving: JoinSet<Option<(TcpStream, SocketAddr)>>,
     events: mpsc::Sender<Event>,
     next_key: ConnKey,
     counts: Counts,
@@ -195,6 +202,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 None
             }
             () = idle_due(lp.idle_exit, lp.idle_since), if lp.session.live_count() == 0 => None,
+            Some(arrived) = lp.arriving.join_next() => {
+                if let Ok(Some((stream, addr))) = arrived {
+                    lp.admit(stream, addr);
+                }
+                None
+            }
             Some(_) = lp.readers.join_next() => None,
             Some(_) = lp.writers.join_next() => None,
         };
@@ -228,6 +241,7 @@ impl Loop {
             controls: HashMap::new(),
             writers: JoinSet::new(),
             readers: JoinSet::new(),
+            arriving: JoinSet::new(),
             events,
             next_key: 0,
             counts: Counts::default(),
@@ -241,15 +255,36 @@ impl Loop {
         }
     }
 
-    /// A new connection: a slot, a writer and a reader, or closed at once over the caps.
+    /// A new connection: admitted at once, or, behind a front door, once its PROXY header
+    /// (if any) says where it really comes from.
     async fn accept(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>) {
-        let (stream, addr) = match accepted {
+        let (mut stream, addr) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 return tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
+        if !self.config.proxy_protocol {
+            return self.admit(stream, addr);
+        }
+        if self.arriving.len() >= self.config.max_connections {
+            return debug!(peer = %addr, "too many connections arriving; closing");
+        }
+        let within = self.config.login_timeout;
+        self.arriving.spawn(async move {
+            match proxy::real_source(&mut stream, addr, within).await {
+                Ok(source) => Some((stream, source)),
+                Err(e) => {
+                    debug!(peer = %addr, error = %e, "connection closed before it began");
+                    None
+                }
+            }
+        });
+    }
+
+    /// A connection from `addr`: a slot, a writer and a reader, or closed at once over the caps.
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr) {
         let Some(slot) = Slot::take(&self.counts, addr.ip(), &self.config) else {
             return debug!(peer = %addr, "too many connections; closing");
         };
