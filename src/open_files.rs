@@ -1,5 +1,5 @@
 //! The hub's open files: each session holds two (its owner's connection and its control
-//! channel), so 1,000 sessions need more than the 1,024 a process gets by default under
+//! channel), three behind the hub's front door (its port's listener), so 1,000 sessions need more than the 1,024 a process gets by default under
 //! systemd. At start the soft limit is raised to the hard one; a session range the hub could not
 //! hold is refused at start (and in a reload), naming the limit and how to raise it.
 
@@ -22,7 +22,8 @@ pub fn sessions(c: &Config) -> u64 {
 
 /// Files needed for every session at once, and with every connection cap full too.
 pub fn needed(c: &Config) -> (u64, u64) {
-    let sessions = PER_SESSION * sessions(c) + BASE;
+    let each = PER_SESSION + u64::from(c.front_door);
+    let sessions = each * sessions(c) + BASE;
     let connections = c.max_connections as u64
         + crate::http::MAX_CONNECTIONS as u64
         + if c.browser_seats { c.browser_seats_total as u64 } else { 0 };

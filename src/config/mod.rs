@@ -128,6 +128,12 @@ pub struct Config {
     pub ports: (u16, u16),
     /// Host address the session ports bind to.
     pub bind_address: IpAddr,
+    /// The hub itself listens on each session's port and relays performers' bytes to its
+    /// container, which publishes nothing (no iptables rules or docker-proxy per session;
+    /// performers' addresses reach the server in a PROXY v2 header). Docker runtime with the
+    /// control channel only. A hub restart cuts performers' connections (they rejoin).
+    #[serde(with = "serde_forms::on_off")]
+    pub front_door: bool,
     pub max_sessions: usize,
     pub max_sessions_per_address: usize,
     /// Session servers kept started and locked, ready to be armed for a new session (per
@@ -211,6 +217,7 @@ impl Default for Config {
             public_host: None,
             ports: (57991, 58000),
             bind_address: everywhere.into(),
+            front_door: false,
             max_sessions: 10,
             max_sessions_per_address: 1,
             warm_pool: None,
@@ -365,6 +372,11 @@ impl Config {
             self.warm_pool.unwrap_or(0) == 0 || self.control_channel,
             "warm_pool",
             "needs control_channel: true (a pool member is armed over it); set warm_pool: 0 for this image",
+        )?;
+        ensure(
+            !self.front_door || (self.runtime == RuntimeKind::Docker && self.control_channel),
+            "front_door",
+            "needs runtime: docker and control_channel: true (Swarm and upstream Troop's image publish their ports)",
         )?;
         ensure(self.start_timeout >= Duration::from_millis(100), "start_timeout", "must be at least 100ms")?;
         ensure(self.max_connections >= 1, "max_connections", "must be at least 1")?;

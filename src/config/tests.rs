@@ -169,6 +169,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("public_host", "troop.example.org"),
     ("ports", "60000-60009"),
     ("bind_address", "127.0.0.1"),
+    ("front_door", "on"),
     ("max_sessions", "3"),
     ("max_sessions_per_address", "2"),
     ("warm_pool", "4"),

@@ -257,7 +257,18 @@ impl Hub {
                 }
             )*};
         }
-        restart_only!(hub_id, listen, http_listen, public_host, network, session_port, bind_address, runtime, archive);
+        restart_only!(
+            hub_id,
+            listen,
+            http_listen,
+            public_host,
+            network,
+            session_port,
+            bind_address,
+            runtime,
+            front_door,
+            archive
+        );
         {
             let mut r = lock(&self.registry);
             if new.ports != old.ports {

@@ -180,6 +180,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn list_brief(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
         self.list()
     }
+    /// Makes a running server found at start reachable again before it is adopted (the hub's
+    /// front door listens for it: the last hub process held its port). Nothing by default.
+    fn reopen(&self, _found: &Existing) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Removes leftovers that belong to no session (e.g. networks of a start cut short).
     fn sweep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -58,12 +58,16 @@ impl ServerSpec {
         LOG_OPTIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    /// A Docker container on `network`, its port published on `bind:host_port`.
-    pub fn container(&self, network: String, bind: std::net::IpAddr, host_port: u16) -> ContainerCreateBody {
+    /// A Docker container on `network`, its port published on `publish` (`bind`, host port);
+    /// `None` publishes nothing (the hub's front door relays to it).
+    pub fn container(&self, network: String, publish: Option<(std::net::IpAddr, u16)>) -> ContainerCreateBody {
         let container_port = format!("{}/tcp", self.session_port);
-        let binding = PortBinding { host_ip: Some(bind.to_string()), host_port: Some(host_port.to_string()) };
+        let bindings = publish.map(|(bind, host_port)| {
+            let binding = PortBinding { host_ip: Some(bind.to_string()), host_port: Some(host_port.to_string()) };
+            HashMap::from([(container_port.clone(), Some(vec![binding]))])
+        });
         let host_config = HostConfig {
-            port_bindings: Some(HashMap::from([(container_port.clone(), Some(vec![binding]))])),
+            port_bindings: bindings,
             cap_drop: Some(vec![CAP_DROP.into()]),
             security_opt: Some(vec!["no-new-privileges=true".into()]),
             readonly_rootfs: Some(true),
@@ -174,6 +178,11 @@ pub fn session_command(c: &Config, with_idle: bool) -> Vec<String> {
         }
     }
     cmd.extend(c.session_args.iter().cloned());
+    if c.front_door {
+        // Only the hub can reach an unpublished server on a network without inter-container
+        // traffic, so the header's address can be taken as the performer's.
+        cmd.push("--proxy-protocol".into());
+    }
     if let (Some(idle), true) = (c.idle_exit, with_idle) {
         cmd.push("--idle-exit".into());
         cmd.push(format!("{}ms", idle.as_millis()));
@@ -207,8 +216,11 @@ mod tests {
     use secrecy::SecretString;
 
     fn spec() -> ServerSpec {
-        let c = Config::default();
-        let session = SessionSpec {
+        ServerSpec::new(&Config::default(), &spec_session())
+    }
+
+    fn spec_session() -> SessionSpec {
+        SessionSpec {
             id: "id".into(),
             name: "jam".into(),
             pooled: false,
@@ -217,14 +229,13 @@ mod tests {
             credentials: Credentials::Control(SecretString::from("0123456789abcdef0123456789abcdef")),
             deadline: tokio::time::Instant::now(),
             cancel: Default::default(),
-        };
-        ServerSpec::new(&c, &session)
+        }
     }
 
     #[test]
     fn both_engine_shapes_carry_the_same_hardening_limits_and_labels() {
         let s = spec();
-        let docker = s.container("net".into(), "127.0.0.1".parse().unwrap(), 57991);
+        let docker = s.container("net".into(), Some(("127.0.0.1".parse().unwrap(), 57991)));
         let host = docker.host_config.clone().unwrap();
         let task = s.task("sha256:abc".into());
         let cs = task.container_spec.clone().unwrap();
@@ -242,6 +253,21 @@ mod tests {
         assert_eq!(host.log_config.unwrap().config, task.log_driver.unwrap().options);
         assert!(cs.privileges.unwrap().no_new_privileges == Some(true));
         assert!(host.security_opt.unwrap().contains(&"no-new-privileges=true".to_string()));
+    }
+
+    #[test]
+    fn behind_the_front_door_nothing_is_published_and_the_server_reads_proxy_headers() {
+        let published = spec();
+        assert!(!published.args.contains(&"--proxy-protocol".to_string()));
+        let ports = published.container("net".into(), Some(("0.0.0.0".parse().unwrap(), 57991))).host_config;
+        assert!(ports.and_then(|h| h.port_bindings).is_some_and(|b| b.len() == 1));
+        let c = Config { front_door: true, ..Config::default() };
+        let session = SessionSpec { port: 57991, ..spec_session() };
+        let door = ServerSpec::new(&c, &session);
+        assert!(door.args.contains(&"--proxy-protocol".to_string()));
+        let body = door.container("net".into(), None);
+        assert_eq!(body.host_config.and_then(|h| h.port_bindings), None);
+        assert_eq!(body.exposed_ports, Some(vec!["57890/tcp".to_string()]));
     }
 
     #[test]

@@ -65,7 +65,8 @@ async fn addresses(server: SocketAddr) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn behind_a_relay_each_performer_is_seen_at_their_own_address() {
-    let (addr, _stop) = server(Config { proxy_protocol: true, max_connections_per_address: 1, ..Config::default() }).await;
+    let (addr, _stop) =
+        server(Config { proxy_protocol: true, max_connections_per_address: 1, ..Config::default() }).await;
     let alice = relay(addr, "203.0.113.7:5000".parse().unwrap()).await;
     let bob = relay(addr, "[2001:db8::9]:6000".parse().unwrap()).await;
     let mut a = TroopClient::join(alice, "alice", PW, T).await.expect("alice joins through the relay");

@@ -1,11 +1,13 @@
 //! Sessions as containers on the local Docker engine: one container per session, built from
 //! the shared [`ServerSpec`] (no capabilities, no-new-privileges, read-only root, non-root
 //! user, limits, capped logs), on the sessions' bridge networks without inter-container
-//! traffic ([`networks`]), its port published on the host. A start returns once the server
+//! traffic ([`networks`]), its port published on the host, or held by the hub itself when the
+//! hub is the front door ([`doors`]). A start returns once the server
 //! accepts on the container's own address (Docker's proxy accepts on the published port before
 //! that). Exits come from the engine's event stream. The local engine is one node,
 //! [`Node::local`].
 
+mod doors;
 mod networks;
 mod shards;
 
@@ -22,6 +24,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use bollard::Docker;
+use doors::Doors;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use networks::Networks;
@@ -48,6 +51,8 @@ pub struct DockerRuntime {
     userland_proxy: std::sync::Arc<AtomicBool>,
     /// Starts so far, for looking for the proxy on some of them only.
     starts: std::sync::atomic::AtomicU64,
+    /// The sessions' ports the hub holds itself (`front_door`).
+    doors: Doors,
 }
 
 /// What inspecting a session container tells.
@@ -70,6 +75,7 @@ impl DockerRuntime {
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
             starts: std::sync::atomic::AtomicU64::new(0),
+            doors: Doors::default(),
         }
     }
 
@@ -103,7 +109,8 @@ impl DockerRuntime {
     /// Creates and starts the container; returns its id.
     async fn create_once(&self, docker: &Docker, c: &Config, spec: &SessionSpec) -> Result<String, StartError> {
         let (k, network) = self.networks.place(&self.engine, c).await?;
-        let body = ServerSpec::new(c, spec).container(network, c.bind_address, spec.port);
+        let publish = (!c.front_door).then_some((c.bind_address, spec.port));
+        let body = ServerSpec::new(c, spec).container(network, publish);
         let options = CreateContainerOptions { name: Some(format!("troop-{}", spec.id)), ..Default::default() };
         let created = self.timed(docker.create_container(Some(options), body)).await;
         let id = match created {
@@ -301,10 +308,19 @@ impl Runtime for DockerRuntime {
         Box::pin(async move {
             let c = self.config();
             let docker = self.engine.client().await?;
+            // The front door's port is taken first: a port held by something else is then
+            // known before any container exists.
+            let door = match c.front_door {
+                true => Some(Doors::reserve(c.bind_address, spec.port).await?),
+                false => None,
+            };
             let id = self.create(&docker, &c, &spec).await?;
             match self.wait_ready(&docker, &id, &c, &spec).await {
                 Ok(control) => {
-                    self.check_userland_proxy(spec.port);
+                    match door {
+                        Some(door) => self.doors.serve(&id, door, control),
+                        None => self.check_userland_proxy(spec.port),
+                    }
                     Ok(Started { handle: id, control })
                 }
                 Err(e) => {
@@ -317,6 +333,8 @@ impl Runtime for DockerRuntime {
 
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
+            // Nobody new gets in while the server stops.
+            self.doors.close(&container_id);
             let _permit = self.removals.acquire().await;
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
             let limit = self.config().engine_timeout * 6;
@@ -362,8 +380,33 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    fn reopen(&self, found: &Existing) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        let (port, server) = (found.port, found.control);
+        let container = found.handle.clone();
+        Box::pin(async move {
+            let c = self.config();
+            let (Some(port), Some(server), true) = (port, server, c.front_door) else { return Ok(()) };
+            match Doors::reserve(c.bind_address, port).await {
+                Ok(door) => {
+                    self.doors.serve(&container, door, server);
+                    Ok(())
+                }
+                // Published by the engine (started before `front_door` was turned on): it
+                // stays reachable as it was.
+                Err(RuntimeError::PortTaken(_)) => {
+                    debug!(container = %container, port, "its port is held already (published?); no front door");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn teardown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.networks.teardown(&self.engine, &self.config()).await })
+        Box::pin(async move {
+            self.doors.close_all();
+            self.networks.teardown(&self.engine, &self.config()).await
+        })
     }
 
     fn warnings(&self) -> Vec<String> {

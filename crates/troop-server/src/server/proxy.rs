@@ -32,7 +32,11 @@ pub enum ProxyError {
 }
 
 /// The connection's real source: the header's, when one comes first; else `socket`.
-pub async fn real_source(stream: &mut TcpStream, socket: SocketAddr, within: Duration) -> Result<SocketAddr, ProxyError> {
+pub async fn real_source(
+    stream: &mut TcpStream,
+    socket: SocketAddr,
+    within: Duration,
+) -> Result<SocketAddr, ProxyError> {
     tokio::time::timeout(within, read(stream, socket)).await.map_err(|_| ProxyError::Timeout(within))?
 }
 
@@ -81,8 +85,14 @@ mod tests {
     #[test]
     fn the_source_is_the_headers_for_both_families_and_the_socket_for_local() {
         let socket: SocketAddr = "172.18.0.1:40000".parse().unwrap();
-        assert_eq!(source(&header("203.0.113.7:5555", "10.0.0.2:30001"), socket).unwrap().to_string(), "203.0.113.7:5555");
-        assert_eq!(source(&header("[2001:db8::7]:5555", "[::1]:30001"), socket).unwrap().to_string(), "[2001:db8::7]:5555");
+        assert_eq!(
+            source(&header("203.0.113.7:5555", "10.0.0.2:30001"), socket).unwrap().to_string(),
+            "203.0.113.7:5555"
+        );
+        assert_eq!(
+            source(&header("[2001:db8::7]:5555", "[::1]:30001"), socket).unwrap().to_string(),
+            "[2001:db8::7]:5555"
+        );
         let local = Builder::new(Version::Two | Command::Local, Protocol::Unspecified as u8).build().unwrap();
         assert_eq!(source(&local, socket).unwrap(), socket);
     }
