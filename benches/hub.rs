@@ -43,16 +43,20 @@ async fn anatomy(
     bridge_hub: Option<&TestHub>,
     rounds: usize,
 ) -> Vec<(&'static str, Vec<Duration>)> {
-    let all_but_network = Extras { network: false, limits: true, hardening: true, logs: true, control: true };
+    let all_but_network =
+        Extras { network: false, limits: true, hardening: true, logs: true, control: true, unpublished: false };
     let steps: [(&str, Extras); 6] = [
         ("engine floor (default bridge)", Extras::default()),
         ("+ the hub's network (ICC off)", Extras { network: true, ..Default::default() }),
         ("+ limits", Extras { network: true, limits: true, ..Default::default() }),
         ("+ hardening", Extras { network: true, limits: true, hardening: true, ..Default::default() }),
-        ("+ log rotation", Extras { network: true, limits: true, hardening: true, logs: true, control: false }),
+        (
+            "+ log rotation",
+            Extras { network: true, limits: true, hardening: true, logs: true, control: false, unpublished: false },
+        ),
         (
             "+ control secret (locked)",
-            Extras { network: true, limits: true, hardening: true, logs: true, control: true },
+            Extras { network: true, limits: true, hardening: true, logs: true, control: true, unpublished: false },
         ),
     ];
     let mut out: Vec<(&'static str, Vec<Duration>)> = steps.iter().map(|(n, _)| (*n, Vec::new())).collect();
@@ -219,7 +223,7 @@ fn main() {
         // The floor and the hub's sequential starts alternate, so that drift hits both alike.
         let (mut floor, mut seq) = (Vec::new(), Vec::new());
         for i in 0..STARTS {
-            floor.push(floor_once(&docker, hub.ports.1, &hub.id).await);
+            floor.push(floor_once(&docker, hub.ports.1, &hub.id, false).await);
             seq.extend(hub_starts(&hub, 1, 1, &format!("s{i}-")).await);
         }
         let par = hub_starts(&hub, STARTS + 6, 8, "p").await;

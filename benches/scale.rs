@@ -12,6 +12,8 @@
 //!
 //! At the largest N: the hub SIGKILLed and started again (adoption time, every session still
 //! answering on its port), then SIGTERM (time until it exits and nothing is left).
+//! `SCALE_FRONT_DOOR=1` runs the hub with `front_door: on` (nothing published; the engine
+//! floor then publishes nothing either).
 //! Prints a table and writes `target/bench-scale.json`. Run it as root (PSS of the engine's
 //! processes, iptables); the userland proxy's setting is the engine's (`docker info`).
 
@@ -137,7 +139,11 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let proxies_before = pids_named("docker-proxy").len();
-        let base = format!("max_sessions: {}\nmax_sessions_per_address: {}\nidle_exit: null\norphans: adopt", most + 40, most + 40);
+        let front_door = std::env::var("SCALE_FRONT_DOOR").is_ok_and(|v| v == "1");
+        let mut base = format!("max_sessions: {}\nmax_sessions_per_address: {}\nidle_exit: null\norphans: adopt", most + 40, most + 40);
+        if front_door {
+            base.push_str("\nfront_door: on");
+        }
         let mut hub = TestHub::new(&base);
         // The archive's bound must hold every live session at its largest: 1 MiB each here.
         let archive = hub.dir.path().join("archive.db");
@@ -209,7 +215,7 @@ fn main() {
             // The next session, cold, warm, and the engine's floor, alternated.
             let (mut cold, mut floor) = (Vec::new(), Vec::new());
             for k in 0..SAMPLES {
-                floor.push(floor_once(&docker, floor_port, &hub.id).await);
+                floor.push(floor_once(&docker, floor_port, &hub.id, front_door).await);
                 cold.push(next_start(&hub, &format!("c{step}-{k}")).await.expect("a cold start"));
             }
             set_pool(&hub, 4).await;
@@ -346,8 +352,9 @@ fn main() {
         let new_pid = hub.proc.as_ref().map(|p| p.id()).unwrap_or(0);
         let rss_after = proc_kib(&format!("/proc/{new_pid}/status"), "VmRSS:") as f64 / 1024.0;
         println!(
-            "\nuserland proxy {}; restart with {n} sessions: adopted in {:.1} s, {answering} of {n} answer on their ports; hub RSS {rss_after:.1} MiB",
+            "\nuserland proxy {}, front door {}; restart with {n} sessions: adopted in {:.1} s, {answering} of {n} answer on their ports; hub RSS {rss_after:.1} MiB",
             if userland_proxy { "on" } else { "off" },
+            if front_door { "on" } else { "off" },
             adopted.as_secs_f64()
         );
 
@@ -358,7 +365,7 @@ fn main() {
         let exited = t.elapsed();
         let left = hub.containers().len();
         println!("SIGTERM with {n} sessions: the hub exited after {:.1} s; {left} containers left", exited.as_secs_f64());
-        let report = json!({"userland_proxy": userland_proxy, "steps": rows,
+        let report = json!({"userland_proxy": userland_proxy, "front_door": front_door, "steps": rows,
             "restart": {"sessions": n, "adopted_seconds": adopted.as_secs_f64(), "answering": answering, "hub_rss_mib": rss_after},
             "sigterm": {"sessions": n, "exit_seconds": exited.as_secs_f64(), "containers_left": left}});
         let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-scale.json");

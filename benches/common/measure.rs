@@ -38,22 +38,23 @@ pub struct Extras {
     pub logs: bool,
     /// A control secret in the environment (the server starts locked), as the hub runs it.
     pub control: bool,
+    /// No published port (the hub's front door: `front_door: on`).
+    pub unpublished: bool,
 }
 
-/// The engine floor: create + start one container with a published port until its server accepts.
-pub async fn floor_once(docker: &bollard::Docker, port: u16, run: &str) -> Duration {
-    engine_start(docker, port, run, Extras::default()).await
+/// The engine floor: create + start one container with a published port (none when
+/// `unpublished`, as behind the hub's front door) until its server accepts.
+pub async fn floor_once(docker: &bollard::Docker, port: u16, run: &str, unpublished: bool) -> Duration {
+    engine_start(docker, port, run, Extras { unpublished, ..Extras::default() }).await
 }
 
 /// Create + start one container with a published port and `extras`, until its server accepts;
 /// then removes it.
 pub async fn engine_start(docker: &bollard::Docker, port: u16, run: &str, extras: Extras) -> Duration {
     let t = Instant::now();
+    let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) };
     let mut host_config = HostConfig {
-        port_bindings: Some(HashMap::from([(
-            "57890/tcp".into(),
-            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
-        )])),
+        port_bindings: (!extras.unpublished).then(|| HashMap::from([("57890/tcp".into(), Some(vec![binding]))])),
         ..Default::default()
     };
     if extras.network {
