@@ -593,7 +593,8 @@ fn containers_per_network(hub: &TestHub) -> std::collections::BTreeMap<String, u
 }
 
 #[tokio::test]
-async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_when_it_empties_and_survives_a_restart() {
+async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_once_it_empties_with_room_below_and_survives_a_restart(
+) {
     // Two sessions a network here (1,000 by default: a Linux bridge takes 1,023 ports).
     let mut hub = TestHub::new("orphans: adopt");
     // (Named here: TestHub names the network only when the extra lines do not.)
@@ -612,24 +613,33 @@ async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_when_it_emp
     // Each session plays on its own network: a performer joins the last one.
     let e = owners.pop().expect("e");
     let _perf = TroopClient::join(([127, 0, 0, 1], e.port).into(), "bob", "pw", T).await.expect("join e");
-    // The third network empties: the hub removes it.
+    let networks = || {
+        let nets = common::docker_ok(&["network", "ls", "--format", "{{.Name}}", "--filter", &format!("name={net}")]);
+        nets.lines().count()
+    };
+    // The third network empties while the two below are full: it stays, since the next start
+    // would need it again, and the next start uses it.
     drop(_perf);
     drop(e);
-    hub.eventually("the emptied network removed", T, async || {
-        let nets = common::docker_ok(&["network", "ls", "--format", "{{.Name}}", "--filter", &format!("name={net}")]);
-        let names: Vec<&str> = nets.lines().collect();
-        if names.len() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{names:?}"))
-        }
+    hub.wait_containers(4).await;
+    assert_eq!(networks(), 3, "the next start's network stays");
+    let e2 = owner(&hub, "e2", "pw").await;
+    assert_eq!(containers_per_network(&hub), want(&[("", 2), ("-2", 2), ("-3", 1)]));
+    // Room on the first network: the third goes once it empties.
+    drop(owners.remove(0));
+    hub.wait_containers(4).await;
+    drop(e2);
+    hub.wait_containers(3).await;
+    hub.eventually("the emptied network removed", T, async || match networks() {
+        2 => Ok(()),
+        n => Err(format!("{n} networks")),
     })
     .await;
     // After a restart the hub knows which networks are full: a new session fills the second.
     hub.signal("KILL");
     hub.wait_exit(T).await;
     hub.spawn().await;
-    let adopted = common::eventually("the four sessions adopted", T, async || {
+    let adopted = common::eventually("the sessions adopted", T, async || {
         let q = query(hub.addr, "d").await;
         if q.is_array() {
             Ok(())
@@ -638,13 +648,13 @@ async fn sessions_past_a_networks_size_go_on_a_new_network_that_goes_when_it_emp
         }
     });
     adopted.await;
-    let b = owners.remove(1);
+    let b = owners.remove(0);
     drop(b); // its owner's connection died with the old hub; ended by the admin instead
     let v = troop_hub::admin::request(hub.addr, &serde_json::json!({"type": "kill", "name": "b"}), T).await.unwrap();
     assert_eq!(v["data"], "success");
-    hub.wait_containers(3).await;
+    hub.wait_containers(2).await;
     let _f = owner(&hub, "f", "pw").await;
-    assert_eq!(containers_per_network(&hub), want(&[("", 2), ("-2", 2)]), "f took b's place, no third network");
+    assert_eq!(containers_per_network(&hub), want(&[("", 1), ("-2", 2)]), "f took b's place, no third network");
     // SIGTERM: every session and every network goes.
     hub.signal("TERM");
     assert_eq!(hub.wait_exit(T).await, Some(0));

@@ -57,19 +57,21 @@ impl Networks {
         }
     }
 
-    /// Container `container` is gone: an extra network it leaves empty is removed.
+    /// Container `container` is gone: extra networks left empty are removed, but for the one
+    /// the next start would use ([`Shards::left`]).
     pub async fn left(&self, engine: &Engine, container: &str) {
         let mut nets = self.shards.lock().await;
-        let Some(k) = nets.left(container) else { return };
-        let (Some(id), name) = (nets.id(k).map(str::to_string), nets.name(k)) else { return };
-        let Ok(docker) = engine.client().await else { return };
-        match engine.timed(docker.remove_network(&id)).await {
-            Ok(()) | Err(RuntimeError::NotFound) => {
-                nets.forget_id(k);
-                info!(network = %name, "removed a sessions' network that emptied");
+        for k in nets.left(container) {
+            let (Some(id), name) = (nets.id(k).map(str::to_string), nets.name(k)) else { continue };
+            let Ok(docker) = engine.client().await else { return };
+            match engine.timed(docker.remove_network(&id)).await {
+                Ok(()) | Err(RuntimeError::NotFound) => {
+                    nets.forget_id(k);
+                    info!(network = %name, "removed a sessions' network that emptied");
+                }
+                // Kept and filled again later; teardown tries again.
+                Err(e) => debug!(network = %name, error = %e, "could not remove an emptied sessions' network"),
             }
-            // Kept and filled again later; teardown tries again.
-            Err(e) => debug!(network = %name, error = %e, "could not remove an emptied sessions' network"),
         }
     }
 
