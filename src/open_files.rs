@@ -1,5 +1,6 @@
 //! The hub's open files: each session holds two (its owner's connection and its control
-//! channel), three behind the hub's front door (its port's listener), so 1,000 sessions need more than the 1,024 a process gets by default under
+//! channel), three behind the hub's front door (its port's listener; each relayed performer
+//! then takes two more, at most `FRONT_DOOR_RELAYS` at once), so 1,000 sessions need more than the 1,024 a process gets by default under
 //! systemd. At start the soft limit is raised to the hard one; a session range the hub could not
 //! hold is refused at start (and in a reload), naming the limit and how to raise it.
 
@@ -24,7 +25,9 @@ pub fn sessions(c: &Config) -> u64 {
 pub fn needed(c: &Config) -> (u64, u64) {
     let each = PER_SESSION + u64::from(c.front_door);
     let sessions = each * sessions(c) + BASE;
+    let relays = if c.front_door { 2 * crate::runtime::docker::FRONT_DOOR_RELAYS as u64 } else { 0 };
     let connections = c.max_connections as u64
+        + relays
         + crate::http::MAX_CONNECTIONS as u64
         + if c.browser_seats { c.browser_seats_total as u64 } else { 0 };
     (sessions, sessions + connections)

@@ -269,6 +269,14 @@ impl Hub {
             front_door,
             archive
         );
+        if new.front_door && !new.control_channel {
+            // The running front door needs the hub's own image (its --proxy-protocol).
+            warnings.push(
+                "`control_channel: false` needs `front_door: off`, which changes only with a restart; keeping control_channel: true"
+                    .to_string(),
+            );
+            new.control_channel = true;
+        }
         {
             let mut r = lock(&self.registry);
             if new.ports != old.ports {

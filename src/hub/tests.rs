@@ -141,6 +141,7 @@ fn left(handle: &str, name: &str, running: bool, age: Duration) -> Existing {
         created: SystemTime::now().checked_sub(age),
         credentials: Some(Credentials::PasswordMd5(troop_server::md5_hex(PW).into())),
         control: None,
+        front_door: false,
     }
 }
 
@@ -322,4 +323,19 @@ async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
     // One at a time would take 48 s; ENDS_AT_ONCE at a time, 3.
     assert!(took <= Duration::from_secs(5), "48 sessions took {took:?} to end");
     nothing_left(&hub, &fake);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_front_door_and_the_control_channel_it_needs() {
+    let fake = Arc::new(FakeRuntime::default());
+    let hub = hub_from(&fake, "ports: 100-103\npublic_host: hub.example\nfront_door: on\nwarm_pool: 0").await;
+    let mut next = (*hub.config()).clone();
+    next.front_door = false;
+    next.control_channel = false;
+    next.warm_pool = Some(0);
+    let warnings = hub.apply_config(next);
+    let c = hub.config();
+    assert!(c.front_door && c.control_channel, "the door stays, and so does the channel it needs");
+    assert!(warnings.iter().any(|w| w.contains("`front_door` changes only with a restart")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("keeping control_channel: true")), "{warnings:?}");
 }

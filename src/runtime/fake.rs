@@ -233,6 +233,7 @@ impl FakeRuntime {
             created: Some(SystemTime::now()),
             credentials: Some(spec.credentials.clone()),
             control: Some(control),
+            front_door: false,
         };
         st.servers.insert(handle.clone(), FakeServer { spec: Some(spec), existing });
         Ok(Started { handle, control })

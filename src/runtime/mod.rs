@@ -38,6 +38,9 @@ pub const LABEL_CREATED: &str = "io.troop-hub.created";
 /// Marks a warm pool member: started before any session asked for it, so its labels name no
 /// session (labels cannot change later; once armed, its server knows the session's name).
 pub const LABEL_POOL: &str = "io.troop-hub.pool";
+/// Marks a server behind the hub's front door (nothing published): a restarted hub opens its
+/// door again whatever its own `front_door` now says.
+pub const LABEL_FRONT_DOOR: &str = "io.troop-hub.front-door";
 /// A node label naming the host performers are given for sessions on that node.
 pub const LABEL_PUBLIC_HOST: &str = "io.troop-hub.public-host";
 
@@ -145,6 +148,8 @@ pub struct Existing {
     pub credentials: Option<Credentials>,
     /// Where the hub reaches its control channel, if known.
     pub control: Option<SocketAddr>,
+    /// Started behind the hub's front door (publishing nothing).
+    pub front_door: bool,
 }
 
 /// Something that happened to a session.

@@ -4,8 +4,8 @@
 //! hardening on every runtime" holds by construction. Labels never carry the password.
 
 use super::{
-    Credentials, RuntimeError, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_POOL, LABEL_PORT,
-    LABEL_SESSION, LABEL_SESSION_ID,
+    Credentials, RuntimeError, SessionSpec, LABEL_CREATED, LABEL_FRONT_DOOR, LABEL_HUB, LABEL_MANAGED, LABEL_POOL,
+    LABEL_PORT, LABEL_SESSION, LABEL_SESSION_ID,
 };
 use crate::config::Config;
 use bollard::models::{
@@ -134,6 +134,9 @@ pub fn session_labels(c: &Config, spec: &SessionSpec) -> HashMap<String, String>
         true => labels.insert(LABEL_POOL.to_string(), "true".to_string()),
         false => labels.insert(LABEL_SESSION.to_string(), spec.name.clone()),
     };
+    if c.front_door {
+        labels.insert(LABEL_FRONT_DOOR.to_string(), "true".to_string());
+    }
     labels
 }
 
@@ -144,6 +147,7 @@ pub struct Labelled {
     pub pooled: bool,
     pub port: Option<u16>,
     pub created: Option<SystemTime>,
+    pub front_door: bool,
 }
 
 pub fn labelled(labels: &HashMap<String, String>) -> Labelled {
@@ -151,6 +155,7 @@ pub fn labelled(labels: &HashMap<String, String>) -> Labelled {
         session_id: labels.get(LABEL_SESSION_ID).cloned(),
         name: labels.get(LABEL_SESSION).cloned(),
         pooled: labels.get(LABEL_POOL).is_some_and(|v| v == "true"),
+        front_door: labels.get(LABEL_FRONT_DOOR).is_some_and(|v| v == "true"),
         port: labels.get(LABEL_PORT).and_then(|p| p.parse().ok()),
         created: labels
             .get(LABEL_CREATED)

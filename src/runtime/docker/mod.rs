@@ -38,6 +38,9 @@ use tracing::{debug, warn};
 /// not swamp the engine into timeouts.
 const PARALLEL_REMOVALS: usize = 8;
 
+/// Connections the front door relays at once, in all (2 of the hub's open files each).
+pub const FRONT_DOOR_RELAYS: usize = doors::IN_ALL;
+
 /// Containers inspected at once when listing this hub's servers (adoption after a restart).
 const INSPECTS_AT_ONCE: usize = 16;
 
@@ -232,6 +235,7 @@ impl DockerRuntime {
                 created: l.created,
                 credentials: seen.as_ref().and_then(|i| i.credentials.clone()),
                 control: seen.and_then(|i| i.addr),
+                front_door: l.front_door,
             }
         })
         .buffered(INSPECTS_AT_ONCE)
@@ -333,7 +337,7 @@ impl Runtime for DockerRuntime {
 
     fn remove(&self, container_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
-            // Nobody new gets in while the server stops.
+            // Nobody new gets in while the server stops; its last words still go out.
             self.doors.close(&container_id);
             let _permit = self.removals.acquire().await;
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
@@ -352,6 +356,7 @@ impl Runtime for DockerRuntime {
                 Err(e) => Err(e),
             };
             if removed.is_ok() {
+                self.doors.cut(&container_id);
                 self.networks.left(&self.engine, &container_id).await;
             }
             removed
@@ -383,22 +388,15 @@ impl Runtime for DockerRuntime {
     fn reopen(&self, found: &Existing) -> BoxFuture<'_, Result<(), RuntimeError>> {
         let (port, server) = (found.port, found.control);
         let container = found.handle.clone();
+        // By the container's own label, not today's setting: one started with a published
+        // port keeps it, one started behind a door needs one again.
+        let behind_door = found.front_door;
         Box::pin(async move {
             let c = self.config();
-            let (Some(port), Some(server), true) = (port, server, c.front_door) else { return Ok(()) };
-            match Doors::reserve(c.bind_address, port).await {
-                Ok(door) => {
-                    self.doors.serve(&container, door, server);
-                    Ok(())
-                }
-                // Published by the engine (started before `front_door` was turned on): it
-                // stays reachable as it was.
-                Err(RuntimeError::PortTaken(_)) => {
-                    debug!(container = %container, port, "its port is held already (published?); no front door");
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            let (Some(port), Some(server), true) = (port, server, behind_door) else { return Ok(()) };
+            let door = Doors::reserve(c.bind_address, port).await?;
+            self.doors.serve(&container, door, server);
+            Ok(())
         })
     }
 

@@ -389,6 +389,7 @@ impl Runtime for SwarmRuntime {
                     created: l.created,
                     credentials: env.as_deref().and_then(credentials_from_env),
                     control,
+                    front_door: false,
                 });
             }
             Ok(out)
