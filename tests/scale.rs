@@ -1,9 +1,10 @@
 //! A thousand sessions on this engine, end to end (ignored by default: about ten minutes on
 //! 2 cores). Run it with
 //! `cargo test --release --test scale -- --ignored --nocapture` (TROOP_HUB_SCALE_N sets the
-//! number, default 1000). Each session has its owner's connection held open; then the hub is
-//! SIGKILLed and started again and adopts every one (each still answers on its port), and a
-//! SIGTERM leaves no container and no network.
+//! number, default 1000; TROOP_HUB_SCALE_FRONT_DOOR=1 runs the hub with `front_door: on`).
+//! Each session has its owner's connection held open; then the hub is SIGKILLed and started
+//! again and adopts every one (each session's server still answers a Troop login on its port),
+//! and a SIGTERM leaves no container and no network.
 
 mod common;
 
@@ -11,13 +12,17 @@ use common::{metric, start_many, TestHub, T};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use troop_hub::admin;
+use troop_server::client::ClientError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ten minutes: cargo test --release --test scale -- --ignored"]
 async fn a_thousand_sessions_start_survive_a_restart_and_leave_nothing() {
     let n: usize = std::env::var("TROOP_HUB_SCALE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let mut hub =
-        TestHub::new(&format!("max_sessions: {n}\nmax_sessions_per_address: {n}\nidle_exit: null\norphans: adopt"));
+    let front_door = std::env::var("TROOP_HUB_SCALE_FRONT_DOOR").is_ok_and(|v| v == "1");
+    let mut hub = TestHub::new(&format!(
+        "max_sessions: {n}\nmax_sessions_per_address: {n}\nidle_exit: null\norphans: adopt\nfront_door: {}",
+        if front_door { "on" } else { "off" }
+    ));
     let archive = hub.dir.path().join("archive.db");
     hub.extra_yaml
         .push_str(&format!("\narchive: {{path: {}, max_session_bytes: 1m, max_total_bytes: {n}m}}", archive.display()));
@@ -51,7 +56,10 @@ async fn a_thousand_sessions_start_survive_a_restart_and_leave_nothing() {
     for i in 0..n {
         let v = admin::request(hub.addr, &json!({"type": "query", "name": format!("s{i}")}), T).await.expect("query");
         let port = v["result"][1].as_u64().unwrap_or(0) as u16;
-        assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(), "s{i} does not answer on {port}");
+        // A wrong password's refusal comes from the session's own server (through the front
+        // door, when on): more than a port that accepts.
+        let login = troop_server::client::login(([127, 0, 0, 1], port).into(), "probe", "wrong").await;
+        assert!(matches!(login, Err(ClientError::Refused(-1))), "s{i} on {port} answered {login:?}");
     }
     drop(owners);
 
