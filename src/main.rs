@@ -120,6 +120,11 @@ async fn real_main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    // SIGTERM and SIGINT are caught from here on (registered now, not at a first poll): one
+    // that comes while the hub is still adopting (seconds, with 1,000 sessions) stops it
+    // gently once that is done.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     let admin_token = config.admin_token()?;
     // Every session holds files open in the hub: a range it could not hold stops it here.
     let open_files = troop_hub::open_files::raise();
@@ -183,7 +188,10 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone(), hub.shutdown_token()));
     tokio::spawn(troop_hub::reload::watch(hub.clone(), path));
     let server = tokio::spawn(troop_hub::tcp::serve(listener, hub.clone()));
-    troop_server::shutdown_signal().await;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     info!("stopping: ending every session");
     hub.shutdown().await;
     if let Err(e) = server.await {

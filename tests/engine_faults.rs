@@ -1,6 +1,7 @@
 //! The hub with a Docker engine that is closed, stalls, then comes back: starts fail fast with
 //! a clear sentence, queries keep answering, and the hub recovers by itself. The engine socket
-//! the hub uses is a forwarder in front of the real one, switched between behaviours.
+//! the hub uses is a forwarder in front of the real one, switched between behaviours. A SIGTERM
+//! with the engine stalled ends within a bound and leaves the sessions to the next hub.
 
 mod common;
 
@@ -21,6 +22,7 @@ fn engine_switch(path: std::path::PathBuf, mode: Arc<AtomicU8>) {
     let listener = UnixListener::bind(&path).expect("bind the forwarder socket");
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
+            let switch = mode.clone();
             let mode = mode.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 match mode {
@@ -31,7 +33,16 @@ fn engine_switch(path: std::path::PathBuf, mode: Arc<AtomicU8>) {
                     }
                     _ => {
                         if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                            // A connection kept for reuse goes too when the engine is switched off.
+                            let switched = async {
+                                while switch.load(Ordering::SeqCst) == FORWARD {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut engine) => {}
+                                () = switched => {}
+                            }
                         }
                     }
                 }
@@ -88,4 +99,42 @@ async fn starts_fail_fast_while_the_engine_is_away_and_the_hub_recovers_by_itsel
     assert_eq!(query(&hub, "c").await, json!(["127.0.0.1", owner.port]));
     drop(owner);
     hub.wait_containers(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_with_the_engine_stalled_ends_within_a_bound_and_the_next_hub_takes_over() {
+    common::session_image();
+    // 28 sessions: with 8 removals at a time, each waiting out its 12 s limit (engine_timeout
+    // x 6), a stalled engine would hold the shutdown for 4 rounds (48 s); the hub gives up
+    // after one. (1 s for the engine made starts time out beside the other test.)
+    let n = 28;
+    let mut hub = TestHub::new(&format!(
+        "engine_timeout: 2s\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
+    ));
+    hub.ports = common::wide_range(32);
+    let sock = hub.dir.path().join("engine.sock");
+    let mode = Arc::new(AtomicU8::new(FORWARD));
+    engine_switch(sock.clone(), mode.clone());
+    hub.envs.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
+    let mut hub = hub.start().await;
+    let owners = common::start_many(&hub, "s", n, T).await;
+    hub.wait_containers(n).await;
+
+    mode.store(STALLED, Ordering::SeqCst);
+    let t = Instant::now();
+    hub.signal("TERM");
+    let code = hub.wait_exit(Duration::from_secs(60)).await;
+    let took = t.elapsed();
+    assert_eq!(code, Some(0), "{}", hub.log());
+    assert!(took < Duration::from_secs(35), "the shutdown waited out every removal: {took:?}\n{}", hub.log());
+    let log = hub.log();
+    assert_eq!(log.matches("left running for the next hub").count(), 1, "said once:\n{log}");
+    drop(owners);
+
+    // The engine answers again: the next hub finds what was left and a SIGTERM leaves nothing.
+    mode.store(FORWARD, Ordering::SeqCst);
+    hub.spawn().await;
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(Duration::from_secs(60)).await, Some(0), "{}", hub.log());
+    assert!(hub.containers().is_empty(), "left: {:?}", hub.containers());
 }

@@ -6,6 +6,8 @@
 
 use super::{control, lock, now, short, EndReason, Hub};
 use crate::registry::{Gone, Session, State};
+use crate::runtime::RuntimeError;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -67,9 +69,17 @@ impl Hub {
             }
         }
         let removed = self.runtime.remove(handle.clone()).await;
-        if let Err(e) = &removed {
-            self.metrics.docker_error();
-            warn!(session = %session.name, container = %short(&handle), error = %e, "could not remove the session's server");
+        match &removed {
+            Err(RuntimeError::Unreachable(_)) if self.shutdown.is_cancelled() => {
+                if !self.engine_gone_at_shutdown.swap(true, Ordering::Relaxed) {
+                    warn!("the Docker engine does not answer: the servers not yet removed are left running for the next hub to adopt or remove (orphans)");
+                }
+            }
+            Err(e) => {
+                self.metrics.docker_error();
+                warn!(session = %session.name, container = %short(&handle), error = %e, "could not remove the session's server");
+            }
+            Ok(()) => {}
         }
         let gone = if removed.is_ok() { Gone::Removed } else { Gone::Unsure };
         lock(&self.registry).free(&session.id, gone, now());

@@ -102,6 +102,9 @@ pub struct Hub {
     /// Set once the sessions left from before were adopted or removed (`recover`); until
     /// then reconciling must not take them for strays.
     recovered: AtomicBool,
+    /// Set when a removal during shutdown found the engine not answering (said once; the
+    /// runtime fails the removals left at once, and the next hub adopts or removes them).
+    engine_gone_at_shutdown: AtomicBool,
 }
 
 /// Container starts the hub asks of the engine at once for sessions (Docker 20.10 on two
@@ -211,6 +214,7 @@ impl Hub {
             metrics: Metrics::default(),
             admin_token: RwLock::new(None),
             recovered: AtomicBool::new(false),
+            engine_gone_at_shutdown: AtomicBool::new(false),
         })
     }
 

@@ -41,6 +41,11 @@ const PARALLEL_REMOVALS: usize = 8;
 /// Connections the front door relays at once, in all (2 of the hub's open files each).
 pub const FRONT_DOOR_RELAYS: usize = doors::IN_ALL;
 
+/// After a removal found the engine not answering, how long later removals fail at once
+/// instead of each waiting out its own timeout (1,000 of them at SIGTERM, 8 at a time, would
+/// take hours); reconcile retries them, and after a stop the next hub adopts or removes them.
+const ENGINE_SILENT_FOR: Duration = Duration::from_secs(30);
+
 /// Containers inspected at once when listing this hub's servers (adoption after a restart).
 const INSPECTS_AT_ONCE: usize = 16;
 
@@ -56,6 +61,8 @@ pub struct DockerRuntime {
     starts: std::sync::atomic::AtomicU64,
     /// The sessions' ports the hub holds itself (`front_door`).
     doors: Doors,
+    /// When a removal last found the engine not answering ([`ENGINE_SILENT_FOR`]).
+    silent_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What inspecting a session container tells.
@@ -79,6 +86,7 @@ impl DockerRuntime {
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
             starts: std::sync::atomic::AtomicU64::new(0),
             doors: Doors::default(),
+            silent_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -340,6 +348,10 @@ impl Runtime for DockerRuntime {
             // Nobody new gets in while the server stops; its last words still go out.
             self.doors.close(&container_id);
             let _permit = self.removals.acquire().await;
+            let silent = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
+            if silent.is_some_and(|t| t.elapsed() < ENGINE_SILENT_FOR) {
+                return Err(RuntimeError::Unreachable("it did not answer a removal just before".into()));
+            }
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
             let limit = self.config().engine_timeout * 6;
             let docker = self.engine.client().await?;
@@ -347,6 +359,10 @@ impl Runtime for DockerRuntime {
             let stop = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
             match timed_within(limit, docker.stop_container(&container_id, Some(stop))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => {}
+                Err(RuntimeError::Unreachable(e)) => {
+                    *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    return Err(RuntimeError::Unreachable(e));
+                }
                 Err(e) => debug!(container = %container_id, error = %e, "stop failed; removing by force"),
             }
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
@@ -354,6 +370,10 @@ impl Runtime for DockerRuntime {
                 Ok(()) | Err(RuntimeError::NotFound) => Ok(()),
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
+            };
+            *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = match &removed {
+                Err(RuntimeError::Unreachable(_)) => Some(Instant::now()),
+                _ => None,
             };
             if removed.is_ok() {
                 self.doors.cut(&container_id);
