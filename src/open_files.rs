@@ -1,8 +1,9 @@
 //! The hub's open files: each session holds two (its owner's connection and its control
 //! channel), three behind the hub's front door (its port's listener; each relayed performer
-//! then takes two more, at most `FRONT_DOOR_RELAYS` at once), so 1,000 sessions need more than the 1,024 a process gets by default under
-//! systemd. At start the soft limit is raised to the hard one; a session range the hub could not
-//! hold is refused at start (and in a reload), naming the limit and how to raise it.
+//! then takes two more, at most `FRONT_DOOR_RELAYS` at once), so 1,000 sessions need more
+//! than the 1,024 a process gets by default under systemd. At start the soft limit is raised
+//! to the hard one; a session range the hub could not hold is refused at start (and in a
+//! reload), naming the limit and how to raise it.
 
 use crate::config::{Config, RuntimeKind};
 

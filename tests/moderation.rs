@@ -291,14 +291,13 @@ async fn share_links_open_the_view_until_they_expire_or_are_revoked() {
     let made = made.json();
     assert!(made["url"].as_str().is_some_and(|u| u.contains(&format!("/a/{id}#share="))), "{made}");
     let share = token_of(made["url"].as_str().unwrap_or_default());
-    let access = http(
-        hub.http,
-        "POST",
-        &format!("/api/v1/archive/{id}/access"),
-        None,
-        Some(&json!({"share": share}).to_string()),
-    )
-    .await;
+    // Trading the link for a reading token, as the replay page does.
+    let trade = || {
+        let body = json!({"share": share}).to_string();
+        let path = format!("/api/v1/archive/{id}/access");
+        async move { http(hub.http, "POST", &path, None, Some(&body)).await }
+    };
+    let access = trade().await;
     assert_eq!(access.status, 200, "{}", access.body);
     let reading = access.json()["token"].as_str().unwrap_or_default().to_string();
     let with = [("X-Archive-Token", reading.as_str())];
@@ -312,13 +311,6 @@ async fn share_links_open_the_view_until_they_expire_or_are_revoked() {
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     let after = request(hub.http, "GET", &format!("/api/v1/archive/{id}"), &with, None).await;
     assert_eq!(after.status, 401, "its reading token ends with the link: {}", after.body);
-    let again = http(
-        hub.http,
-        "POST",
-        &format!("/api/v1/archive/{id}/access"),
-        None,
-        Some(&json!({"share": share}).to_string()),
-    )
-    .await;
+    let again = trade().await;
     assert_eq!(again.status, 403, "{}", again.body);
 }

@@ -80,16 +80,15 @@ impl Hub {
                 true => self.armed_as(c).await,
                 false => c,
             };
-            let adoptable = c.running && c.name.is_some();
-            let reopened = match adoptable {
+            // An adoptable server is made reachable again first (the front door's port).
+            let reachable = match c.running && c.name.is_some() {
                 true => self.runtime.reopen(&c).await,
                 false => Ok(()),
             };
-            if let Err(e) = &reopened {
+            if let Err(e) = &reachable {
                 warn!(session = ?c.name, container = %short(&c.handle), error = %e, "cannot listen on its port again");
             }
-            let reopened = reopened.is_ok();
-            if !reopened || !self.adopt(&c) {
+            if reachable.is_err() || !self.adopt(&c) {
                 info!(container = %short(&c.handle), "removing a session server left from before");
                 if let Err(e) = self.runtime.remove(c.handle.clone()).await {
                     warn!(container = %short(&c.handle), error = %e, "could not remove; the next reconcile retries");

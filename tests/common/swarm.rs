@@ -178,12 +178,17 @@ impl Swarm {
         turn
     }
 
-    pub fn init() -> Swarm {
+    /// This binary's turn, the marker CI looks for, and what [`Drop`] undoes, made before
+    /// anything else, so a failing init is cleaned up too.
+    fn begin(marker: &str) -> Swarm {
         let turn = Swarm::turn();
         let gwbridge_before = gwbridge_exists();
-        std::fs::write(MARKER, "made by tests/swarm.rs\n").expect("write the swarm marker");
-        // Made before the init, so a failing init is cleaned up too.
-        let mut swarm = Swarm { node: String::new(), gwbridge_before, worker: None, _turn: turn };
+        std::fs::write(MARKER, marker).expect("write the swarm marker");
+        Swarm { node: String::new(), gwbridge_before, worker: None, _turn: turn }
+    }
+
+    pub fn init() -> Swarm {
+        let mut swarm = Swarm::begin("made by tests/swarm.rs\n");
         docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
         swarm.node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
         swarm
@@ -192,10 +197,7 @@ impl Swarm {
     /// A manager (this engine, advertising its veth address) and a worker (a second dockerd
     /// in a network namespace) with the session image loaded.
     pub fn two_nodes() -> Swarm {
-        let turn = Swarm::turn();
-        let gwbridge_before = gwbridge_exists();
-        std::fs::write(MARKER, "made by tests/swarm.rs (two nodes)\n").expect("write the swarm marker");
-        let mut swarm = Swarm { node: String::new(), gwbridge_before, worker: None, _turn: turn };
+        let mut swarm = Swarm::begin("made by tests/swarm.rs (two nodes)\n");
         swarm.worker = Some(Worker::start());
         docker_ok(&["swarm", "init", "--advertise-addr", MANAGER_IP]);
         swarm.node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);

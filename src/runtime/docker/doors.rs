@@ -51,6 +51,14 @@ struct Door {
     relays: CancellationToken,
 }
 
+impl Door {
+    /// Stops the listener and every relay.
+    fn shut(&self) {
+        self.listener.cancel();
+        self.relays.cancel();
+    }
+}
+
 impl Default for Doors {
     fn default() -> Self {
         Doors { open: Mutex::default(), relays: Arc::new(Semaphore::new(IN_ALL)) }
@@ -74,8 +82,7 @@ impl Doors {
             Relays { stop: door.relays.clone(), here: Arc::new(Semaphore::new(PER_DOOR)), all: self.relays.clone() };
         let stop = door.listener.clone();
         if let Some(old) = self.lock().insert(container.to_string(), door) {
-            old.listener.cancel();
-            old.relays.cancel();
+            old.shut();
         }
         tokio::spawn(listen(reserved.listener, server, stop, relays, short(container)));
     }
@@ -91,16 +98,14 @@ impl Doors {
     /// Forgets a container's door and cuts what is left of its relays.
     pub fn cut(&self, container: &str) {
         if let Some(door) = self.lock().remove(container) {
-            door.listener.cancel();
-            door.relays.cancel();
+            door.shut();
         }
     }
 
     /// Closes every door and relay (shutdown, after the sessions are gone).
     pub fn close_all(&self) {
         for (_, door) in self.lock().drain() {
-            door.listener.cancel();
-            door.relays.cancel();
+            door.shut();
         }
     }
 

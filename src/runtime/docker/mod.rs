@@ -252,6 +252,17 @@ impl DockerRuntime {
         Ok(out)
     }
 
+    /// Whether a removal found the engine silent less than [`ENGINE_SILENT_FOR`] ago.
+    fn engine_silent(&self) -> bool {
+        let since = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
+        since.is_some_and(|t| t.elapsed() < ENGINE_SILENT_FOR)
+    }
+
+    /// What a removal found: the engine answered, or it did not.
+    fn heard_from_engine(&self, answered: bool) {
+        *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = (!answered).then(Instant::now);
+    }
+
     /// Removes a container this runtime made for a start that failed.
     async fn discard(&self, id: &str) {
         if let Err(e) = self.remove(id.to_string()).await {
@@ -348,8 +359,7 @@ impl Runtime for DockerRuntime {
             // Nobody new gets in while the server stops; its last words still go out.
             self.doors.close(&container_id);
             let _permit = self.removals.acquire().await;
-            let silent = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
-            if silent.is_some_and(|t| t.elapsed() < ENGINE_SILENT_FOR) {
+            if self.engine_silent() {
                 return Err(RuntimeError::Unreachable("it did not answer a removal just before".into()));
             }
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
@@ -359,9 +369,9 @@ impl Runtime for DockerRuntime {
             let stop = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
             match timed_within(limit, docker.stop_container(&container_id, Some(stop))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => {}
-                Err(RuntimeError::Unreachable(e)) => {
-                    *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                    return Err(RuntimeError::Unreachable(e));
+                Err(e @ RuntimeError::Unreachable(_)) => {
+                    self.heard_from_engine(false);
+                    return Err(e);
                 }
                 Err(e) => debug!(container = %container_id, error = %e, "stop failed; removing by force"),
             }
@@ -371,10 +381,7 @@ impl Runtime for DockerRuntime {
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
             };
-            *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = match &removed {
-                Err(RuntimeError::Unreachable(_)) => Some(Instant::now()),
-                _ => None,
-            };
+            self.heard_from_engine(!matches!(removed, Err(RuntimeError::Unreachable(_))));
             if removed.is_ok() {
                 self.doors.cut(&container_id);
                 self.networks.left(&self.engine, &container_id).await;
