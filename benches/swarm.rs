@@ -9,15 +9,10 @@
 //!   same engine;
 //! - end latency, owner leaves to the session's service (or container) gone, for both hubs.
 
-#[path = "../tests/common/mod.rs"]
 mod common;
 
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, NetworkAttachmentConfig, NetworkCreateRequest,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
-};
-use bollard::query_parameters::{ListContainersOptions, ListServicesOptions, ListTasksOptions};
+use bollard::query_parameters::{ListContainersOptions, ListServicesOptions};
+use common::swarm_floor::{self, Floor};
 use common::{docker, docker_ok, TestHub};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,88 +29,13 @@ fn summary(mut v: Vec<Duration>) -> (f64, f64) {
     (pct(&v, 0.5), pct(&v, 0.9))
 }
 
-/// True if a server answers at `addr` and keeps the connection open a moment (not a proxy
-/// with nothing behind it).
-async fn answers(addr: std::net::SocketAddr) -> bool {
-    use tokio::io::AsyncReadExt;
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    let mut b = [0u8; 1];
-    tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await.is_err()
-}
-
-/// The Swarm floor: a bare service until its task runs and its port answers; then its removal.
+/// The Swarm floor: a bare service until its task runs and its port answers (held 100 ms);
+/// then its removal.
 async fn floor_once(docker: &bollard::Docker, image: &str, port: u16, run: &str) -> Duration {
-    let labels = HashMap::from([
-        ("io.troop-hub.managed".to_string(), "true".to_string()),
-        ("io.troop-hub.hub".to_string(), run.to_string()),
-    ]);
-    let t = Instant::now();
-    let network = NetworkCreateRequest {
-        name: format!("{run}-net"),
-        driver: Some("overlay".into()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    };
-    let network = docker.create_network(network).await.expect("create the floor network").id;
-    let spec = ServiceSpec {
-        name: Some(format!("{run}-floor")),
-        labels: Some(labels.clone()),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(image.into()),
-                labels: Some(labels),
-                args: Some(vec!["--port".into(), "57890".into()]),
-                env: Some(vec![format!("TROOP_PASSWORD_MD5={}", troop_server::md5_hex("pw"))]),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
-            networks: Some(vec![NetworkAttachmentConfig { target: Some(network.clone()), ..Default::default() }]),
-            ..Default::default()
-        }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        endpoint_spec: Some(EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(57890),
-                published_port: Some(i64::from(port)),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = docker.create_service(spec, None).await.expect("create the floor service").id.expect("service id");
-    let filters = HashMap::from([("service".to_string(), vec![id.clone()])]);
-    loop {
-        let tasks = docker.list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) })).await.expect("tasks");
-        let running = tasks
-            .iter()
-            .any(|t| t.status.as_ref().and_then(|s| s.state.as_ref()).is_some_and(|s| s.to_string() == "running"));
-        if running && answers(([127, 0, 0, 1], port).into()).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = t.elapsed();
-    docker.delete_service(&id).await.expect("remove the floor service");
-    let label = HashMap::from([("label".to_string(), vec![format!("io.troop-hub.hub={run}")])]);
-    while !docker
-        .list_containers(Some(ListContainersOptions { all: true, filters: Some(label.clone()), ..Default::default() }))
-        .await
-        .expect("containers")
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    while docker.remove_network(&network).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let probe = ([127, 0, 0, 1], port).into();
+    let f = Floor { image, run, k: 0, node: None, port, probe, hold: Duration::from_millis(100) };
+    let (took, made) = swarm_floor::start(docker, &f).await;
+    swarm_floor::remove(docker, made).await;
     took
 }
 

@@ -5,51 +5,12 @@
 
 mod common;
 
+use common::engine_switch::{behind_switch, CLOSED, FORWARD, STALLED};
 use common::{TestHub, T};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
 use troop_hub::admin::{self, start_session};
-
-const CLOSED: u8 = 0;
-const STALLED: u8 = 1;
-const FORWARD: u8 = 2;
-
-/// Listens on `path`; each connection is closed, held silent, or forwarded to the real engine.
-fn engine_switch(path: std::path::PathBuf, mode: Arc<AtomicU8>) {
-    let listener = UnixListener::bind(&path).expect("bind the forwarder socket");
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let switch = mode.clone();
-            let mode = mode.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                match mode {
-                    CLOSED => drop(client),
-                    STALLED => {
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                        drop(client);
-                    }
-                    _ => {
-                        if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
-                            // A connection kept for reuse goes too when the engine is switched off.
-                            let switched = async {
-                                while switch.load(Ordering::SeqCst) == FORWARD {
-                                    tokio::time::sleep(Duration::from_millis(20)).await;
-                                }
-                            };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut client, &mut engine) => {}
-                                () = switched => {}
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-}
 
 async fn query(hub: &TestHub, name: &str) -> Value {
     admin::request(hub.addr, &json!({"type": "query", "name": name}), T).await.expect("query answered")["result"]
@@ -60,10 +21,7 @@ async fn query(hub: &TestHub, name: &str) -> Value {
 async fn starts_fail_fast_while_the_engine_is_away_and_the_hub_recovers_by_itself() {
     common::session_image();
     let mut hub = TestHub::new("engine_timeout: 2s");
-    let sock = hub.dir.path().join("engine.sock");
-    let mode = Arc::new(AtomicU8::new(CLOSED));
-    engine_switch(sock.clone(), mode.clone());
-    hub.envs.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
+    let mode = behind_switch(&mut hub, CLOSED);
     let hub = hub.start().await;
     let down = "The hub cannot reach its Docker engine right now; try again in a moment";
 
@@ -112,10 +70,7 @@ async fn a_sigterm_with_the_engine_stalled_ends_within_a_bound_and_the_next_hub_
         "engine_timeout: 2s\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
     ));
     hub.ports = common::wide_range(32);
-    let sock = hub.dir.path().join("engine.sock");
-    let mode = Arc::new(AtomicU8::new(FORWARD));
-    engine_switch(sock.clone(), mode.clone());
-    hub.envs.push(("DOCKER_HOST".into(), format!("unix://{}", sock.display())));
+    let mode = behind_switch(&mut hub, FORWARD);
     let mut hub = hub.start().await;
     let owners = common::start_many(&hub, "s", n, T).await;
     hub.wait_containers(n).await;

@@ -1,14 +1,17 @@
 //! The Swarm runtime against a real swarm that each test makes on this machine's engine and
 //! leaves afterwards, also when it fails (`common::swarm`): a single node, or two, the second
 //! a dockerd of its own in a network namespace joined as a worker. The tests take turns: an
-//! engine is in one swarm at a time.
+//! engine is in one swarm at a time. One test puts a slow forwarder (`common::engine_switch`)
+//! between the hub and its manager.
 
 mod common;
 
+use common::engine_switch::{behind_switch, FORWARD, SLOW};
 use common::swarm::{Swarm, Worker, MANAGER_IP, WORKER_IP};
 use common::{docker_ok, eventually, http, owner, TestHub, T};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use troop_hub::admin::{self, start_session};
 use troop_server::client::{login, ClientError, TroopClient};
@@ -520,4 +523,39 @@ async fn a_warm_pool_on_a_swarm_node_serves_a_start_and_the_hub_removes_it_at_sh
     assert_eq!(hub.wait_exit(T * 2).await, Some(0));
     nothing_left(&hub).await;
     drop(o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_hub_removes_every_service_at_a_sigterm_while_its_manager_answers_slowly() {
+    let _swarm = Swarm::init();
+    // Each call then takes longer than engine_timeout (2 s) but less than a removal's own
+    // limit (x 6): a removal that looked at the service with engine_timeout gave up and left it
+    // running (39 of 1,000 at a SIGTERM on two nodes).
+    let n = 6;
+    let mut hub = TestHub::new(&format!(
+        "runtime: swarm\nengine_timeout: 2s\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
+    ));
+    hub.ports = common::wide_range(16);
+    let mode = behind_switch(&mut hub, FORWARD);
+    let mut hub = hub.start().await;
+    let owners = common::start_many(&hub, "s", n, T).await;
+    let filter = format!("label=io.troop-hub.hub={}", hub.id);
+    assert_eq!(docker_ok(&["service", "ls", "-q", "--filter", &filter]).lines().count(), n);
+
+    mode.store(SLOW, Ordering::SeqCst);
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(Duration::from_secs(150)).await, Some(0), "{}", hub.log());
+    drop(owners);
+    let log = hub.log();
+    assert!(!log.contains("left running for the next hub"), "a slow manager is not a dead one:\n{log}");
+    eventually("every service and its container gone", T, async || {
+        let services = docker_ok(&["service", "ls", "-q", "--filter", &filter]);
+        let containers = hub.containers();
+        if services.is_empty() && containers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("services {services:?}, containers {containers:?}"))
+        }
+    })
+    .await;
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod engine_switch;
 pub mod swarm;
 
 use std::net::SocketAddr;

