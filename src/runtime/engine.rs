@@ -59,11 +59,33 @@ pub(super) fn hub_filter(hub_id: &str) -> HashMap<String, Vec<String>> {
 pub(super) struct Engine {
     docker: tokio::sync::Mutex<Option<Docker>>,
     config: std::sync::RwLock<Config>,
+    /// When a removal last found the engine not answering ([`ENGINE_SILENT_FOR`]).
+    silent_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// After a removal finds the engine not answering, the next removals fail at once for this
+/// long instead of each waiting out its limit (a SIGTERM of 1,000 sessions would otherwise
+/// wait for hours on an engine that deadlocked).
+pub(super) const ENGINE_SILENT_FOR: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub(super) fn new(config: Config) -> Engine {
-        Engine { docker: tokio::sync::Mutex::new(None), config: std::sync::RwLock::new(config) }
+        Engine {
+            docker: tokio::sync::Mutex::new(None),
+            config: std::sync::RwLock::new(config),
+            silent_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a removal found the engine silent less than [`ENGINE_SILENT_FOR`] ago.
+    pub(super) fn silent(&self) -> bool {
+        let since = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
+        since.is_some_and(|t| t.elapsed() < ENGINE_SILENT_FOR)
+    }
+
+    /// What a removal found: the engine answered, or it did not.
+    pub(super) fn heard(&self, answered: bool) {
+        *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = (!answered).then(tokio::time::Instant::now);
     }
 
     pub(super) fn config(&self) -> Config {

@@ -64,7 +64,11 @@ async fn forward(client: UnixStream, engine: UnixStream, switch: Arc<AtomicU8>) 
         }
         let _ = to_engine.shutdown().await;
     };
-    let answers = tokio::io::copy(&mut from_engine, &mut to_client);
+    let answers = async {
+        let _ = tokio::io::copy(&mut from_engine, &mut to_client).await;
+        // The engine closed: so does the hub's side, as a real engine socket would.
+        let _ = to_client.shutdown().await;
+    };
     tokio::select! {
         _ = futures_util::future::join(requests, answers) => {}
         () = switched => {}

@@ -41,11 +41,6 @@ const PARALLEL_REMOVALS: usize = 8;
 /// Connections the front door relays at once, in all (2 of the hub's open files each).
 pub const FRONT_DOOR_RELAYS: usize = doors::IN_ALL;
 
-/// After a removal found the engine not answering, how long later removals fail at once
-/// instead of each waiting out its own timeout (1,000 of them at SIGTERM, 8 at a time, would
-/// take hours); reconcile retries them, and after a stop the next hub adopts or removes them.
-const ENGINE_SILENT_FOR: Duration = Duration::from_secs(30);
-
 /// Containers inspected at once when listing this hub's servers (adoption after a restart).
 const INSPECTS_AT_ONCE: usize = 16;
 
@@ -61,8 +56,6 @@ pub struct DockerRuntime {
     starts: std::sync::atomic::AtomicU64,
     /// The sessions' ports the hub holds itself (`front_door`).
     doors: Doors,
-    /// When a removal last found the engine not answering ([`ENGINE_SILENT_FOR`]).
-    silent_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What inspecting a session container tells.
@@ -94,7 +87,6 @@ impl DockerRuntime {
             userland_proxy: std::sync::Arc::new(AtomicBool::new(false)),
             starts: std::sync::atomic::AtomicU64::new(0),
             doors: Doors::default(),
-            silent_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -262,17 +254,6 @@ impl DockerRuntime {
         Ok(out)
     }
 
-    /// Whether a removal found the engine silent less than [`ENGINE_SILENT_FOR`] ago.
-    fn engine_silent(&self) -> bool {
-        let since = *self.silent_since.lock().unwrap_or_else(|p| p.into_inner());
-        since.is_some_and(|t| t.elapsed() < ENGINE_SILENT_FOR)
-    }
-
-    /// What a removal found: the engine answered, or it did not.
-    fn heard_from_engine(&self, answered: bool) {
-        *self.silent_since.lock().unwrap_or_else(|p| p.into_inner()) = (!answered).then(Instant::now);
-    }
-
     /// Removes a container this runtime made for a start that failed.
     async fn discard(&self, id: &str) {
         if let Err(e) = self.remove(id.to_string()).await {
@@ -374,7 +355,7 @@ impl Runtime for DockerRuntime {
             // Nobody new gets in while the server stops; its last words still go out.
             self.doors.close(&container_id);
             let _permit = self.removals.acquire().await;
-            if self.engine_silent() {
+            if self.engine.silent() {
                 return Err(RuntimeError::Unreachable("it did not answer a removal just before".into()));
             }
             // Removal may queue behind others in a busy engine: allow it longer than other calls.
@@ -385,7 +366,7 @@ impl Runtime for DockerRuntime {
             match timed_within(limit, docker.stop_container(&container_id, Some(stop))).await {
                 Ok(()) | Err(RuntimeError::NotFound) => {}
                 Err(e @ RuntimeError::Unreachable(_)) => {
-                    self.heard_from_engine(false);
+                    self.engine.heard(false);
                     return Err(e);
                 }
                 Err(e) => debug!(container = %container_id, error = %e, "stop failed; removing by force"),
@@ -396,7 +377,7 @@ impl Runtime for DockerRuntime {
                 Err(RuntimeError::Failed(m)) if m.contains("already in progress") => Ok(()),
                 Err(e) => Err(e),
             };
-            self.heard_from_engine(!matches!(removed, Err(RuntimeError::Unreachable(_))));
+            self.engine.heard(!matches!(removed, Err(RuntimeError::Unreachable(_))));
             if removed.is_ok() {
                 self.doors.cut(&container_id);
                 self.networks.left(&self.engine, &container_id).await;

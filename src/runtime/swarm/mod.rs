@@ -323,12 +323,12 @@ impl Runtime for SwarmRuntime {
                 Ok(r) => match r.id {
                     Some(id) => id,
                     None => {
-                        self.remove_network(&docker, &network, 20).await;
+                        self.remove_network(&docker, &network, 20, c.engine_timeout).await;
                         return Err(RuntimeError::Failed("the engine created a service without an id".into()).into());
                     }
                 },
                 Err(e) => {
-                    self.remove_network(&docker, &network, 20).await;
+                    self.remove_network(&docker, &network, 20, c.engine_timeout).await;
                     return Err(e.into());
                 }
             };
@@ -347,8 +347,15 @@ impl Runtime for SwarmRuntime {
     fn remove(&self, service_id: String) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let _permit = self.removals.acquire().await;
+            // A manager that did not answer a removal just before is not waited for again
+            // (see ENGINE_SILENT_FOR); a slow one is: its calls have the removal's own limit.
+            if self.engine.silent() {
+                return Err(RuntimeError::Unreachable("it did not answer a removal just before".into()));
+            }
             let docker = self.engine.client().await?;
-            self.remove_service(&docker, &service_id).await
+            let removed = self.remove_service(&docker, &service_id).await;
+            self.engine.heard(!matches!(removed, Err(RuntimeError::Unreachable(_))));
+            removed
         })
     }
 
@@ -448,7 +455,7 @@ impl Runtime for SwarmRuntime {
                 let session = n.labels.as_ref().and_then(|l| l.get(LABEL_SESSION_ID));
                 if session.is_some_and(|s| !live.contains(s)) {
                     if let Some(id) = n.id {
-                        self.remove_network(&docker, &id, 1).await;
+                        self.remove_network(&docker, &id, 1, c.engine_timeout).await;
                     }
                 }
             }
@@ -502,12 +509,14 @@ mod tests {
             task(Some("a"), 7, "a-new"),
             task(None, 99, "no-service"),
             task(Some("a"), 5, "a-mid"),
+            task(Some("c"), 4, "c-first"),
+            task(Some("c"), 4, "c-second"),
         ];
         let by = tasks::newest_by_service(&tasks);
         let id = |s: &str| by.get(s).and_then(|t| t.id.as_deref());
-        assert_eq!((id("a"), id("b"), by.len()), (Some("a-new"), Some("b-only"), 2));
-        // The same answer as the one-service rule, service by service.
-        for s in ["a", "b"] {
+        assert_eq!((id("a"), id("b"), by.len()), (Some("a-new"), Some("b-only"), 3));
+        // The same answer as the one-service rule, service by service, ties included.
+        for s in ["a", "b", "c"] {
             let mine: Vec<_> = tasks.iter().filter(|t| t.service_id.as_deref() == Some(s)).cloned().collect();
             assert_eq!(newest(&mine).and_then(|t| t.id.as_deref()), id(s));
         }

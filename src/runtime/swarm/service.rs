@@ -49,13 +49,15 @@ impl SwarmRuntime {
     }
 
     /// Removes a network, trying `attempts` times while the engine still has the task's
-    /// endpoint on it.
-    pub(super) async fn remove_network(&self, docker: &Docker, id: &str, attempts: u32) {
+    /// endpoint on it (each try within `limit`; an engine that does not answer is not tried
+    /// again).
+    pub(super) async fn remove_network(&self, docker: &Docker, id: &str, attempts: u32, limit: Duration) {
         for attempt in 1..=attempts {
-            match self.timed(docker.remove_network(id)).await {
+            match timed_within(limit, docker.remove_network(id)).await {
                 Ok(()) | Err(RuntimeError::NotFound) => return,
-                Err(e) if attempt == attempts => {
-                    warn!(network = %id, error = %e, "could not remove a session network; the next reconcile retries")
+                Err(e) if attempt == attempts || matches!(e, RuntimeError::Unreachable(_)) => {
+                    warn!(network = %id, error = %e, "could not remove a session network; the next reconcile retries");
+                    return;
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
@@ -141,7 +143,7 @@ impl SwarmRuntime {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for n in networks {
-            self.remove_network(docker, &n, 20).await;
+            self.remove_network(docker, &n, 20, limit).await;
         }
         Ok(())
     }
@@ -162,7 +164,7 @@ impl SwarmRuntime {
             if !services.contains(session) && old {
                 if let Some(id) = n.id {
                     info!(network = %id, "removing a session network no service uses");
-                    self.remove_network(docker, &id, 1).await;
+                    self.remove_network(docker, &id, 1, c.engine_timeout).await;
                 }
             }
         }

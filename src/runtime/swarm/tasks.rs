@@ -50,7 +50,8 @@ pub(super) fn newest_by_service(tasks: &[Task]) -> HashMap<&str, &Task> {
     for t in tasks {
         let Some(service) = t.service_id.as_deref() else { continue };
         let entry = out.entry(service).or_insert(t);
-        if index(t) > index(entry) {
+        // Ties go to the later one, as with `newest`'s `max_by_key`.
+        if index(t) >= index(entry) {
             *entry = t;
         }
     }
