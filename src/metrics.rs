@@ -12,11 +12,44 @@ use std::time::Duration;
 const LATENCY_BUCKETS: [f64; 16] =
     [0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 15.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
+/// Upper bounds (seconds) of the query time histogram. The hub's own work on a query is tens
+/// of microseconds; the larger buckets show a connection that waited for a busy machine.
+const QUERY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// A Prometheus histogram over `N` bounds (cumulative counts, as exposed).
+struct Histogram<const N: usize> {
+    counts: [u64; N],
     count: u64,
     sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram { counts: [0; N], count: 0, sum: 0.0 }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, bounds: &[f64; N], d: Duration) {
+        let secs = d.as_secs_f64();
+        for (k, bound) in bounds.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[k] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, bounds: &[f64; N], name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP troop_hub_{name} {help}\n# TYPE troop_hub_{name} histogram");
+        for (k, bound) in bounds.iter().enumerate() {
+            let _ = writeln!(out, "troop_hub_{name}_bucket{{le=\"{bound}\"}} {}", self.counts[k]);
+        }
+        let _ = writeln!(out, "troop_hub_{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "troop_hub_{name}_sum {}", self.sum);
+        let _ = writeln!(out, "troop_hub_{name}_count {}", self.count);
+    }
 }
 
 /// Everything the hub counts.
@@ -26,7 +59,9 @@ pub struct Metrics {
     ended: Mutex<BTreeMap<&'static str, u64>>,
     start_failures: Mutex<BTreeMap<&'static str, u64>>,
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    latency: Mutex<Histogram>,
+    latency: Mutex<Histogram<{ LATENCY_BUCKETS.len() }>>,
+    /// Hub-protocol queries, from their connection accepted to the reply written.
+    queries: Mutex<Histogram<{ QUERY_BUCKETS.len() }>>,
     docker_errors: AtomicU64,
     /// Operations applied and evaluations, over every session (from their live streams).
     operations: AtomicU64,
@@ -75,15 +110,12 @@ pub struct ArchiveGauges {
 impl Metrics {
     pub fn session_started(&self, latency: Duration) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let secs = latency.as_secs_f64();
-        for (k, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[k] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).observe(&LATENCY_BUCKETS, latency);
+    }
+
+    /// A hub-protocol query answered, `took` after its connection was accepted.
+    pub fn query_answered(&self, took: Duration) {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner()).observe(&QUERY_BUCKETS, took);
     }
 
     pub fn session_ended(&self, reason: &'static str) {
@@ -226,17 +258,18 @@ impl Metrics {
         for ((kind, outcome), v) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "troop_hub_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {v}");
         }
-        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP troop_hub_session_start_seconds Time from a start request to the session accepting connections.\n# TYPE troop_hub_session_start_seconds histogram"
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).render(
+            &mut out,
+            &LATENCY_BUCKETS,
+            "session_start_seconds",
+            "Time from a start request to the session accepting connections.",
         );
-        for (k, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "troop_hub_session_start_seconds_bucket{{le=\"{bound}\"}} {}", h.counts[k]);
-        }
-        let _ = writeln!(out, "troop_hub_session_start_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "troop_hub_session_start_seconds_sum {}", h.sum);
-        let _ = writeln!(out, "troop_hub_session_start_seconds_count {}", h.count);
+        self.queries.lock().unwrap_or_else(|p| p.into_inner()).render(
+            &mut out,
+            &QUERY_BUCKETS,
+            "query_seconds",
+            "Hub-protocol queries, from their connection accepted to the reply written (the hub's own time, without the wait in the kernel's accept queue).",
+        );
         out
     }
 }
@@ -251,6 +284,7 @@ mod tests {
         m.session_started(Duration::from_millis(180));
         m.session_ended("owner_left");
         m.request("query", "ok");
+        m.query_answered(Duration::from_micros(300));
         let pool = crate::hub::PoolInfo { target: 2, ready: 1, starting: 1, warm_starts: 5, ..Default::default() };
         let archive = Some(ArchiveGauges { write_errors: 4, dropped_lines: 5, queue_depth: 6 });
         let g = Gauges {
@@ -270,6 +304,9 @@ mod tests {
         assert!(text.contains("troop_hub_requests_total{type=\"query\",outcome=\"ok\"} 1"));
         assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.15\"} 0"));
         assert!(text.contains("troop_hub_session_start_seconds_bucket{le=\"0.2\"} 1"));
+        assert!(text.contains("troop_hub_query_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("troop_hub_query_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("troop_hub_query_seconds_count 1\n"));
         assert!(text.contains("troop_hub_sessions_cap 10"));
         assert!(text.contains("troop_hub_nodes_usable 1"));
         assert!(text.contains("troop_hub_performers 2"));

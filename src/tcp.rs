@@ -67,6 +67,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => {
+                let accepted_at = std::time::Instant::now();
                 let (stream, peer) = match accepted {
                     Ok(a) => {
                         backoff.reset();
@@ -83,7 +84,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
                         let hub = hub.clone();
                         tasks.spawn(async move {
                             hub.metrics.connection_opened();
-                            handle(stream, peer, hub.clone(), slot).await;
+                            handle(stream, peer, hub.clone(), slot, accepted_at).await;
                             hub.metrics.connection_closed();
                         });
                     }
@@ -123,8 +124,9 @@ async fn error(stream: &mut TcpStream, message: &str) {
 /// `slot` is the connection's place under the connection caps, held until it ends, except by
 /// an owner: an owner's connection lasts as long as its session, which `max_sessions` and the
 /// per-address session limit already bound (1,000 owners would otherwise fill the default cap
-/// of 1,024 and leave no room for a query).
-async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, slot: Slot) {
+/// of 1,024 and leave no room for a query). `accepted_at`: when the connection was accepted,
+/// from which a query is timed.
+async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, slot: Slot, accepted_at: std::time::Instant) {
     let config = hub.config();
     let first = tokio::time::timeout(config.request_timeout, wire::read_frame(&mut stream)).await;
     let request = match first {
@@ -149,6 +151,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, slot: Sl
             let result = hub.query(&name).map(|(host, port)| json!([host, port]));
             hub.metrics.request("query", "ok");
             reply(&mut stream, json!({ "result": result })).await;
+            hub.metrics.query_answered(accepted_at.elapsed());
         }
         Request::List if trusted => {
             hub.metrics.request("list", "ok");

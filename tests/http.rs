@@ -157,6 +157,14 @@ async fn metrics_follow_sessions() {
     assert_eq!(metric(&during, "troop_hub_session_start_seconds_count"), 1.0);
     assert_eq!(metric(&during, "troop_hub_ports_free"), 4.0);
     assert_eq!(metric(&during, "troop_hub_requests_total{type=\"server\",outcome=\"ok\"}"), 1.0);
+    assert_eq!(metric(&during, "troop_hub_query_seconds_count"), 0.0);
+    // A query is timed from its connection accepted to its reply written.
+    let answer =
+        admin::request(hub.addr, &json!({"type": "query", "name": "m"}), T).await.expect("the query is answered");
+    assert_eq!(answer["result"][1], o.port);
+    let queried = http(hub.http, "GET", "/metrics", None, None).await.body;
+    assert_eq!(metric(&queried, "troop_hub_query_seconds_count"), 1.0);
+    assert_eq!(metric(&queried, "troop_hub_query_seconds_bucket{le=\"1\"}"), 1.0);
     drop(o);
     let after = eventually("the end to be counted", T, async || {
         let m = http(hub.http, "GET", "/metrics", None, None).await.body;

@@ -437,10 +437,11 @@ pub fn log_micros(log: &str, what: &str, field: &str) -> Vec<Duration> {
         .collect()
 }
 
-/// A runtime for query clients whose threads run at `nice` (set as each thread starts). At -10
-/// the clients stand in for performers on other machines: their own waits for these two busy
-/// cores are then mostly not counted, and what is left is the server's.
-pub fn generator(nice: i32) -> tokio::runtime::Runtime {
+/// A runtime for query clients whose threads run at `nice` (set as each thread starts), on
+/// the CPUs `cpus` (empty: any). At -10 the clients stand in for performers on other machines:
+/// their own waits for these two busy cores are then mostly not counted, and what is left is
+/// the server's. On a core of their own they do not take the server's either.
+pub fn generator(nice: i32, cpus: &'static [usize]) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("generator")
@@ -448,9 +449,61 @@ pub fn generator(nice: i32) -> tokio::runtime::Runtime {
         .on_thread_start(move || {
             // SAFETY: setpriority on the calling thread (who = 0); an error leaves it as it was.
             unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) };
+            pin(0, cpus);
         })
         .build()
         .expect("the generator's runtime")
+}
+
+/// Puts thread `tid` (0: the calling one) on the CPUs `cpus` (empty: every CPU); whether it took.
+fn pin(tid: libc::pid_t, cpus: &[usize]) -> bool {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (ids < CPU_SETSIZE);
+    // sched_setaffinity reads it and changes only that thread's placement.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let all = std::thread::available_parallelism().map_or(2, |n| n.get()).max(cpus.len());
+        let chosen: Vec<usize> = if cpus.is_empty() { (0..all).collect() } else { cpus.to_vec() };
+        for c in chosen {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Puts every thread of process `pid` on the CPUs `cpus` (empty: every CPU); returns how many
+/// threads took it. Threads the process starts later inherit it from the one starting them.
+pub fn pin_threads(pid: u32, cpus: &[usize]) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&tid| pin(tid, cpus))
+        .count()
+}
+
+/// The hub's own time on the queries answered between two `/metrics` pages, from its
+/// `troop_hub_query_seconds` histogram (connection accepted to reply written): the share
+/// answered within 5 ms, and the bucket bound (ms) under which 99 % were answered.
+pub fn hub_own_query_times(before: &str, after: &str) -> (f64, f64) {
+    let buckets = |page: &str| -> Vec<(f64, f64)> {
+        page.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("troop_hub_query_seconds_bucket{le=\"")?;
+                let (bound, count) = rest.split_once("\"} ")?;
+                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let grown: Vec<(f64, f64)> = a.iter().zip(&b).map(|(&(bound, n), &(_, m))| (bound, n - m)).collect();
+    let total = grown.last().map_or(0.0, |&(_, n)| n);
+    if total == 0.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let within_5ms = grown.iter().find(|&&(bound, _)| bound >= 0.005).map_or(0.0, |&(_, n)| n / total);
+    let p99 = grown.iter().find(|&&(_, n)| n >= total * 0.99).map_or(f64::INFINITY, |&(bound, _)| bound * 1000.0);
+    (within_5ms, p99)
 }
 
 /// Sets the nice value of every thread of process `pid` (Linux's is per thread); returns how

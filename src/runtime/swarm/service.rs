@@ -1,7 +1,8 @@
 //! A session's Swarm service and its own overlay network: what the service looks like (the
 //! shared [`ServerSpec`] plus placement, restart `none`, a host-mode port, no virtual IP),
 //! creating the network, removing a service (waiting until its task, which holds the host
-//! port, is gone), and sweeping networks a killed hub left without a service.
+//! port, is gone; one removed from outside is known by its tasks), and sweeping networks a
+//! killed hub left without a service.
 
 use super::super::engine::{hub_filter, timed_within};
 use super::super::spec::{labelled, ServerSpec};
@@ -113,7 +114,8 @@ impl SwarmRuntime {
                     let nets = spec.task_template.and_then(|t| t.networks).unwrap_or_default();
                     (nets.into_iter().filter_map(|n| n.target).collect(), session)
                 }
-                Err(RuntimeError::NotFound) => (Vec::new(), None),
+                // Removed from outside: its tasks, while Swarm stops them, still name both.
+                Err(RuntimeError::NotFound) => self.left_by(docker, id, limit).await?,
                 Err(e) => return Err(e),
             };
         match timed_within(limit, docker.delete_service(id)).await {
@@ -146,6 +148,35 @@ impl SwarmRuntime {
             self.remove_network(docker, &n, 20, limit).await;
         }
         Ok(())
+    }
+
+    /// The networks and the session of a service already removed (from outside the hub), from
+    /// its tasks as long as Swarm has them; none once they are gone too (the sweep then removes
+    /// the network).
+    async fn left_by(
+        &self,
+        docker: &Docker,
+        service: &str,
+        limit: Duration,
+    ) -> Result<(Vec<String>, Option<String>), RuntimeError> {
+        let opts = ListTasksOptions { filters: Some(hub_filter(&self.config().hub_id)) };
+        let tasks = match timed_within(limit, docker.list_tasks(Some(opts))).await {
+            Ok(t) => t,
+            Err(RuntimeError::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (mut networks, mut session) = (Vec::new(), None);
+        for t in tasks.into_iter().filter(|t| t.service_id.as_deref() == Some(service)) {
+            let spec = t.spec.unwrap_or_default();
+            let labels = spec.container_spec.and_then(|c| c.labels).unwrap_or_default();
+            session = session.or_else(|| labels.get(LABEL_SESSION_ID).cloned());
+            for n in spec.networks.unwrap_or_default().into_iter().filter_map(|n| n.target) {
+                if !networks.contains(&n) {
+                    networks.push(n);
+                }
+            }
+        }
+        Ok((networks, session))
     }
 
     /// Session networks of this hub whose session has no service, older than a start can

@@ -1,11 +1,12 @@
 //! Swarm tasks as the swarm runtime reads them: their states, Swarm's words on them, when a
 //! session's task has ended and why, and the task watch that turns that into exit events
-//! (Swarm has no task events: the watch looks twice a second).
+//! (Swarm has no task events: the watch lists this hub's tasks twice a second; one list, not
+//! the services too, since a removed service's tasks say so and then vanish with it).
 
 use super::super::engine::{hub_filter, timed_within};
 use super::super::{exit_reason, RuntimeError, RuntimeEvent};
 use bollard::models::Task;
-use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
+use bollard::query_parameters::ListTasksOptions;
 use bollard::Docker;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -74,10 +75,15 @@ pub(super) fn task_end(t: &Task) -> Option<(String, bool)> {
         return Some((reason, false));
     }
     match desired_state(t).as_str() {
-        "shutdown" | "remove" => Some(("its machine went down or was drained".to_string(), false)),
+        // Swarm wants a removed service's tasks removed.
+        "remove" => Some((SERVICE_REMOVED.to_string(), false)),
+        "shutdown" => Some(("its machine went down or was drained".to_string(), false)),
         _ => None,
     }
 }
+
+/// Why a session ended whose service was removed from outside the hub.
+pub(super) const SERVICE_REMOVED: &str = "the session's service was removed";
 
 /// The state of the task watch behind [`SwarmRuntime::events`].
 pub(super) struct TaskWatch {
@@ -93,39 +99,39 @@ pub(super) struct TaskWatch {
 }
 
 impl TaskWatch {
-    /// One look at the services and tasks; ended sessions are queued as events.
+    /// One look at this hub's tasks; ended sessions are queued as events. A service removed
+    /// from outside first shows its task with the desired state `remove`; once Swarm has
+    /// stopped it, the service's tasks are gone from the list, which also ends its session.
+    /// (The services were listed too, twice a second: with 1,000 sessions that decoded 1,000
+    /// service specs each time to learn what the tasks already say.)
     pub(super) async fn poll(&mut self) -> Result<(), RuntimeError> {
-        let opts = ListServicesOptions { filters: Some(hub_filter(&self.hub_id)), ..Default::default() };
-        let services = timed_within(self.limit, self.docker.list_services(Some(opts))).await?;
         let opts = ListTasksOptions { filters: Some(hub_filter(&self.hub_id)) };
         let tasks = timed_within(self.limit, self.docker.list_tasks(Some(opts))).await?;
-        let ids: HashSet<String> = services.iter().filter_map(|s| s.id.clone()).collect();
         // Each service's newest task, in one pass over the tasks (matching every service
         // against every task cost N x N comparisons twice a second).
         let by_service = newest_by_service(&tasks);
-        for id in &ids {
-            let Some(t) = by_service.get(id.as_str()) else { continue };
-            self.seen.insert(id.clone());
+        for (id, t) in &by_service {
+            self.seen.insert(id.to_string());
             if let Some((reason, idle)) = task_end(t) {
-                if self.reported.insert(id.clone()) {
+                if self.reported.insert(id.to_string()) {
                     debug!(service = %id, state = %task_state(t), "session task ended");
-                    self.pending.push_back(RuntimeEvent::Exited { handle: id.clone(), reason, idle });
+                    self.pending.push_back(RuntimeEvent::Exited { handle: id.to_string(), reason, idle });
                 }
             }
         }
-        // Services removed from outside the hub.
-        let gone: Vec<String> = self.seen.iter().filter(|id| !ids.contains(*id)).cloned().collect();
+        // Services whose tasks are gone: removed.
+        let gone: Vec<String> = self.seen.iter().filter(|id| !by_service.contains_key(id.as_str())).cloned().collect();
         for id in gone {
             self.seen.remove(&id);
             if self.reported.insert(id.clone()) {
                 self.pending.push_back(RuntimeEvent::Exited {
                     handle: id,
-                    reason: "the session's service was removed".into(),
+                    reason: SERVICE_REMOVED.into(),
                     idle: false,
                 });
             }
         }
-        self.reported.retain(|id| ids.contains(id));
+        self.reported.retain(|id| by_service.contains_key(id.as_str()));
         Ok(())
     }
 }
