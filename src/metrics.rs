@@ -268,7 +268,7 @@ impl Metrics {
             &mut out,
             &QUERY_BUCKETS,
             "query_seconds",
-            "Hub-protocol queries, from their connection accepted to the reply written (the hub's own time, without the wait in the kernel's accept queue).",
+            "Hub-protocol queries, from their connection accepted to the reply written (without the wait in the kernel's accept queue; with the wait for the client's request).",
         );
         out
     }

@@ -363,24 +363,31 @@ impl Runtime for SwarmRuntime {
         Box::pin(async move {
             let c = self.config();
             let docker = self.engine.client().await?;
+            // Each service's running task's node, in one pass (looking it up per service was
+            // N x N, at every reconcile), and the tasks dropped before the services come: the
+            // two lists decoded side by side at 1,000 sessions left the allocator holding both.
+            let running: HashMap<String, Option<String>> = self
+                .tasks(&docker, None)
+                .await?
+                .into_iter()
+                .filter(|t| task_state(t) == "running" && task_end(t).is_none())
+                .filter_map(|t| Some((t.service_id?, t.node_id)))
+                .collect();
             let opts = ListServicesOptions { filters: Some(hub_filter(&c.hub_id)), ..Default::default() };
             let services = self.timed(docker.list_services(Some(opts))).await?;
-            let tasks = self.tasks(&docker, None).await?;
             let mut out = Vec::new();
             for s in services {
                 let Some(id) = s.id.clone() else { continue };
                 let spec = s.spec.unwrap_or_default();
                 let l = labelled(&spec.labels.clone().unwrap_or_default());
-                let running_task = tasks.iter().find(|t| {
-                    t.service_id.as_deref() == Some(id.as_str()) && task_state(t) == "running" && task_end(t).is_none()
-                });
+                let running_task = running.get(id.as_str());
                 let template = spec.task_template.as_ref();
                 let constraint = template
                     .and_then(|t| t.placement.as_ref())
                     .and_then(|p| p.constraints.as_ref())
                     .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
                 let env = template.and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
-                let node = running_task.and_then(|t| t.node_id.clone()).or(constraint);
+                let node = running_task.cloned().flatten().or(constraint);
                 let control = match (&node, l.port) {
                     (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
                     _ => None,

@@ -111,7 +111,9 @@ impl TaskWatch {
         // against every task cost N x N comparisons twice a second).
         let by_service = newest_by_service(&tasks);
         for (id, t) in &by_service {
-            self.seen.insert(id.to_string());
+            if !self.seen.contains(*id) {
+                self.seen.insert(id.to_string());
+            }
             if let Some((reason, idle)) = task_end(t) {
                 if self.reported.insert(id.to_string()) {
                     debug!(service = %id, state = %task_state(t), "session task ended");
