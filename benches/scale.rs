@@ -8,7 +8,7 @@
 //! - queries from 256 clients, closed loop and paced at 10,000 q/s, against the query floor;
 //!   paced again with the clients' threads at nice -10 (standing in for remote performers),
 //!   with the hub and the floor at nice -10 too, and with the clients on core 0 and the hub and
-//!   the floor on core 1; for each hub run also the hub's own time (its query histogram);
+//!   the floor on core 1; for each hub run also the time inside the hub (its query histogram);
 //! - where the cold starts' time went inside the hub (its `container ready` log line);
 //! - at rest: hub RSS and CPU, the engine's CPU, host memory per session (MemAvailable) and
 //!   each process name's PSS; iptables rules; `docker ps` time;
@@ -210,7 +210,7 @@ fn main() {
             // both at nice -10 too (what an operator's `Nice=-10` for the hub buys), then with
             // the clients on core 0 and the hub and the floor on core 1 (no core shared with
             // the clients; the sessions' shims still run on both). Each hub run also gives the
-            // hub's own time from its query histogram.
+            // time inside the hub from its query histogram.
             let mut raised = Vec::new();
             for (kind, what) in [
                 (5, "clients at nice -10"),
@@ -300,13 +300,13 @@ fn main() {
                 p_create[0], p_create[1], p_start[0], p_start[1], p_ready[0], p_ready[1]
             );
             println!(
-                "      10k q/s: the hub's own time (accepted to answered) p99 under {:.2} ms, {:.2} % within 5 ms",
+                "      10k q/s inside the hub (accepted to answered, the wait for the request included): p99 under {:.2} ms, {:.2} % within 5 ms",
                 paced_own.1,
                 paced_own.0 * 100.0
             );
             for (what, (hub_t, hub_f, own), (floor_t, floor_f, _), why) in &raised {
                 println!(
-                    "      10k q/s, {what}: hub p50/p99/max {:.2}/{:.2}/{:.1} ms ({hub_f} failed; its own p99 under {:.2} ms, {:.2} % within 5 ms), floor {:.2}/{:.2}/{:.1} ({floor_f} failed) {why}",
+                    "      10k q/s, {what}: hub p50/p99/max {:.2}/{:.2}/{:.1} ms ({hub_f} failed; inside the hub p99 under {:.2} ms, {:.2} % within 5 ms), floor {:.2}/{:.2}/{:.1} ({floor_f} failed) {why}",
                     hub_t[0], hub_t[1], hub_t[2], own.1, own.0 * 100.0, floor_t[0], floor_t[1], floor_t[2]
                 );
             }

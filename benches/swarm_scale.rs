@@ -144,7 +144,7 @@ fn main() {
                 hub_cpu * 100.0, engine_cpu * 100.0, placed.0, placed.1
             );
             println!(
-                "      10k q/s: the hub's own time (accepted to answered) p99 under {:.2} ms, {:.2} % within 5 ms",
+                "      10k q/s inside the hub (accepted to answered, the wait for the request included): p99 under {:.2} ms, {:.2} % within 5 ms",
                 own.1,
                 own.0 * 100.0
             );

@@ -481,9 +481,10 @@ pub fn pin_threads(pid: u32, cpus: &[usize]) -> usize {
         .count()
 }
 
-/// The hub's own time on the queries answered between two `/metrics` pages, from its
-/// `troop_hub_query_seconds` histogram (connection accepted to reply written): the share
-/// answered within 5 ms, and the bucket bound (ms) under which 99 % were answered.
+/// The time inside the hub of the queries answered between two `/metrics` pages, from its
+/// `troop_hub_query_seconds` histogram (connection accepted to reply written, which holds the
+/// wait for the client's request but not the wait in the accept queue): the share answered
+/// within 5 ms, and the bucket bound (ms) under which 99 % were answered.
 pub fn hub_own_query_times(before: &str, after: &str) -> (f64, f64) {
     let buckets = |page: &str| -> Vec<(f64, f64)> {
         page.lines()
