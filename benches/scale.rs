@@ -223,9 +223,7 @@ fn main() {
                         7 => {
                             renice_threads(p, -10);
                         }
-                        9 => {
-                            pin_threads(p, &[1]);
-                        }
+                        9 => assert!(pin_threads(p, &[1]) > 0, "could not pin process {p} to core 1"),
                         _ => {}
                     }
                 }

@@ -8,7 +8,8 @@
 //!   overlay network and a bare service of the same image pinned to a node, made through the
 //!   Engine API with no hub, until its task runs and its port answers (`swarm_floor`), the two
 //!   alternated and spread over both nodes;
-//! - queries paced at 10,000 q/s from 256 clients, against the trivial query floor;
+//! - queries paced at 10,000 q/s from 256 clients, against the trivial query floor, and their
+//!   time inside the hub (its `troop_hub_query_seconds` histogram);
 //! - at rest: hub RSS and CPU, both engines' CPU, the machine's busy share, `docker service ls`
 //!   time, and the sessions on each node.
 //!

@@ -228,23 +228,27 @@ async fn a_task_killed_from_outside_ends_the_session_and_is_not_respawned() {
     assert_eq!(hub.containers().len(), 1);
 }
 
-/// The task watch lists tasks only: a service removed from outside must still end its session
-/// with the right words, both while Swarm stops its task and after the task is gone.
+/// The task watch lists tasks only: services removed from outside must still end their
+/// sessions with the right words, and their networks must go too (found through their tasks,
+/// one look serving both removals).
 #[tokio::test]
-async fn a_service_removed_from_outside_ends_the_session_and_tells_its_owner_why() {
+async fn services_removed_from_outside_end_their_sessions_and_tell_their_owners_why() {
     let _swarm = Swarm::init();
     let hub = swarm_hub("").await;
-    let mut o = owner(&hub, "removed", "pw").await;
+    let mut a = owner(&hub, "removed", "pw").await;
+    let mut b = owner(&hub, "also-removed", "pw").await;
     let s = services(&hub);
-    assert_eq!(s.len(), 1);
-    docker_ok(&["service", "rm", &s[0]]);
-    let msg = o.ended(Duration::from_secs(10)).await.expect("the owner is told");
-    assert_eq!(msg, "The session has ended: the session's service was removed.");
+    assert_eq!(s.len(), 2);
+    docker_ok(&["service", "rm", &s[0], &s[1]]);
+    for o in [&mut a, &mut b] {
+        let msg = o.ended(Duration::from_secs(10)).await.expect("the owner is told");
+        assert_eq!(msg, "The session has ended: the session's service was removed.");
+    }
     assert_eq!(query(hub.addr, "removed").await, Value::Null);
     nothing_left(&hub).await;
     hub.wait_ports_free().await;
     let again = owner(&hub, "removed", "pw").await;
-    assert_eq!(again.port, hub.ports.0, "the removed session's port is free again");
+    assert_eq!(again.port, hub.ports.0, "the removed sessions' ports are free again");
 }
 
 #[tokio::test]

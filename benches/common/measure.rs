@@ -1,6 +1,7 @@
 //! What the hub benches measure with, shared by `hub`, `scale` and `swarm_scale`: percentiles
-//! of durations, the engine's own start floor, query clients and the trivial query floor, host
-//! memory and CPU by process, and the cleanup of floor containers.
+//! of durations, the engine's own start floor, query clients (reniced or pinned to CPUs) and
+//! the trivial query floor, the time inside the hub from its query histogram, host memory and
+//! CPU by process, and the cleanup of floor containers.
 
 #[allow(unused_imports)] // used by `hub` and `scale`, not by every bench
 pub use super::load::proc_kib;
@@ -455,19 +456,22 @@ pub fn generator(nice: i32, cpus: &'static [usize]) -> tokio::runtime::Runtime {
         .expect("the generator's runtime")
 }
 
-/// Puts thread `tid` (0: the calling one) on the CPUs `cpus` (empty: every CPU); whether it took.
+/// Puts thread `tid` (0: the calling one) on the CPUs `cpus` (empty: every CPU the kernel
+/// allows it); whether it took.
 fn pin(tid: libc::pid_t, cpus: &[usize]) -> bool {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (ids < CPU_SETSIZE);
-    // sched_setaffinity reads it and changes only that thread's placement.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let all = std::thread::available_parallelism().map_or(2, |n| n.get()).max(cpus.len());
-        let chosen: Vec<usize> = if cpus.is_empty() { (0..all).collect() } else { cpus.to_vec() };
-        for c in chosen {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    if cpus.iter().any(|&c| c >= libc::CPU_SETSIZE as usize) {
+        return false;
     }
+    // SAFETY: a zeroed cpu_set_t is the empty set (a plain bit array).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Every CPU: all bits (the kernel keeps those of the thread's allowed CPUs, as `taskset`).
+    let chosen: Vec<usize> = if cpus.is_empty() { (0..libc::CPU_SETSIZE as usize).collect() } else { cpus.to_vec() };
+    for c in chosen {
+        // SAFETY: c < CPU_SETSIZE (checked above), so the bit is inside the set.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: the set is a valid cpu_set_t of the size given; only that thread's placement changes.
+    unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
 /// Puts every thread of process `pid` on the CPUs `cpus` (empty: every CPU); returns how many

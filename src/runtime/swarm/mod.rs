@@ -53,7 +53,13 @@ pub struct SwarmRuntime {
     /// Nodes that were down at the last node list.
     down: std::sync::Mutex<HashSet<String>>,
     removals: tokio::sync::Semaphore,
+    /// The networks and session of each service in the last look at this hub's tasks, kept a
+    /// moment for removals of services already gone ([`SwarmRuntime::left_by`]).
+    gone_services: tokio::sync::Mutex<Option<(Instant, GoneServices)>>,
 }
+
+/// By service id: its networks and its session, as its tasks name them.
+type GoneServices = HashMap<String, (Vec<String>, Option<String>)>;
 
 /// True for an image name that says where to pull it from (`registry.example.org/x`,
 /// `localhost:5000/x`, or pinned by digest): Swarm pulls those on each node.
@@ -118,6 +124,7 @@ impl SwarmRuntime {
             addrs: std::sync::Mutex::new(HashMap::new()),
             down: std::sync::Mutex::new(HashSet::new()),
             removals: tokio::sync::Semaphore::new(PARALLEL_REMOVALS),
+            gone_services: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -380,21 +387,21 @@ impl Runtime for SwarmRuntime {
                 let Some(id) = s.id.clone() else { continue };
                 let spec = s.spec.unwrap_or_default();
                 let l = labelled(&spec.labels.clone().unwrap_or_default());
-                let running_task = running.get(id.as_str());
+                let running_node = running.get(id.as_str());
                 let template = spec.task_template.as_ref();
                 let constraint = template
                     .and_then(|t| t.placement.as_ref())
                     .and_then(|p| p.constraints.as_ref())
                     .and_then(|cs| cs.iter().find_map(|c| c.strip_prefix("node.id==").map(str::to_string)));
                 let env = template.and_then(|t| t.container_spec.as_ref()).and_then(|c| c.env.clone());
-                let node = running_task.cloned().flatten().or(constraint);
+                let node = running_node.cloned().flatten().or(constraint);
                 let control = match (&node, l.port) {
                     (Some(n), Some(p)) => self.addr_of(n).await.map(|ip| SocketAddr::new(ip, p)),
                     _ => None,
                 };
                 out.push(Existing {
                     handle: id,
-                    running: running_task.is_some(),
+                    running: running_node.is_some(),
                     session_id: l.session_id,
                     name: l.name,
                     pooled: l.pooled,
@@ -506,6 +513,22 @@ mod tests {
             version: Some(bollard::models::ObjectVersion { index: Some(index) }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_removed_services_task_says_so_whether_it_still_runs_or_has_stopped() {
+        use bollard::models::{TaskState, TaskStatus};
+        let with = |state: TaskState, desired: TaskState| bollard::models::Task {
+            status: Some(TaskStatus { state: Some(state), ..Default::default() }),
+            desired_state: Some(desired),
+            ..task(Some("a"), 1, "t")
+        };
+        let removed = Some((tasks::SERVICE_REMOVED.to_string(), false));
+        assert_eq!(task_end(&with(TaskState::RUNNING, TaskState::REMOVE)), removed);
+        assert_eq!(task_end(&with(TaskState::SHUTDOWN, TaskState::REMOVE)), removed);
+        let drained = task_end(&with(TaskState::RUNNING, TaskState::SHUTDOWN)).map(|(why, _)| why);
+        assert_eq!(drained.as_deref(), Some("its machine went down or was drained"));
+        assert_eq!(task_end(&with(TaskState::RUNNING, TaskState::RUNNING)), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use super::super::engine::{hub_filter, timed_within};
 use super::super::spec::{labelled, ServerSpec};
 use super::super::{RuntimeError, SessionSpec, LABEL_CREATED, LABEL_HUB, LABEL_MANAGED, LABEL_SESSION_ID};
-use super::{filters, SwarmRuntime};
+use super::{filters, GoneServices, SwarmRuntime};
 use crate::config::Config;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
@@ -19,6 +19,9 @@ use bollard::Docker;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
+
+/// How long one look at the tasks answers for services already removed ([`SwarmRuntime::left_by`]).
+const GONE_LOOK_LASTS: Duration = Duration::from_secs(2);
 
 /// The per-session network's name.
 pub(super) fn network_name(c: &Config, session_id: &str) -> String {
@@ -152,31 +155,42 @@ impl SwarmRuntime {
 
     /// The networks and the session of a service already removed (from outside the hub), from
     /// its tasks as long as Swarm has them; none once they are gone too (the sweep then removes
-    /// the network).
-    async fn left_by(
+    /// the network). One look serves every such removal for [`GONE_LOOK_LASTS`]: removing all
+    /// of 1,000 services from outside would otherwise list all 1,000 tasks 1,000 times, 64 at once.
+    pub(super) async fn left_by(
         &self,
         docker: &Docker,
         service: &str,
         limit: Duration,
     ) -> Result<(Vec<String>, Option<String>), RuntimeError> {
+        let mut last = self.gone_services.lock().await;
+        if let Some((_, found)) = last.as_ref().filter(|(at, _)| at.elapsed() < GONE_LOOK_LASTS) {
+            return Ok(found.get(service).cloned().unwrap_or_default());
+        }
         let opts = ListTasksOptions { filters: Some(hub_filter(&self.config().hub_id)) };
         let tasks = match timed_within(limit, docker.list_tasks(Some(opts))).await {
             Ok(t) => t,
             Err(RuntimeError::NotFound) => Vec::new(),
             Err(e) => return Err(e),
         };
-        let (mut networks, mut session) = (Vec::new(), None);
-        for t in tasks.into_iter().filter(|t| t.service_id.as_deref() == Some(service)) {
+        let mut found: GoneServices = HashMap::new();
+        for t in tasks {
+            let Some(id) = t.service_id else { continue };
             let spec = t.spec.unwrap_or_default();
             let labels = spec.container_spec.and_then(|c| c.labels).unwrap_or_default();
-            session = session.or_else(|| labels.get(LABEL_SESSION_ID).cloned());
+            let (networks, session) = found.entry(id).or_default();
+            if session.is_none() {
+                *session = labels.get(LABEL_SESSION_ID).cloned();
+            }
             for n in spec.networks.unwrap_or_default().into_iter().filter_map(|n| n.target) {
                 if !networks.contains(&n) {
                     networks.push(n);
                 }
             }
         }
-        Ok((networks, session))
+        let mine = found.get(service).cloned().unwrap_or_default();
+        *last = Some((Instant::now(), found));
+        Ok(mine)
     }
 
     /// Session networks of this hub whose session has no service, older than a start can

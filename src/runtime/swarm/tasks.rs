@@ -68,6 +68,8 @@ pub(super) fn task_end(t: &Task) -> Option<(String, bool)> {
         let reason = match (state.as_str(), code) {
             // Its own exit with 0 is the idle timer; a stop from outside also gives 0.
             ("complete", Some(0)) => return Some((exit_reason(Some(0)), true)),
+            // Stopped because its service was removed (a look may first see it here).
+            ("shutdown", _) if desired_state(t) == "remove" => SERVICE_REMOVED.to_string(),
             ("shutdown", _) => "its machine was drained or its service stopped".to_string(),
             (_, Some(_)) => exit_reason(code),
             _ => format!("its Swarm task {state}: {}", task_words(t)),
@@ -114,14 +116,16 @@ impl TaskWatch {
             if !self.seen.contains(*id) {
                 self.seen.insert(id.to_string());
             }
+            if self.reported.contains(*id) {
+                continue;
+            }
             if let Some((reason, idle)) = task_end(t) {
-                if self.reported.insert(id.to_string()) {
-                    debug!(service = %id, state = %task_state(t), "session task ended");
-                    self.pending.push_back(RuntimeEvent::Exited { handle: id.to_string(), reason, idle });
-                }
+                self.reported.insert(id.to_string());
+                debug!(service = %id, state = %task_state(t), "session task ended");
+                self.pending.push_back(RuntimeEvent::Exited { handle: id.to_string(), reason, idle });
             }
         }
-        // Services whose tasks are gone: removed.
+        // Services whose tasks are gone: removed (reported now unless their end already was).
         let gone: Vec<String> = self.seen.iter().filter(|id| !by_service.contains_key(id.as_str())).cloned().collect();
         for id in gone {
             self.seen.remove(&id);
