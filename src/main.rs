@@ -64,9 +64,11 @@ fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
 }
 
 fn main() {
+    // Before the async runtime spawns its threads.
+    let arenas = troop_hub::malloc_arenas::limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match runtime {
-        Ok(rt) => rt.block_on(async_main()),
+        Ok(rt) => rt.block_on(async_main(arenas)),
         Err(e) => {
             eprintln!("troop-hub: cannot start the async runtime: {e}");
             std::process::exit(1);
@@ -74,11 +76,17 @@ fn main() {
     }
 }
 
-async fn async_main() {
+async fn async_main(arenas: Option<usize>) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    if let Some(n) = arenas {
+        tracing::debug!(
+            arenas = n,
+            "malloc arenas capped at one per core (GLIBC_TUNABLES=glibc.malloc.arena_max=N sets another)"
+        );
+    }
     if let Err(e) = real_main().await {
         eprintln!("troop-hub: {e:#}");
         std::process::exit(1);
