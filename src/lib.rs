@@ -29,7 +29,7 @@ pub mod gate;
 pub mod http;
 pub mod hub;
 pub mod links;
-pub mod malloc_arenas;
+pub mod memory;
 pub mod metrics;
 pub mod open_files;
 pub mod random;

@@ -64,11 +64,10 @@ fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
 }
 
 fn main() {
-    // Before the async runtime spawns its threads.
-    let arenas = troop_hub::malloc_arenas::limit();
+    troop_hub::memory::settle();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match runtime {
-        Ok(rt) => rt.block_on(async_main(arenas)),
+        Ok(rt) => rt.block_on(async_main()),
         Err(e) => {
             eprintln!("troop-hub: cannot start the async runtime: {e}");
             std::process::exit(1);
@@ -76,17 +75,11 @@ fn main() {
     }
 }
 
-async fn async_main(arenas: Option<usize>) {
+async fn async_main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    if let Some(n) = arenas {
-        tracing::debug!(
-            arenas = n,
-            "malloc arenas capped at one per core (GLIBC_TUNABLES=glibc.malloc.arena_max=N sets another)"
-        );
-    }
     if let Err(e) = real_main().await {
         eprintln!("troop-hub: {e:#}");
         std::process::exit(1);
@@ -191,6 +184,7 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tokio::spawn(hub.clone().enforce_deadlines());
     tokio::spawn(hub.clone().watch_nodes());
     tokio::spawn(hub.clone().keep_pool());
+    tokio::spawn(troop_hub::memory::trim_every(troop_hub::memory::TRIM_EVERY, hub.shutdown_token()));
     info!(http = %config.http_listen, "HTTP API, metrics and status page listening");
     // The HTTP front door drains and stops once the hub begins shutting down.
     let http = tokio::spawn(troop_hub::http::serve(http_listener, hub.clone(), hub.shutdown_token()));

@@ -21,6 +21,7 @@ mod schema;
 mod upkeep;
 mod writer;
 
+pub use password::release_idle_work_areas;
 pub use read::Page;
 pub use upkeep::{PRUNE_CHUNK, RECENT};
 

@@ -5,9 +5,11 @@
 //! Every computation borrows its 19 MiB work area from [`WorkAreas`] and gives it back: at most
 //! as many areas exist as hashes ever ran at once (the hasher thread's one plus the HTTP
 //! gate's two), so the hub neither maps and unmaps 19 MiB per check nor leaves freed areas
-//! fragmenting malloc's heap.
+//! fragmenting malloc's heap. Areas unused for a while go back to the system
+//! ([`release_idle_work_areas`]): a hub at rest does not hold 19 MiB for the next start.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{self, Output, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -39,16 +41,37 @@ fn params() -> Params {
     Params::new(M_COST, T_COST, P_COST, Some(OUTPUT_LEN)).unwrap_or(Params::DEFAULT)
 }
 
-/// The argon2 work areas that finished hashes left behind, for the next ones.
-struct WorkAreas(Mutex<Vec<Box<[Block]>>>);
+/// The argon2 work areas that finished hashes left behind, for the next ones, and when one was
+/// last given back.
+struct WorkAreas(Mutex<(Vec<Area>, Option<Instant>)>);
 
-static AREAS: WorkAreas = WorkAreas(Mutex::new(Vec::new()));
+/// One argon2 work area (19 MiB).
+type Area = Box<[Block]>;
+
+static AREAS: WorkAreas = WorkAreas::new();
+
+/// Frees the kept work areas if no hash has finished for `idle`; returns how many were freed.
+pub fn release_idle_work_areas(idle: Duration) -> usize {
+    AREAS.release_idle(idle, Instant::now())
+}
 
 impl WorkAreas {
+    const fn new() -> Self {
+        WorkAreas(Mutex::new((Vec::new(), None)))
+    }
+
+    fn release_idle(&self, idle: Duration, now: Instant) -> usize {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match kept.1 {
+            Some(last) if now.saturating_duration_since(last) >= idle => std::mem::take(&mut kept.0).len(),
+            _ => 0,
+        }
+    }
+
     /// Runs argon2id with `params` into `out`, on a reused work area.
     fn compute(&self, params: Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
         let blocks = params.block_count();
-        let reused = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let reused = self.0.lock().unwrap_or_else(PoisonError::into_inner).0.pop();
         let mut area = match reused {
             Some(area) if area.len() == blocks => area,
             _ => vec![Block::default(); blocks].into_boxed_slice(),
@@ -60,15 +83,16 @@ impl WorkAreas {
             &mut area[..],
         );
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() < KEPT_AREAS {
-            kept.push(area);
+        if kept.0.len() < KEPT_AREAS {
+            kept.0.push(area);
         }
+        kept.1 = Some(Instant::now());
         result
     }
 
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).0.len()
     }
 }
 
@@ -184,5 +208,20 @@ mod tests {
         }
         let kept = AREAS.kept();
         assert!((1..=KEPT_AREAS).contains(&kept), "{kept} work areas kept");
+    }
+
+    #[test]
+    fn work_areas_go_back_once_no_hash_has_run_for_a_while() {
+        let areas = WorkAreas::new();
+        let mut out = [0u8; OUTPUT_LEN];
+        areas.compute(params(), MD5.as_bytes(), b"sixteen byte salt", &mut out).unwrap();
+        let done = Instant::now();
+        assert_eq!(areas.release_idle(Duration::from_secs(10), done), 0, "kept while hashes are recent");
+        assert_eq!(areas.kept(), 1);
+        assert_eq!(areas.release_idle(Duration::from_secs(10), done + Duration::from_secs(11)), 1, "freed when idle");
+        assert_eq!(areas.kept(), 0);
+        // The next hash makes a new area and keeps it.
+        areas.compute(params(), MD5.as_bytes(), b"sixteen byte salt", &mut out).unwrap();
+        assert_eq!(areas.kept(), 1);
     }
 }
