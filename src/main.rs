@@ -64,10 +64,11 @@ fn local_hub(config: &Config, hub: Option<SocketAddr>) -> SocketAddr {
 }
 
 fn main() {
-    troop_hub::memory::settle();
+    // Before any thread: malloc's settings are the process's.
+    let thresholds_fixed = troop_hub::memory::fix_malloc_thresholds();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match runtime {
-        Ok(rt) => rt.block_on(async_main()),
+        Ok(rt) => rt.block_on(async_main(thresholds_fixed)),
         Err(e) => {
             eprintln!("troop-hub: cannot start the async runtime: {e}");
             std::process::exit(1);
@@ -75,11 +76,12 @@ fn main() {
     }
 }
 
-async fn async_main() {
+async fn async_main(thresholds_fixed: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    tracing::debug!(thresholds_fixed, "malloc: freed memory goes back to the system (src/memory.rs)");
     if let Err(e) = real_main().await {
         eprintln!("troop-hub: {e:#}");
         std::process::exit(1);

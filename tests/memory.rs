@@ -42,7 +42,7 @@ const CHILD: &str = "TROOP_HUB_MEMORY_CHILD";
 /// 8 MiB answer is decoded and freed once a 16 MiB block has been freed before it.
 fn kept_after_a_large_free(settled: bool) -> f64 {
     if settled {
-        assert!(troop_hub::memory::settle(), "the thresholds were not set");
+        assert!(troop_hub::memory::fix_malloc_thresholds(), "the thresholds were not set");
     }
     drop(std::hint::black_box(vec![1u8; 16 << 20])); // glibc now raises its thresholds to 16 MiB...
     let before = rss_mib();

@@ -41,39 +41,39 @@ fn params() -> Params {
     Params::new(M_COST, T_COST, P_COST, Some(OUTPUT_LEN)).unwrap_or(Params::DEFAULT)
 }
 
-/// The argon2 work areas that finished hashes left behind, for the next ones, and when one was
-/// last given back.
-struct WorkAreas(Mutex<(Vec<Area>, Option<Instant>)>);
+/// The argon2 work areas that finished hashes left behind, for the next ones, each with the
+/// time its last hash finished.
+struct WorkAreas(Mutex<Vec<(Area, Instant)>>);
 
 /// One argon2 work area (19 MiB).
 type Area = Box<[Block]>;
 
 static AREAS: WorkAreas = WorkAreas::new();
 
-/// Frees the kept work areas if no hash has finished for `idle`; returns how many were freed.
+/// Frees the kept work areas no hash has used for `idle`; returns how many were freed.
 pub fn release_idle_work_areas(idle: Duration) -> usize {
     AREAS.release_idle(idle, Instant::now())
 }
 
 impl WorkAreas {
     const fn new() -> Self {
-        WorkAreas(Mutex::new((Vec::new(), None)))
+        WorkAreas(Mutex::new(Vec::new()))
     }
 
     fn release_idle(&self, idle: Duration, now: Instant) -> usize {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match kept.1 {
-            Some(last) if now.saturating_duration_since(last) >= idle => std::mem::take(&mut kept.0).len(),
-            _ => 0,
-        }
+        let before = kept.len();
+        kept.retain(|(_, done)| now.saturating_duration_since(*done) < idle);
+        before - kept.len()
     }
 
     /// Runs argon2id with `params` into `out`, on a reused work area.
     fn compute(&self, params: Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
         let blocks = params.block_count();
-        let reused = self.0.lock().unwrap_or_else(PoisonError::into_inner).0.pop();
+        // The most recently used first: under a steady trickle of hashes the others go idle.
+        let reused = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut area = match reused {
-            Some(area) if area.len() == blocks => area,
+            Some((area, _)) if area.len() == blocks => area,
             _ => vec![Block::default(); blocks].into_boxed_slice(),
         };
         let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into_with_memory(
@@ -83,16 +83,15 @@ impl WorkAreas {
             &mut area[..],
         );
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.0.len() < KEPT_AREAS {
-            kept.0.push(area);
+        if kept.len() < KEPT_AREAS {
+            kept.push((area, Instant::now()));
         }
-        kept.1 = Some(Instant::now());
         result
     }
 
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).0.len()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -223,5 +222,13 @@ mod tests {
         // The next hash makes a new area and keeps it.
         areas.compute(params(), MD5.as_bytes(), b"sixteen byte salt", &mut out).unwrap();
         assert_eq!(areas.kept(), 1);
+        // An area left over from a burst goes idle while another keeps being used.
+        let older = Instant::now();
+        areas.0.lock().unwrap().insert(0, (vec![Block::default(); params().block_count()].into_boxed_slice(), older));
+        areas.compute(params(), MD5.as_bytes(), b"sixteen byte salt", &mut out).unwrap();
+        let later = Instant::now();
+        assert_eq!(areas.kept(), 2);
+        assert_eq!(areas.release_idle(later - older, later), 1, "the unused one goes");
+        assert_eq!(areas.kept(), 1, "the one in use stays");
     }
 }
