@@ -35,31 +35,32 @@ pub fn fix_malloc_thresholds() -> bool {
     !operators && set_thresholds(MALLOC_THRESHOLD)
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_thresholds(bytes: usize) -> bool {
-    let n = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets allocator parameters; it takes no pointers.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, n) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, n) == 1 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_thresholds(_bytes: usize) -> bool {
-    false
-}
-
-/// Gives back to the system the free pages inside every malloc arena (and the main arena's
-/// free top). Returns whether any went back (always `false` where malloc is not glibc's).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim() -> bool {
-    // SAFETY: malloc_trim takes no pointers; it locks each arena while it works.
-    unsafe { libc::malloc_trim(0) == 1 }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let n = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets allocator parameters; it takes no pointers.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, n) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, n) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
+    }
 }
 
 /// Gives back to the system the free pages inside every malloc arena (and the main arena's
 /// free top). Returns whether any went back (always `false` where malloc is not glibc's).
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn trim() -> bool {
-    false
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes no pointers; it locks each arena while it works.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 /// Every `period` until `shutdown`: frees the archive's work areas no hash used for `period`,
