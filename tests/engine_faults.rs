@@ -34,11 +34,12 @@ async fn starts_fail_fast_while_the_engine_is_away_and_the_hub_recovers_by_itsel
 
     // Stalled: refused within the engine timeout, queries answered meanwhile.
     mode.store(STALLED, Ordering::SeqCst);
-    let addr = hub.addr;
-    let pending = tokio::spawn(async move { start_session(addr, "b", "pw", T).await });
-    // The hub has the request (it says so in its log) before the query is timed.
+    // The hub has the request (it says so in its log) before the query is timed. The count
+    // is read before the request is sent: the hub may log it before the spawned task returns.
     let asked = |log: &str| log.matches("start requested").count();
     let before = asked(&hub.log());
+    let addr = hub.addr;
+    let pending = tokio::spawn(async move { start_session(addr, "b", "pw", T).await });
     hub.eventually("the start to be under way", T, async || match asked(&hub.log()) > before {
         true => Ok(()),
         false => Err("not yet".into()),
