@@ -2,7 +2,7 @@
 //! breaks or every 30 s), adoption or removal of servers left by an earlier hub process,
 //! session deadlines (max age, ttl), and the node list. Each loop runs until shutdown.
 
-use super::{lock, now, short, EndReason, Hub};
+use super::{lock, now, short, EndReason, Hub, ENDS_AT_ONCE};
 use crate::config::Orphans;
 use crate::registry::{ControlAccess, Session, State, LOCAL_NODE};
 use crate::runtime::{Credentials, Existing, RuntimeError, RuntimeEvent};
@@ -14,11 +14,6 @@ use tracing::{info, warn};
 
 /// How often the hub asks the runtime for its nodes.
 pub const NODE_REFRESH: Duration = Duration::from_secs(3);
-
-/// Sessions ended at once when many end together (deadlines reached together, an engine
-/// event storm, a reconcile after the engine was away): each end waits on the engine, so one
-/// at a time made 50 take minutes; all at once would drown it.
-pub const ENDS_AT_ONCE: usize = 16;
 
 /// A server younger than this that is not running yet may still be starting.
 const YOUNG: Duration = Duration::from_secs(10);
@@ -297,12 +292,10 @@ impl Hub {
         }
     }
 
-    /// Ends `sessions`, [`ENDS_AT_ONCE`] at a time.
+    /// Ends `sessions` together (deadlines reached together, a reconcile after the engine was
+    /// away): every owner is told at once, their servers end [`ENDS_AT_ONCE`] at a time.
     async fn end_together(&self, sessions: Vec<(String, EndReason)>) {
-        futures_util::stream::iter(sessions)
-            .for_each_concurrent(ENDS_AT_ONCE, |(id, reason)| async move {
-                self.end_session(&id, reason).await;
-            })
-            .await;
+        let ends = sessions.iter().map(|(id, reason)| self.end_session(id, reason.clone()));
+        futures_util::future::join_all(ends).await;
     }
 }
