@@ -280,6 +280,12 @@ pub async fn queries(
     (all, failed)
 }
 
+/// `nf_conntrack_count` (entries in the kernel's connection-tracking table) or
+/// `nf_conntrack_max`; None without connection tracking.
+pub fn conntrack(f: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/net/netfilter/{f}")).ok()?.trim().parse::<u64>().ok()
+}
+
 /// Waits (up to 150 s: the kernel forgets a closed connection after 120 s) until the kernel's
 /// connection-tracking table has room for `connections` more with a tenth to spare: a full
 /// table drops SYNs host-wide, and every figure after it would be the kernel's. A table too
@@ -287,8 +293,7 @@ pub async fn queries(
 /// failed column shows it). Without connection tracking (no `nf_conntrack` module) there is
 /// nothing to wait for.
 pub async fn conntrack_room(connections: u64) {
-    let read =
-        |f: &str| std::fs::read_to_string(format!("/proc/sys/net/netfilter/{f}")).ok()?.trim().parse::<u64>().ok();
+    let read = conntrack;
     let Some(max) = read("nf_conntrack_max") else { return };
     let connections = connections.min(max / 10 * 8);
     let t = Instant::now();
