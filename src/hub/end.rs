@@ -59,7 +59,7 @@ impl Hub {
         info!(session = %session.name, id = %session.id, container = %short(&handle), reason = reason.label(), "session ended");
         let followed = session.control.is_some() && session.state == State::Running;
         let Some(handle) = session.handle else { return followed };
-        // A few servers end at once (ENDS_AT_ONCE); the owner above was told at once.
+        // A few servers end at once (`Runtime::ends_at_once`); the owner above was told at once.
         let _turn = self.ends.acquire().await;
         // Performers hear why from their own server; if it cannot be told, the gentle stop
         // below still makes it say goodbye (troop-server sends MSG_KILL on SIGTERM).

@@ -90,8 +90,12 @@ pub struct Hub {
     /// Cold starts at once ([`COLD_STARTS_AT_ONCE`]); the rest wait in request order (the
     /// semaphore is fair), so a burst does not drown the engine.
     cold_starts: tokio::sync::Semaphore,
-    /// Servers being told to end and removed at once ([`ENDS_AT_ONCE`]); the rest wait in
-    /// order (the semaphore is fair), their owners already told.
+    /// Servers being told to end and removed at once ([`Runtime::ends_at_once`]); the rest
+    /// wait in order (the semaphore is fair), their owners already told. Every server that
+    /// exits costs Docker 20.10 a walk of the host's whole connection-tracking table (one exit
+    /// at a time: about a second each with the table nearly full). Told all at once, 1,000
+    /// servers would queue 1,000 such walks, and a removal waiting behind them would take a
+    /// busy engine for a gone one; a few at a time, each waits for a few walks only.
     ends: tokio::sync::Semaphore,
     public_host: String,
     /// Set when performers outside this network would be given an address they cannot reach.
@@ -113,13 +117,6 @@ pub struct Hub {
 /// Container starts the hub asks of the engine at once for sessions (Docker 20.10 on two
 /// cores answers 50 concurrent creates slower than `engine_timeout`).
 pub const COLD_STARTS_AT_ONCE: usize = 8;
-
-/// Sessions whose servers are ended at once. Every server that exits costs Docker 20.10 a walk
-/// of the host's whole connection-tracking table (one exit at a time: about a second each
-/// with the table nearly full), whether it exits by itself or is stopped. Told all at once,
-/// 1,000 servers would queue 1,000 such walks, and a removal waiting behind them would take a
-/// busy engine for a gone one; a few at a time, each removal waits for a few walks only.
-pub const ENDS_AT_ONCE: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -197,6 +194,7 @@ impl Hub {
     /// serving, so sessions can be placed.
     pub fn new(config: Config, runtime: Arc<dyn Runtime>) -> Arc<Hub> {
         let public_host = detect_public_host(&config);
+        let ends_at_once = runtime.ends_at_once();
         let public_host_warning = unreachable_public_host(&config, &public_host);
         if let Some(w) = &public_host_warning {
             warn!("{w}");
@@ -216,7 +214,7 @@ impl Hub {
             seats: Arc::default(),
             links: crate::links::Links::default(),
             cold_starts: tokio::sync::Semaphore::new(COLD_STARTS_AT_ONCE),
-            ends: tokio::sync::Semaphore::new(ENDS_AT_ONCE),
+            ends: tokio::sync::Semaphore::new(ends_at_once),
             audience_epoch: tokio::sync::watch::Sender::new(0),
             public_host,
             public_host_warning,

@@ -2,7 +2,7 @@
 //! breaks or every 30 s), adoption or removal of servers left by an earlier hub process,
 //! session deadlines (max age, ttl), and the node list. Each loop runs until shutdown.
 
-use super::{lock, now, short, EndReason, Hub, ENDS_AT_ONCE};
+use super::{lock, now, short, EndReason, Hub};
 use crate::config::Orphans;
 use crate::registry::{ControlAccess, Session, State, LOCAL_NODE};
 use crate::runtime::{Credentials, Existing, RuntimeError, RuntimeEvent};
@@ -173,9 +173,9 @@ impl Hub {
         // Also reconcile now and then: it retries removals that failed while the engine was away.
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Exits are handled beside the event stream, [`ENDS_AT_ONCE`] at a time; beyond that
-        // the stream waits (the engine keeps the events).
-        let ends = Arc::new(tokio::sync::Semaphore::new(ENDS_AT_ONCE));
+        // Exits are handled beside the event stream, as many at a time as sessions are ended
+        // (`Runtime::ends_at_once`); beyond that the stream waits (the engine keeps the events).
+        let ends = Arc::new(tokio::sync::Semaphore::new(self.runtime.ends_at_once()));
         loop {
             if let Ok(mut events) = self.runtime.events().await {
                 loop {
@@ -293,7 +293,7 @@ impl Hub {
     }
 
     /// Ends `sessions` together (deadlines reached together, a reconcile after the engine was
-    /// away): every owner is told at once, their servers end [`ENDS_AT_ONCE`] at a time.
+    /// away): every owner is told at once, their servers end a few at a time (`finish`).
     async fn end_together(&self, sessions: Vec<(String, EndReason)>) {
         let ends = sessions.iter().map(|(id, reason)| self.end_session(id, reason.clone()));
         futures_util::future::join_all(ends).await;

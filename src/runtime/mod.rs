@@ -178,6 +178,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// waits until its port is free; a handle the engine does not know counts as done. The
     /// runtime bounds how many run at once.
     fn remove(&self, handle: String) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    /// How many sessions the hub ends at once (each told to end, then removed, in one turn):
+    /// a server's exit costs the engine the same whether it exits by itself or is stopped,
+    /// so telling is bounded with the removals. The runtime's own bound on `remove`.
+    fn ends_at_once(&self) -> usize {
+        8
+    }
     /// This hub's sessions on the engine. No side effects.
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>>;
     /// [`Runtime::list`] without what only adoption needs (credentials, addresses): what the

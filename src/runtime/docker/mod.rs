@@ -386,6 +386,10 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    fn ends_at_once(&self) -> usize {
+        PARALLEL_REMOVALS
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
         Box::pin(self.list_with(true))
     }

@@ -366,6 +366,10 @@ impl Runtime for SwarmRuntime {
         })
     }
 
+    fn ends_at_once(&self) -> usize {
+        PARALLEL_REMOVALS
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<Existing>, RuntimeError>> {
         Box::pin(async move {
             let c = self.config();
