@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{eventually, TestHub, T};
+use common::{eventually, T};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -87,11 +87,7 @@ async fn a_sigterm_with_the_engine_busy_removes_every_session() {
     // server's removal would wait about 30 s behind the others, longer than the hub allows a
     // removal (engine_timeout x 6 = 18 s) before it takes the engine for gone.
     let n = 30;
-    let mut hub = TestHub::new(&format!(
-        "engine_timeout: 3s\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
-    ));
-    hub.ports = common::wide_range(32);
-    let mut hub = hub.start().await;
+    let mut hub = common::hub_for_many(n, "3s").start().await;
     let owners = common::start_many(&hub, "s", n, T).await;
     hub.wait_containers(n).await;
 

@@ -67,10 +67,7 @@ async fn a_sigterm_with_the_engine_stalled_ends_within_a_bound_and_the_next_hub_
     // x 6), a stalled engine would hold the shutdown for 4 rounds (48 s); the hub gives up
     // after one. (1 s for the engine made starts time out beside the other test.)
     let n = 28;
-    let mut hub = TestHub::new(&format!(
-        "engine_timeout: 2s\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
-    ));
-    hub.ports = common::wide_range(32);
+    let mut hub = common::hub_for_many(n, "2s");
     let mode = behind_switch(&mut hub, FORWARD);
     let mut hub = hub.start().await;
     let owners = common::start_many(&hub, "s", n, T).await;

@@ -88,6 +88,16 @@ fn port_window() -> u16 {
     20000 + ((std::process::id() % 150) as u16) * 80
 }
 
+/// A hub for the tests that end many sessions at once: room for `n` from one address on the
+/// wide range, no warm pool or archive, and the given `engine_timeout` (a removal gets six).
+pub fn hub_for_many(n: usize, engine_timeout: &str) -> TestHub {
+    let mut hub = TestHub::new(&format!(
+        "engine_timeout: {engine_timeout}\nmax_sessions: {n}\nmax_sessions_per_address: {n}\nwarm_pool: 0\narchive: off"
+    ));
+    hub.ports = wide_range(32);
+    hub
+}
+
 /// A range of `len` (at most 32) session ports that no hub of this process shares, below the
 /// windows of [`TestHub::new`] (for the one hub of a process that needs many ports).
 pub fn wide_range(len: u16) -> (u16, u16) {
