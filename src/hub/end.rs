@@ -61,6 +61,12 @@ impl Hub {
         let Some(handle) = session.handle else { return followed };
         // A few servers end at once (`Runtime::ends_at_once`); the owner above was told at once.
         let _turn = self.ends.acquire().await;
+        if self.engine_gone_at_shutdown.load(Ordering::Relaxed) {
+            // The engine stopped answering during shutdown: this session is left running as it
+            // is, for the next hub to adopt (its performers play on meanwhile).
+            lock(&self.registry).free(&session.id, Gone::Unsure, now());
+            return false;
+        }
         // Performers hear why from their own server; if it cannot be told, the gentle stop
         // below still makes it say goodbye (troop-server sends MSG_KILL on SIGTERM).
         if let (Some(access), Some(sentence), State::Running) =
@@ -74,7 +80,7 @@ impl Hub {
         match &removed {
             Err(RuntimeError::Unreachable(_)) if self.shutdown.is_cancelled() => {
                 if !self.engine_gone_at_shutdown.swap(true, Ordering::Relaxed) {
-                    warn!("the Docker engine does not answer: the servers not yet removed are left running for the next hub to adopt or remove (orphans)");
+                    warn!("the Docker engine does not answer: the sessions not yet ended are left running for the next hub to adopt, and the servers not yet removed for it to remove (orphans)");
                 }
             }
             Err(e) => {

@@ -194,7 +194,7 @@ impl Hub {
     /// serving, so sessions can be placed.
     pub fn new(config: Config, runtime: Arc<dyn Runtime>) -> Arc<Hub> {
         let public_host = detect_public_host(&config);
-        let ends_at_once = runtime.ends_at_once();
+        let ends_at_once = runtime.ends_at_once().max(1);
         let public_host_warning = unreachable_public_host(&config, &public_host);
         if let Some(w) = &public_host_warning {
             warn!("{w}");

@@ -173,9 +173,9 @@ impl Hub {
         // Also reconcile now and then: it retries removals that failed while the engine was away.
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Exits are handled beside the event stream, as many at a time as sessions are ended
-        // (`Runtime::ends_at_once`); beyond that the stream waits (the engine keeps the events).
-        let ends = Arc::new(tokio::sync::Semaphore::new(self.runtime.ends_at_once()));
+        // Exits are handled beside the event stream, each in a task of its own: the stream is
+        // never held up (dockerd drops events for a subscriber that does not read), and the
+        // servers' removals wait for their turns in `finish`.
         loop {
             if let Ok(mut events) = self.runtime.events().await {
                 loop {
@@ -184,12 +184,8 @@ impl Hub {
                         _ = every.tick() => self.reconcile().await,
                         ev = events.next() => match ev {
                             Some(Ok(RuntimeEvent::Exited { handle, reason, idle })) => {
-                                let Ok(turn) = ends.clone().acquire_owned().await else { return };
                                 let hub = self.clone();
-                                tokio::spawn(async move {
-                                    hub.exited(&handle, reason, idle).await;
-                                    drop(turn);
-                                });
+                                tokio::spawn(async move { hub.exited(&handle, reason, idle).await });
                             }
                             Some(Err(e)) => {
                                 self.metrics.docker_error();
@@ -258,7 +254,8 @@ impl Hub {
                 let r = lock(&self.registry);
                 r.by_handle(&c.handle).is_some()
                     || r.member_by_handle(&c.handle).is_some()
-                    || c.session_id.as_ref().is_some_and(|sid| r.by_id(sid).is_some() || r.member(sid).is_some())
+                    // A session being ended (released, waiting for its turn) still owns its server.
+                    || c.session_id.as_ref().is_some_and(|sid| r.by_id(sid).is_some() || r.member(sid).is_some() || r.holds(sid))
             };
             let old = c.created.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > grace));
             if !owned && old {

@@ -328,6 +328,39 @@ async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
     nothing_left(&hub, &fake);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_leaves_the_servers_of_sessions_waiting_for_their_turn_to_end() {
+    let fake = Arc::new(FakeRuntime::default());
+    fake.set_remove_delay(Duration::from_secs(1));
+    let yaml =
+        "ports: 100-131\nmax_sessions: 32\npublic_host: hub.example\ncontrol_channel: false\nmax_session_age: 1h";
+    let hub = Hub::new(Config::from_yaml(yaml).unwrap(), fake.clone());
+    hub.refresh_nodes().await;
+    hub.recover().await.unwrap();
+    tokio::spawn(hub.clone().enforce_deadlines());
+    let mut owners = Vec::new();
+    for i in 0..24 {
+        owners.push(start(&hub, &format!("s{i}")).await);
+    }
+    // All 24 are due together: told at once, their servers removed 8 at a time over 3 s.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    for o in &mut owners {
+        assert!(told(o).await.is_some());
+    }
+    // A reconcile meanwhile finds 16 servers whose sessions are released and waiting for their
+    // turn: theirs, not strays to remove outside the bound (and without telling performers).
+    assert!(fake.servers().len() > 8, "the test needs servers still waiting: {}", fake.servers().len());
+    fake.age_servers(Duration::from_secs(3600));
+    hub.reconcile().await;
+    while !fake.servers().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let removed = fake.removed();
+    let once: std::collections::HashSet<_> = removed.iter().collect();
+    assert_eq!(removed.len(), once.len(), "a server was removed twice (once as a stray): {removed:?}");
+    nothing_left(&hub, &fake);
+}
+
 #[tokio::test]
 async fn a_reload_keeps_the_front_door_and_the_control_channel_it_needs() {
     let fake = Arc::new(FakeRuntime::default());

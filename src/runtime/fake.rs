@@ -140,6 +140,14 @@ impl FakeRuntime {
 
     /// Each start takes this long before its server listens.
     /// Each removal takes this long (a busy engine).
+    /// Makes every server look `by` older: its creation time is the wall clock's, while the
+    /// hub's clock in tests is paused.
+    pub fn age_servers(&self, by: Duration) {
+        for s in self.state().servers.values_mut() {
+            s.existing.created = s.existing.created.and_then(|t| t.checked_sub(by));
+        }
+    }
+
     pub fn set_remove_delay(&self, d: Duration) {
         self.state().remove_delay = d;
     }
