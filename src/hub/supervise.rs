@@ -174,7 +174,7 @@ impl Hub {
         let mut every = tokio::time::interval(Duration::from_secs(30));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Exits are handled beside the event stream, each in a task of its own: the stream is
-        // never held up (dockerd drops events for a subscriber that does not read), and the
+        // never held up (dockerd may drop events for a subscriber that does not read), and the
         // servers' removals wait for their turns in `finish`.
         loop {
             if let Ok(mut events) = self.runtime.events().await {
