@@ -293,12 +293,11 @@ pub fn conntrack(f: &str) -> Option<u64> {
 /// failed column shows it). Without connection tracking (no `nf_conntrack` module) there is
 /// nothing to wait for.
 pub async fn conntrack_room(connections: u64) {
-    let read = conntrack;
-    let Some(max) = read("nf_conntrack_max") else { return };
+    let Some(max) = conntrack("nf_conntrack_max") else { return };
     let connections = connections.min(max / 10 * 8);
     let t = Instant::now();
     let mut said = false;
-    while let Some(count) = read("nf_conntrack_count") {
+    while let Some(count) = conntrack("nf_conntrack_count") {
         if count + connections <= max - max / 10 {
             return;
         }

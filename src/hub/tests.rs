@@ -295,30 +295,44 @@ fn a_public_host_only_this_network_reaches_is_warned_about_when_listening_everyw
     assert_eq!(unreachable_public_host(&c("listen: 127.0.0.1:57990\npublic_host: 127.0.0.1"), "127.0.0.1"), None);
 }
 
-#[tokio::test(start_paused = true)]
-async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
+/// `n` sessions reaching `max_session_age` in the same second, each removal taking the engine
+/// a second; returns once they are due, with their owners.
+async fn due_together(n: usize) -> (Arc<FakeRuntime>, Arc<Hub>, Vec<Owned>) {
     let fake = Arc::new(FakeRuntime::default());
     fake.set_remove_delay(Duration::from_secs(1));
-    let yaml =
-        "ports: 100-163\nmax_sessions: 64\npublic_host: hub.example\ncontrol_channel: false\nmax_session_age: 1h";
-    let hub = Hub::new(Config::from_yaml(yaml).unwrap(), fake.clone());
+    let yaml = format!(
+        "ports: 100-{}\nmax_sessions: {n}\npublic_host: hub.example\ncontrol_channel: false\nmax_session_age: 1h",
+        100 + n - 1
+    );
+    let hub = Hub::new(Config::from_yaml(&yaml).unwrap(), fake.clone());
     hub.refresh_nodes().await;
     hub.recover().await.unwrap();
     tokio::spawn(hub.clone().enforce_deadlines());
     let mut owners = Vec::new();
-    for i in 0..48 {
+    for i in 0..n {
         owners.push(start(&hub, &format!("s{i}")).await);
     }
-    // All 48 are due in the same second; each removal takes the engine a second.
     tokio::time::sleep(Duration::from_secs(3600)).await;
+    (fake, hub, owners)
+}
+
+/// Waits (virtual time, at most two minutes) until the fake runs no server.
+async fn all_removed(fake: &FakeRuntime) {
+    let began = tokio::time::Instant::now();
+    while !fake.servers().is_empty() && began.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
+    let (fake, hub, mut owners) = due_together(48).await;
     let began = tokio::time::Instant::now();
     for o in &mut owners {
         assert_eq!(told(o).await.as_deref(), Some("The session reached the hub's maximum session age and was ended."));
     }
-    // Their servers are removed meanwhile; wait (virtual time) until the last one is gone.
-    while !fake.servers().is_empty() && began.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Their servers are removed meanwhile; wait until the last one is gone.
+    all_removed(&fake).await;
     let took = began.elapsed();
     // One at a time would take 48 s; 8 at a time (the runtime's bound), 6, the owners told at
     // once above.
@@ -330,20 +344,8 @@ async fn sessions_reaching_their_age_together_end_together_within_a_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reconcile_leaves_the_servers_of_sessions_waiting_for_their_turn_to_end() {
-    let fake = Arc::new(FakeRuntime::default());
-    fake.set_remove_delay(Duration::from_secs(1));
-    let yaml =
-        "ports: 100-131\nmax_sessions: 32\npublic_host: hub.example\ncontrol_channel: false\nmax_session_age: 1h";
-    let hub = Hub::new(Config::from_yaml(yaml).unwrap(), fake.clone());
-    hub.refresh_nodes().await;
-    hub.recover().await.unwrap();
-    tokio::spawn(hub.clone().enforce_deadlines());
-    let mut owners = Vec::new();
-    for i in 0..24 {
-        owners.push(start(&hub, &format!("s{i}")).await);
-    }
     // All 24 are due together: told at once, their servers removed 8 at a time over 3 s.
-    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let (fake, hub, mut owners) = due_together(24).await;
     for o in &mut owners {
         assert!(told(o).await.is_some());
     }
@@ -352,9 +354,7 @@ async fn a_reconcile_leaves_the_servers_of_sessions_waiting_for_their_turn_to_en
     assert!(fake.servers().len() > 8, "the test needs servers still waiting: {}", fake.servers().len());
     fake.age_servers(Duration::from_secs(3600));
     hub.reconcile().await;
-    while !fake.servers().is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_removed(&fake).await;
     let removed = fake.removed();
     let once: std::collections::HashSet<_> = removed.iter().collect();
     assert_eq!(removed.len(), once.len(), "a server was removed twice (once as a stray): {removed:?}");

@@ -138,8 +138,6 @@ impl FakeRuntime {
         self.state().nodes = nodes;
     }
 
-    /// Each start takes this long before its server listens.
-    /// Each removal takes this long (a busy engine).
     /// Makes every server look `by` older: its creation time is the wall clock's, while the
     /// hub's clock in tests is paused.
     pub fn age_servers(&self, by: Duration) {
@@ -148,10 +146,12 @@ impl FakeRuntime {
         }
     }
 
+    /// Each removal takes this long (a busy engine).
     pub fn set_remove_delay(&self, d: Duration) {
         self.state().remove_delay = d;
     }
 
+    /// Each start takes this long before its server listens.
     pub fn set_start_delay(&self, d: Duration) {
         self.state().start_delay = d;
     }
